@@ -1,0 +1,209 @@
+//! The [`Arch`] trait that every paging mode implements, and the geometry derived from it.
+//!
+//! An arch file (one per architecture) holds the mode markers, the PTE bitfield, the flag
+//! encoding and TLB maintenance for that architecture; it never walks a table. The walk is
+//! generic, in [`crate::levels`].
+
+use core::fmt;
+
+use memory_addr::VirtAddr;
+
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags};
+use crate::levels::{EntryKind, Level};
+
+pub mod aarch64;
+pub mod loongarch64;
+pub mod riscv;
+pub mod x86_64;
+
+/// Which virtual addresses a paging mode's tables translate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaSpace {
+    /// Both halves of a sign-extended address space: `[0, 2^(n-1))` and
+    /// `[2^64 - 2^(n-1), 2^64)` for `n` VA bits (x86, RISC-V, LoongArch).
+    Canonical,
+    /// The lower range `[0, 2^n)` (AArch64 TTBR0).
+    Lower,
+    /// The upper range `[2^64 - 2^n, 2^64)` (AArch64 TTBR1).
+    Upper,
+}
+
+pub(crate) mod sealed {
+    /// Keeps [`Arch`](super::Arch) and [`Level`](crate::Level) closed to this crate.
+    pub trait Sealed {}
+}
+
+/// A paging mode: the shape of its tables and how its entries encode.
+///
+/// Implemented by the zero-sized markers [`X86_64`](crate::X86_64),
+/// [`X86_64La57`](crate::X86_64La57), [`AArch64`](crate::AArch64), [`Sv39`](crate::Sv39),
+/// [`Sv48`](crate::Sv48), [`Sv57`](crate::Sv57) and [`LoongArch64`](crate::LoongArch64); sealed.
+///
+/// Geometry comes from a few constants: a level at depth `d` (1 for the last level) translates
+/// `INDEX_BITS` bits starting at bit `PAGE_SHIFT + (d - 1) * INDEX_BITS`; the root translates
+/// the rest, up to `VA_BITS`. Each helper below derives from these, and [`geometry_ok`] checks
+/// them at compile time for every mode a [`PageTable`](crate::PageTable) is built for.
+///
+/// The methods work on raw `u64` entries so that the generic walk stays one piece of code;
+/// the typed views are [`Descriptor`](crate::Descriptor) and the arch's `Pte` bitfield. An
+/// entry whose raw value is zero is empty on every architecture.
+pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'static {
+    /// The entry as the architecture manual lays it out.
+    type Pte: Copy + fmt::Debug + From<u64> + Into<u64>;
+    /// The root level: [`L3`](crate::L3), [`L4`](crate::L4) or [`L5`](crate::L5).
+    type Root: Level;
+    /// The highest level that may hold a leaf; every level below it may too.
+    type MaxLeaf: Level;
+
+    /// A short name for the mode, for dumps.
+    const NAME: &'static str;
+    /// log2 of the smallest page (the translation granule).
+    const PAGE_SHIFT: u32 = 12;
+    /// Index bits per level below the root.
+    const INDEX_BITS: u32 = 9;
+    /// Virtual-address bits translated.
+    const VA_BITS: u32;
+    /// Physical-address bits an entry can hold.
+    const PA_BITS: u32;
+    /// Which virtual addresses the tables translate.
+    const VA_SPACE: VaSpace;
+
+    /// What a raw entry at level `depth` is.
+    fn entry_kind(pte: u64, depth: u8) -> EntryKind;
+    /// An entry pointing to the next-level table at `pa`.
+    fn table_entry(pa: u64) -> u64;
+    /// The table address held by a table entry.
+    fn table_addr(pte: u64) -> u64;
+
+    /// Checks that `flags` can be expressed exactly.
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::FlagsNotExpressible`] when they cannot.
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError>;
+    /// A new leaf at `depth` with `flags` (already checked) and no address: OR in
+    /// [`leaf_addr_bits`](Self::leaf_addr_bits). New leaves start accessed and, if writable,
+    /// dirty (see [`AccessState`]).
+    fn leaf_template(flags: MappingFlags, depth: u8) -> u64;
+    /// The address field of a leaf at `depth` mapping `pa` (aligned to the leaf size).
+    fn leaf_addr_bits(pa: u64, depth: u8) -> u64;
+    /// The bits of a leaf at `depth` that hold its address.
+    fn leaf_addr_mask(depth: u8) -> u64;
+    /// The address a leaf at `depth` maps.
+    fn leaf_addr(pte: u64, depth: u8) -> u64;
+    /// The flags of a leaf at `depth`.
+    fn leaf_flags(pte: u64, depth: u8) -> MappingFlags;
+    /// What the hardware recorded in a leaf at `depth`.
+    fn leaf_state(pte: u64, depth: u8) -> AccessState;
+    /// `old` with new `flags` (already checked): the address and the access state stay, except
+    /// that a leaf that becomes writable starts dirty, as a new writable leaf does.
+    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64;
+    /// `old` with the state bits set in `clear` cleared.
+    fn leaf_clear_state(old: u64, clear: AccessState, depth: u8) -> u64;
+    /// The template (no address) of the leaves one level down that together map what the leaf
+    /// `pte` at `depth` maps, with the same attributes and state.
+    fn leaf_split(pte: u64, depth: u8) -> u64;
+    /// Whether the hardware may still write this leaf (set an accessed or dirty bit), so that a
+    /// read-modify-write of it must be atomic.
+    fn hw_may_update(pte: u64, depth: u8) -> bool;
+
+    /// Invalidates the TLB entries for the page at `va`. A no-op unless built for this
+    /// architecture.
+    fn flush_page(va: VirtAddr);
+    /// Invalidates every TLB entry. A no-op unless built for this architecture.
+    fn flush_all();
+
+    /// `va` folded into the index space `[0, 2^VA_BITS)`, or `None` if the table does not
+    /// translate it.
+    #[inline]
+    fn fold(va: VirtAddr) -> Option<u64> {
+        let va = va.as_usize() as u64;
+        let low = va & va_mask::<Self>();
+        match Self::VA_SPACE {
+            VaSpace::Lower => (va >> Self::VA_BITS == 0).then_some(va),
+            VaSpace::Upper => (va | va_mask::<Self>() == u64::MAX).then_some(low),
+            VaSpace::Canonical => {
+                let top = (va as i64) >> (Self::VA_BITS - 1);
+                (top == 0 || top == -1).then_some(low)
+            }
+        }
+    }
+
+    /// The virtual address of a folded one.
+    #[inline]
+    fn unfold(folded: u64) -> VirtAddr {
+        let va = match Self::VA_SPACE {
+            VaSpace::Lower => folded,
+            VaSpace::Upper => folded | !va_mask::<Self>(),
+            VaSpace::Canonical => {
+                let unused = 64 - Self::VA_BITS;
+                (((folded << unused) as i64) >> unused) as u64
+            }
+        };
+        VirtAddr::from(va as usize)
+    }
+}
+
+/// Mask of the folded VA bits.
+pub const fn va_mask<A: Arch>() -> u64 {
+    (1 << A::VA_BITS) - 1
+}
+
+/// Depth of the root level.
+pub const fn root_depth<A: Arch>() -> u8 {
+    <A::Root as Level>::DEPTH
+}
+
+/// Depth of the highest level that may hold a leaf.
+pub const fn max_leaf_depth<A: Arch>() -> u8 {
+    <A::MaxLeaf as Level>::DEPTH
+}
+
+/// log2 of what one entry at `depth` maps.
+pub const fn level_shift<A: Arch>(depth: u8) -> u32 {
+    A::PAGE_SHIFT + (depth as u32 - 1) * A::INDEX_BITS
+}
+
+/// Index bits of a table at `depth`: `INDEX_BITS`, or what is left of the VA at the root.
+pub const fn index_bits<A: Arch>(depth: u8) -> u32 {
+    if depth == root_depth::<A>() {
+        A::VA_BITS - level_shift::<A>(depth)
+    } else {
+        A::INDEX_BITS
+    }
+}
+
+/// Entries in a table at `depth`.
+pub const fn entries<A: Arch>(depth: u8) -> usize {
+    1 << index_bits::<A>(depth)
+}
+
+/// Bytes a table at `depth` occupies (and is aligned to): at least one granule.
+pub const fn table_bytes<A: Arch>(depth: u8) -> usize {
+    let bytes = entries::<A>(depth) * 8;
+    let granule = 1 << A::PAGE_SHIFT;
+    if bytes > granule { bytes } else { granule }
+}
+
+/// Mask of the physical-address bits an entry can hold.
+pub const fn pa_mask<A: Arch>() -> u64 {
+    (1 << A::PA_BITS) - 1
+}
+
+/// Whether a mode's constants describe a table tree the walk can handle; checked at compile
+/// time by `const { assert!(geometry_ok::<A>()) }` wherever a table is built.
+pub const fn geometry_ok<A: Arch>() -> bool {
+    let root = root_depth::<A>();
+    let max_leaf = max_leaf_depth::<A>();
+    root >= 2
+        && root <= 5
+        && max_leaf <= root
+        && A::PAGE_SHIFT >= 12
+        && A::VA_BITS > level_shift::<A>(root)
+        // A root may be up to 16 concatenated tables (stage 2), never more.
+        && index_bits::<A>(root) <= A::INDEX_BITS + 4
+        && A::VA_BITS <= 60
+        && A::PA_BITS <= 56
+        && A::PA_BITS > A::PAGE_SHIFT
+}

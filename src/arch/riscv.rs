@@ -1,0 +1,267 @@
+//! RISC-V: [`Sv39`], [`Sv48`] and [`Sv57`].
+//!
+//! Source: RISC-V privileged specification, 12.4-12.6 (Sv39, Sv48, Sv57 page-table entries,
+//! figure "Sv39 page table entry" and its Sv48 / Sv57 counterparts), chapter "Svpbmt" (the PBMT
+//! field) and "Svnapot" (the N bit).
+//!
+//! What the tables built here assume of the CPU: Svpbmt, if a mapping asks for a memory type
+//! other than normal (without it, PBMT must be zero). The root goes into satp.PPN with
+//! satp.MODE = 8, 9 or 10.
+
+use bitfield_struct::bitfield;
+use memory_addr::VirtAddr;
+use static_assertions::const_assert_eq;
+
+use super::{Arch, VaSpace, sealed::Sealed};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags, MemType};
+use crate::levels::{EntryKind, L3, L4, L5};
+
+/// An Sv39 / Sv48 / Sv57 page-table entry: one layout for every level and mode.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct RiscvPte {
+    /// V (bit 0): valid.
+    pub v: bool,
+    /// R (bit 1): readable.
+    pub r: bool,
+    /// W (bit 2): writable.
+    pub w: bool,
+    /// X (bit 3): executable. R = W = X = 0 makes the entry a pointer to the next level.
+    pub x: bool,
+    /// U (bit 4): accessible to U-mode.
+    pub u: bool,
+    /// G (bit 5): global mapping.
+    pub g: bool,
+    /// A (bit 6): accessed.
+    pub a: bool,
+    /// D (bit 7): dirty.
+    pub d: bool,
+    /// RSW (bits 8-9): reserved for supervisor software.
+    #[bits(2)]
+    pub rsw: u8,
+    /// PPN (bits 10-53): the physical page number, PPN[0] from bit 10 up. A superpage leaf
+    /// has its low PPN fields zero.
+    #[bits(44)]
+    pub ppn: u64,
+    /// Bits 54-60: reserved, zero.
+    #[bits(7)]
+    pub reserved: u8,
+    /// PBMT (bits 61-62): Svpbmt memory type: 0 PMA, 1 NC, 2 IO.
+    #[bits(2)]
+    pub pbmt: u8,
+    /// N (bit 63): Svnapot naturally aligned power-of-two run.
+    pub n: bool,
+}
+
+const_assert_eq!(core::mem::size_of::<RiscvPte>(), 8);
+const_assert_eq!(RiscvPte::D_OFFSET, 7);
+const_assert_eq!(RiscvPte::PPN_OFFSET, 10);
+const_assert_eq!(RiscvPte::PPN_OFFSET + RiscvPte::PPN_BITS, 54);
+const_assert_eq!(RiscvPte::PBMT_OFFSET, 61);
+const_assert_eq!(RiscvPte::N_OFFSET, 63);
+
+const V: u64 = 1 << RiscvPte::V_OFFSET;
+const R: u64 = 1 << RiscvPte::R_OFFSET;
+const W: u64 = 1 << RiscvPte::W_OFFSET;
+const X: u64 = 1 << RiscvPte::X_OFFSET;
+const U: u64 = 1 << RiscvPte::U_OFFSET;
+const G: u64 = 1 << RiscvPte::G_OFFSET;
+const A: u64 = 1 << RiscvPte::A_OFFSET;
+const D: u64 = 1 << RiscvPte::D_OFFSET;
+const RSW: u64 = 0b11 << RiscvPte::RSW_OFFSET;
+const PPN: u64 = ((1 << RiscvPte::PPN_BITS) - 1) << RiscvPte::PPN_OFFSET;
+const PBMT: u64 = 0b11 << RiscvPte::PBMT_OFFSET;
+const N: u64 = 1 << RiscvPte::N_OFFSET;
+
+/// A physical address (page-aligned) as the PPN field.
+const fn ppn_bits(pa: u64) -> u64 {
+    (pa >> 12) << RiscvPte::PPN_OFFSET
+}
+
+const fn ppn_addr(pte: u64) -> u64 {
+    ((pte & PPN) >> RiscvPte::PPN_OFFSET) << 12
+}
+
+const fn pbmt(mem: MemType) -> u64 {
+    let code = match mem {
+        MemType::Normal => 0,
+        MemType::Uncached => 1,
+        MemType::Device => 2,
+    };
+    code << RiscvPte::PBMT_OFFSET
+}
+
+fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+    if pte & V == 0 {
+        EntryKind::Empty
+    } else if pte & (R | W | X) != 0 {
+        EntryKind::Leaf
+    } else if depth > 1 {
+        EntryKind::Table
+    } else {
+        // A pointer at the last level is a page fault.
+        EntryKind::Empty
+    }
+}
+
+fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    // R = W = X = 0 is a pointer, and W without R is reserved.
+    let readable = flags.contains(MappingFlags::READ);
+    if flags.no_access() || (flags.contains(MappingFlags::WRITE) && !readable) {
+        Err(PagingError::FlagsNotExpressible(flags))
+    } else {
+        Ok(())
+    }
+}
+
+fn leaf_template(flags: MappingFlags) -> u64 {
+    let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
+    V | A
+        | set(MappingFlags::READ, R)
+        | set(MappingFlags::WRITE, W | D)
+        | set(MappingFlags::EXECUTE, X)
+        | set(MappingFlags::USER, U)
+        | set(MappingFlags::GLOBAL, G)
+        | pbmt(flags.mem_type())
+}
+
+fn leaf_flags(pte: u64) -> MappingFlags {
+    let set = |bit: u64, flag: MappingFlags| {
+        if pte & bit != 0 {
+            flag
+        } else {
+            MappingFlags::EMPTY
+        }
+    };
+    let mem = match (pte & PBMT) >> RiscvPte::PBMT_OFFSET {
+        0 => MemType::Normal,
+        1 => MemType::Uncached,
+        _ => MemType::Device,
+    };
+    (set(R, MappingFlags::READ)
+        | set(W, MappingFlags::WRITE)
+        | set(X, MappingFlags::EXECUTE)
+        | set(U, MappingFlags::USER)
+        | set(G, MappingFlags::GLOBAL))
+    .with_mem_type(mem)
+}
+
+fn leaf_protect(old: u64, flags: MappingFlags) -> u64 {
+    // Keep the address, the access state and the software bits; a Svnapot run goes, since a
+    // protect may cover part of it.
+    let mut new = (old & (PPN | A | D | RSW)) | (leaf_template(flags) & !(A | D));
+    if flags.contains(MappingFlags::WRITE) && old & W == 0 {
+        new |= D;
+    }
+    new
+}
+
+macro_rules! sv_mode {
+    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+
+        impl Sealed for $name {}
+
+        impl Arch for $name {
+            type Pte = RiscvPte;
+            type Root = $root;
+            /// Every level may hold a leaf.
+            type MaxLeaf = $root;
+            const NAME: &'static str = $label;
+            const VA_BITS: u32 = $va_bits;
+            const PA_BITS: u32 = 56;
+            const VA_SPACE: VaSpace = VaSpace::Canonical;
+
+            #[inline(always)]
+            fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+                entry_kind(pte, depth)
+            }
+            #[inline(always)]
+            fn table_entry(pa: u64) -> u64 {
+                // A, D and U are reserved in pointers and must be zero.
+                ppn_bits(pa) | V
+            }
+            #[inline(always)]
+            fn table_addr(pte: u64) -> u64 {
+                ppn_addr(pte)
+            }
+            fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+                check_flags(flags)
+            }
+            #[inline(always)]
+            fn leaf_template(flags: MappingFlags, _depth: u8) -> u64 {
+                leaf_template(flags)
+            }
+            #[inline(always)]
+            fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
+                ppn_bits(pa)
+            }
+            #[inline(always)]
+            fn leaf_addr_mask(_depth: u8) -> u64 {
+                PPN
+            }
+            #[inline(always)]
+            fn leaf_addr(pte: u64, _depth: u8) -> u64 {
+                ppn_addr(pte)
+            }
+            #[inline(always)]
+            fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
+                leaf_flags(pte)
+            }
+            #[inline(always)]
+            fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+                AccessState { accessed: pte & A != 0, dirty: pte & D != 0 }
+            }
+            #[inline(always)]
+            fn leaf_protect(old: u64, flags: MappingFlags, _depth: u8) -> u64 {
+                leaf_protect(old, flags)
+            }
+            #[inline(always)]
+            fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+                old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
+            }
+            #[inline(always)]
+            fn leaf_split(pte: u64, _depth: u8) -> u64 {
+                pte & !PPN & !N
+            }
+            #[inline(always)]
+            fn hw_may_update(pte: u64, _depth: u8) -> bool {
+                // With Svadu the MMU sets A, and D on a store through a writable leaf.
+                pte & V != 0 && (pte & A == 0 || (pte & W != 0 && pte & D == 0))
+            }
+            fn flush_page(va: VirtAddr) {
+                #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
+                // SAFETY: `sfence.vma` orders earlier table writes before later walks and drops
+                // cached translations of `va`; it touches no memory.
+                unsafe {
+                    core::arch::asm!("sfence.vma {}, zero", in(reg) va.as_usize(), options(nostack, preserves_flags));
+                }
+                #[cfg(not(any(target_arch = "riscv64", target_arch = "riscv32")))]
+                let _ = va;
+            }
+            fn flush_all() {
+                #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
+                // SAFETY: as above, for every address.
+                unsafe {
+                    core::arch::asm!("sfence.vma", options(nostack, preserves_flags));
+                }
+            }
+        }
+    };
+}
+
+sv_mode!(
+    /// Sv39: 39-bit VA, 3 levels; 4 KiB, 2 MiB and 1 GiB leaves.
+    Sv39, L3, 39, "sv39"
+);
+sv_mode!(
+    /// Sv48: 48-bit VA, 4 levels; 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves.
+    Sv48, L4, 48, "sv48"
+);
+sv_mode!(
+    /// Sv57: 57-bit VA, 5 levels; 4 KiB, 2 MiB, 1 GiB, 512 GiB and 256 TiB leaves.
+    Sv57, L5, 57, "sv57"
+);

@@ -1,0 +1,348 @@
+//! x86_64: 4-level paging ([`X86_64`]) and 5-level paging ([`X86_64La57`]).
+//!
+//! Source: Intel SDM vol. 3A, chapter 4.5 (4-level and 5-level paging), tables 4-15 to 4-20
+//! (formats of PML5E, PML4E, PDPTE, PDE and PTE) and 11.12 (PAT).
+//!
+//! What the tables built here assume of the CPU:
+//! * IA32_EFER.NXE = 1 (bit 63 is XD, not reserved);
+//! * IA32_PAT = [`PAT`], the layout Linux programs, so that PAT index 1 is write-combining;
+//! * CR4.PGE = 1 for [`MappingFlags::GLOBAL`] to mean anything; CR4.LA57 = 1 for 5-level.
+
+use bitfield_struct::bitfield;
+use memory_addr::VirtAddr;
+use static_assertions::const_assert_eq;
+
+use super::{Arch, VaSpace, sealed::Sealed};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags, MemType};
+use crate::levels::{EntryKind, L3, L4, L5};
+
+/// An x86_64 paging-structure entry (SDM tables 4-15 to 4-20): one layout for every level;
+/// bit 7 and bit 12 change meaning with the level, as their docs say.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct X86Pte {
+    /// P (bit 0): present.
+    pub present: bool,
+    /// R/W (bit 1): writes allowed.
+    pub writable: bool,
+    /// U/S (bit 2): user-mode accesses allowed.
+    pub user: bool,
+    /// PWT (bit 3): page-level write-through; bit 0 of a leaf's PAT index.
+    pub pwt: bool,
+    /// PCD (bit 4): page-level cache disable; bit 1 of a leaf's PAT index.
+    pub pcd: bool,
+    /// A (bit 5): accessed.
+    pub accessed: bool,
+    /// D (bit 6): dirty (leaves only).
+    pub dirty: bool,
+    /// PS (bit 7) in a PDPTE or PDE: 1 maps a 1 GiB or 2 MiB page. PAT (bit 7) in a PTE: bit 2
+    /// of the PAT index.
+    pub ps_or_pat: bool,
+    /// G (bit 8): global (leaves only).
+    pub global: bool,
+    /// Bits 9-11: ignored by the hardware.
+    #[bits(3)]
+    pub avl: u8,
+    /// Bits 12-51: the physical address from bit 12 up. In a 1 GiB or 2 MiB leaf, bit 12 is PAT
+    /// (bit 2 of the PAT index) and the address starts at bit 30 or 21.
+    #[bits(40)]
+    pub addr: u64,
+    /// Bits 52-58: ignored by the hardware.
+    #[bits(7)]
+    pub avl_high: u8,
+    /// Bits 59-62: protection key (leaves, with CR4.PKE or PKS).
+    #[bits(4)]
+    pub pk: u8,
+    /// XD (bit 63): execute disable.
+    pub xd: bool,
+}
+
+const_assert_eq!(core::mem::size_of::<X86Pte>(), 8);
+const_assert_eq!(X86Pte::PRESENT_OFFSET, 0);
+const_assert_eq!(X86Pte::PWT_OFFSET, 3);
+const_assert_eq!(X86Pte::PS_OR_PAT_OFFSET, 7);
+const_assert_eq!(X86Pte::GLOBAL_OFFSET, 8);
+const_assert_eq!(X86Pte::ADDR_OFFSET, 12);
+const_assert_eq!(X86Pte::ADDR_OFFSET + X86Pte::ADDR_BITS, 52);
+const_assert_eq!(X86Pte::PK_OFFSET, 59);
+const_assert_eq!(X86Pte::XD_OFFSET, 63);
+
+const P: u64 = 1 << X86Pte::PRESENT_OFFSET;
+const RW: u64 = 1 << X86Pte::WRITABLE_OFFSET;
+const US: u64 = 1 << X86Pte::USER_OFFSET;
+const PWT: u64 = 1 << X86Pte::PWT_OFFSET;
+const PCD: u64 = 1 << X86Pte::PCD_OFFSET;
+const A: u64 = 1 << X86Pte::ACCESSED_OFFSET;
+const D: u64 = 1 << X86Pte::DIRTY_OFFSET;
+/// PS in a PDPTE or PDE; PAT in a PTE.
+const PS: u64 = 1 << X86Pte::PS_OR_PAT_OFFSET;
+const PAT_4K: u64 = PS;
+/// PAT in a 1 GiB or 2 MiB leaf.
+const PAT_HUGE: u64 = 1 << 12;
+const G: u64 = 1 << X86Pte::GLOBAL_OFFSET;
+const XD: u64 = 1 << X86Pte::XD_OFFSET;
+const ADDR: u64 = ((1 << X86Pte::ADDR_BITS) - 1) << X86Pte::ADDR_OFFSET;
+
+/// The IA32_PAT value the memory-type encoding assumes (Linux's layout), entry 0 in the low
+/// byte: WB, WC, UC-, UC, WB, WP, UC-, WT.
+pub const PAT: u64 = 0x0407_0506_0007_0106;
+
+// SDM table 11-10 memory-type encodings: UC 0, WC 1, WT 4, WP 5, WB 6, UC- 7.
+const_assert_eq!(PAT & 0xff, 6);
+const_assert_eq!((PAT >> 8) & 0xff, 1);
+const_assert_eq!((PAT >> 24) & 0xff, 0);
+
+/// PAT index (PAT:PCD:PWT) of each memory type under [`PAT`]: WB = 0, WC = 1, UC = 3.
+const fn pat_bits(mem: MemType) -> u64 {
+    match mem {
+        MemType::Normal => 0,
+        MemType::Uncached => PWT,
+        MemType::Device => PCD | PWT,
+    }
+}
+
+/// The memory type of PAT index `index` under [`PAT`]; the cached types WP and WT read as
+/// normal, UC- as device.
+const fn pat_mem_type(index: u64) -> MemType {
+    match index {
+        1 => MemType::Uncached,
+        2 | 3 | 6 => MemType::Device,
+        _ => MemType::Normal,
+    }
+}
+
+const fn leaf_shift(depth: u8) -> u32 {
+    12 + 9 * (depth as u32 - 1)
+}
+
+const fn pat_bit(depth: u8) -> u64 {
+    if depth == 1 { PAT_4K } else { PAT_HUGE }
+}
+
+/// The entry logic both x86_64 modes share.
+struct Encoding;
+
+impl Encoding {
+    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+        if pte & P == 0 {
+            EntryKind::Empty
+        } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
+            EntryKind::Leaf
+        } else {
+            EntryKind::Table
+        }
+    }
+
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+        // A present entry is always readable.
+        if flags.contains(MappingFlags::READ) {
+            Ok(())
+        } else {
+            Err(PagingError::FlagsNotExpressible(flags))
+        }
+    }
+
+    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+        let mut pte = P | A | pat_bits(flags.mem_type());
+        if flags.contains(MappingFlags::WRITE) {
+            pte |= RW | D;
+        }
+        if flags.contains(MappingFlags::USER) {
+            pte |= US;
+        }
+        if flags.contains(MappingFlags::GLOBAL) {
+            pte |= G;
+        }
+        if !flags.contains(MappingFlags::EXECUTE) {
+            pte |= XD;
+        }
+        if depth > 1 {
+            pte |= PS;
+        }
+        pte
+    }
+
+    fn leaf_addr_mask(depth: u8) -> u64 {
+        ADDR & !((1 << leaf_shift(depth)) - 1)
+    }
+
+    fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
+        let mut flags = MappingFlags::READ;
+        let set = |bit: u64, flag: MappingFlags| {
+            if pte & bit != 0 {
+                flag
+            } else {
+                MappingFlags::EMPTY
+            }
+        };
+        flags |= set(RW, MappingFlags::WRITE)
+            | set(US, MappingFlags::USER)
+            | set(G, MappingFlags::GLOBAL);
+        if pte & XD == 0 {
+            flags |= MappingFlags::EXECUTE;
+        }
+        let index = (pte & PWT != 0) as u64
+            | ((pte & PCD != 0) as u64) << 1
+            | ((pte & pat_bit(depth) != 0) as u64) << 2;
+        flags.with_mem_type(pat_mem_type(index))
+    }
+
+    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+        // Keep the address, the access state, and the bits flags do not speak for (software
+        // bits, protection key).
+        let keep = Self::leaf_addr_mask(depth) | A | D | (0b111 << 9) | (0x7ff << 52);
+        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !(A | D));
+        if flags.contains(MappingFlags::WRITE) && old & RW == 0 {
+            new |= D;
+        }
+        new
+    }
+
+    fn leaf_split(pte: u64, depth: u8) -> u64 {
+        let mut template = pte & !Self::leaf_addr_mask(depth);
+        if depth == 2 {
+            // 2 MiB to 4 KiB: PAT moves from bit 12 to bit 7, which was PS.
+            let pat = template & PAT_HUGE != 0;
+            template &= !(PS | PAT_HUGE);
+            if pat {
+                template |= PAT_4K;
+            }
+        }
+        template
+    }
+}
+
+macro_rules! x86_mode {
+    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+
+        impl Sealed for $name {}
+
+        impl Arch for $name {
+            type Pte = X86Pte;
+            type Root = $root;
+            type MaxLeaf = L3;
+            const NAME: &'static str = $label;
+            const VA_BITS: u32 = $va_bits;
+            /// MAXPHYADDR is at most 52.
+            const PA_BITS: u32 = 52;
+            const VA_SPACE: VaSpace = VaSpace::Canonical;
+
+            #[inline(always)]
+            fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+                Encoding::entry_kind(pte, depth)
+            }
+            #[inline(always)]
+            fn table_entry(pa: u64) -> u64 {
+                // Permissions are decided by the leaves: tables allow everything.
+                pa | P | RW | US
+            }
+            #[inline(always)]
+            fn table_addr(pte: u64) -> u64 {
+                pte & ADDR
+            }
+            fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+                Encoding::check_flags(flags)
+            }
+            #[inline(always)]
+            fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+                Encoding::leaf_template(flags, depth)
+            }
+            #[inline(always)]
+            fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
+                pa
+            }
+            #[inline(always)]
+            fn leaf_addr_mask(depth: u8) -> u64 {
+                Encoding::leaf_addr_mask(depth)
+            }
+            #[inline(always)]
+            fn leaf_addr(pte: u64, depth: u8) -> u64 {
+                pte & Encoding::leaf_addr_mask(depth)
+            }
+            #[inline(always)]
+            fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
+                Encoding::leaf_flags(pte, depth)
+            }
+            #[inline(always)]
+            fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+                AccessState { accessed: pte & A != 0, dirty: pte & D != 0 }
+            }
+            #[inline(always)]
+            fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+                Encoding::leaf_protect(old, flags, depth)
+            }
+            #[inline(always)]
+            fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+                old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
+            }
+            #[inline(always)]
+            fn leaf_split(pte: u64, depth: u8) -> u64 {
+                Encoding::leaf_split(pte, depth)
+            }
+            #[inline(always)]
+            fn hw_may_update(pte: u64, _depth: u8) -> bool {
+                // The MMU sets A, and D on a store through a writable leaf; it never clears them.
+                pte & P != 0 && (pte & A == 0 || (pte & RW != 0 && pte & D == 0))
+            }
+            fn flush_page(va: VirtAddr) {
+                flush_page(va);
+            }
+            fn flush_all() {
+                flush_all();
+            }
+        }
+    };
+}
+
+x86_mode!(
+    /// x86_64 4-level paging: 48-bit canonical VA, PML4 root, 4 KiB, 2 MiB and 1 GiB leaves.
+    X86_64, L4, 48, "x86_64"
+);
+x86_mode!(
+    /// x86_64 5-level paging (CR4.LA57): 57-bit canonical VA, PML5 root, 4 KiB, 2 MiB and
+    /// 1 GiB leaves.
+    X86_64La57, L5, 57, "x86_64-la57"
+);
+
+/// `invlpg`: drops the translations of the page at `va`, global ones included.
+fn flush_page(va: VirtAddr) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `invlpg` only drops TLB entries; it reads no memory. It is privileged: a user-mode
+    // caller faults, which is the documented contract of flushing a live table.
+    unsafe {
+        core::arch::asm!("invlpg [{}]", in(reg) va.as_usize(), options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = va;
+}
+
+/// Drops every translation, global ones included: toggling CR4.PGE does that (a CR3 reload
+/// would keep global entries); without PGE, a CR3 reload.
+fn flush_all() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rewriting CR4 with PGE toggled and back, or CR3 with its own value, changes no
+    // translation, only drops cached ones. Privileged, as above.
+    unsafe {
+        core::arch::asm!(
+            "mov {cr4}, cr4",
+            "test {cr4}, 0x80",
+            "jz 2f",
+            "mov {tmp}, {cr4}",
+            "xor {tmp}, 0x80",
+            "mov cr4, {tmp}",
+            "mov cr4, {cr4}",
+            "jmp 3f",
+            "2:",
+            "mov {tmp}, cr3",
+            "mov cr3, {tmp}",
+            "3:",
+            cr4 = out(reg) _,
+            tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+}

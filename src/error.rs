@@ -1,0 +1,90 @@
+//! [`PagingError`]: every way a page-table call can fail. Nothing else lives here.
+
+use core::fmt;
+
+use memory_addr::{PhysAddr, VirtAddr};
+
+use crate::flags::{MappingFlags, PageSize};
+
+/// Why a page-table call failed.
+///
+/// Whatever the variant, the call that returned it changed nothing: the table's memory is as it
+/// was before the call and no frame was allocated or freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PagingError {
+    /// The [`PagingHandler`](crate::PagingHandler) had no frame for a table the call needs.
+    OutOfFrames,
+    /// A virtual address is not aligned to the page size the call works in.
+    UnalignedVa(VirtAddr),
+    /// A physical address is not aligned to the page size the call works in.
+    UnalignedPa(PhysAddr),
+    /// A length is not a multiple of the page size the call works in.
+    UnalignedLen(usize),
+    /// A region of length zero.
+    EmptyRange,
+    /// `start + len` runs past the top of the 64-bit address space.
+    RangeWraps,
+    /// A virtual address outside the paging mode's address space: not canonical (x86, RISC-V,
+    /// LoongArch), or outside the half that this table translates (AArch64 TTBR0 / TTBR1).
+    NotCanonical(VirtAddr),
+    /// A physical address wider than the architecture's output address.
+    PaTooWide(PhysAddr),
+    /// Part of the range is already mapped; the address is the first mapped one found.
+    AlreadyMapped(VirtAddr),
+    /// The address is not mapped.
+    NotMapped(VirtAddr),
+    /// The address lies inside a larger leaf that starts elsewhere; a single-leaf call must
+    /// name the leaf's first address (region calls split leaves instead).
+    InsideLeaf {
+        /// The first address of the leaf that holds the address.
+        leaf: VirtAddr,
+        /// The leaf's size.
+        size: PageSize,
+    },
+    /// The architecture cannot express this combination of flags (write-only on RISC-V,
+    /// a mapping without READ on x86, ...): mapping it would give a different mapping.
+    FlagsNotExpressible(MappingFlags),
+    /// The paging mode has no leaf of this size.
+    SizeNotSupported(PageSize),
+    /// The address lies in a range this table borrows from another one
+    /// ([`PageTable::share_from`](crate::PageTable::share_from)): edit it through its owner.
+    Borrowed(VirtAddr),
+}
+
+impl fmt::Display for PagingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::OutOfFrames => write!(f, "out of frames for page tables"),
+            Self::UnalignedVa(va) => write!(f, "virtual address {va:#x} is not aligned"),
+            Self::UnalignedPa(pa) => write!(f, "physical address {pa:#x} is not aligned"),
+            Self::UnalignedLen(len) => {
+                write!(f, "length {len:#x} is not a multiple of the page size")
+            }
+            Self::EmptyRange => write!(f, "the range is empty"),
+            Self::RangeWraps => write!(f, "the range wraps past the top of the address space"),
+            Self::NotCanonical(va) => {
+                write!(f, "virtual address {va:#x} is outside the address space")
+            }
+            Self::PaTooWide(pa) => write!(
+                f,
+                "physical address {pa:#x} is wider than the architecture allows"
+            ),
+            Self::AlreadyMapped(va) => write!(f, "virtual address {va:#x} is already mapped"),
+            Self::NotMapped(va) => write!(f, "virtual address {va:#x} is not mapped"),
+            Self::InsideLeaf { leaf, size } => {
+                write!(f, "the address lies inside the {size} leaf at {leaf:#x}")
+            }
+            Self::FlagsNotExpressible(flags) => {
+                write!(
+                    f,
+                    "flags {flags:?} cannot be expressed by this architecture"
+                )
+            }
+            Self::SizeNotSupported(size) => write!(f, "no {size} leaves in this paging mode"),
+            Self::Borrowed(va) => write!(f, "virtual address {va:#x} is in a borrowed range"),
+        }
+    }
+}
+
+impl core::error::Error for PagingError {}

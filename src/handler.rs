@@ -1,0 +1,42 @@
+//! [`PagingHandler`]: the operating system's side of the contract. Nothing else lives here.
+
+use core::ptr::NonNull;
+
+use memory_addr::PhysAddr;
+
+/// Where table frames come from and how the CPU running this code reaches physical memory.
+///
+/// A handler is a value, not a set of static functions, so that a host tool can build tables
+/// for another machine inside a buffer (see [`BufferFrames`](crate::BufferFrames)).
+///
+/// Every table is `bytes` long and aligned to `bytes`, where `bytes` is a power of two no
+/// smaller than the paging mode's granule (4 KiB for every mode in this crate so far).
+///
+/// # Safety
+///
+/// The page table reads and writes table memory through the pointers this trait returns, so an
+/// implementation must guarantee:
+/// * [`alloc_table`](Self::alloc_table) returns a block of `bytes` bytes, aligned to `bytes`,
+///   that nothing else uses until it is given back through [`free_table`](Self::free_table);
+///   its physical address fits the architecture's physical-address width.
+/// * [`phys_to_virt`](Self::phys_to_virt), for any address inside a block that is allocated
+///   (or that was handed to [`PageTable::from_root`](crate::PageTable::from_root)), returns a
+///   pointer valid for reads and writes of the rest of that block, and the same pointer every
+///   time while the block is allocated.
+pub unsafe trait PagingHandler {
+    /// Allocates one table: `bytes` bytes aligned to `bytes`. Its contents need not be
+    /// zeroed; the page table zeroes it. `None` when no memory is left.
+    fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr>;
+
+    /// Gives back a table that [`alloc_table`](Self::alloc_table) returned with the same
+    /// `bytes`.
+    ///
+    /// # Safety
+    ///
+    /// `pa` came from `alloc_table(bytes)` on this handler and was not freed since; nothing
+    /// will touch it through this handler again unless it is allocated anew.
+    unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize);
+
+    /// Where the CPU running this code reaches physical address `pa`.
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8>;
+}

@@ -1,0 +1,93 @@
+//! Levels as types ([`L1`] … [`L5`]), the typed entry and table views built on them, and the
+//! walk (in `walk`) that every [`PageTable`](crate::PageTable) operation is made of.
+//!
+//! Depth 1 is the last level (4 KiB leaves on every 4 KiB-granule mode); the root is at depth
+//! 3, 4 or 5. In Arm's numbering, `L4` … `L1` are levels 0 … 3; in Intel's, PML4, PDPT, PD and
+//! PT; on RISC-V, VPN[3] … VPN[0].
+
+use core::fmt::Debug;
+
+use crate::arch::sealed::Sealed;
+
+mod table;
+pub(crate) mod walk;
+
+pub(crate) use table::TableRef;
+pub use table::{Descriptor, Table, TableFrame};
+
+/// A level of the table tree.
+pub trait Level: Sealed + Copy + Default + Debug + Send + Sync + 'static {
+    /// 1 for the last level, up to 5.
+    const DEPTH: u8;
+    /// The level one down, for the generic walk; [`L1`] names itself, and the walk never
+    /// descends from it. The public way down is [`HasNext`].
+    #[doc(hidden)]
+    type Below: Level;
+}
+
+/// A level whose entries may point to a table one level down.
+pub trait HasNext: Level {
+    /// The level its table entries point to.
+    type Next: Level;
+}
+
+/// Implemented for a level `Self` at or below level `M`: where `M` is an arch's
+/// [`MaxLeaf`](crate::Arch::MaxLeaf), a leaf may sit at `Self`.
+pub trait AtMost<M: Level>: Level {}
+
+/// What an entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Nothing: the hardware faults on a translation through it.
+    Empty,
+    /// A pointer to a table one level down.
+    Table,
+    /// A leaf: a page or block mapping.
+    Leaf,
+}
+
+macro_rules! levels {
+    ($($name:ident = $depth:literal below $below:ident;)*) => {$(
+        #[doc = concat!("The level at depth ", $depth, ".")]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+        impl Sealed for $name {}
+        impl Level for $name {
+            const DEPTH: u8 = $depth;
+            type Below = $below;
+        }
+    )*};
+}
+
+levels! {
+    L1 = 1 below L1;
+    L2 = 2 below L1;
+    L3 = 3 below L2;
+    L4 = 4 below L3;
+    L5 = 5 below L4;
+}
+
+impl HasNext for L2 {
+    type Next = L1;
+}
+impl HasNext for L3 {
+    type Next = L2;
+}
+impl HasNext for L4 {
+    type Next = L3;
+}
+impl HasNext for L5 {
+    type Next = L4;
+}
+
+macro_rules! at_most {
+    ($($low:ident: $($high:ident)*;)*) => {$($(impl AtMost<$high> for $low {})*)*};
+}
+
+at_most! {
+    L1: L1 L2 L3 L4 L5;
+    L2: L2 L3 L4 L5;
+    L3: L3 L4 L5;
+    L4: L4 L5;
+    L5: L5;
+}

@@ -1,0 +1,394 @@
+//! Typed views of tables and entries: [`TableFrame`], [`Descriptor`], [`Table`], and the raw
+//! handle the walk uses.
+//!
+//! Entries are read and written only through `AtomicU64`: the MMU of another CPU may set
+//! accessed and dirty bits in a live entry at any moment, behind the compiler's back, so a
+//! `&mut u64` (or a plain load the compiler may split or repeat) would be a lie.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use memory_addr::PhysAddr;
+
+use super::{AtMost, EntryKind, HasNext, Level};
+use crate::arch::{self, Arch};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags};
+use crate::handler::PagingHandler;
+
+/// The physical address of a table at level `L` of a mode `A`.
+pub struct TableFrame<A: Arch, L: Level> {
+    pa: PhysAddr,
+    _level: PhantomData<(A, L)>,
+}
+
+impl<A: Arch, L: Level> TableFrame<A, L> {
+    /// Entries in such a table.
+    pub const ENTRIES: usize = arch::entries::<A>(L::DEPTH);
+    /// Bytes such a table occupies, and is aligned to.
+    pub const BYTES: usize = arch::table_bytes::<A>(L::DEPTH);
+
+    /// The frame at `pa`, if `pa` is aligned to [`BYTES`](Self::BYTES) and fits the mode's
+    /// physical-address width.
+    #[must_use]
+    pub fn new(pa: PhysAddr) -> Option<Self> {
+        let raw = pa.as_usize() as u64;
+        (raw % Self::BYTES as u64 == 0 && raw & !arch::pa_mask::<A>() == 0).then_some(Self {
+            pa,
+            _level: PhantomData,
+        })
+    }
+
+    /// The table's physical address.
+    #[must_use]
+    pub fn pa(self) -> PhysAddr {
+        self.pa
+    }
+}
+
+impl<A: Arch, L: Level> Clone for TableFrame<A, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Arch, L: Level> Copy for TableFrame<A, L> {}
+
+impl<A: Arch, L: Level> fmt::Debug for TableFrame<A, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TableFrame<{}, L{}>({:#x})", A::NAME, L::DEPTH, self.pa)
+    }
+}
+
+/// One entry of a table at level `L` of mode `A`, as a value.
+///
+/// Its constructors enforce the tree's shape in the types: [`Descriptor::table`] exists only
+/// on levels with a level below and takes a frame of exactly that level and mode, and
+/// [`Descriptor::leaf`] exists only where the mode allows a leaf.
+///
+/// ```compile_fail
+/// # use pagetable::*;
+/// # let l1 = TableFrame::<X86_64, L1>::new(memory_addr::pa!(0x1000)).unwrap();
+/// // A last-level entry cannot point to a table.
+/// let _ = Descriptor::<X86_64, L1>::table(l1);
+/// ```
+/// ```compile_fail
+/// # use pagetable::*;
+/// # let l3 = TableFrame::<X86_64, L3>::new(memory_addr::pa!(0x1000)).unwrap();
+/// // A table entry cannot point up a level (or skip one): an L2 entry leads to an L1 table.
+/// let _ = Descriptor::<X86_64, L2>::table(l3);
+/// ```
+/// ```compile_fail
+/// # use pagetable::*;
+/// // x86_64 has no 512 GiB pages: no leaf at L4.
+/// let _ = Descriptor::<X86_64, L4>::leaf(memory_addr::pa!(0), MappingFlags::READ);
+/// ```
+/// ```compile_fail
+/// # use pagetable::*;
+/// # let l1 = TableFrame::<Sv48, L1>::new(memory_addr::pa!(0x1000)).unwrap();
+/// // A RISC-V table cannot hang below an x86 entry.
+/// let _ = Descriptor::<X86_64, L2>::table(l1);
+/// ```
+/// The same calls with the right types compile:
+/// ```
+/// # use pagetable::*;
+/// let l1 = TableFrame::<X86_64, L1>::new(memory_addr::pa!(0x1000)).unwrap();
+/// let entry = Descriptor::<X86_64, L2>::table(l1);
+/// assert_eq!(entry.next_table().unwrap().pa(), l1.pa());
+/// let leaf = Descriptor::<Sv48, L4>::leaf(memory_addr::pa!(0), MappingFlags::READ).unwrap();
+/// assert_eq!(leaf.kind(), EntryKind::Leaf);
+/// ```
+pub struct Descriptor<A: Arch, L: Level> {
+    bits: u64,
+    _level: PhantomData<(A, L)>,
+}
+
+impl<A: Arch, L: Level> Descriptor<A, L> {
+    /// The empty entry (all zero on every architecture).
+    pub const EMPTY: Self = Self::from_bits(0);
+
+    /// An entry with these raw bits.
+    #[must_use]
+    pub const fn from_bits(bits: u64) -> Self {
+        Self {
+            bits,
+            _level: PhantomData,
+        }
+    }
+
+    /// The raw bits.
+    #[must_use]
+    pub const fn bits(self) -> u64 {
+        self.bits
+    }
+
+    /// The entry as the arch's bitfield.
+    #[must_use]
+    pub fn pte(self) -> A::Pte {
+        A::Pte::from(self.bits)
+    }
+
+    /// What the entry holds.
+    #[must_use]
+    pub fn kind(self) -> EntryKind {
+        A::entry_kind(self.bits, L::DEPTH)
+    }
+
+    /// A leaf mapping `pa` with `flags`.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::UnalignedPa`] if `pa` is not aligned to the leaf size of level `L`.
+    /// * [`PagingError::PaTooWide`] if `pa` does not fit the mode's physical-address width.
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    pub fn leaf(pa: PhysAddr, flags: MappingFlags) -> Result<Self, PagingError>
+    where
+        L: AtMost<A::MaxLeaf>,
+    {
+        let raw = pa.as_usize() as u64;
+        if raw & ((1 << arch::level_shift::<A>(L::DEPTH)) - 1) != 0 {
+            return Err(PagingError::UnalignedPa(pa));
+        }
+        if raw & !arch::pa_mask::<A>() != 0 {
+            return Err(PagingError::PaTooWide(pa));
+        }
+        A::check_flags(flags)?;
+        Ok(Self::from_bits(
+            A::leaf_template(flags, L::DEPTH) | A::leaf_addr_bits(raw, L::DEPTH),
+        ))
+    }
+
+    /// For a leaf: the address it maps, its flags, and its access state.
+    #[must_use]
+    pub fn leaf_info(self) -> Option<(PhysAddr, MappingFlags, AccessState)> {
+        (self.kind() == EntryKind::Leaf).then(|| {
+            (
+                PhysAddr::from(A::leaf_addr(self.bits, L::DEPTH) as usize),
+                A::leaf_flags(self.bits, L::DEPTH),
+                A::leaf_state(self.bits, L::DEPTH),
+            )
+        })
+    }
+}
+
+impl<A: Arch, L: HasNext> Descriptor<A, L> {
+    /// An entry pointing to `next`, a table one level down of the same mode.
+    #[must_use]
+    pub fn table(next: TableFrame<A, L::Next>) -> Self {
+        Self::from_bits(A::table_entry(next.pa.as_usize() as u64))
+    }
+
+    /// For a table entry: the table it points to.
+    #[must_use]
+    pub fn next_table(self) -> Option<TableFrame<A, L::Next>> {
+        (self.kind() == EntryKind::Table).then(|| TableFrame {
+            pa: PhysAddr::from(A::table_addr(self.bits) as usize),
+            _level: PhantomData,
+        })
+    }
+}
+
+impl<A: Arch, L: Level> Clone for Descriptor<A, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Arch, L: Level> Copy for Descriptor<A, L> {}
+impl<A: Arch, L: Level> PartialEq for Descriptor<A, L> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bits == other.bits
+    }
+}
+impl<A: Arch, L: Level> Eq for Descriptor<A, L> {}
+
+impl<A: Arch, L: Level> fmt::Debug for Descriptor<A, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind() {
+            EntryKind::Empty => write!(f, "Empty({:#x})", self.bits),
+            EntryKind::Table => write!(f, "Table({:#x})", A::table_addr(self.bits)),
+            EntryKind::Leaf => {
+                let (pa, flags, state) = self.leaf_info().unwrap_or_default();
+                write!(f, "Leaf({pa:#x}, {flags:?}, {state:?})")
+            }
+        }
+    }
+}
+
+/// A read-only view of one table of a [`PageTable`](crate::PageTable), borrowed from it.
+pub struct Table<'a, A: Arch, L: Level, H: PagingHandler> {
+    raw: TableRef<A, L>,
+    frame: TableFrame<A, L>,
+    handler: &'a H,
+}
+
+impl<'a, A: Arch, L: Level, H: PagingHandler> Table<'a, A, L, H> {
+    /// Entries in the table.
+    pub const ENTRIES: usize = arch::entries::<A>(L::DEPTH);
+
+    /// # Safety
+    ///
+    /// `pa` is a live table of level `L` reached through `handler`, and stays so for `'a`.
+    pub(crate) unsafe fn new(handler: &'a H, pa: u64) -> Self {
+        // SAFETY: forwarded from the caller.
+        let raw = unsafe { TableRef::from_pa(handler, pa) };
+        Self {
+            raw,
+            frame: TableFrame {
+                pa: PhysAddr::from(pa as usize),
+                _level: PhantomData,
+            },
+            handler,
+        }
+    }
+
+    /// Where the table is.
+    #[must_use]
+    pub fn frame(&self) -> TableFrame<A, L> {
+        self.frame
+    }
+
+    /// Entry `index`, or `None` past the end.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<Descriptor<A, L>> {
+        // SAFETY: the index is in bounds; the table is live for `'a` (see `new`).
+        (index < Self::ENTRIES).then(|| Descriptor::from_bits(unsafe { self.raw.load(index) }))
+    }
+
+    /// Every entry, in order.
+    pub fn entries(&self) -> impl Iterator<Item = Descriptor<A, L>> + '_ {
+        (0..Self::ENTRIES).filter_map(|i| self.get(i))
+    }
+}
+
+impl<'a, A: Arch, L: HasNext, H: PagingHandler> Table<'a, A, L, H> {
+    /// The table that entry `index` points to, if it is a table entry.
+    #[must_use]
+    pub fn next(&self, index: usize) -> Option<Table<'a, A, L::Next, H>> {
+        let next = self.get(index)?.next_table()?;
+        // SAFETY: a table entry of a live table points to a live table one level down, owned
+        // by the same page table, which `'a` borrows.
+        Some(unsafe { Table::new(self.handler, next.pa.as_usize() as u64) })
+    }
+}
+
+impl<A: Arch, L: Level, H: PagingHandler> fmt::Debug for Table<'_, A, L, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_map();
+        for (i, entry) in self.entries().enumerate() {
+            if entry.kind() != EntryKind::Empty {
+                list.entry(&i, &entry);
+            }
+        }
+        list.finish()
+    }
+}
+
+/// The walk's handle on a table: where its entries are. Copy, unchecked; every use is unsafe
+/// and states why the table is live.
+pub(crate) struct TableRef<A: Arch, L: Level> {
+    base: *const AtomicU64,
+    _level: PhantomData<(A, L)>,
+}
+
+impl<A: Arch, L: Level> Clone for TableRef<A, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<A: Arch, L: Level> Copy for TableRef<A, L> {}
+
+impl<A: Arch, L: Level> TableRef<A, L> {
+    /// Entries in the table.
+    pub(crate) const ENTRIES: usize = arch::entries::<A>(L::DEPTH);
+    /// Bytes the table occupies.
+    pub(crate) const BYTES: usize = arch::table_bytes::<A>(L::DEPTH);
+    /// log2 of what one entry maps.
+    pub(crate) const SHIFT: u32 = arch::level_shift::<A>(L::DEPTH);
+    /// What one entry maps.
+    pub(crate) const SIZE: u64 = 1 << Self::SHIFT;
+    /// Whether an entry of this level may be a leaf.
+    pub(crate) const LEAF_OK: bool = L::DEPTH <= arch::max_leaf_depth::<A>();
+
+    /// # Safety
+    ///
+    /// `pa` is a table of this level allocated through (or adopted by) `handler`.
+    pub(crate) unsafe fn from_pa<H: PagingHandler>(handler: &H, pa: u64) -> Self {
+        let base = handler
+            .phys_to_virt(PhysAddr::from(pa as usize))
+            .as_ptr()
+            .cast::<AtomicU64>();
+        Self {
+            base,
+            _level: PhantomData,
+        }
+    }
+
+    /// The index of the entry translating folded address `va`.
+    #[inline(always)]
+    pub(crate) fn index(va: u64) -> usize {
+        (va >> Self::SHIFT) as usize & (Self::ENTRIES - 1)
+    }
+
+    /// # Safety
+    ///
+    /// The table is live and `i < ENTRIES`.
+    #[inline(always)]
+    pub(crate) unsafe fn load(self, i: usize) -> u64 {
+        debug_assert!(i < Self::ENTRIES);
+        // SAFETY: the caller keeps the table live and `i` in bounds; the handler's contract
+        // makes the pointer valid and 8-aligned.
+        unsafe { (*self.base.add(i)).load(Ordering::Relaxed) }
+    }
+
+    /// Writes entry `i`. Release ordering: a table entry published this way makes the writes
+    /// that filled the table it points to visible first.
+    ///
+    /// # Safety
+    ///
+    /// The table is live, `i < ENTRIES`, and the caller owns the table's contents (`&mut` to
+    /// the page table).
+    #[inline(always)]
+    pub(crate) unsafe fn store(self, i: usize, value: u64) {
+        debug_assert!(i < Self::ENTRIES);
+        // SAFETY: as for `load`.
+        unsafe { (*self.base.add(i)).store(value, Ordering::Release) }
+    }
+
+    /// Replaces leaf `i` by `f(old)`, atomically if the hardware may write it meanwhile.
+    ///
+    /// # Safety
+    ///
+    /// As for [`store`](Self::store).
+    #[inline(always)]
+    pub(crate) unsafe fn update(self, i: usize, f: impl Fn(u64) -> u64) {
+        // SAFETY: as for `load`.
+        let entry = unsafe { &*self.base.add(i) };
+        let old = entry.load(Ordering::Relaxed);
+        if !A::hw_may_update(old, L::DEPTH) {
+            // No hardware writer left: a plain store cannot lose an accessed or dirty bit.
+            entry.store(f(old), Ordering::Release);
+        } else {
+            let _ = entry.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |old| Some(f(old)));
+        }
+    }
+
+    /// Whether every entry is zero.
+    ///
+    /// # Safety
+    ///
+    /// The table is live.
+    pub(crate) unsafe fn is_zero(self) -> bool {
+        // SAFETY: every index is in bounds.
+        (0..Self::ENTRIES).all(|i| unsafe { self.load(i) } == 0)
+    }
+
+    /// Zeroes a table that nothing else sees yet.
+    ///
+    /// # Safety
+    ///
+    /// The table was just allocated and is not linked anywhere.
+    pub(crate) unsafe fn zero_fresh(self) {
+        // SAFETY: the caller owns the whole unlinked table; `BYTES` is its size.
+        unsafe { core::ptr::write_bytes(self.base.cast_mut().cast::<u8>(), 0, Self::BYTES) };
+    }
+}

@@ -1,0 +1,611 @@
+//! The walk: every [`PageTable`](crate::PageTable) operation as a recursion over the level
+//! types. Each function is generic over the level `L` and calls itself for `L::Below` behind an
+//! `if L::DEPTH > 1` on a constant, so each level is its own monomorphized copy, the recursion
+//! unrolls at compile time, and no level is matched at run time.
+//!
+//! Addresses here are folded (see [`Arch::fold`]): `[s, e)` always lies inside the span of the
+//! table at hand and is aligned to the granule.
+//!
+//! Changes come in two passes. A check pass reads the tree, finds every error and counts the
+//! table frames the change will need; the caller reserves those frames in a [`Stash`]; then an
+//! apply pass, which cannot fail, makes the change. So an error changes nothing.
+
+use memory_addr::PhysAddr;
+
+use super::{EntryKind, Level, TableRef};
+use crate::arch::Arch;
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags, PageSize};
+use crate::handler::PagingHandler;
+
+/// A leaf as the walk reports it; `va` is folded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawLeaf {
+    pub va: u64,
+    pub pa: u64,
+    pub size: PageSize,
+    pub flags: MappingFlags,
+    pub state: AccessState,
+}
+
+impl RawLeaf {
+    #[inline(always)]
+    fn decode<A: Arch, L: Level>(va: u64, pte: u64) -> Self {
+        RawLeaf {
+            va,
+            pa: A::leaf_addr(pte, L::DEPTH),
+            size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
+            flags: A::leaf_flags(pte, L::DEPTH),
+            state: A::leaf_state(pte, L::DEPTH),
+        }
+    }
+}
+
+/// Table frames reserved for a change, chained through their first word.
+pub(crate) struct Stash {
+    head: u64,
+    count: usize,
+    bytes: usize,
+}
+
+const NO_FRAME: u64 = u64::MAX;
+
+impl Stash {
+    /// Allocates `count` frames of `bytes`, or none at all.
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::OutOfFrames`] if the handler runs out; what was taken is given back.
+    pub(crate) fn reserve<H: PagingHandler>(
+        h: &mut H,
+        count: usize,
+        bytes: usize,
+    ) -> Result<Self, PagingError> {
+        let mut stash = Self {
+            head: NO_FRAME,
+            count: 0,
+            bytes,
+        };
+        while stash.count < count {
+            let Some(pa) = h.alloc_table(bytes) else {
+                stash.release(h);
+                return Err(PagingError::OutOfFrames);
+            };
+            let link = h.phys_to_virt(pa).as_ptr().cast::<u64>();
+            // SAFETY: the handler just gave us this frame; its first word is ours to use.
+            unsafe { link.write(stash.head) };
+            stash.head = pa.as_usize() as u64;
+            stash.count += 1;
+        }
+        Ok(stash)
+    }
+
+    /// Takes a reserved frame, zeroed. The check pass counted it, so one is there.
+    fn take<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &H) -> (u64, TableRef<A, L>) {
+        debug_assert!(
+            self.count > 0 && self.head != NO_FRAME,
+            "check pass under-counted frames"
+        );
+        debug_assert_eq!(self.bytes, TableRef::<A, L>::BYTES);
+        let pa = self.head;
+        // SAFETY: `pa` is a frame this stash holds; nothing else sees it.
+        let table = unsafe { TableRef::<A, L>::from_pa(h, pa) };
+        // SAFETY: the first word of a stashed frame is its link.
+        self.head = unsafe {
+            h.phys_to_virt(PhysAddr::from(pa as usize))
+                .as_ptr()
+                .cast::<u64>()
+                .read()
+        };
+        self.count -= 1;
+        // SAFETY: the frame is unlinked and ours.
+        unsafe { table.zero_fresh() };
+        (pa, table)
+    }
+
+    /// Gives back whatever is left.
+    pub(crate) fn release<H: PagingHandler>(mut self, h: &mut H) {
+        while self.head != NO_FRAME {
+            let pa = PhysAddr::from(self.head as usize);
+            // SAFETY: the first word of a stashed frame is its link.
+            self.head = unsafe { h.phys_to_virt(pa).as_ptr().cast::<u64>().read() };
+            // SAFETY: the frame came from `alloc_table(self.bytes)` and is referenced nowhere.
+            unsafe { h.free_table(pa, self.bytes) };
+        }
+        self.count = 0;
+    }
+
+    /// Whether every reserved frame was used.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// The part of `[s, e)` inside the entry that holds `a`, and whether it covers that entry.
+#[inline(always)]
+fn entry_span<A: Arch, L: Level>(a: u64, e: u64) -> (u64, bool) {
+    let start = a & !(TableRef::<A, L>::SIZE - 1);
+    let end = start + TableRef::<A, L>::SIZE;
+    let b = if e < end { e } else { end };
+    (b, a == start && b == end)
+}
+
+/// # Safety (for every `unsafe fn` below that takes a `TableRef`)
+///
+/// The table is live, reached through `h`, at level `L` of a tree that the caller owns
+/// (`&mut PageTable` for functions that write), and `[s, e)` lies inside its span.
+#[inline(always)]
+unsafe fn child<A: Arch, L: Level, H: PagingHandler>(h: &H, pte: u64) -> TableRef<A, L::Below> {
+    // SAFETY: `pte` is a table entry of a live table, so it points to a live table one down.
+    unsafe { TableRef::from_pa(h, A::table_addr(pte)) }
+}
+
+/// The leaf translating `va`, if any.
+pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<RawLeaf> {
+    // SAFETY: the index is masked into bounds; the table is live (function contract).
+    let pte = unsafe { t.load(TableRef::<A, L>::index(va)) };
+    match A::entry_kind(pte, L::DEPTH) {
+        EntryKind::Empty => None,
+        EntryKind::Leaf => Some(RawLeaf::decode::<A, L>(
+            va & !(TableRef::<A, L>::SIZE - 1),
+            pte,
+        )),
+        // SAFETY: a table entry at depth > 1 leads to a live table one down.
+        EntryKind::Table if L::DEPTH > 1 => unsafe {
+            query::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va)
+        },
+        EntryKind::Table => None,
+    }
+}
+
+/// What a map asks for.
+#[derive(Clone, Copy)]
+pub(crate) struct MapReq {
+    /// `pa - va` (wrapping), so that `pa = va + delta` for every folded `va` in the range.
+    pub delta: u64,
+    /// Whether leaves above depth 1 may be used.
+    pub huge: bool,
+    pub flags: MappingFlags,
+    /// For a single-leaf map: the depth the leaf must have (0 for a region).
+    pub exact_depth: u8,
+}
+
+impl MapReq {
+    /// Whether `[a, b)` gets one leaf at level `L`.
+    #[inline(always)]
+    fn leaf_here<A: Arch, L: Level>(&self, a: u64, full: bool) -> bool {
+        if self.exact_depth != 0 {
+            return self.exact_depth == L::DEPTH;
+        }
+        full && (L::DEPTH == 1
+            || (TableRef::<A, L>::LEAF_OK
+                && self.huge
+                && a.wrapping_add(self.delta) % TableRef::<A, L>::SIZE == 0))
+    }
+}
+
+/// Check pass of a map: errors, and the number of tables the map will create.
+pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    req: &MapReq,
+) -> Result<usize, PagingError> {
+    let mut need = 0;
+    let mut a = s;
+    while a < e {
+        let (b, full) = entry_span::<A, L>(a, e);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        let leaf_here = req.leaf_here::<A, L>(a, full);
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty if leaf_here || L::DEPTH == 1 => {}
+            EntryKind::Empty => need += 1 + fresh_tables::<A, L::Below>(a, b, req),
+            EntryKind::Leaf => return Err(PagingError::AlreadyMapped(A::unfold(a))),
+            EntryKind::Table if L::DEPTH == 1 => {
+                return Err(PagingError::AlreadyMapped(A::unfold(a)));
+            }
+            EntryKind::Table => {
+                // SAFETY: a table entry leads to a live table one down.
+                let next = unsafe { child::<A, L, H>(h, pte) };
+                if leaf_here {
+                    // A leaf may replace a table only if nothing is mapped below it.
+                    // SAFETY: as above.
+                    if let Some(va) = unsafe { first_leaf::<A, L::Below, H>(h, next, a) } {
+                        return Err(PagingError::AlreadyMapped(A::unfold(va)));
+                    }
+                } else {
+                    // SAFETY: as above.
+                    need += unsafe { map_check::<A, L::Below, H>(h, next, a, b, req)? };
+                }
+            }
+        }
+        a = b;
+    }
+    Ok(need)
+}
+
+/// Tables a map of `[s, e)` creates below a new (empty) table at level `L`.
+fn fresh_tables<A: Arch, L: Level>(s: u64, e: u64, req: &MapReq) -> usize {
+    if L::DEPTH == 1 {
+        return 0;
+    }
+    let size = TableRef::<A, L>::SIZE;
+    let cost = |a: u64, b: u64| {
+        let full = a % size == 0 && b - a == size;
+        if req.leaf_here::<A, L>(a, full) {
+            0
+        } else {
+            1 + fresh_tables::<A, L::Below>(a, b, req)
+        }
+    };
+    let (first_end, _) = entry_span::<A, L>(s, e);
+    if first_end == e {
+        return cost(s, e);
+    }
+    let last_start = (e - 1) & !(size - 1);
+    // Entries strictly between the first and the last are covered whole, and all alike: the
+    // alignment of `pa` to the entry size is the same for each.
+    let middle = ((last_start - first_end) / size) as usize;
+    let middle_cost = if middle > 0 {
+        middle * cost(first_end, first_end + size)
+    } else {
+        0
+    };
+    cost(s, first_end) + middle_cost + cost(last_start, e)
+}
+
+/// Apply pass of a map; [`map_check`] passed and `stash` holds what it counted.
+pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    req: &MapReq,
+) {
+    let template = A::leaf_template(req.flags, L::DEPTH);
+    if L::DEPTH == 1 {
+        // The last level: one store per page, nothing else. The check pass found every slot
+        // empty.
+        let mut va = s;
+        while va < e {
+            let pa = va.wrapping_add(req.delta);
+            // SAFETY: masked index, live table owned by the caller.
+            unsafe {
+                t.store(
+                    TableRef::<A, L>::index(va),
+                    template | A::leaf_addr_bits(pa, 1),
+                )
+            };
+            va += TableRef::<A, L>::SIZE;
+        }
+        return;
+    }
+    let mut a = s;
+    while a < e {
+        let (b, full) = entry_span::<A, L>(a, e);
+        let i = TableRef::<A, L>::index(a);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(i) };
+        let kind = A::entry_kind(pte, L::DEPTH);
+        if req.leaf_here::<A, L>(a, full) {
+            let leaf = template | A::leaf_addr_bits(a.wrapping_add(req.delta), L::DEPTH);
+            // SAFETY: masked index, live table owned by the caller.
+            unsafe { t.store(i, leaf) };
+            if kind == EntryKind::Table {
+                // The check pass found nothing mapped below: free the empty subtree.
+                // SAFETY: the entry no longer links the subtree, which this tree owned.
+                unsafe { free_subtree::<A, L::Below, H>(h, A::table_addr(pte)) };
+            }
+        } else if kind == EntryKind::Table {
+            // SAFETY: a table entry leads to a live table one down.
+            unsafe { map_apply::<A, L::Below, H>(h, stash, child::<A, L, H>(h, pte), a, b, req) };
+        } else {
+            let (pa, next) = stash.take::<A, L::Below, H>(h);
+            // Fill the new table before linking it, so that no walker sees it half made.
+            // SAFETY: `next` is a fresh table this tree now owns.
+            unsafe { map_apply::<A, L::Below, H>(h, stash, next, a, b, req) };
+            // SAFETY: masked index, live table owned by the caller.
+            unsafe { t.store(i, A::table_entry(pa)) };
+        }
+        a = b;
+    }
+}
+
+/// The first leaf at or after folded `base` in the subtree `t`, if any.
+unsafe fn first_leaf<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    base: u64,
+) -> Option<u64> {
+    for i in 0..TableRef::<A, L>::ENTRIES {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        let va = base + i as u64 * TableRef::<A, L>::SIZE;
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => {}
+            EntryKind::Leaf => return Some(va),
+            EntryKind::Table if L::DEPTH > 1 => {
+                // SAFETY: a table entry leads to a live table one down.
+                if let Some(found) =
+                    unsafe { first_leaf::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va) }
+                {
+                    return Some(found);
+                }
+            }
+            EntryKind::Table => {}
+        }
+    }
+    None
+}
+
+/// Frees the table at `pa` (level `L`) and every table below it, without visiting the entries
+/// of last-level tables.
+///
+/// # Safety
+///
+/// The subtree is owned by the caller and linked from nowhere any more.
+pub(crate) unsafe fn free_subtree<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
+    if L::DEPTH > 1 {
+        // SAFETY: the caller owns the live subtree.
+        let t = unsafe { TableRef::<A, L>::from_pa(h, pa) };
+        for i in 0..TableRef::<A, L>::ENTRIES {
+            // SAFETY: in bounds.
+            let pte = unsafe { t.load(i) };
+            if A::entry_kind(pte, L::DEPTH) == EntryKind::Table {
+                // SAFETY: the child belongs to the subtree being freed.
+                unsafe { free_subtree::<A, L::Below, H>(h, A::table_addr(pte)) };
+            }
+        }
+    }
+    // SAFETY: every table of the tree came from `alloc_table` with this size.
+    unsafe { h.free_table(PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES) };
+}
+
+/// Tables needed to split the leaf at level `L` that holds `[a, b)` (not all of it) until
+/// `[a, b)` is made of whole leaves.
+fn split_cost<A: Arch, L: Level>(a: u64, b: u64) -> usize {
+    if L::DEPTH == 1 {
+        return 0;
+    }
+    let below = TableRef::<A, L::Below>::SIZE;
+    let partial = |x: u64, y: u64| {
+        if x % below == 0 && y - x == below {
+            0
+        } else {
+            split_cost::<A, L::Below>(x, y)
+        }
+    };
+    let (first_end, _) = entry_span::<A, L::Below>(a, b);
+    let mut cost = 1 + partial(a, first_end);
+    if first_end < b {
+        let last_start = (b - 1) & !(below - 1);
+        if last_start >= first_end {
+            cost += partial(last_start, b);
+        }
+    }
+    cost
+}
+
+/// Check pass of a region change that must find everything mapped (`protect_region`) or that
+/// skips holes (`unmap_region`): errors, and the tables needed to split leaves at the edges.
+pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    holes_ok: bool,
+) -> Result<usize, PagingError> {
+    let mut need = 0;
+    let mut a = s;
+    while a < e {
+        let (b, full) = entry_span::<A, L>(a, e);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty if holes_ok => {}
+            EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
+            EntryKind::Leaf if full => {}
+            EntryKind::Leaf => need += split_cost::<A, L>(a, b),
+            // A table entry in a last-level table is malformed; treat it as a hole.
+            EntryKind::Table if L::DEPTH == 1 && holes_ok => {}
+            EntryKind::Table if L::DEPTH == 1 => return Err(PagingError::NotMapped(A::unfold(a))),
+            // Unmapping a whole subtree needs no look inside it.
+            EntryKind::Table if full && holes_ok => {}
+            EntryKind::Table => {
+                // SAFETY: a table entry leads to a live table one down.
+                need += unsafe {
+                    edit_check::<A, L::Below, H>(h, child::<A, L, H>(h, pte), a, b, holes_ok)?
+                };
+            }
+        }
+        a = b;
+    }
+    Ok(need)
+}
+
+/// Replaces leaf `i` of `t`, which maps `[leaf_va, leaf_va + SIZE)`, by a table of leaves one
+/// level down with the same attributes; returns the new table.
+unsafe fn split<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    pte: u64,
+) -> TableRef<A, L::Below> {
+    let template = A::leaf_split(pte, L::DEPTH);
+    let base = A::leaf_addr(pte, L::DEPTH);
+    let (pa, next) = stash.take::<A, L::Below, H>(h);
+    for j in 0..TableRef::<A, L::Below>::ENTRIES {
+        let leaf_pa = base + j as u64 * TableRef::<A, L::Below>::SIZE;
+        // SAFETY: in bounds; `next` is fresh and ours.
+        unsafe { next.store(j, template | A::leaf_addr_bits(leaf_pa, L::DEPTH - 1)) };
+    }
+    // SAFETY: masked index, live table owned by the caller.
+    unsafe { t.store(i, A::table_entry(pa)) };
+    next
+}
+
+/// Apply pass of `unmap_region`: clears every leaf in `[s, e)`, splitting leaves at the edges,
+/// and frees every table below `t` that it empties.
+pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+) {
+    let mut a = s;
+    while a < e {
+        let (b, full) = entry_span::<A, L>(a, e);
+        let i = TableRef::<A, L>::index(a);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => {}
+            // SAFETY: masked index, live table owned by the caller.
+            EntryKind::Leaf if full => unsafe { t.store(i, 0) },
+            EntryKind::Table if L::DEPTH == 1 => {}
+            EntryKind::Table if full => {
+                // SAFETY: masked index, live table owned by the caller; once unlinked, the
+                // subtree is ours alone to free.
+                unsafe {
+                    t.store(i, 0);
+                    free_subtree::<A, L::Below, H>(h, A::table_addr(pte));
+                }
+            }
+            kind => {
+                let next = if kind == EntryKind::Leaf {
+                    // SAFETY: as above; the stash holds what `edit_check` counted.
+                    unsafe { split::<A, L, H>(h, stash, t, i, pte) }
+                } else {
+                    // SAFETY: a table entry leads to a live table one down.
+                    unsafe { child::<A, L, H>(h, pte) }
+                };
+                // SAFETY: `next` is live and owned by the caller. If the range emptied it, it is
+                // unlinked before it is freed, and it came from `alloc_table` with this size.
+                unsafe {
+                    unmap_apply::<A, L::Below, H>(h, stash, next, a, b);
+                    if next.is_zero() {
+                        let pa = A::table_addr(t.load(i));
+                        t.store(i, 0);
+                        h.free_table(PhysAddr::from(pa as usize), TableRef::<A, L::Below>::BYTES);
+                    }
+                }
+            }
+        }
+        a = b;
+    }
+}
+
+/// How [`modify_apply`] changes each leaf.
+#[derive(Clone, Copy)]
+pub(crate) enum Modify {
+    /// New flags (already checked).
+    Protect(MappingFlags),
+    /// A new address: `pa = va + delta` (wrapping), for folded `va`.
+    Remap(u64),
+    /// Clear these state bits.
+    ClearState(AccessState),
+}
+
+/// Apply pass of `protect_region` and the single-leaf edits: rewrites every leaf in `[s, e)`,
+/// splitting leaves at the edges. [`edit_check`] passed without holes.
+pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    op: Modify,
+) {
+    let mut a = s;
+    while a < e {
+        let (b, full) = entry_span::<A, L>(a, e);
+        let i = TableRef::<A, L>::index(a);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => {}
+            EntryKind::Leaf if full => {
+                let change = |old: u64| match op {
+                    Modify::Protect(flags) => A::leaf_protect(old, flags, L::DEPTH),
+                    Modify::Remap(delta) => {
+                        (old & !A::leaf_addr_mask(L::DEPTH))
+                            | A::leaf_addr_bits(a.wrapping_add(delta), L::DEPTH)
+                    }
+                    Modify::ClearState(clear) => A::leaf_clear_state(old, clear, L::DEPTH),
+                };
+                // SAFETY: masked index, live table owned by the caller.
+                unsafe { t.update(i, change) };
+            }
+            EntryKind::Table if L::DEPTH == 1 => {}
+            kind => {
+                let next = if kind == EntryKind::Leaf {
+                    // SAFETY: as above; the stash holds what `edit_check` counted.
+                    unsafe { split::<A, L, H>(h, stash, t, i, pte) }
+                } else {
+                    // SAFETY: a table entry leads to a live table one down.
+                    unsafe { child::<A, L, H>(h, pte) }
+                };
+                // SAFETY: `next` is live and owned by the caller.
+                unsafe { modify_apply::<A, L::Below, H>(h, stash, next, a, b, op) };
+            }
+        }
+        a = b;
+    }
+}
+
+/// Calls `f` for every leaf that overlaps `[s, e)`, in address order.
+pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    f: &mut impl FnMut(RawLeaf),
+) {
+    let mut a = s;
+    while a < e {
+        let (b, _) = entry_span::<A, L>(a, e);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => {}
+            EntryKind::Leaf => f(RawLeaf::decode::<A, L>(
+                a & !(TableRef::<A, L>::SIZE - 1),
+                pte,
+            )),
+            // SAFETY: a table entry leads to a live table one down.
+            EntryKind::Table if L::DEPTH > 1 => unsafe {
+                for_each::<A, L::Below, H>(h, child::<A, L, H>(h, pte), a, b, f);
+            },
+            EntryKind::Table => {}
+        }
+        a = b;
+    }
+}
+
+/// Counts the tables of the subtree at `t`, itself included.
+pub(crate) unsafe fn count_tables<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+) -> usize {
+    let mut n = 1;
+    if L::DEPTH > 1 {
+        for i in 0..TableRef::<A, L>::ENTRIES {
+            // SAFETY: in bounds, live table.
+            let pte = unsafe { t.load(i) };
+            if A::entry_kind(pte, L::DEPTH) == EntryKind::Table {
+                // SAFETY: a table entry leads to a live table one down.
+                n += unsafe { count_tables::<A, L::Below, H>(h, child::<A, L, H>(h, pte)) };
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,71 @@
+//! Typed hardware page tables for x86_64, AArch64, RISC-V and LoongArch64.
+//!
+//! `pagetable` builds, reads and edits the page tables that an MMU walks. One facade,
+//! [`PageTable<A, H>`], serves seven paging modes; the mode `A` is a zero-sized marker type
+//! ([`X86_64`], [`X86_64La57`], [`AArch64`], [`Sv39`], [`Sv48`], [`Sv57`], [`LoongArch64`]) and
+//! `H` is the operating system's [`PagingHandler`]: where table frames come from and how a
+//! physical address is reached.
+//!
+//! * Levels are types ([`L1`] … [`L5`]): the walk for each operation is unrolled per level at
+//!   compile time, and the typed [`Descriptor`] API rejects a table entry that points anywhere
+//!   but one level down, or a leaf at a level that cannot hold one.
+//! * Every change returns a [`Flush`] token that must be used: forgetting a TLB flush is a
+//!   compile-time warning.
+//! * Every failure is a [`PagingError`], and a failed call leaves the table exactly as it was and
+//!   leaks no frame: range operations reserve every frame they need before they change anything.
+//!
+//! ```
+//! use pagetable::{BufferFrames, HugePages, MappingFlags, PageTable, Sv48};
+//! use memory_addr::{pa, va};
+//!
+//! // A host tool building tables for another machine: frames come from a buffer that stands
+//! // for the guest's physical memory at 0x8000_0000.
+//! let mut memory = vec![0u8; 64 << 12];
+//! let frames = BufferFrames::new(&mut memory, pa!(0x8000_0000)).unwrap();
+//! let mut pt = PageTable::<Sv48, _>::new(frames).unwrap();
+//!
+//! let rw = MappingFlags::READ | MappingFlags::WRITE;
+//! pt.map_region(va!(0xffff_ffc0_0000_0000), pa!(0x8000_0000), 1 << 30, rw, HugePages::Allowed)
+//!     .unwrap()
+//!     .ignore(); // not a live table: nothing to flush
+//! let t = pt.query(va!(0xffff_ffc0_1234_5678)).unwrap();
+//! assert_eq!(t.pa, pa!(0x9234_5678));
+//! assert_eq!(t.flags, rw);
+//! ```
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_debug_implementations)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod arch;
+mod error;
+mod flags;
+mod flush;
+mod frames;
+mod handler;
+pub mod levels;
+mod page_table;
+
+pub use arch::aarch64::{AArch64, Lower, Upper, Va39, Va48};
+pub use arch::loongarch64::LoongArch64;
+pub use arch::riscv::{Sv39, Sv48, Sv57};
+pub use arch::x86_64::{X86_64, X86_64La57};
+pub use arch::{Arch, VaSpace};
+pub use error::PagingError;
+pub use flags::{AccessState, MappingFlags, MemType, PageSize};
+pub use flush::Flush;
+pub use frames::BufferFrames;
+pub use handler::PagingHandler;
+pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableFrame};
+pub use page_table::{HugePages, Mapping, PageTable, Translation};
+
+/// Re-exported so that callers name the same address types the API takes.
+pub use memory_addr::{PhysAddr, VirtAddr};
+
+// The crate does address arithmetic in `usize` (memory_addr's representation) and PTEs are
+// 64-bit: every supported architecture is 64-bit, and so must be the host that builds tables.
+static_assertions::const_assert_eq!(core::mem::size_of::<usize>(), 8);

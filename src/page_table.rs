@@ -1,0 +1,765 @@
+//! [`PageTable`]: the facade. Argument checks and ownership live here; the walk is in
+//! `levels::walk`, the encodings in `arch/`.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use memory_addr::{PhysAddr, VirtAddr};
+
+use crate::arch::{self, Arch, VaSpace};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags, PageSize};
+use crate::flush::Flush;
+use crate::handler::PagingHandler;
+use crate::levels::walk::{self, MapReq, Modify, RawLeaf, Stash};
+use crate::levels::{EntryKind, Level, Table, TableRef};
+
+/// Whether [`PageTable::map_region`] may use leaves larger than the granule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// Use the largest leaf that the alignment of the virtual and physical addresses allows.
+    Allowed,
+    /// Use granule-sized leaves (4 KiB) only.
+    Never,
+}
+
+/// What [`PageTable::query`] finds at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address the queried address translates to (page offset applied).
+    pub pa: PhysAddr,
+    /// The flags of the leaf.
+    pub flags: MappingFlags,
+    /// The size of the leaf.
+    pub size: PageSize,
+    /// What the hardware recorded in the leaf.
+    pub state: AccessState,
+    /// The first address of the leaf.
+    pub leaf_va: VirtAddr,
+}
+
+/// One leaf, as [`PageTable::for_each_mapping`] and [`PageTable::unmap`] report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The first virtual address of the leaf (sign-extended where the mode is).
+    pub va: VirtAddr,
+    /// The first physical address of the leaf.
+    pub pa: PhysAddr,
+    /// The size of the leaf.
+    pub size: PageSize,
+    /// The flags of the leaf.
+    pub flags: MappingFlags,
+    /// What the hardware recorded in the leaf.
+    pub state: AccessState,
+}
+
+impl Mapping {
+    fn from_raw<A: Arch>(leaf: RawLeaf) -> Self {
+        Self {
+            va: A::unfold(leaf.va),
+            pa: PhysAddr::from(leaf.pa as usize),
+            size: leaf.size,
+            flags: leaf.flags,
+            state: leaf.state,
+        }
+    }
+}
+
+/// A page table of paging mode `A`, whose table frames come from handler `H`.
+///
+/// The value is the root's physical address, one word of bookkeeping for borrowed ranges
+/// ([`share_from`](Self::share_from)), and the handler. Dropping it frees every table frame it
+/// owns (never the frames its leaves map).
+///
+/// Addresses are `start + len` everywhere. Every call that changes the table returns a
+/// [`Flush`] token; every call that fails returns a [`PagingError`] and changes nothing.
+pub struct PageTable<A: Arch, H: PagingHandler> {
+    root: u64,
+    /// Root entries `[lo, hi)` borrowed from another table, as `lo | hi << 32`; 0 if none.
+    borrowed: u64,
+    handler: H,
+    _arch: PhantomData<A>,
+}
+
+// SAFETY: the value owns its tables exclusively (borrowed ranges are never written or freed
+// through it), so moving it to another thread moves that ownership; `H: Send` moves with it.
+unsafe impl<A: Arch, H: PagingHandler + Send> Send for PageTable<A, H> {}
+// SAFETY: `&PageTable` only reads table memory (atomically), which any number of threads may
+// do at once; `H: Sync` because `&self` methods call `H::phys_to_virt`.
+unsafe impl<A: Arch, H: PagingHandler + Sync> Sync for PageTable<A, H> {}
+
+impl<A: Arch, H: PagingHandler> PageTable<A, H> {
+    const GEOMETRY_OK: () = assert!(
+        arch::geometry_ok::<A>(),
+        "inconsistent paging-mode geometry"
+    );
+    const ROOT_BYTES: usize = arch::table_bytes::<A>(arch::root_depth::<A>());
+    const PAGE: u64 = 1 << A::PAGE_SHIFT;
+
+    /// An empty page table: one zeroed root table from `handler`.
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::OutOfFrames`] if the handler has no frame for the root.
+    pub fn new(mut handler: H) -> Result<Self, PagingError> {
+        let () = Self::GEOMETRY_OK;
+        let root = handler
+            .alloc_table(Self::ROOT_BYTES)
+            .ok_or(PagingError::OutOfFrames)?;
+        let root = root.as_usize() as u64;
+        // SAFETY: the handler just gave us this block; it is linked nowhere.
+        unsafe { TableRef::<A, A::Root>::from_pa(&handler, root).zero_fresh() };
+        Ok(Self {
+            root,
+            borrowed: 0,
+            handler,
+            _arch: PhantomData,
+        })
+    }
+
+    /// Takes over the table tree rooted at `root`: from now on it is edited, and freed on drop,
+    /// through `handler`.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::UnalignedPa`] if `root` is not aligned to the root table's size.
+    /// * [`PagingError::PaTooWide`] if `root` does not fit the mode's physical-address width.
+    ///
+    /// # Safety
+    ///
+    /// `root` is the root of a tree of mode `A` whose every table was allocated through a
+    /// handler equivalent to `handler` (so that [`PagingHandler::free_table`] may take it back),
+    /// is reachable through `handler.phys_to_virt`, and is owned by nothing else: no other
+    /// `PageTable` and no other code will edit or free it.
+    pub unsafe fn from_root(root: PhysAddr, handler: H) -> Result<Self, PagingError> {
+        let () = Self::GEOMETRY_OK;
+        let raw = root.as_usize() as u64;
+        if raw % Self::ROOT_BYTES as u64 != 0 {
+            return Err(PagingError::UnalignedPa(root));
+        }
+        if raw & !arch::pa_mask::<A>() != 0 {
+            return Err(PagingError::PaTooWide(root));
+        }
+        Ok(Self {
+            root: raw,
+            borrowed: 0,
+            handler,
+            _arch: PhantomData,
+        })
+    }
+
+    /// Gives up the tree without freeing it: the root's address and the handler. Borrowed
+    /// ranges stay linked.
+    #[must_use]
+    pub fn into_raw(self) -> (PhysAddr, H) {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so moving the handler out is a move.
+        let handler = unsafe { core::ptr::read(&this.handler) };
+        (PhysAddr::from(this.root as usize), handler)
+    }
+
+    /// The physical address of the root table: what goes into CR3, TTBRn_EL1, satp's PPN
+    /// field, or PGDL/PGDH.
+    #[must_use]
+    pub fn root_paddr(&self) -> PhysAddr {
+        PhysAddr::from(self.root as usize)
+    }
+
+    /// The handler.
+    #[must_use]
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// A read-only view of the root table.
+    #[must_use]
+    pub fn root(&self) -> Table<'_, A, A::Root, H> {
+        // SAFETY: the root is live while `self` is borrowed.
+        unsafe { Table::new(&self.handler, self.root) }
+    }
+
+    fn root_ref(&self) -> TableRef<A, A::Root> {
+        // SAFETY: the root is a live table reached through our handler.
+        unsafe { TableRef::from_pa(&self.handler, self.root) }
+    }
+
+    /// The number of table frames this table owns, the root included (borrowed ranges not).
+    #[must_use]
+    pub fn table_frames(&self) -> usize {
+        let root = self.root_ref();
+        let mut n = 1;
+        for i in 0..TableRef::<A, A::Root>::ENTRIES {
+            // SAFETY: in bounds, live root.
+            let pte = unsafe { root.load(i) };
+            if !self.is_borrowed(i)
+                && A::entry_kind(pte, arch::root_depth::<A>()) == EntryKind::Table
+            {
+                // SAFETY: a table entry of our root leads to a live table we own.
+                n += unsafe { count_below_root::<A, H>(&self.handler, pte) };
+            }
+        }
+        n
+    }
+
+    /// The leaf that translates `va`.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`] if the table does not translate `va`.
+    /// * [`PagingError::NotMapped`] if no leaf translates it.
+    pub fn query(&self, va: VirtAddr) -> Result<Translation, PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live and ours (or borrowed, which we may read).
+        let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+            .ok_or(PagingError::NotMapped(va))?;
+        Ok(Translation {
+            pa: PhysAddr::from((leaf.pa + (folded - leaf.va)) as usize),
+            flags: leaf.flags,
+            size: leaf.size,
+            state: leaf.state,
+            leaf_va: A::unfold(leaf.va),
+        })
+    }
+
+    /// Maps one leaf of `size` at `va` to `pa`.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::SizeNotSupported`] if the mode has no leaf of `size`.
+    /// * [`PagingError::UnalignedVa`] / [`PagingError::UnalignedPa`] unless both are aligned
+    ///   to `size`.
+    /// * [`PagingError::NotCanonical`], [`PagingError::RangeWraps`] if `[va, va + size)` is not
+    ///   inside the table's address space.
+    /// * [`PagingError::PaTooWide`] if `pa + size - 1` does not fit the physical-address width.
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
+    /// * [`PagingError::AlreadyMapped`] if anything in `[va, va + size)` is mapped.
+    /// * [`PagingError::OutOfFrames`] if a table on the way cannot be allocated.
+    pub fn map(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
+        let depth = leaf_depth::<A>(size).ok_or(PagingError::SizeNotSupported(size))?;
+        let (s, e) = self.check_range(va, size.bytes(), size.bytes() as u64)?;
+        let delta = self
+            .check_pa(pa, size.bytes(), size.bytes() as u64)?
+            .wrapping_sub(s);
+        A::check_flags(flags)?;
+        self.map_folded(
+            s,
+            e,
+            MapReq {
+                delta,
+                huge: true,
+                flags,
+                exact_depth: depth,
+            },
+        )
+    }
+
+    /// Maps `[va, va + len)` to `[pa, pa + len)`, with the largest leaves that alignment allows
+    /// when `huge` is [`HugePages::Allowed`]. Descends once per table, not once per page.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::EmptyRange`] if `len` is 0.
+    /// * [`PagingError::UnalignedVa`], [`PagingError::UnalignedPa`],
+    ///   [`PagingError::UnalignedLen`] unless `va`, `pa` and `len` are granule-aligned.
+    /// * [`PagingError::RangeWraps`] if `va + len` or `pa + len` overflows.
+    /// * [`PagingError::NotCanonical`] if the range leaves the table's address space.
+    /// * [`PagingError::PaTooWide`] if `pa + len - 1` does not fit the physical-address width.
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    /// * [`PagingError::Borrowed`] if the range meets a borrowed range.
+    /// * [`PagingError::AlreadyMapped`] if anything in the range is mapped.
+    /// * [`PagingError::OutOfFrames`] if the tables it needs cannot all be allocated; they are
+    ///   reserved before anything changes.
+    pub fn map_region(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: usize,
+        flags: MappingFlags,
+        huge: HugePages,
+    ) -> Result<Flush<A>, PagingError> {
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
+        A::check_flags(flags)?;
+        self.map_folded(
+            s,
+            e,
+            MapReq {
+                delta,
+                huge: huge == HugePages::Allowed,
+                flags,
+                exact_depth: 0,
+            },
+        )
+    }
+
+    fn map_folded(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {
+        let root = self.root_ref();
+        // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
+        let need = unsafe { walk::map_check::<A, A::Root, H>(&self.handler, root, s, e, &req)? };
+        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        // SAFETY: as above; the check pass passed and the stash holds what it counted.
+        unsafe {
+            walk::map_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, &req)
+        };
+        debug_assert!(stash.is_empty());
+        stash.release(&mut self.handler);
+        Ok(Flush::range(s, e))
+    }
+
+    /// Unmaps the leaf that starts at `va`, frees the tables that this empties, and returns
+    /// what the leaf mapped.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`] if the table does not translate `va`.
+    /// * [`PagingError::NotMapped`] if nothing is mapped at `va`.
+    /// * [`PagingError::InsideLeaf`] if `va` lies inside a leaf that starts elsewhere.
+    /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
+    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, Flush<A>), PagingError> {
+        let leaf = self.leaf_at(va)?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        // Unmapping one whole leaf splits nothing: no frames needed, cannot fail.
+        let mut stash = Stash::reserve(&mut self.handler, 0, TableRef::<A, NonRoot<A>>::BYTES)?;
+        let root = self.root_ref();
+        // SAFETY: the root is live and ours; `[s, e)` is one leaf, not borrowed.
+        unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
+        stash.release(&mut self.handler);
+        Ok((Mapping::from_raw::<A>(leaf), Flush::range(s, e)))
+    }
+
+    /// Points the leaf that starts at `va` at `pa`, keeping its flags and access state.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`], [`PagingError::NotMapped`],
+    ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
+    /// * [`PagingError::UnalignedPa`] unless `pa` is aligned to the leaf's size.
+    /// * [`PagingError::PaTooWide`] if the leaf would reach past the physical-address width.
+    pub fn remap(&mut self, va: VirtAddr, pa: PhysAddr) -> Result<Flush<A>, PagingError> {
+        let leaf = self.leaf_at(va)?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        let delta = self
+            .check_pa(pa, leaf.size.bytes(), leaf.size.bytes() as u64)?
+            .wrapping_sub(s);
+        self.modify_leaves(s, e, Modify::Remap(delta))?;
+        Ok(Flush::range(s, e))
+    }
+
+    /// Gives the leaf that starts at `va` new flags. Its address and access state stay (a leaf
+    /// that becomes writable starts dirty, as a new writable leaf does).
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`], [`PagingError::NotMapped`],
+    ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    pub fn protect(&mut self, va: VirtAddr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
+        let leaf = self.leaf_at(va)?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        A::check_flags(flags)?;
+        self.modify_leaves(s, e, Modify::Protect(flags))?;
+        Ok(Flush::range(s, e))
+    }
+
+    /// Clears the state bits set in `clear` in the leaf that translates `va`, and returns the
+    /// state before. This is how a kernel samples accessed and dirty bits for reclaim and
+    /// dirty tracking; the update is atomic against the hardware setting them.
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`], [`PagingError::NotMapped`], [`PagingError::Borrowed`]
+    ///   as for [`unmap`](Self::unmap) (any address inside the leaf will do).
+    pub fn clear_access_state(
+        &mut self,
+        va: VirtAddr,
+        clear: AccessState,
+    ) -> Result<(AccessState, Flush<A>), PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live and ours.
+        let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+            .ok_or(PagingError::NotMapped(va))?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        self.modify_leaves(s, e, Modify::ClearState(clear))?;
+        Ok((leaf.state, Flush::range(s, e)))
+    }
+
+    /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers
+    /// only in part is split into leaves one size down (again, until the edges fit), and every
+    /// table the range empties is freed (a table the range covers whole is freed without its
+    /// leaves being visited).
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::EmptyRange`], [`PagingError::UnalignedVa`],
+    ///   [`PagingError::UnalignedLen`], [`PagingError::RangeWraps`],
+    ///   [`PagingError::NotCanonical`] for a bad range, as for
+    ///   [`map_region`](Self::map_region).
+    /// * [`PagingError::Borrowed`] if the range meets a borrowed range.
+    /// * [`PagingError::OutOfFrames`] if splitting the leaves at the edges needs tables that
+    ///   cannot be allocated.
+    pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        let root = self.root_ref();
+        // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
+        let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true)? };
+        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        // SAFETY: as above; the stash holds what the check pass counted.
+        unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
+        debug_assert!(stash.is_empty());
+        stash.release(&mut self.handler);
+        Ok(Flush::range(s, e))
+    }
+
+    /// Gives every leaf in `[va, va + len)` new flags, splitting leaves that the range covers
+    /// only in part. Addresses and access states stay, as for [`protect`](Self::protect).
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::EmptyRange`], [`PagingError::UnalignedVa`],
+    ///   [`PagingError::UnalignedLen`], [`PagingError::RangeWraps`],
+    ///   [`PagingError::NotCanonical`] for a bad range, as for
+    ///   [`map_region`](Self::map_region).
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    /// * [`PagingError::Borrowed`] if the range meets a borrowed range.
+    /// * [`PagingError::NotMapped`] if any page of the range is not mapped (the address is the
+    ///   first such page).
+    /// * [`PagingError::OutOfFrames`] if splitting the leaves at the edges needs tables that
+    ///   cannot be allocated.
+    pub fn protect_region(
+        &mut self,
+        va: VirtAddr,
+        len: usize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        A::check_flags(flags)?;
+        self.modify_leaves(s, e, Modify::Protect(flags))?;
+        Ok(Flush::range(s, e))
+    }
+
+    fn modify_leaves(&mut self, s: u64, e: u64, op: Modify) -> Result<(), PagingError> {
+        let root = self.root_ref();
+        // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
+        let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false)? };
+        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        // SAFETY: as above; the stash holds what the check pass counted.
+        unsafe {
+            walk::modify_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, op)
+        };
+        debug_assert!(stash.is_empty());
+        stash.release(&mut self.handler);
+        Ok(())
+    }
+
+    /// Calls `f` for every leaf that overlaps `[va, va + len)`, in address order, with
+    /// sign-extended addresses where the mode sign-extends.
+    ///
+    /// # Errors
+    ///
+    /// A bad range, as for [`unmap_region`](Self::unmap_region): [`PagingError::EmptyRange`],
+    /// [`PagingError::UnalignedVa`], [`PagingError::UnalignedLen`],
+    /// [`PagingError::RangeWraps`], [`PagingError::NotCanonical`].
+    pub fn for_each_mapping_in(
+        &self,
+        va: VirtAddr,
+        len: usize,
+        mut f: impl FnMut(Mapping),
+    ) -> Result<(), PagingError> {
+        let (s, e) = self.check_range_shape(va, len, Self::PAGE)?;
+        // SAFETY: the root is live; reading borrowed ranges is allowed.
+        unsafe {
+            walk::for_each::<A, A::Root, H>(&self.handler, self.root_ref(), s, e, &mut |leaf| {
+                f(Mapping::from_raw::<A>(leaf));
+            });
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every leaf of the table, in address order (for a sign-extended mode, the
+    /// lower half first).
+    pub fn for_each_mapping(&self, mut f: impl FnMut(Mapping)) {
+        // SAFETY: the root is live; reading borrowed ranges is allowed.
+        unsafe {
+            walk::for_each::<A, A::Root, H>(
+                &self.handler,
+                self.root_ref(),
+                0,
+                1 << A::VA_BITS,
+                &mut |leaf| {
+                    f(Mapping::from_raw::<A>(leaf));
+                },
+            );
+        }
+    }
+
+    /// Links the root entries of `other` that cover `[va, va + len)` into this table, so both
+    /// translate that range through the same tables (a kernel half shared by every address
+    /// space). The range must be whole root entries and empty here.
+    ///
+    /// The range becomes *borrowed*: this table reads through it but never edits or frees it
+    /// (calls that would return [`PagingError::Borrowed`]); edits made through `other` below
+    /// the root are seen by both. A table borrows at most one contiguous range of root
+    /// entries.
+    ///
+    /// # Errors
+    ///
+    /// * A bad range, as for [`unmap_region`](Self::unmap_region).
+    /// * [`PagingError::UnalignedVa`] / [`PagingError::UnalignedLen`] unless the range is
+    ///   whole root entries.
+    /// * [`PagingError::AlreadyMapped`] if a root entry in the range is not empty here.
+    /// * [`PagingError::Borrowed`] if this table already borrows a range that this one would
+    ///   not extend to one contiguous range.
+    ///
+    /// # Safety
+    ///
+    /// `other` must outlive the borrow: it must not free or unlink the shared tables (drop,
+    /// `unmap_region` over them, …) until this table has called
+    /// [`release_borrowed`](Self::release_borrowed) or been dropped. And this table's handler
+    /// must reach `other`'s tables ([`PagingHandler::phys_to_virt`]).
+    pub unsafe fn share_from(
+        &mut self,
+        other: &Self,
+        va: VirtAddr,
+        len: usize,
+    ) -> Result<Flush<A>, PagingError> {
+        let root_size = TableRef::<A, A::Root>::SIZE;
+        let (s, e) = self.check_range_shape(va, len, root_size)?;
+        let (lo, hi) = (
+            TableRef::<A, A::Root>::index(s),
+            TableRef::<A, A::Root>::index(e - 1) + 1,
+        );
+        let (old_lo, old_hi) = self.borrowed_range();
+        let (new_lo, new_hi) = if old_lo == old_hi {
+            (lo, hi)
+        } else if hi == old_lo || lo == old_hi {
+            (lo.min(old_lo), hi.max(old_hi))
+        } else {
+            return Err(PagingError::Borrowed(va));
+        };
+        let (ours, theirs) = (self.root_ref(), other.root_ref());
+        for i in lo..hi {
+            // SAFETY: in bounds; our root is live.
+            if unsafe { ours.load(i) } != 0 {
+                return Err(PagingError::AlreadyMapped(A::unfold(
+                    s + (i - lo) as u64 * root_size,
+                )));
+            }
+        }
+        for i in lo..hi {
+            // SAFETY: in bounds; both roots are live; the caller keeps `other`'s tables alive.
+            unsafe { ours.store(i, theirs.load(i)) };
+        }
+        self.borrowed = new_lo as u64 | (new_hi as u64) << 32;
+        Ok(Flush::range(s, e))
+    }
+
+    /// Unlinks the borrowed range (without freeing anything) and returns its flush.
+    pub fn release_borrowed(&mut self) -> Flush<A> {
+        let (lo, hi) = self.borrowed_range();
+        let root = self.root_ref();
+        for i in lo..hi {
+            // SAFETY: in bounds; our root is live; the borrowed tables are not ours to free.
+            unsafe { root.store(i, 0) };
+        }
+        self.borrowed = 0;
+        if lo == hi {
+            Flush::none()
+        } else {
+            let size = TableRef::<A, A::Root>::SIZE;
+            Flush::range(lo as u64 * size, hi as u64 * size)
+        }
+    }
+
+    fn borrowed_range(&self) -> (usize, usize) {
+        (
+            (self.borrowed & 0xffff_ffff) as usize,
+            (self.borrowed >> 32) as usize,
+        )
+    }
+
+    fn is_borrowed(&self, root_index: usize) -> bool {
+        let (lo, hi) = self.borrowed_range();
+        (lo..hi).contains(&root_index)
+    }
+
+    fn check_not_borrowed(&self, s: u64, e: u64) -> Result<(), PagingError> {
+        let (lo, hi) = self.borrowed_range();
+        let (first, last) = (
+            TableRef::<A, A::Root>::index(s),
+            TableRef::<A, A::Root>::index(e - 1),
+        );
+        if lo < hi && first < hi && last >= lo {
+            let at = (first.max(lo) as u64 * TableRef::<A, A::Root>::SIZE).max(s);
+            return Err(PagingError::Borrowed(A::unfold(at)));
+        }
+        Ok(())
+    }
+
+    /// The leaf that starts at `va`.
+    fn leaf_at(&self, va: VirtAddr) -> Result<RawLeaf, PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live and ours.
+        let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+            .ok_or(PagingError::NotMapped(va))?;
+        if leaf.va != folded {
+            return Err(PagingError::InsideLeaf {
+                leaf: A::unfold(leaf.va),
+                size: leaf.size,
+            });
+        }
+        Ok(leaf)
+    }
+
+    /// Checks a range that will be changed: its shape, and that it borrows nothing.
+    fn check_range(&self, va: VirtAddr, len: usize, align: u64) -> Result<(u64, u64), PagingError> {
+        let (s, e) = self.check_range_shape(va, len, align)?;
+        self.check_not_borrowed(s, e)?;
+        Ok((s, e))
+    }
+
+    /// `[va, va + len)` folded, if it is a non-empty, `align`-aligned range inside the space.
+    fn check_range_shape(
+        &self,
+        va: VirtAddr,
+        len: usize,
+        align: u64,
+    ) -> Result<(u64, u64), PagingError> {
+        let raw = va.as_usize() as u64;
+        if len == 0 {
+            return Err(PagingError::EmptyRange);
+        }
+        if raw % align != 0 {
+            return Err(PagingError::UnalignedVa(va));
+        }
+        if len as u64 % align != 0 {
+            return Err(PagingError::UnalignedLen(len));
+        }
+        let last = raw
+            .checked_add(len as u64 - 1)
+            .ok_or(PagingError::RangeWraps)?;
+        let s = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        let l = A::fold(VirtAddr::from(last as usize))
+            .ok_or_else(|| PagingError::NotCanonical(first_outside::<A>(raw)))?;
+        if A::VA_SPACE == VaSpace::Canonical && (raw ^ last) >> 63 != 0 {
+            // From the lower half into the upper one: the hole lies between.
+            return Err(PagingError::NotCanonical(first_outside::<A>(raw)));
+        }
+        Ok((s, l + 1))
+    }
+
+    /// `pa` as a raw address, if `[pa, pa + len)` is `align`-aligned and fits the width.
+    fn check_pa(&self, pa: PhysAddr, len: usize, align: u64) -> Result<u64, PagingError> {
+        let raw = pa.as_usize() as u64;
+        if raw % align != 0 {
+            return Err(PagingError::UnalignedPa(pa));
+        }
+        let last = raw
+            .checked_add(len as u64 - 1)
+            .ok_or(PagingError::RangeWraps)?;
+        if last & !arch::pa_mask::<A>() != 0 {
+            let first_wide = raw.max(arch::pa_mask::<A>() + 1);
+            return Err(PagingError::PaTooWide(PhysAddr::from(first_wide as usize)));
+        }
+        Ok(raw)
+    }
+}
+
+/// A level below the root: every non-root table has its frame size.
+type NonRoot<A> = <<A as Arch>::Root as Level>::Below;
+
+/// The first address after `va` that the table does not translate (for error reports).
+fn first_outside<A: Arch>(va: u64) -> VirtAddr {
+    let half = 1u64 << (A::VA_BITS - 1);
+    let first = match A::VA_SPACE {
+        VaSpace::Lower => 1 << A::VA_BITS,
+        VaSpace::Upper => 0,
+        VaSpace::Canonical if va < half => half,
+        VaSpace::Canonical => 0,
+    };
+    VirtAddr::from(first as usize)
+}
+
+/// The depth whose leaves have `size`, if the mode has such leaves.
+fn leaf_depth<A: Arch>(size: PageSize) -> Option<u8> {
+    (1..=arch::max_leaf_depth::<A>()).find(|&d| arch::level_shift::<A>(d) == size.shift())
+}
+
+/// Tables below the root reached through root entry `pte`.
+unsafe fn count_below_root<A: Arch, H: PagingHandler>(h: &H, pte: u64) -> usize {
+    // SAFETY: forwarded: `pte` is a table entry of a live root.
+    unsafe {
+        walk::count_tables::<A, <A::Root as Level>::Below, H>(
+            h,
+            TableRef::from_pa(h, A::table_addr(pte)),
+        )
+    }
+}
+
+impl<A: Arch, H: PagingHandler> Drop for PageTable<A, H> {
+    fn drop(&mut self) {
+        let _unlinked = self.release_borrowed();
+        // SAFETY: we own the whole tree now that borrowed entries are unlinked; nothing uses it
+        // after drop.
+        unsafe { walk::free_subtree::<A, A::Root, H>(&mut self.handler, self.root) };
+    }
+}
+
+impl<A: Arch, H: PagingHandler> fmt::Debug for PageTable<A, H> {
+    /// The mappings as coalesced runs: leaves of one size with the same flags whose virtual and
+    /// physical addresses both continue the run print as one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "PageTable<{}> root {:#x}, {} table frames",
+            A::NAME,
+            self.root,
+            self.table_frames()
+        )?;
+        let mut run: Option<(Mapping, usize)> = None;
+        let mut result = Ok(());
+        let print = |f: &mut fmt::Formatter<'_>, (m, n): (Mapping, usize)| {
+            let end =
+                m.va.as_usize()
+                    .wrapping_add(n * m.size.bytes())
+                    .wrapping_sub(1);
+            writeln!(
+                f,
+                "  {:#018x}..={:#018x} -> {:#014x} {:?} {} x {}",
+                m.va, end, m.pa, m.flags, n, m.size
+            )
+        };
+        self.for_each_mapping(|m| {
+            if let Some((first, n)) = &mut run {
+                let offset = *n * first.size.bytes();
+                if first.size == m.size
+                    && first.flags == m.flags
+                    && first.va.as_usize().wrapping_add(offset) == m.va.as_usize()
+                    && first.pa.as_usize() + offset == m.pa.as_usize()
+                {
+                    *n += 1;
+                    return;
+                }
+                if result.is_ok() {
+                    result = print(f, (*first, *n));
+                }
+            }
+            run = Some((m, 1));
+        });
+        result?;
+        match run {
+            Some(last) => print(f, last),
+            None => writeln!(f, "  (nothing mapped)"),
+        }
+    }
+}
