@@ -25,7 +25,7 @@ pub struct BufferFrames<'a> {
     /// Offset of the first free 4 KiB frame, or `usize::MAX`.
     free: usize,
     allocated: usize,
-    _buffer: core::marker::PhantomData<&'a mut [u8]>,
+    _buffer: core::marker::PhantomData<&'a mut [u64]>,
 }
 
 // SAFETY: `BufferFrames` owns its exclusive borrow of the buffer; moving it to another thread
@@ -33,28 +33,20 @@ pub struct BufferFrames<'a> {
 unsafe impl Send for BufferFrames<'_> {}
 
 impl<'a> BufferFrames<'a> {
-    /// Frames from `buffer`, which stands for physical memory starting at `base_pa`.
+    /// Frames from `buffer`, which stands for physical memory starting at `base_pa`: byte `i`
+    /// of the buffer is physical address `base_pa + i`. Words make the buffer 8-byte aligned,
+    /// as table entries must be; tables are aligned in physical addresses.
     ///
-    /// The usable part starts at the first byte whose address and physical address are both
-    /// 4 KiB-aligned; `None` if `base_pa`'s offset in a 4 KiB frame differs from the buffer's,
-    /// or no whole frame fits.
-    pub fn new(buffer: &'a mut [u8], base_pa: PhysAddr) -> Option<Self> {
-        let addr = buffer.as_mut_ptr() as usize;
-        if addr % FRAME != base_pa.as_usize() % FRAME {
+    /// `None` if `base_pa` is not 4 KiB-aligned or no whole frame fits.
+    pub fn new(buffer: &'a mut [u64], base_pa: PhysAddr) -> Option<Self> {
+        let len = buffer.len() * 8 / FRAME * FRAME;
+        if base_pa.as_usize() % FRAME != 0 || len == 0 {
             return None;
         }
-        let skip = addr.next_multiple_of(FRAME) - addr;
-        let len = buffer.len().checked_sub(skip)? / FRAME * FRAME;
-        if len == 0 {
-            return None;
-        }
-        // SAFETY: `skip < FRAME` and `skip + len <= buffer.len()`, so the pointer stays inside
-        // the buffer.
-        let base = unsafe { NonNull::new_unchecked(buffer.as_mut_ptr().add(skip)) };
         Some(Self {
-            base,
+            base: NonNull::from(buffer).cast::<u8>(),
             len,
-            base_pa: base_pa.as_usize() + skip,
+            base_pa: base_pa.as_usize(),
             next: 0,
             free: usize::MAX,
             allocated: 0,
@@ -68,13 +60,14 @@ impl<'a> BufferFrames<'a> {
         self.allocated
     }
 
-    /// The physical address of the buffer's first usable byte.
+    /// The physical address of the buffer's first byte.
     #[must_use]
     pub fn base_pa(&self) -> PhysAddr {
         PhysAddr::from(self.base_pa)
     }
 
-    /// The usable part of the buffer, as physical memory from [`base_pa`](Self::base_pa).
+    /// The buffer as bytes of physical memory from [`base_pa`](Self::base_pa), whole frames
+    /// only.
     #[must_use]
     pub fn memory(&self) -> &[u8] {
         // SAFETY: `base..base + len` lies in the buffer this value borrows exclusively; `&self`
@@ -97,8 +90,9 @@ impl<'a> BufferFrames<'a> {
 }
 
 // SAFETY: blocks are cut from disjoint parts of the buffer (or are frames from the free list,
-// which holds only frames given back), aligned to their size in both address spaces because the
-// buffer's usable part starts 4 KiB-aligned in both and cuts round `next` up to `bytes`.
+// which holds only frames given back), aligned to their size in physical addresses because
+// cuts round up to `bytes`; every pointer is 8-aligned because the buffer is made of words and
+// blocks start at multiples of 4 KiB from it.
 // `phys_to_virt` maps each physical address to the one byte of the buffer standing for it.
 unsafe impl PagingHandler for BufferFrames<'_> {
     fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr> {

@@ -20,7 +20,7 @@
 //!
 //! // A host tool building tables for another machine: frames come from a buffer that stands
 //! // for the guest's physical memory at 0x8000_0000.
-//! let mut memory = vec![0u8; 64 << 12];
+//! let mut memory = vec![0u64; 64 << 9];
 //! let frames = BufferFrames::new(&mut memory, pa!(0x8000_0000)).unwrap();
 //! let mut pt = PageTable::<Sv48, _>::new(frames).unwrap();
 //!

@@ -66,24 +66,24 @@ impl<A: Arch, L: Level> fmt::Debug for TableFrame<A, L> {
 /// on levels with a level below and takes a frame of exactly that level and mode, and
 /// [`Descriptor::leaf`] exists only where the mode allows a leaf.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0599
 /// # use pagetable::*;
 /// # let l1 = TableFrame::<X86_64, L1>::new(memory_addr::pa!(0x1000)).unwrap();
 /// // A last-level entry cannot point to a table.
 /// let _ = Descriptor::<X86_64, L1>::table(l1);
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// # use pagetable::*;
 /// # let l3 = TableFrame::<X86_64, L3>::new(memory_addr::pa!(0x1000)).unwrap();
 /// // A table entry cannot point up a level (or skip one): an L2 entry leads to an L1 table.
 /// let _ = Descriptor::<X86_64, L2>::table(l3);
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// # use pagetable::*;
 /// // x86_64 has no 512 GiB pages: no leaf at L4.
 /// let _ = Descriptor::<X86_64, L4>::leaf(memory_addr::pa!(0), MappingFlags::READ);
 /// ```
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// # use pagetable::*;
 /// # let l1 = TableFrame::<Sv48, L1>::new(memory_addr::pa!(0x1000)).unwrap();
 /// // A RISC-V table cannot hang below an x86 entry.
