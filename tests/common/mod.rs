@@ -1,8 +1,10 @@
 //! Test support: a frame handler that keeps books, and helpers shared by the test files.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pagetable::{PagingHandler, PhysAddr};
@@ -27,6 +29,8 @@ pub struct Frames {
     /// returns `None`.
     fail_from: Option<usize>,
     since_armed: usize,
+    /// Frames out, shared so that it can be read after the handler is dropped with its table.
+    ledger: Rc<Cell<usize>>,
 }
 
 impl Frames {
@@ -42,12 +46,18 @@ impl Frames {
             frees: 0,
             fail_from: None,
             since_armed: 0,
+            ledger: Rc::new(Cell::new(0)),
         }
     }
 
     /// Table frames handed out and not given back.
     pub fn live_frames(&self) -> usize {
         self.live.values().map(|b| b / FRAME).sum()
+    }
+
+    /// A counter of frames out that outlives the handler.
+    pub fn ledger(&self) -> Rc<Cell<usize>> {
+        self.ledger.clone()
     }
 
     pub fn live_blocks(&self) -> usize {
@@ -121,6 +131,7 @@ unsafe impl PagingHandler for Frames {
             .for_each(|w| w.store(0xdead_beef_dead_beef, Relaxed));
         assert!(self.live.insert(off, bytes).is_none());
         self.allocs += 1;
+        self.ledger.set(self.ledger.get() + bytes / FRAME);
         Some(PhysAddr::from(self.base + off))
     }
 
@@ -142,6 +153,7 @@ unsafe impl PagingHandler for Frames {
             self.free.push(f);
         }
         self.frees += 1;
+        self.ledger.set(self.ledger.get() - bytes / FRAME);
     }
 
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
