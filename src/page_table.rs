@@ -526,7 +526,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// `other` must outlive the borrow: it must not free or unlink the shared tables (drop,
     /// `unmap_region` over them, …) until this table has called
     /// [`release_borrowed`](Self::release_borrowed) or been dropped. And this table's handler
-    /// must reach `other`'s tables ([`PagingHandler::phys_to_virt`]).
+    /// must reach `other`'s tables through [`PagingHandler::phys_to_virt`] for as long.
     pub unsafe fn share_from(
         &mut self,
         other: &Self,
