@@ -57,7 +57,7 @@ pub use arch::x86_64::{X86_64, X86_64La57};
 pub use arch::{Arch, VaSpace};
 pub use error::PagingError;
 pub use flags::{AccessState, MappingFlags, MemType, PageSize};
-pub use flush::Flush;
+pub use flush::{FLUSH_ALL_THRESHOLD, Flush};
 pub use frames::BufferFrames;
 pub use handler::PagingHandler;
 pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableFrame};
@@ -65,6 +65,11 @@ pub use page_table::{HugePages, Mapping, PageTable, Translation};
 
 /// Re-exported so that callers name the same address types the API takes.
 pub use memory_addr::{PhysAddr, VirtAddr};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 // The crate does address arithmetic in `usize` (memory_addr's representation) and PTEs are
 // 64-bit: every supported architecture is 64-bit, and so must be the host that builds tables.

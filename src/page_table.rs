@@ -733,10 +733,11 @@ impl<A: Arch, H: PagingHandler> fmt::Debug for PageTable<A, H> {
                 m.va.as_usize()
                     .wrapping_add(n * m.size.bytes())
                     .wrapping_sub(1);
+            let (va, pa) = (m.va.as_usize(), m.pa.as_usize());
             writeln!(
                 f,
-                "  {:#018x}..={:#018x} -> {:#014x} {:?} {} x {}",
-                m.va, end, m.pa, m.flags, n, m.size
+                "  {va:#018x}..={end:#018x} -> {pa:#014x} {:?} {n} x {}",
+                m.flags, m.size
             )
         };
         self.for_each_mapping(|m| {

@@ -923,7 +923,8 @@ fn needs_read(f: F) -> bool {
 }
 
 fn riscv_expressible(f: F) -> bool {
-    !f.no_access() && !(f.contains(F::WRITE) && !f.contains(F::READ))
+    // Something allowed, and no write without read.
+    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE))
 }
 
 fn loongarch_expressible(f: F) -> bool {

@@ -12,7 +12,7 @@
 //! * TCR_EL1: TG0/TG1 = 4 KiB, T0SZ/T1SZ = 64 - 48 (or 64 - 39), IPS ≥ 48 bits.
 //!
 //! Dirty state follows the architecture's DBM scheme (D8.5): a writable leaf has DBM set, and
-//! AP[2] (read-only) clear means dirty, set means clean; with FEAT_HAFDBS the MMU clears AP[2]
+//! `AP[2]` (read-only) clear means dirty, set means clean; with FEAT_HAFDBS the MMU clears `AP[2]`
 //! on the first store, without it that store faults and the kernel clears it. A leaf made
 //! read-only keeps its dirtiness in software bit 55, as Linux does.
 
@@ -378,7 +378,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
 
     #[inline(always)]
     fn hw_may_update(pte: u64, _depth: u8) -> bool {
-        // With FEAT_HAFDBS the MMU sets AF, and clears AP[2] of a DBM leaf on a store.
+        // With FEAT_HAFDBS the MMU sets AF, and clears `AP[2]` of a DBM leaf on a store.
         pte & VALID != 0 && (pte & AF == 0 || (pte & DBM != 0 && pte & AP_RO != 0))
     }
 

@@ -5,8 +5,8 @@
 //! CSR.PWCH, CSR.PGDL, CSR.PGDH).
 //!
 //! There is no hardware walker: a TLB-refill handler walks with `lddir` / `ldpte`, and the
-//! layout it walks is what [`PWCL`] and [`PWCH`] describe: PT index at VA[20:12], Dir1 at
-//! [29:21], Dir2 at [38:30], Dir3 at [47:39]. The root goes into PGDL (and PGDH, for the upper
+//! layout it walks is what [`PWCL`] and [`PWCH`] describe: PT index at `VA[20:12]`, Dir1 at
+//! `[29:21]`, Dir2 at `[38:30]`, Dir3 at `[47:39]`. The root goes into PGDL (and PGDH, for the upper
 //! half: one table serves both halves of the sign-extended space).
 //!
 //! * A directory entry holds the bare physical address of the next table, nothing else.

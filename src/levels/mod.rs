@@ -3,7 +3,7 @@
 //!
 //! Depth 1 is the last level (4 KiB leaves on every 4 KiB-granule mode); the root is at depth
 //! 3, 4 or 5. In Arm's numbering, `L4` … `L1` are levels 0 … 3; in Intel's, PML4, PDPT, PD and
-//! PT; on RISC-V, VPN[3] … VPN[0].
+//! PT; on RISC-V, `VPN[3]` … `VPN[0]`.
 
 use core::fmt::Debug;
 

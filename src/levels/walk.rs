@@ -333,10 +333,10 @@ unsafe fn first_leaf<A: Arch, L: Level, H: PagingHandler>(
             EntryKind::Leaf => return Some(va),
             EntryKind::Table if L::DEPTH > 1 => {
                 // SAFETY: a table entry leads to a live table one down.
-                if let Some(found) =
-                    unsafe { first_leaf::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va) }
-                {
-                    return Some(found);
+                let found =
+                    unsafe { first_leaf::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va) };
+                if found.is_some() {
+                    return found;
                 }
             }
             EntryKind::Table => {}

@@ -1,0 +1,247 @@
+//! A tour of `pagetable`: for every paging mode, build the address space a small kernel would
+//! have, print it, and count the table frames it took.
+//!
+//! Run it with `cargo run --example tour`.
+
+use memory_addr::{PhysAddr, VirtAddr};
+use pagetable::{
+    AArch64, Arch, BufferFrames, HugePages, LoongArch64, Lower, MappingFlags as F, PageSize,
+    PageTable, PagingError, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+};
+
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+/// Where a kernel puts things, in one paging mode.
+struct Layout {
+    /// Kernel image: text, rodata and data, each 2 MiB, mapped from `kernel_pa`.
+    kernel_va: usize,
+    kernel_pa: usize,
+    /// The linear map of physical memory.
+    linear_va: usize,
+    ram_pa: usize,
+    ram_len: usize,
+    /// One MMIO window (an interrupt controller or UART).
+    mmio_va: usize,
+    mmio_pa: usize,
+    /// A few user pages (code, data, stack), if this table translates user addresses.
+    user_va: Option<usize>,
+}
+
+fn build<A: Arch>(title: &str, layout: &Layout) -> Result<(), PagingError> {
+    // The table lives in a buffer standing for physical memory at 0x1_0000_0000: a host tool
+    // building tables for another machine does exactly this.
+    let mut memory = vec![0u64; 256 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut pt = PageTable::<A, _>::new(frames)?;
+    let (va, pa) = (|x: usize| VirtAddr::from(x), |x: usize| PhysAddr::from(x));
+    let kernel = F::GLOBAL;
+    let huge = HugePages::Allowed;
+
+    // Every change returns a flush token; this table is not live on the CPU running the tour,
+    // so the tokens are merged and then ignored rather than flushed.
+    let mut flush = pt.map_region(
+        va(layout.kernel_va),
+        pa(layout.kernel_pa),
+        2 * MIB,
+        kernel | F::READ | F::EXECUTE,
+        huge,
+    )?;
+    let rodata = (layout.kernel_va + 2 * MIB, layout.kernel_pa + 2 * MIB);
+    flush =
+        flush.merge(pt.map_region(va(rodata.0), pa(rodata.1), 2 * MIB, kernel | F::READ, huge)?);
+    let data = (layout.kernel_va + 4 * MIB, layout.kernel_pa + 4 * MIB);
+    flush = flush.merge(pt.map_region(
+        va(data.0),
+        pa(data.1),
+        2 * MIB,
+        kernel | F::READ | F::WRITE,
+        huge,
+    )?);
+    flush = flush.merge(pt.map_region(
+        va(layout.linear_va),
+        pa(layout.ram_pa),
+        layout.ram_len,
+        kernel | F::READ | F::WRITE,
+        huge,
+    )?);
+    flush = flush.merge(pt.map_region(
+        va(layout.mmio_va),
+        pa(layout.mmio_pa),
+        64 * 1024,
+        kernel | F::READ | F::WRITE | F::DEVICE,
+        huge,
+    )?);
+    if let Some(user) = layout.user_va {
+        let user_pa = layout.ram_pa + 512 * MIB;
+        flush = flush.merge(pt.map_region(
+            va(user),
+            pa(user_pa),
+            4 * 4096,
+            F::USER | F::READ | F::EXECUTE,
+            huge,
+        )?);
+        flush = flush.merge(pt.map_region(
+            va(user + 0x10_0000),
+            pa(user_pa + 0x10_0000),
+            8 * 4096,
+            F::USER | F::READ | F::WRITE,
+            huge,
+        )?);
+    }
+    // Make the last page of kernel data read-only: part of a 2 MiB leaf, so it is split.
+    flush = flush.merge(pt.protect_region(va(data.0 + 2 * MIB - 4096), 4096, kernel | F::READ)?);
+    println!("== {title} ({}) — flush: {flush:?}", A::NAME);
+    flush.ignore();
+
+    print!("{pt:?}");
+    let frames = pt.table_frames();
+    println!("  {frames} table frames, {} KiB of tables", frames * 4);
+    let probe = layout.linear_va + GIB + 0x1234;
+    let t = pt.query(va(probe))?;
+    println!(
+        "  query {probe:#x} -> {:#x} ({:?}, {} leaf)",
+        t.pa, t.flags, t.size
+    );
+    println!();
+    Ok(())
+}
+
+fn main() -> Result<(), PagingError> {
+    build::<X86_64>(
+        "x86_64, 4-level",
+        &Layout {
+            kernel_va: 0xffff_ffff_8000_0000,
+            kernel_pa: 0x20_0000,
+            linear_va: 0xffff_8880_0000_0000,
+            ram_pa: 0,
+            ram_len: 4 * GIB,
+            mmio_va: 0xffff_c900_0000_0000,
+            mmio_pa: 0xfee0_0000,
+            user_va: Some(0x40_0000),
+        },
+    )?;
+    build::<X86_64La57>(
+        "x86_64, 5-level",
+        &Layout {
+            kernel_va: 0xffff_ffff_8000_0000,
+            kernel_pa: 0x20_0000,
+            linear_va: 0xff11_0000_0000_0000,
+            ram_pa: 0,
+            ram_len: 4 * GIB,
+            mmio_va: 0xffd2_0000_0000_0000,
+            mmio_pa: 0xfee0_0000,
+            user_va: Some(0x40_0000),
+        },
+    )?;
+    let arm_kernel = |kernel_va, linear_va, mmio_va| Layout {
+        kernel_va,
+        kernel_pa: 0x4020_0000,
+        linear_va,
+        ram_pa: 0x4000_0000,
+        ram_len: 4 * GIB,
+        mmio_va,
+        mmio_pa: 0x0900_0000,
+        user_va: None,
+    };
+    build::<AArch64<Va48, Upper>>(
+        "AArch64 48-bit, kernel half (TTBR1)",
+        &arm_kernel(
+            0xffff_8000_1000_0000,
+            0xffff_0000_0000_0000,
+            0xffff_fe00_0000_0000,
+        ),
+    )?;
+    build::<AArch64<Va39, Upper>>(
+        "AArch64 39-bit, kernel half (TTBR1)",
+        &arm_kernel(
+            0xffff_ffc0_1000_0000,
+            0xffff_ff80_0000_0000,
+            0xffff_fffe_0000_0000,
+        ),
+    )?;
+    // The user half of AArch64 is its own table (TTBR0): one for each process.
+    let mut memory = vec![0u64; 16 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut user = PageTable::<AArch64<Va48, Lower>, _>::new(frames)?;
+    user.map(
+        VirtAddr::from(0x40_0000),
+        PhysAddr::from(0x6000_0000),
+        PageSize::SIZE_4K,
+        F::USER | F::READ | F::EXECUTE,
+    )?
+    .ignore();
+    println!("== AArch64 48-bit, a process (TTBR0)\n{user:?}");
+    let riscv = |kernel_va, linear_va, mmio_va| Layout {
+        kernel_va,
+        kernel_pa: 0x8020_0000,
+        linear_va,
+        ram_pa: 0x8000_0000,
+        ram_len: 4 * GIB,
+        mmio_va,
+        mmio_pa: 0x1000_0000,
+        user_va: Some(0x1_0000),
+    };
+    build::<Sv39>(
+        "RISC-V Sv39",
+        &riscv(
+            0xffff_ffff_8000_0000,
+            0xffff_ffc0_0000_0000,
+            0xffff_ffe0_0000_0000,
+        ),
+    )?;
+    build::<Sv48>(
+        "RISC-V Sv48",
+        &riscv(
+            0xffff_ffff_8000_0000,
+            0xffff_8000_0000_0000,
+            0xffff_c000_0000_0000,
+        ),
+    )?;
+    build::<Sv57>(
+        "RISC-V Sv57",
+        &riscv(
+            0xffff_ffff_8000_0000,
+            0xff60_0000_0000_0000,
+            0xff80_0000_0000_0000,
+        ),
+    )?;
+    build::<LoongArch64>(
+        "LoongArch64",
+        &Layout {
+            kernel_va: 0xffff_ffff_8000_0000,
+            kernel_pa: 0x20_0000,
+            linear_va: 0xffff_8000_0000_0000,
+            ram_pa: 0,
+            ram_len: 4 * GIB,
+            mmio_va: 0xffff_c000_0000_0000,
+            mmio_pa: 0x1fe0_0000,
+            user_va: Some(0x1_2000_0000),
+        },
+    )?;
+
+    // What the types and the checks refuse.
+    let mut memory = vec![0u64; 8 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut pt = PageTable::<Sv39, _>::new(frames)?;
+    let write_only = pt.map(
+        VirtAddr::from(0x1000),
+        PhysAddr::from(0x8000_0000),
+        PageSize::SIZE_4K,
+        F::WRITE,
+    );
+    println!(
+        "== refused\n  Sv39 write-only page: {:?}",
+        write_only.map(|f| f.ignore())
+    );
+    let non_canonical = pt.query(VirtAddr::from(0x0000_8000_0000_0000));
+    println!("  Sv39 query of 0x8000_0000_0000: {non_canonical:?}");
+    let gib_on_sv39 = pt.map(
+        VirtAddr::from(0),
+        PhysAddr::from(0),
+        PageSize::SIZE_512G,
+        F::READ,
+    );
+    println!("  Sv39 512 GiB leaf: {:?}", gib_on_sv39.map(|f| f.ignore()));
+    Ok(())
+}
