@@ -48,7 +48,7 @@ pub enum PagingError {
     /// The paging mode has no leaf of this size.
     SizeNotSupported(PageSize),
     /// The address lies in a range this table borrows from another one
-    /// ([`PageTable::share_from`](crate::PageTable::share_from)): edit it through its owner.
+    /// ([`PageTable::copy_from`](crate::PageTable::copy_from)): edit it through its owner.
     Borrowed(VirtAddr),
 }
 

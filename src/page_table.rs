@@ -68,7 +68,7 @@ impl Mapping {
 /// A page table of paging mode `A`, whose table frames come from handler `H`.
 ///
 /// The value is the root's physical address, one word of bookkeeping for borrowed ranges
-/// ([`share_from`](Self::share_from)), and the handler. Dropping it frees every table frame it
+/// ([`copy_from`](Self::copy_from)), and the handler. Dropping it frees every table frame it
 /// owns (never the frames its leaves map).
 ///
 /// Addresses are `start + len` everywhere. Every call that changes the table returns a
@@ -527,7 +527,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// `unmap_region` over them, …) until this table has called
     /// [`release_borrowed`](Self::release_borrowed) or been dropped. And this table's handler
     /// must reach `other`'s tables through [`PagingHandler::phys_to_virt`] for as long.
-    pub unsafe fn share_from(
+    pub unsafe fn copy_from(
         &mut self,
         other: &Self,
         va: VirtAddr,

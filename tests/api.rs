@@ -190,7 +190,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
         .unwrap()
         .ignore();
     // SAFETY: `kernel` outlives `user`, and both reach the same memory.
-    unsafe { user.share_from(&kernel, kva, 1 << 39) }
+    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
         .unwrap()
         .ignore();
     assert_eq!(
@@ -220,7 +220,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
     );
     // A whole root entry is the unit of sharing.
     // SAFETY: fails before linking anything.
-    let partial = unsafe { user.share_from(&kernel, va!(0xffff_8080_0000_0000), 0x1000) };
+    let partial = unsafe { user.copy_from(&kernel, va!(0xffff_8080_0000_0000), 0x1000) };
     assert_eq!(
         partial.map(|f| f.ignore()),
         Err(PagingError::UnalignedLen(0x1000))

@@ -285,18 +285,8 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
     }
 
     #[inline(always)]
-    fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
-        pa
-    }
-
-    #[inline(always)]
     fn leaf_addr_mask(depth: u8) -> u64 {
         leaf_addr_mask(depth)
-    }
-
-    #[inline(always)]
-    fn leaf_addr(pte: u64, depth: u8) -> u64 {
-        pte & leaf_addr_mask(depth)
     }
 
     fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {

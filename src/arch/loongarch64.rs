@@ -212,18 +212,8 @@ impl Arch for LoongArch64 {
     }
 
     #[inline(always)]
-    fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
-        pa
-    }
-
-    #[inline(always)]
     fn leaf_addr_mask(depth: u8) -> u64 {
         leaf_addr_mask(depth)
-    }
-
-    #[inline(always)]
-    fn leaf_addr(pte: u64, depth: u8) -> u64 {
-        pte & leaf_addr_mask(depth)
     }
 
     fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {

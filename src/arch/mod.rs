@@ -86,12 +86,19 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// [`leaf_addr_bits`](Self::leaf_addr_bits). New leaves start accessed and, if writable,
     /// dirty (see [`AccessState`]).
     fn leaf_template(flags: MappingFlags, depth: u8) -> u64;
-    /// The address field of a leaf at `depth` mapping `pa` (aligned to the leaf size).
-    fn leaf_addr_bits(pa: u64, depth: u8) -> u64;
+    /// The address field of a leaf at `depth` mapping `pa` (aligned to the leaf size): `pa`
+    /// itself unless the arch shifts addresses into the entry.
+    #[inline(always)]
+    fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
+        pa
+    }
     /// The bits of a leaf at `depth` that hold its address.
     fn leaf_addr_mask(depth: u8) -> u64;
-    /// The address a leaf at `depth` maps.
-    fn leaf_addr(pte: u64, depth: u8) -> u64;
+    /// The address a leaf at `depth` maps: its address bits, unless the arch shifts them.
+    #[inline(always)]
+    fn leaf_addr(pte: u64, depth: u8) -> u64 {
+        pte & Self::leaf_addr_mask(depth)
+    }
     /// The flags of a leaf at `depth`.
     fn leaf_flags(pte: u64, depth: u8) -> MappingFlags;
     /// What the hardware recorded in a leaf at `depth`.

@@ -252,16 +252,8 @@ macro_rules! x86_mode {
                 Encoding::leaf_template(flags, depth)
             }
             #[inline(always)]
-            fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
-                pa
-            }
-            #[inline(always)]
             fn leaf_addr_mask(depth: u8) -> u64 {
                 Encoding::leaf_addr_mask(depth)
-            }
-            #[inline(always)]
-            fn leaf_addr(pte: u64, depth: u8) -> u64 {
-                pte & Encoding::leaf_addr_mask(depth)
             }
             #[inline(always)]
             fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {

@@ -130,6 +130,35 @@ fn entry_span<A: Arch, L: Level>(a: u64, e: u64) -> (u64, bool) {
     (b, a == start && b == end)
 }
 
+/// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the
+/// range inside it, and whether that part is the whole entry.
+#[derive(Clone, Copy)]
+struct Span {
+    i: usize,
+    a: u64,
+    b: u64,
+    full: bool,
+}
+
+/// The entries of a level-`L` table that `[s, e)` touches, in order.
+#[inline(always)]
+fn spans<A: Arch, L: Level>(s: u64, e: u64) -> impl Iterator<Item = Span> {
+    let mut a = s;
+    core::iter::from_fn(move || {
+        (a < e).then(|| {
+            let (b, full) = entry_span::<A, L>(a, e);
+            let span = Span {
+                i: TableRef::<A, L>::index(a),
+                a,
+                b,
+                full,
+            };
+            a = b;
+            span
+        })
+    })
+}
+
 /// # Safety (for every `unsafe fn` below that takes a `TableRef`)
 ///
 /// The table is live, reached through `h`, at level `L` of a tree that the caller owns
@@ -197,11 +226,9 @@ pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
     req: &MapReq,
 ) -> Result<usize, PagingError> {
     let mut need = 0;
-    let mut a = s;
-    while a < e {
-        let (b, full) = entry_span::<A, L>(a, e);
+    for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
-        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        let pte = unsafe { t.load(i) };
         let leaf_here = req.leaf_here::<A, L>(a, full);
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty if leaf_here || L::DEPTH == 1 => {}
@@ -225,7 +252,6 @@ pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
                 }
             }
         }
-        a = b;
     }
     Ok(need)
 }
@@ -287,10 +313,7 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
         }
         return;
     }
-    let mut a = s;
-    while a < e {
-        let (b, full) = entry_span::<A, L>(a, e);
-        let i = TableRef::<A, L>::index(a);
+    for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         let kind = A::entry_kind(pte, L::DEPTH);
@@ -314,7 +337,6 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
             // SAFETY: masked index, live table owned by the caller.
             unsafe { t.store(i, A::table_entry(pa)) };
         }
-        a = b;
     }
 }
 
@@ -403,11 +425,9 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     holes_ok: bool,
 ) -> Result<usize, PagingError> {
     let mut need = 0;
-    let mut a = s;
-    while a < e {
-        let (b, full) = entry_span::<A, L>(a, e);
+    for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
-        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty if holes_ok => {}
             EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
@@ -425,7 +445,6 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
                 };
             }
         }
-        a = b;
     }
     Ok(need)
 }
@@ -461,10 +480,7 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
 ) {
-    let mut a = s;
-    while a < e {
-        let (b, full) = entry_span::<A, L>(a, e);
-        let i = TableRef::<A, L>::index(a);
+    for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
@@ -500,7 +516,6 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
                 }
             }
         }
-        a = b;
     }
 }
 
@@ -525,10 +540,7 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     op: Modify,
 ) {
-    let mut a = s;
-    while a < e {
-        let (b, full) = entry_span::<A, L>(a, e);
-        let i = TableRef::<A, L>::index(a);
+    for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
@@ -558,7 +570,6 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
                 unsafe { modify_apply::<A, L::Below, H>(h, stash, next, a, b, op) };
             }
         }
-        a = b;
     }
 }
 
@@ -570,11 +581,9 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     f: &mut impl FnMut(RawLeaf),
 ) {
-    let mut a = s;
-    while a < e {
-        let (b, _) = entry_span::<A, L>(a, e);
+    for Span { i, a, b, .. } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
-        let pte = unsafe { t.load(TableRef::<A, L>::index(a)) };
+        let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => {}
             EntryKind::Leaf => f(RawLeaf::decode::<A, L>(
@@ -587,7 +596,6 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
             },
             EntryKind::Table => {}
         }
-        a = b;
     }
 }
 
