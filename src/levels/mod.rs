@@ -84,8 +84,10 @@ macro_rules! at_most {
     ($($low:ident: $($high:ident)*;)*) => {$($(impl AtMost<$high> for $low {})*)*};
 }
 
+// Every level is at least `L1`: generic code may build a 4 KiB leaf for any mode.
+impl<M: Level> AtMost<M> for L1 {}
+
 at_most! {
-    L1: L1 L2 L3 L4 L5;
     L2: L2 L3 L4 L5;
     L3: L3 L4 L5;
     L4: L4 L5;

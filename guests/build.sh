@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Rebuilds the conformance guests in guests/bin/ with LLVM 19 (scripts/install-deps --guests).
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p bin
+build() { # name triple extra-mc-flags ld-flags
+    local name=$1 triple=$2
+    llvm-mc-19 --triple="$triple" $3 -filetype=obj -o "bin/$name.o" "$name.S"
+    ld.lld-19 $4 -T "$name.ld" -o "bin/$name.elf" "bin/$name.o"
+    rm "bin/$name.o"
+}
+build riscv64 riscv64 "-mattr=+m,+a,+c" ""
+for arch in aarch64 loongarch64 x86_64; do
+    [ -f "$arch.S" ] || continue
+    case $arch in
+        aarch64) build aarch64 aarch64 "" "" ;;
+        loongarch64) build loongarch64 loongarch64 "" "" ;;
+        x86_64) build x86_64 x86_64 "" "" ;;
+    esac
+done
+ls -l bin

@@ -1,0 +1,223 @@
+# RISC-V conformance guest: QEMU -M virt -bios none starts it in M-mode at 0x8000_0000.
+# M-mode opens PMP, enables Svpbmt, delegates faults to S-mode, loads satp, and mret's into
+# S-mode, where the probes run with the crate's tables (the guest is identity-mapped by them).
+
+.equ IMAGE_BASE, 0x88000000
+.equ UART_PA,    0x10000000
+
+.section .text.entry, "ax"
+.globl _start
+_start:
+    la      sp, stack_top
+    li      t0, -1
+    csrw    pmpaddr0, t0
+    li      t0, 0x1f                    # NAPOT, R W X: all of memory
+    csrw    pmpcfg0, t0
+    li      t0, 1 << 62                 # menvcfg.PBMTE: Svpbmt for S-mode
+    csrs    0x30a, t0
+    li      t0, (1 << 1) | (1 << 5) | (1 << 7) | (1 << 12) | (1 << 13) | (1 << 15)
+    csrw    medeleg, t0                 # access and page faults go to S-mode
+    la      t0, s_trap
+    csrw    stvec, t0
+    li      t0, UART_PA
+    la      t1, uart
+    sd      t0, 0(t1)
+    la      a0, msg_boot
+    call    puts
+    li      s0, IMAGE_BASE
+    ld      t0, 0(s0)
+    li      t1, 0x706167657461626c
+    bne     t0, t1, bad_magic
+    ld      t0, 8(s0)
+    csrw    satp, t0                    # takes effect in S-mode
+    sfence.vma
+    li      t0, 3 << 11
+    csrc    mstatus, t0
+    li      t0, 1 << 11                 # MPP = S
+    csrs    mstatus, t0
+    la      t0, s_main
+    csrw    mepc, t0
+    mret
+
+bad_magic:
+    la      a0, msg_magic
+    call    puts
+1:  j       1b
+
+s_main:
+    ld      t0, 40(s0)                  # the UART, through the crate's device mapping
+    la      t1, uart
+    sd      t0, 0(t1)
+    la      a0, msg_mmu
+    call    puts
+    ld      a0, 48(s0)
+    ld      a1, 56(s0)
+    call    run_probes
+    # Patches: stores to table memory, which the crate's tables identity-map.
+    ld      s1, 64(s0)
+    ld      s2, 72(s0)
+    add     s2, s2, s0
+1:  beqz    s1, 2f
+    ld      t0, 0(s2)
+    ld      t1, 8(s2)
+    sd      t1, 0(t0)
+    addi    s2, s2, 16
+    addi    s1, s1, -1
+    j       1b
+2:  # Flushes, as the crate's Flush::flush does on RISC-V.
+    ld      s1, 80(s0)
+    ld      s2, 88(s0)
+    add     s2, s2, s0
+3:  beqz    s1, 6f
+    ld      t0, 0(s2)
+    li      t1, 2
+    bne     t0, t1, 4f
+    sfence.vma
+    j       5f
+4:  ld      t0, 8(s2)
+    ld      t1, 16(s2)
+41: beqz    t1, 5f
+    sfence.vma t0, zero
+    li      t2, 4096
+    add     t0, t0, t2
+    addi    t1, t1, -1
+    j       41b
+5:  addi    s2, s2, 24
+    addi    s1, s1, -1
+    j       3b
+6:  la      a0, msg_phase2
+    call    puts
+    ld      a0, 96(s0)
+    ld      a1, 104(s0)
+    call    run_probes
+    la      a0, msg_done
+    call    puts
+7:  wfi
+    j       7b
+
+# run_probes(a0 = count, a1 = offset from IMAGE_BASE)
+run_probes:
+    addi    sp, sp, -48
+    sd      ra, 0(sp)
+    sd      s1, 8(sp)
+    sd      s2, 16(sp)
+    sd      s3, 24(sp)
+    mv      s1, a0
+    add     s2, a1, s0
+1:  beqz    s1, 9f
+    la      t0, fault
+    sd      zero, 0(t0)
+    la      t0, recovery
+    la      t1, 8f
+    sd      t1, 0(t0)
+    ld      t0, 0(s2)                   # kind
+    ld      t1, 8(s2)                   # va
+    ld      t2, 16(s2)                  # value
+    li      t3, 1
+    beq     t0, t3, 2f
+    li      t3, 2
+    beq     t0, t3, 3f
+    jalr    ra, 0(t1)                   # 3: execute
+    li      s3, 0
+    j       8f
+2:  ld      s3, 0(t1)                   # 1: read
+    j       8f
+3:  sd      t2, 0(t1)                   # 2: write
+    li      s3, 0
+8:  la      a0, msg_p
+    call    puts
+    la      t0, fault
+    ld      t0, 0(t0)
+    bnez    t0, 81f
+    ld      t0, 0(s2)
+    li      t3, 1
+    bne     t0, t3, 82f
+    mv      a0, s3
+    call    puthex
+    j       83f
+81: la      a0, msg_fault
+    call    puts
+    j       83f
+82: la      a0, msg_ok
+    call    puts
+83: la      a0, msg_nl
+    call    puts
+    addi    s2, s2, 32
+    addi    s1, s1, -1
+    j       1b
+9:  ld      ra, 0(sp)
+    ld      s1, 8(sp)
+    ld      s2, 16(sp)
+    ld      s3, 24(sp)
+    addi    sp, sp, 48
+    ret
+
+# A fault in a probe: note it and resume at the recovery point.
+.align 4
+s_trap:
+    addi    sp, sp, -16
+    sd      t0, 0(sp)
+    sd      t1, 8(sp)
+    la      t0, fault
+    li      t1, 1
+    sd      t1, 0(t0)
+    la      t0, recovery
+    ld      t0, 0(t0)
+    csrw    sepc, t0
+    ld      t0, 0(sp)
+    ld      t1, 8(sp)
+    addi    sp, sp, 16
+    sret
+
+# puts(a0 = NUL-terminated string)
+puts:
+    la      t0, uart
+    ld      t0, 0(t0)
+1:  lbu     t1, 0(a0)
+    beqz    t1, 3f
+2:  lbu     t2, 5(t0)                   # LSR
+    andi    t2, t2, 0x20                # THR empty
+    beqz    t2, 2b
+    sb      t1, 0(t0)
+    addi    a0, a0, 1
+    j       1b
+3:  ret
+
+# puthex(a0): 16 hex digits
+puthex:
+    la      t0, uart
+    ld      t0, 0(t0)
+    li      t3, 60
+1:  srl     t1, a0, t3
+    andi    t1, t1, 15
+    li      t2, 10
+    blt     t1, t2, 2f
+    addi    t1, t1, 'a' - 10 - '0'
+2:  addi    t1, t1, '0'
+3:  lbu     t2, 5(t0)
+    andi    t2, t2, 0x20
+    beqz    t2, 3b
+    sb      t1, 0(t0)
+    addi    t3, t3, -4
+    bgez    t3, 1b
+    ret
+
+.section .rodata
+msg_boot:   .asciz "BOOT riscv64\n"
+msg_magic:  .asciz "BAD MAGIC\n"
+msg_mmu:    .asciz "MMU ON\n"
+msg_phase2: .asciz "PHASE 2\n"
+msg_done:   .asciz "DONE\n"
+msg_p:      .asciz "P "
+msg_fault:  .asciz "FAULT"
+msg_ok:     .asciz "OK"
+msg_nl:     .asciz "\n"
+
+.section .bss
+.align 12
+uart:       .quad 0
+fault:      .quad 0
+recovery:   .quad 0
+.align 12
+stack:      .space 16384
+stack_top:

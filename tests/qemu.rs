@@ -1,0 +1,797 @@
+//! Conformance on a real MMU model: for every paging mode, the host builds page tables with the
+//! crate's public API into an image of guest-physical memory, and a bare-metal guest under QEMU
+//! (see `guests/`) turns its MMU on with them and touches memory through the mappings.
+//!
+//! Every expected result comes from the test's own plan (which physical address each probe
+//! should reach), never from the crate's `query`. Words of the data area hold `pattern(pa)`, so a
+//! read through a wrong translation shows. Phase 2 runs after the host edited the tables
+//! (unmap, protect, a split, a remap): the guest applies the edit as a patch of table memory and
+//! performs exactly the flushes the crate's tokens asked for, after phase 1 warmed the TLB.
+//!
+//! Without QEMU 10 this suite does not run under a plain `cargo test` (it says so); under
+//! `scripts/test` (`PAGETABLE_REQUIRE_QEMU=1`) a missing QEMU fails it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use pagetable::arch::{level_shift, root_depth};
+use pagetable::{
+    AArch64, Arch, BufferFrames, Descriptor, Flush, HugePages, L1, LoongArch64, Lower,
+    MappingFlags as F, PageSize, PageTable, PagingError, PhysAddr, Sv39, Sv48, Sv57, Upper, Va39,
+    Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
+};
+
+const MAGIC: u64 = 0x7061_6765_7461_626c;
+const MIB: u64 = 1 << 20;
+/// Image layout, as offsets from the image base.
+const LISTS: u64 = 0x1000;
+const TABLES: u64 = MIB;
+const TABLES_LEN: u64 = 4 * MIB;
+const DATA: u64 = 6 * MIB;
+const DATA_LEN: u64 = 2 * MIB;
+const IMAGE_LEN: u64 = DATA + DATA_LEN;
+
+/// What every word of the data area holds: its own physical address, tagged.
+fn pattern(pa: u64) -> u64 {
+    pa ^ 0xda7a_0000_0000_0000
+}
+
+/// How one architecture's guest runs.
+struct Platform {
+    qemu: &'static str,
+    args: &'static [&'static str],
+    guest: &'static str,
+    image_base: u64,
+    /// The guest's own code, stack and the image: identity-mapped by the crate's tables (not on
+    /// LoongArch, whose guest runs in a direct-mapped window).
+    identity: Option<(u64, u64)>,
+    uart_pa: u64,
+    /// A `ret` instruction.
+    ret: &'static [u8],
+    /// Whether a supervisor read of a user page faults, and a supervisor fetch from one.
+    user_read_faults: bool,
+    user_exec_faults: bool,
+}
+
+const RISCV: Platform = Platform {
+    qemu: "qemu-system-riscv64",
+    args: &[
+        "-M",
+        "virt",
+        "-bios",
+        "none",
+        "-m",
+        "2G",
+        "-cpu",
+        "rv64,svpbmt=true,sv57=true",
+    ],
+    guest: "riscv64.elf",
+    image_base: 0x8800_0000,
+    identity: Some((0x8000_0000, 0x1000_0000)),
+    uart_pa: 0x1000_0000,
+    ret: &[0x67, 0x80, 0x00, 0x00],
+    // SUM is clear: S-mode may not touch U pages; and S-mode never executes them.
+    user_read_faults: true,
+    user_exec_faults: true,
+};
+
+/// Probe kinds the guests know.
+const READ: u64 = 1;
+const WRITE: u64 = 2;
+const EXEC: u64 = 3;
+
+#[derive(Clone, Debug)]
+struct Probe {
+    kind: u64,
+    va: u64,
+    value: u64,
+    /// The line the guest must print.
+    expect: String,
+    what: &'static str,
+}
+
+fn read(va: u64, pa: u64, what: &'static str) -> Probe {
+    Probe {
+        kind: READ,
+        va,
+        value: 0,
+        expect: format!("{:016x}", pattern(pa)),
+        what,
+    }
+}
+fn read_value(va: u64, value: u64, what: &'static str) -> Probe {
+    Probe {
+        kind: READ,
+        va,
+        value: 0,
+        expect: format!("{value:016x}"),
+        what,
+    }
+}
+fn write(va: u64, value: u64, ok: bool, what: &'static str) -> Probe {
+    Probe {
+        kind: WRITE,
+        va,
+        value,
+        expect: if ok { "OK".into() } else { "FAULT".into() },
+        what,
+    }
+}
+fn exec(va: u64, ok: bool, what: &'static str) -> Probe {
+    Probe {
+        kind: EXEC,
+        va,
+        value: 0,
+        expect: if ok { "OK".into() } else { "FAULT".into() },
+        what,
+    }
+}
+fn fault(kind: u64, va: u64, what: &'static str) -> Probe {
+    Probe {
+        kind,
+        va,
+        value: 0,
+        expect: "FAULT".into(),
+        what,
+    }
+}
+
+/// A flush a token asked for.
+enum FlushRec {
+    All,
+    Pages(u64, u64),
+}
+
+fn record<A: Arch>(flush: Flush<A>, into: &mut Vec<FlushRec>) {
+    if flush.is_all() {
+        into.push(FlushRec::All);
+    } else if let Some((va, len)) = flush.va_range() {
+        into.push(FlushRec::Pages(va.as_usize() as u64, len as u64 / 4096));
+    }
+    flush.ignore();
+}
+
+/// The tables of one mode: one table, or (AArch64) a TTBR0 table and a TTBR1 table.
+trait Space {
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F);
+    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F);
+    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError>;
+    fn roots(&self) -> (u64, u64);
+    fn memory(&self) -> Vec<u8>;
+    fn flushes(&mut self) -> Vec<FlushRec>;
+    /// The raw 4 KiB leaf this mode makes for `pa` with `flags`, to find it in memory.
+    fn leaf_bits(&self, pa: u64, flags: F) -> u64;
+}
+
+#[derive(Clone, Copy)]
+enum Edit {
+    Unmap,
+    Protect(F),
+    ProtectRegion(u64, F),
+    Remap(u64),
+    UnmapRegion(u64),
+}
+
+fn apply<A: Arch>(
+    pt: &mut PageTable<A, BufferFrames<'_>>,
+    va: u64,
+    edit: Edit,
+    flushes: &mut Vec<FlushRec>,
+) -> Result<(), PagingError> {
+    let v = VirtAddr::from(va as usize);
+    let flush = match edit {
+        Edit::Unmap => pt.unmap(v)?.1,
+        Edit::Protect(flags) => pt.protect(v, flags)?,
+        Edit::ProtectRegion(len, flags) => pt.protect_region(v, len as usize, flags)?,
+        Edit::Remap(pa) => pt.remap(v, PhysAddr::from(pa as usize))?,
+        Edit::UnmapRegion(len) => pt.unmap_region(v, len as usize)?,
+    };
+    record(flush, flushes);
+    Ok(())
+}
+
+struct One<'a, A: Arch> {
+    pt: PageTable<A, BufferFrames<'a>>,
+    flushes: Vec<FlushRec>,
+}
+
+impl<A: Arch> Space for One<'_, A> {
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
+        let f = self.pt.map_region(
+            VirtAddr::from(va as usize),
+            PhysAddr::from(pa as usize),
+            len as usize,
+            flags,
+            HugePages::Allowed,
+        );
+        f.unwrap_or_else(|e| panic!("map_region {va:#x}: {e}"))
+            .ignore();
+    }
+    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
+        let f = self.pt.map(
+            VirtAddr::from(va as usize),
+            PhysAddr::from(pa as usize),
+            size,
+            flags,
+        );
+        f.unwrap_or_else(|e| panic!("map {va:#x}: {e}")).ignore();
+    }
+    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError> {
+        apply(&mut self.pt, va, edit, &mut self.flushes)
+    }
+    fn roots(&self) -> (u64, u64) {
+        (self.pt.root_paddr().as_usize() as u64, 0)
+    }
+    fn memory(&self) -> Vec<u8> {
+        self.pt.handler().memory().to_vec()
+    }
+    fn flushes(&mut self) -> Vec<FlushRec> {
+        std::mem::take(&mut self.flushes)
+    }
+    fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
+        Descriptor::<A, L1>::leaf(PhysAddr::from(pa as usize), flags)
+            .unwrap()
+            .bits()
+    }
+}
+
+/// Sign-extends (or, for AArch64's upper range, fills) a folded address of mode `A`.
+fn unfold<A: Arch>(folded: u64) -> u64 {
+    let n = A::VA_BITS;
+    match A::VA_SPACE {
+        VaSpace::Lower => folded,
+        VaSpace::Upper => folded | !((1 << n) - 1),
+        VaSpace::Canonical => (((folded << (64 - n)) as i64) >> (64 - n)) as u64,
+    }
+}
+
+/// The address with these table indices, root first (missing ones are zero), plus `offset`.
+fn va<A: Arch>(indices: &[u64], offset: u64) -> u64 {
+    let levels = root_depth::<A>();
+    let mut folded = offset;
+    for (k, &i) in indices.iter().enumerate() {
+        folded |= i << level_shift::<A>(levels - k as u8);
+    }
+    unfold::<A>(folded)
+}
+
+/// Indices below the root for a 4 KiB probe slot `l1`: distinct at every level, and different
+/// from the physical address's.
+fn slot<A: Arch>(root: u64, l1: u64) -> Vec<u64> {
+    let tail = [0x011, 0x0ab, 0x0cd];
+    let below = root_depth::<A>() as usize - 1;
+    let mut v = vec![root];
+    v.extend_from_slice(&tail[tail.len() - (below - 1)..]);
+    v.push(l1);
+    v
+}
+
+struct Scenario {
+    p1: Vec<Probe>,
+    p2: Vec<Probe>,
+}
+
+/// Maps the scenario into `space` and returns the probes. `lower` and `upper` are root indices
+/// for test mappings in each half; `huge_extra` lists the mode's leaves above 1 GiB as
+/// (indices, size).
+fn build_with_hook<A: Arch>(
+    space: &mut dyn Space,
+    p: &Platform,
+    lower: u64,
+    upper: u64,
+    huge_extra: &[(&[u64], PageSize)],
+    between: &mut dyn FnMut(&dyn Space),
+) -> Scenario {
+    let base = p.image_base;
+    let data = base + DATA;
+    let (r, rw, rx) = (F::READ, F::READ | F::WRITE, F::READ | F::EXECUTE);
+    let mut p1 = vec![];
+    let mut p2 = vec![];
+
+    // 4 KiB leaves in both halves, VA and PA differing in every index and in the page offset.
+    let low4k = va::<A>(&slot::<A>(lower, 0x0ef), 0);
+    space.map(low4k, data + 0x3000, PageSize::SIZE_4K, r);
+    p1.push(read(low4k + 0x568, data + 0x3568, "4K leaf, lower half"));
+    let up4k = va::<A>(&slot::<A>(upper, 0x0e1), 0);
+    space.map(up4k, data + 0x5000, PageSize::SIZE_4K, r);
+    p1.push(read(up4k + 0x9a8, data + 0x59a8, "4K leaf, upper half"));
+
+    // A 2 MiB leaf over the data area.
+    let mut idx = slot::<A>(lower, 0);
+    let l2 = idx.len() - 2;
+    idx[l2] = 0x0d1;
+    let v2m = va::<A>(&idx, 0);
+    space.map(v2m, data, PageSize::SIZE_2M, rw);
+    p1.push(read(v2m + 0x12_3458, data + 0x12_3458, "2M leaf"));
+
+    // A 1 GiB leaf over the gigabyte that holds the image.
+    let g1 = base & !((1 << 30) - 1);
+    let v1g = if root_depth::<A>() == 3 {
+        va::<A>(&[lower + 2], 0)
+    } else {
+        let mut idx = slot::<A>(lower, 0);
+        idx.truncate(idx.len() - 2);
+        let last = idx.len() - 1;
+        idx[last] = 0x0e5;
+        va::<A>(&idx, 0)
+    };
+    space.map(v1g, g1, PageSize::SIZE_1G, rw);
+    p1.push(read(
+        v1g + (data - g1) + 0x1_0008,
+        data + 0x1_0008,
+        "1G leaf",
+    ));
+
+    for &(indices, size) in huge_extra {
+        let v = va::<A>(indices, 0);
+        space.map(v, 0, size, r);
+        p1.push(read(
+            v + data + 0x2_0010,
+            data + 0x2_0010,
+            if size == PageSize::SIZE_512G {
+                "512G leaf"
+            } else {
+                "256T leaf"
+            },
+        ));
+    }
+
+    // A store through a writable leaf, read back through a read-only alias in the other half.
+    let w = va::<A>(&slot::<A>(lower, 0x101), 0);
+    let alias = va::<A>(&slot::<A>(upper, 0x103), 0);
+    space.map(w, data + 0x7000, PageSize::SIZE_4K, rw);
+    space.map(alias, data + 0x7000, PageSize::SIZE_4K, r);
+    p1.push(write(
+        w + 0x20,
+        0x1122_3344_5566_7788,
+        true,
+        "store through a writable leaf",
+    ));
+    p1.push(read_value(
+        alias + 0x20,
+        0x1122_3344_5566_7788,
+        "the store, through an alias",
+    ));
+
+    // Read-only, no-execute, execute, unmapped.
+    let ro = va::<A>(&slot::<A>(lower, 0x105), 0);
+    space.map(ro, data + 0x8000, PageSize::SIZE_4K, r);
+    p1.push(write(ro + 0x30, 1, false, "store to a read-only leaf"));
+    p1.push(read(ro + 0x30, data + 0x8030, "read of the read-only leaf"));
+    let code = data + 0x9000;
+    let nx = va::<A>(&slot::<A>(lower, 0x107), 0);
+    let x = va::<A>(&slot::<A>(upper, 0x109), 0);
+    space.map(nx, code, PageSize::SIZE_4K, r);
+    space.map(x, code, PageSize::SIZE_4K, rx);
+    p1.push(exec(nx, false, "fetch from a no-execute leaf"));
+    p1.push(exec(x, true, "fetch from an executable leaf"));
+    p1.push(fault(
+        READ,
+        va::<A>(&slot::<A>(lower, 0x10b), 0),
+        "unmapped page in a populated table",
+    ));
+    p1.push(fault(
+        READ,
+        va::<A>(&[lower + 4], 0x40),
+        "unmapped root entry",
+    ));
+
+    // User pages, touched from the supervisor.
+    let user = va::<A>(&slot::<A>(lower, 0x10d), 0);
+    let user_x = va::<A>(&slot::<A>(lower, 0x10f), 0);
+    space.map(user, data + 0xa000, PageSize::SIZE_4K, rw | F::USER);
+    space.map(user_x, code, PageSize::SIZE_4K, rx | F::USER);
+    p1.push(if p.user_read_faults {
+        fault(READ, user + 8, "supervisor read of a user page")
+    } else {
+        read(user + 8, data + 0xa008, "supervisor read of a user page")
+    });
+    p1.push(exec(
+        user_x,
+        !p.user_exec_faults,
+        "supervisor fetch from a user page",
+    ));
+
+    // Phase 2: the edits, then the same addresses again.
+    between(space);
+    space.edit(low4k, Edit::Unmap).unwrap();
+    p2.push(fault(READ, low4k + 0x568, "after unmap"));
+    space.edit(w, Edit::Protect(r)).unwrap();
+    p2.push(write(
+        w + 0x28,
+        2,
+        false,
+        "store after protect to read-only",
+    ));
+    space
+        .edit(v2m + 0x1_3000, Edit::ProtectRegion(0x1000, r))
+        .unwrap();
+    p2.push(write(
+        v2m + 0x1_3010,
+        3,
+        false,
+        "store to a page made read-only inside a split 2M leaf",
+    ));
+    p2.push(write(
+        v2m + 0x1_4010,
+        0x4444,
+        true,
+        "store to its writable neighbour",
+    ));
+    p2.push(read_value(v2m + 0x1_4010, 0x4444, "read back"));
+    p2.push(read(
+        v2m + 0x12_3458,
+        data + 0x12_3458,
+        "the rest of the split leaf",
+    ));
+    space.edit(up4k, Edit::Remap(data + 0x6000)).unwrap();
+    p2.push(read(up4k + 0x9a8, data + 0x69a8, "after remap"));
+    space
+        .edit(v1g + 2 * MIB, Edit::UnmapRegion(2 * MIB))
+        .unwrap();
+    p2.push(fault(
+        READ,
+        v1g + 2 * MIB + 8,
+        "inside a 2M hole cut out of the 1G leaf",
+    ));
+    p2.push(read(
+        v1g + (data - g1) + 0x1_0008,
+        data + 0x1_0008,
+        "the rest of the 1G leaf",
+    ));
+    Scenario { p1, p2 }
+}
+
+/// Writes the image and the control block.
+fn image(
+    p: &Platform,
+    tables_before: &[u8],
+    tables_after: &[u8],
+    roots: (u64, u64),
+    regs: (u64, u64),
+    uart_va: u64,
+    s: &Scenario,
+    flushes: &[FlushRec],
+) -> Vec<u8> {
+    let mut img = vec![0u8; IMAGE_LEN as usize];
+    let put = |img: &mut Vec<u8>, off: u64, v: u64| {
+        img[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes())
+    };
+    // Data area: every word its pattern; a `ret` at the code frame.
+    for off in (DATA..DATA + DATA_LEN).step_by(8) {
+        put(&mut img, off, pattern(p.image_base + off));
+    }
+    let code = (DATA + 0x9000) as usize;
+    img[code..code + p.ret.len()].copy_from_slice(p.ret);
+    img[TABLES as usize..(TABLES as usize + tables_before.len())].copy_from_slice(tables_before);
+    // Lists.
+    let mut cursor = LISTS;
+    let mut list = |img: &mut Vec<u8>, words: Vec<u64>| {
+        let at = cursor;
+        for (i, w) in words.iter().enumerate() {
+            put(img, at + 8 * i as u64, *w);
+        }
+        cursor += 8 * words.len() as u64;
+        assert!(cursor < TABLES, "lists overflow");
+        at
+    };
+    let probes = |ps: &[Probe]| {
+        ps.iter()
+            .flat_map(|p| [p.kind, p.va, p.value, 0])
+            .collect::<Vec<_>>()
+    };
+    let p1 = list(&mut img, probes(&s.p1));
+    let p2 = list(&mut img, probes(&s.p2));
+    let mut patches = vec![];
+    for (i, (b, a)) in tables_before
+        .chunks(8)
+        .zip(tables_after.chunks(8))
+        .enumerate()
+    {
+        if b != a {
+            patches.extend([
+                p.image_base + TABLES + 8 * i as u64,
+                u64::from_le_bytes(a.try_into().unwrap()),
+            ]);
+        }
+    }
+    let npatches = patches.len() as u64 / 2;
+    let patch_at = list(&mut img, patches);
+    let fl: Vec<u64> = flushes
+        .iter()
+        .flat_map(|f| match *f {
+            FlushRec::All => [2, 0, 0],
+            FlushRec::Pages(va, n) => [1, va, n],
+        })
+        .collect();
+    let flush_at = list(&mut img, fl);
+    let header = [
+        MAGIC,
+        roots.0,
+        roots.1,
+        regs.0,
+        regs.1,
+        uart_va,
+        s.p1.len() as u64,
+        p1,
+        npatches,
+        patch_at,
+        flushes.len() as u64,
+        flush_at,
+        s.p2.len() as u64,
+        p2,
+    ];
+    for (i, w) in header.iter().enumerate() {
+        put(&mut img, 8 * i as u64, *w);
+    }
+    img
+}
+
+/// Whether QEMU can run; panics if it cannot and the suite is required.
+fn qemu_available(bin: &str) -> bool {
+    let ok = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(3)
+                .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+                .is_some_and(|major| major >= 10)
+        })
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("PAGETABLE_REQUIRE_QEMU").is_some() {
+            panic!(
+                "{bin} (QEMU >= 10) is missing: the conformance suite is required here; run scripts/install-deps"
+            );
+        }
+        eprintln!(
+            "NOTE: the QEMU conformance suite did NOT run: {bin} >= 10 is missing. \
+             Run scripts/test (as root it installs QEMU) or scripts/install-deps, then cargo test."
+        );
+    }
+    ok
+}
+
+/// Runs the guest on `img` and returns the probe lines it printed, or why it failed.
+fn run_guest(p: &Platform, name: &str, img: &[u8]) -> Result<Vec<String>, String> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("image-{name}.bin"));
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(img))
+        .map_err(|e| e.to_string())?;
+    let guest = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("guests/bin")
+        .join(p.guest);
+    let mut child = Command::new(p.qemu)
+        .args(p.args)
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(&guest)
+        .arg("-device")
+        .arg(format!(
+            "loader,file={},addr={:#x},force-raw=on",
+            path.display(),
+            p.image_base
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", p.qemu))?;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line == "DONE";
+            if tx.send(line).is_err() || done {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    let outcome = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line == "DONE" => break Ok(()),
+            Ok(line) => lines.push(line),
+            Err(_) => break Err("no DONE from the guest"),
+        }
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    match outcome {
+        Ok(()) => Ok(lines),
+        Err(why) => Err(format!(
+            "{why}; guest printed {lines:?}; qemu stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
+/// Compares the guest's probe lines with the plan: every line, in order.
+fn check(s: &Scenario, lines: &[String]) -> Result<(), String> {
+    let got: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("P ")).collect();
+    let want: Vec<&Probe> = s.p1.iter().chain(&s.p2).collect();
+    let mut errors = vec![];
+    if got.len() != want.len() {
+        errors.push(format!(
+            "{} probe lines, expected {}: {lines:?}",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        if *g != w.expect {
+            errors.push(format!(
+                "probe {i} ({}, va {:#x}): got {g}, expected {}",
+                w.what, w.va, w.expect
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// Builds, runs and checks one mode; with `corrupt`, first points the lower-half 4 KiB leaf at
+/// the wrong frame and returns the check's verdict instead of asserting it.
+fn conform<A: Arch>(
+    p: &Platform,
+    name: &str,
+    roots_to_regs: impl Fn(u64, u64) -> ((u64, u64), (u64, u64)),
+    uart_va: u64,
+    lower: u64,
+    upper: u64,
+    huge_extra: &[(&[u64], PageSize)],
+    corrupt: bool,
+) -> Result<(), String> {
+    let mut words = vec![0u64; (TABLES_LEN / 8) as usize];
+    let frames =
+        BufferFrames::new(&mut words, PhysAddr::from((p.image_base + TABLES) as usize)).unwrap();
+    let mut one = One::<A> {
+        pt: PageTable::new(frames).unwrap(),
+        flushes: vec![],
+    };
+    let space: &mut dyn Space = &mut one;
+    if let Some((pa, len)) = p.identity {
+        space.map_region(pa, pa, len, F::READ | F::WRITE | F::EXECUTE | F::GLOBAL);
+    }
+    space.map(
+        uart_va,
+        p.uart_pa,
+        PageSize::SIZE_4K,
+        F::READ | F::WRITE | F::DEVICE | F::GLOBAL,
+    );
+    let snapshot_before_edits = |space: &dyn Space| space.memory();
+    // Build phase 1 and snapshot it, then the edits of phase 2 and snapshot again.
+    let mut s =
+        build_phase1_and_edits::<A>(space, p, lower, upper, huge_extra, snapshot_before_edits);
+    let after = space.memory();
+    let flushes = space.flushes();
+    if corrupt {
+        let leaf = space.leaf_bits(p.image_base + DATA + 0x3000, F::READ);
+        let wrong = space.leaf_bits(p.image_base + DATA + 0x4000, F::READ);
+        let at = s
+            .before
+            .chunks(8)
+            .position(|w| u64::from_le_bytes(w.try_into().unwrap()) == leaf)
+            .expect("the 4K leaf is in table memory");
+        s.before[8 * at..8 * at + 8].copy_from_slice(&wrong.to_le_bytes());
+    }
+    let (roots, regs) = roots_to_regs(space.roots().0, space.roots().1);
+    let img = image(
+        p,
+        &s.before,
+        &after,
+        roots,
+        regs,
+        uart_va,
+        &s.scenario,
+        &flushes,
+    );
+    let lines = run_guest(p, name, &img)?;
+    check(&s.scenario, &lines)
+}
+
+struct Built {
+    scenario: Scenario,
+    before: Vec<u8>,
+}
+
+fn build_phase1_and_edits<A: Arch>(
+    space: &mut dyn Space,
+    p: &Platform,
+    lower: u64,
+    upper: u64,
+    huge_extra: &[(&[u64], PageSize)],
+    snapshot: impl Fn(&dyn Space) -> Vec<u8>,
+) -> Built {
+    let mut before = None;
+    let scenario =
+        build_with_hook::<A>(space, p, lower, upper, huge_extra, &mut |s: &dyn Space| {
+            before = Some(snapshot(s))
+        });
+    Built {
+        scenario,
+        before: before.expect("phase-1 snapshot"),
+    }
+}
+
+fn riscv<A: Arch>(
+    name: &str,
+    mode: u64,
+    huge_extra: &[(&[u64], PageSize)],
+    corrupt: bool,
+) -> Result<(), String> {
+    let entries = 1u64 << (A::VA_BITS - level_shift::<A>(root_depth::<A>()));
+    let uart_va = va::<A>(&[entries - 1, 0x1fe], 0) & !0xfff;
+    conform::<A>(
+        &RISCV,
+        name,
+        |root, _| ((mode << 60 | root >> 12, 0), (0, 0)),
+        uart_va,
+        3,
+        entries - 3,
+        huge_extra,
+        corrupt,
+    )
+}
+
+#[test]
+fn qemu_sv39() {
+    if qemu_available(RISCV.qemu) {
+        riscv::<Sv39>("sv39", 8, &[], false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_sv48() {
+    if qemu_available(RISCV.qemu) {
+        riscv::<Sv48>("sv48", 9, &[(&[5], PageSize::SIZE_512G)], false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_sv57() {
+    if qemu_available(RISCV.qemu) {
+        riscv::<Sv57>(
+            "sv57",
+            10,
+            &[
+                (&[3, 0x0f7], PageSize::SIZE_512G),
+                (&[5], PageSize::SIZE_256T),
+            ],
+            false,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn qemu_negative_control_sv48() {
+    if qemu_available(RISCV.qemu) {
+        let verdict = riscv::<Sv48>("sv48-corrupt", 9, &[], true);
+        let err = verdict.expect_err("a leaf pointed at the wrong frame must fail the suite");
+        assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "only the corrupted probe fails: {err}"
+        );
+    }
+}
