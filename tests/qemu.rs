@@ -238,6 +238,43 @@ impl<A: Arch> Space for One<'_, A> {
     }
 }
 
+/// AArch64: a TTBR0 table for the lower range and a TTBR1 table for the upper one.
+struct Pair<'a, L: Arch, U: Arch> {
+    lower: One<'a, L>,
+    upper: One<'a, U>,
+}
+
+impl<L: Arch, U: Arch> Pair<'_, L, U> {
+    fn half(&mut self, va: u64) -> &mut dyn Space {
+        if va >> 63 == 0 { &mut self.lower } else { &mut self.upper }
+    }
+}
+
+impl<L: Arch, U: Arch> Space for Pair<'_, L, U> {
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
+        self.half(va).map_region(va, pa, len, flags);
+    }
+    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
+        self.half(va).map(va, pa, size, flags);
+    }
+    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError> {
+        self.half(va).edit(va, edit)
+    }
+    fn roots(&self) -> (u64, u64) {
+        (self.lower.roots().0, self.upper.roots().0)
+    }
+    fn memory(&self) -> Vec<u8> {
+        [self.lower.memory(), self.upper.memory()].concat()
+    }
+    fn flushes(&mut self) -> Vec<FlushRec> {
+        // Each token flushes on its own; order between the halves does not matter.
+        [self.lower.flushes(), self.upper.flushes()].into_iter().flatten().collect()
+    }
+    fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
+        self.lower.leaf_bits(pa, flags)
+    }
+}
+
 /// Sign-extends (or, for AArch64's upper range, fills) a folded address of mode `A`.
 fn unfold<A: Arch>(folded: u64) -> u64 {
     let n = A::VA_BITS;
@@ -275,9 +312,9 @@ struct Scenario {
 }
 
 /// Maps the scenario into `space` and returns the probes. `lower` and `upper` are root indices
-/// for test mappings in each half; `huge_extra` lists the mode's leaves above 1 GiB as
+/// for test mappings in each half, whose modes are `A` and `B` (the same mode but for AArch64); `huge_extra` lists the mode's leaves above 1 GiB as
 /// (indices, size).
-fn build_with_hook<A: Arch>(
+fn build_with_hook<A: Arch, B: Arch>(
     space: &mut dyn Space,
     p: &Platform,
     lower: u64,
@@ -295,7 +332,7 @@ fn build_with_hook<A: Arch>(
     let low4k = va::<A>(&slot::<A>(lower, 0x0ef), 0);
     space.map(low4k, data + 0x3000, PageSize::SIZE_4K, r);
     p1.push(read(low4k + 0x568, data + 0x3568, "4K leaf, lower half"));
-    let up4k = va::<A>(&slot::<A>(upper, 0x0e1), 0);
+    let up4k = va::<B>(&slot::<B>(upper, 0x0e1), 0);
     space.map(up4k, data + 0x5000, PageSize::SIZE_4K, r);
     p1.push(read(up4k + 0x9a8, data + 0x59a8, "4K leaf, upper half"));
 
@@ -341,7 +378,7 @@ fn build_with_hook<A: Arch>(
 
     // A store through a writable leaf, read back through a read-only alias in the other half.
     let w = va::<A>(&slot::<A>(lower, 0x101), 0);
-    let alias = va::<A>(&slot::<A>(upper, 0x103), 0);
+    let alias = va::<B>(&slot::<B>(upper, 0x103), 0);
     space.map(w, data + 0x7000, PageSize::SIZE_4K, rw);
     space.map(alias, data + 0x7000, PageSize::SIZE_4K, r);
     p1.push(write(
@@ -363,7 +400,7 @@ fn build_with_hook<A: Arch>(
     p1.push(read(ro + 0x30, data + 0x8030, "read of the read-only leaf"));
     let code = data + 0x9000;
     let nx = va::<A>(&slot::<A>(lower, 0x107), 0);
-    let x = va::<A>(&slot::<A>(upper, 0x109), 0);
+    let x = va::<B>(&slot::<B>(upper, 0x109), 0);
     space.map(nx, code, PageSize::SIZE_4K, r);
     space.map(x, code, PageSize::SIZE_4K, rx);
     p1.push(exec(nx, false, "fetch from a no-execute leaf"));
@@ -650,10 +687,15 @@ fn check(s: &Scenario, lines: &[String]) -> Result<(), String> {
 
 /// Builds, runs and checks one mode; with `corrupt`, first points the lower-half 4 KiB leaf at
 /// the wrong frame and returns the check's verdict instead of asserting it.
-fn conform<A: Arch>(
+///
+/// `A` and `B` are the modes of the lower and upper halves; `make` builds the space over the
+/// table area of the image (words, and their physical address).
+#[allow(clippy::too_many_arguments)]
+fn conform<A: Arch, B: Arch>(
     p: &Platform,
     name: &str,
-    roots_to_regs: impl Fn(u64, u64) -> ((u64, u64), (u64, u64)),
+    make: &dyn Fn(&mut [u64], u64) -> Box<dyn Space + '_>,
+    regs: (u64, u64),
     uart_va: u64,
     lower: u64,
     upper: u64,
@@ -661,75 +703,46 @@ fn conform<A: Arch>(
     corrupt: bool,
 ) -> Result<(), String> {
     let mut words = vec![0u64; (TABLES_LEN / 8) as usize];
-    let frames =
-        BufferFrames::new(&mut words, PhysAddr::from((p.image_base + TABLES) as usize)).unwrap();
-    let mut one = One::<A> {
-        pt: PageTable::new(frames).unwrap(),
-        flushes: vec![],
-    };
-    let space: &mut dyn Space = &mut one;
+    let mut space = make(&mut words, p.image_base + TABLES);
     if let Some((pa, len)) = p.identity {
         space.map_region(pa, pa, len, F::READ | F::WRITE | F::EXECUTE | F::GLOBAL);
     }
-    space.map(
-        uart_va,
-        p.uart_pa,
-        PageSize::SIZE_4K,
-        F::READ | F::WRITE | F::DEVICE | F::GLOBAL,
-    );
-    let snapshot_before_edits = |space: &dyn Space| space.memory();
-    // Build phase 1 and snapshot it, then the edits of phase 2 and snapshot again.
-    let mut s =
-        build_phase1_and_edits::<A>(space, p, lower, upper, huge_extra, snapshot_before_edits);
+    space.map(uart_va, p.uart_pa, PageSize::SIZE_4K, F::READ | F::WRITE | F::DEVICE | F::GLOBAL);
+    let mut before = None;
+    let scenario = build_with_hook::<A, B>(&mut *space, p, lower, upper, huge_extra, &mut |s: &dyn Space| {
+        before = Some(s.memory());
+    });
+    let mut before = before.expect("phase-1 snapshot");
     let after = space.memory();
     let flushes = space.flushes();
     if corrupt {
         let leaf = space.leaf_bits(p.image_base + DATA + 0x3000, F::READ);
         let wrong = space.leaf_bits(p.image_base + DATA + 0x4000, F::READ);
-        let at = s
-            .before
+        let at = before
             .chunks(8)
             .position(|w| u64::from_le_bytes(w.try_into().unwrap()) == leaf)
             .expect("the 4K leaf is in table memory");
-        s.before[8 * at..8 * at + 8].copy_from_slice(&wrong.to_le_bytes());
+        before[8 * at..8 * at + 8].copy_from_slice(&wrong.to_le_bytes());
     }
-    let (roots, regs) = roots_to_regs(space.roots().0, space.roots().1);
-    let img = image(
-        p,
-        &s.before,
-        &after,
-        roots,
-        regs,
-        uart_va,
-        &s.scenario,
-        &flushes,
-    );
+    let img = image(p, &before, &after, space.roots(), regs, uart_va, &scenario, &flushes);
     let lines = run_guest(p, name, &img)?;
-    check(&s.scenario, &lines)
+    check(&scenario, &lines)
 }
 
-struct Built {
-    scenario: Scenario,
-    before: Vec<u8>,
+fn one<A: Arch>(words: &mut [u64], pa: u64) -> Box<dyn Space + '_> {
+    let frames = BufferFrames::new(words, PhysAddr::from(pa as usize)).unwrap();
+    Box::new(One::<A> { pt: PageTable::new(frames).unwrap(), flushes: vec![] })
 }
 
-fn build_phase1_and_edits<A: Arch>(
-    space: &mut dyn Space,
-    p: &Platform,
-    lower: u64,
-    upper: u64,
-    huge_extra: &[(&[u64], PageSize)],
-    snapshot: impl Fn(&dyn Space) -> Vec<u8>,
-) -> Built {
-    let mut before = None;
-    let scenario =
-        build_with_hook::<A>(space, p, lower, upper, huge_extra, &mut |s: &dyn Space| {
-            before = Some(snapshot(s))
-        });
-    Built {
-        scenario,
-        before: before.expect("phase-1 snapshot"),
-    }
+fn pair<L: Arch, U: Arch>(words: &mut [u64], pa: u64) -> Box<dyn Space + '_> {
+    let half = words.len() / 2;
+    let (low, high) = words.split_at_mut(half);
+    let low = BufferFrames::new(low, PhysAddr::from(pa as usize)).unwrap();
+    let high = BufferFrames::new(high, PhysAddr::from(pa as usize + half * 8)).unwrap();
+    Box::new(Pair::<L, U> {
+        lower: One { pt: PageTable::new(low).unwrap(), flushes: vec![] },
+        upper: One { pt: PageTable::new(high).unwrap(), flushes: vec![] },
+    })
 }
 
 fn riscv<A: Arch>(
@@ -740,10 +753,11 @@ fn riscv<A: Arch>(
 ) -> Result<(), String> {
     let entries = 1u64 << (A::VA_BITS - level_shift::<A>(root_depth::<A>()));
     let uart_va = va::<A>(&[entries - 1, 0x1fe], 0) & !0xfff;
-    conform::<A>(
+    conform::<A, A>(
         &RISCV,
         name,
-        |root, _| ((mode << 60 | root >> 12, 0), (0, 0)),
+        &|words, pa| with_satp(one::<A>(words, pa), mode),
+        (0, 0),
         uart_va,
         3,
         entries - 3,
@@ -793,5 +807,99 @@ fn qemu_negative_control_sv48() {
             1,
             "only the corrupted probe fails: {err}"
         );
+    }
+}
+
+/// RISC-V: the guest loads root 0 into satp as it is, so it carries MODE and the root's PPN.
+struct Satp<'a> {
+    inner: Box<dyn Space + 'a>,
+    mode: u64,
+}
+
+fn with_satp(inner: Box<dyn Space + '_>, mode: u64) -> Box<dyn Space + '_> {
+    Box::new(Satp { inner, mode })
+}
+
+impl Space for Satp<'_> {
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
+        self.inner.map_region(va, pa, len, flags);
+    }
+    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
+        self.inner.map(va, pa, size, flags);
+    }
+    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError> {
+        self.inner.edit(va, edit)
+    }
+    fn roots(&self) -> (u64, u64) {
+        (self.mode << 60 | self.inner.roots().0 >> 12, 0)
+    }
+    fn memory(&self) -> Vec<u8> {
+        self.inner.memory()
+    }
+    fn flushes(&mut self) -> Vec<FlushRec> {
+        self.inner.flushes()
+    }
+    fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
+        self.inner.leaf_bits(pa, flags)
+    }
+}
+
+const AARCH64: Platform = Platform {
+    qemu: "qemu-system-aarch64",
+    args: &["-M", "virt", "-cpu", "cortex-a57", "-m", "2G"],
+    guest: "aarch64.elf",
+    image_base: 0x4800_0000,
+    identity: Some((0x4000_0000, 0x1000_0000)),
+    uart_pa: 0x0900_0000,
+    ret: &[0xc0, 0x03, 0x5f, 0xd6],
+    // Cortex-A57 has no PAN: EL1 may read EL0 pages. The crate sets PXN on every user leaf.
+    user_read_faults: false,
+    user_exec_faults: true,
+};
+
+/// TCR_EL1 for both halves with `bits` of VA: TnSZ = 64 - bits, 4 KiB granules (TG0 0, TG1 2),
+/// inner-shareable write-back walks, IPS 48 bits.
+fn tcr(bits: u64) -> u64 {
+    let half = |tsz: u64| tsz | 1 << 8 | 1 << 10 | 3 << 12;
+    half(64 - bits) | half(64 - bits) << 16 | 2 << 30 | 5 << 32
+}
+
+fn aarch64<L: Arch, U: Arch>(name: &str, corrupt: bool) -> Result<(), String> {
+    let entries = 1u64 << (L::VA_BITS - level_shift::<L>(root_depth::<L>()));
+    let uart_va = va::<U>(&[entries - 1, 0x1fe], 0) & !0xfff;
+    conform::<L, U>(
+        &AARCH64,
+        name,
+        &|words, pa| pair::<L, U>(words, pa),
+        (tcr(L::VA_BITS as u64), pagetable::arch::aarch64::MAIR),
+        uart_va,
+        3,
+        entries - 3,
+        &[],
+        corrupt,
+    )
+}
+
+#[test]
+fn qemu_aarch64_48() {
+    if qemu_available(AARCH64.qemu) {
+        aarch64::<AArch64<Va48, Lower>, AArch64<Va48, Upper>>("aarch64-48", false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_aarch64_39() {
+    if qemu_available(AARCH64.qemu) {
+        aarch64::<AArch64<Va39, Lower>, AArch64<Va39, Upper>>("aarch64-39", false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_negative_control_aarch64() {
+    if qemu_available(AARCH64.qemu) {
+        let err = aarch64::<AArch64<Va48, Lower>, AArch64<Va48, Upper>>("aarch64-corrupt", true)
+            .expect_err("a leaf pointed at the wrong frame must fail the suite");
+        assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
+        assert_eq!(err.lines().count(), 1, "only the corrupted probe fails: {err}");
     }
 }

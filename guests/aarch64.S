@@ -1,0 +1,225 @@
+// AArch64 conformance guest: QEMU -M virt -cpu cortex-a57 starts it at EL1 at its entry, MMU
+// off. It loads MAIR_EL1, TCR_EL1, TTBR0_EL1 and TTBR1_EL1 from the control block, turns the
+// MMU on (the crate's TTBR0 table identity-maps the guest), and runs the probes.
+
+.equ IMAGE_BASE, 0x48000000
+.equ UART_PA,    0x09000000
+
+.section .text.entry, "ax"
+.globl _start
+_start:
+    ldr     x0, =stack_top
+    mov     sp, x0
+    ldr     x0, =vectors
+    msr     vbar_el1, x0
+    isb
+    ldr     x0, =UART_PA
+    ldr     x1, =uart
+    str     x0, [x1]
+    ldr     x0, =msg_boot
+    bl      puts
+    ldr     x19, =IMAGE_BASE
+    ldr     x0, [x19]
+    ldr     x1, =0x706167657461626c
+    cmp     x0, x1
+    b.ne    bad_magic
+    ldr     x0, [x19, #32]
+    msr     mair_el1, x0
+    ldr     x0, [x19, #24]
+    msr     tcr_el1, x0
+    ldr     x0, [x19, #8]
+    msr     ttbr0_el1, x0
+    ldr     x0, [x19, #16]
+    msr     ttbr1_el1, x0
+    isb
+    tlbi    vmalle1
+    dsb     ish
+    isb
+    mrs     x0, sctlr_el1
+    orr     x0, x0, #1                  // M
+    orr     x0, x0, #(1 << 2)           // C
+    orr     x0, x0, #(1 << 12)          // I
+    bic     x0, x0, #(1 << 19)          // WXN off: the identity map is RWX
+    msr     sctlr_el1, x0
+    isb
+    ldr     x0, [x19, #40]              // the UART, through the crate's device mapping
+    ldr     x1, =uart
+    str     x0, [x1]
+    ldr     x0, =msg_mmu
+    bl      puts
+    ldr     x0, [x19, #48]
+    ldr     x1, [x19, #56]
+    bl      run_probes
+    // Patches: stores to table memory, identity-mapped by the crate's TTBR0 table.
+    ldr     x20, [x19, #64]
+    ldr     x21, [x19, #72]
+    add     x21, x21, x19
+1:  cbz     x20, 2f
+    ldp     x0, x1, [x21], #16
+    str     x1, [x0]
+    sub     x20, x20, #1
+    b       1b
+2:  // Flushes, as the crate's Flush::flush does on AArch64.
+    ldr     x20, [x19, #80]
+    ldr     x21, [x19, #88]
+    add     x21, x21, x19
+3:  cbz     x20, 6f
+    ldr     x0, [x21]
+    cmp     x0, #2
+    b.ne    4f
+    dsb     ishst
+    tlbi    vmalle1is
+    dsb     ish
+    isb
+    b       5f
+4:  ldr     x0, [x21, #8]
+    ldr     x1, [x21, #16]
+41: cbz     x1, 5f
+    ubfx    x2, x0, #12, #44
+    dsb     ishst
+    tlbi    vaae1is, x2
+    dsb     ish
+    isb
+    add     x0, x0, #4096
+    sub     x1, x1, #1
+    b       41b
+5:  add     x21, x21, #24
+    sub     x20, x20, #1
+    b       3b
+6:  ldr     x0, =msg_phase2
+    bl      puts
+    ldr     x0, [x19, #96]
+    ldr     x1, [x19, #104]
+    bl      run_probes
+    ldr     x0, =msg_done
+    bl      puts
+7:  wfi
+    b       7b
+
+bad_magic:
+    ldr     x0, =msg_magic
+    bl      puts
+1:  b       1b
+
+// run_probes(x0 = count, x1 = offset from IMAGE_BASE)
+run_probes:
+    stp     x29, x30, [sp, #-48]!
+    stp     x20, x21, [sp, #16]
+    stp     x22, x23, [sp, #32]
+    mov     x20, x0
+    add     x21, x1, x19
+1:  cbz     x20, 9f
+    ldr     x0, =fault
+    str     xzr, [x0]
+    ldr     x0, =recovery
+    adr     x1, 8f
+    str     x1, [x0]
+    ldr     x2, [x21]                   // kind
+    ldr     x3, [x21, #8]               // va
+    ldr     x4, [x21, #16]              // value
+    mov     x22, #0
+    cmp     x2, #1
+    b.eq    2f
+    cmp     x2, #2
+    b.eq    3f
+    blr     x3                          // 3: execute
+    b       8f
+2:  ldr     x22, [x3]                   // 1: read
+    b       8f
+3:  str     x4, [x3]                    // 2: write
+8:  ldr     x0, =msg_p
+    bl      puts
+    ldr     x0, =fault
+    ldr     x0, [x0]
+    cbnz    x0, 81f
+    ldr     x2, [x21]
+    cmp     x2, #1
+    b.ne    82f
+    mov     x0, x22
+    bl      puthex
+    b       83f
+81: ldr     x0, =msg_fault
+    bl      puts
+    b       83f
+82: ldr     x0, =msg_ok
+    bl      puts
+83: ldr     x0, =msg_nl
+    bl      puts
+    add     x21, x21, #32
+    sub     x20, x20, #1
+    b       1b
+9:  ldp     x22, x23, [sp, #32]
+    ldp     x20, x21, [sp, #16]
+    ldp     x29, x30, [sp], #48
+    ret
+
+// A fault in a probe: note it and resume at the recovery point.
+sync_handler:
+    stp     x0, x1, [sp, #-16]!
+    ldr     x0, =fault
+    mov     x1, #1
+    str     x1, [x0]
+    ldr     x0, =recovery
+    ldr     x0, [x0]
+    msr     elr_el1, x0
+    ldp     x0, x1, [sp], #16
+    eret
+
+// puts(x0 = NUL-terminated string); uses x0-x3.
+puts:
+    ldr     x1, =uart
+    ldr     x1, [x1]
+1:  ldrb    w2, [x0], #1
+    cbz     w2, 3f
+2:  ldr     w3, [x1, #0x18]             // FR
+    tbnz    w3, #5, 2b                  // TXFF
+    str     w2, [x1]
+    b       1b
+3:  ret
+
+// puthex(x0): 16 hex digits; uses x0-x4.
+puthex:
+    ldr     x1, =uart
+    ldr     x1, [x1]
+    mov     x4, #60
+1:  lsr     x2, x0, x4
+    and     x2, x2, #15
+    cmp     x2, #10
+    b.lt    2f
+    add     x2, x2, #('a' - 10 - '0')
+2:  add     x2, x2, #'0'
+3:  ldr     w3, [x1, #0x18]
+    tbnz    w3, #5, 3b
+    str     w2, [x1]
+    subs    x4, x4, #4
+    b.ge    1b
+    ret
+
+.ltorg
+
+.balign 2048
+vectors:
+.rept 16
+    b       sync_handler
+.balign 128
+.endr
+
+.section .rodata
+msg_boot:   .asciz "BOOT aarch64\n"
+msg_magic:  .asciz "BAD MAGIC\n"
+msg_mmu:    .asciz "MMU ON\n"
+msg_phase2: .asciz "PHASE 2\n"
+msg_done:   .asciz "DONE\n"
+msg_p:      .asciz "P "
+msg_fault:  .asciz "FAULT"
+msg_ok:     .asciz "OK"
+msg_nl:     .asciz "\n"
+
+.section .bss
+.balign 4096
+uart:       .quad 0
+fault:      .quad 0
+recovery:   .quad 0
+.balign 4096
+stack:      .space 16384
+stack_top:
