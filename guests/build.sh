@@ -14,7 +14,7 @@ for arch in aarch64 loongarch64 x86_64; do
     [ -f "$arch.S" ] || continue
     case $arch in
         aarch64) build aarch64 aarch64 "" "" ;;
-        loongarch64) build loongarch64 loongarch64 "" "" ;;
+        loongarch64) build loongarch64 loongarch64 "-mattr=+d" "" ;;
         x86_64) build x86_64 x86_64 "" "" ;;
     esac
 done

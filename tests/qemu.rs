@@ -54,6 +54,11 @@ struct Platform {
     /// Whether a supervisor read of a user page faults, and a supervisor fetch from one.
     user_read_faults: bool,
     user_exec_faults: bool,
+    /// Whether a fetch from a no-execute page can be observed. QEMU 10.0 cannot deliver
+    /// LoongArch's PNX: it re-reads the faulting instruction for BADI, faults again, forever.
+    nx_fetch_observable: bool,
+    /// Whether the mode can map a page write-only (LoongArch, with NR).
+    write_only: bool,
 }
 
 const RISCV: Platform = Platform {
@@ -76,6 +81,8 @@ const RISCV: Platform = Platform {
     // SUM is clear: S-mode may not touch U pages; and S-mode never executes them.
     user_read_faults: true,
     user_exec_faults: true,
+    nx_fetch_observable: true,
+    write_only: false,
 };
 
 /// Probe kinds the guests know.
@@ -246,7 +253,11 @@ struct Pair<'a, L: Arch, U: Arch> {
 
 impl<L: Arch, U: Arch> Pair<'_, L, U> {
     fn half(&mut self, va: u64) -> &mut dyn Space {
-        if va >> 63 == 0 { &mut self.lower } else { &mut self.upper }
+        if va >> 63 == 0 {
+            &mut self.lower
+        } else {
+            &mut self.upper
+        }
     }
 }
 
@@ -268,7 +279,10 @@ impl<L: Arch, U: Arch> Space for Pair<'_, L, U> {
     }
     fn flushes(&mut self) -> Vec<FlushRec> {
         // Each token flushes on its own; order between the halves does not matter.
-        [self.lower.flushes(), self.upper.flushes()].into_iter().flatten().collect()
+        [self.lower.flushes(), self.upper.flushes()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
     fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
         self.lower.leaf_bits(pa, flags)
@@ -403,7 +417,20 @@ fn build_with_hook<A: Arch, B: Arch>(
     let x = va::<B>(&slot::<B>(upper, 0x109), 0);
     space.map(nx, code, PageSize::SIZE_4K, r);
     space.map(x, code, PageSize::SIZE_4K, rx);
-    p1.push(exec(nx, false, "fetch from a no-execute leaf"));
+    if p.nx_fetch_observable {
+        p1.push(exec(nx, false, "fetch from a no-execute leaf"));
+    }
+    if p.write_only {
+        let wo = va::<A>(&slot::<A>(lower, 0x111), 0);
+        space.map(wo, data + 0xb000, PageSize::SIZE_4K, F::WRITE);
+        p1.push(fault(READ, wo + 0x18, "read of a write-only leaf"));
+        p1.push(write(wo + 0x18, 0x5555, true, "store to a write-only leaf"));
+        p1.push(read_value(
+            v2m + 0xb018,
+            0x5555,
+            "the store, through the 2M leaf",
+        ));
+    }
     p1.push(exec(x, true, "fetch from an executable leaf"));
     p1.push(fault(
         READ,
@@ -707,11 +734,25 @@ fn conform<A: Arch, B: Arch>(
     if let Some((pa, len)) = p.identity {
         space.map_region(pa, pa, len, F::READ | F::WRITE | F::EXECUTE | F::GLOBAL);
     }
-    space.map(uart_va, p.uart_pa, PageSize::SIZE_4K, F::READ | F::WRITE | F::DEVICE | F::GLOBAL);
+    // The UART's page, as device memory; the guest gets the address of its registers.
+    space.map(
+        uart_va,
+        p.uart_pa & !0xfff,
+        PageSize::SIZE_4K,
+        F::READ | F::WRITE | F::DEVICE | F::GLOBAL,
+    );
+    let uart_va = uart_va + (p.uart_pa & 0xfff);
     let mut before = None;
-    let scenario = build_with_hook::<A, B>(&mut *space, p, lower, upper, huge_extra, &mut |s: &dyn Space| {
-        before = Some(s.memory());
-    });
+    let scenario = build_with_hook::<A, B>(
+        &mut *space,
+        p,
+        lower,
+        upper,
+        huge_extra,
+        &mut |s: &dyn Space| {
+            before = Some(s.memory());
+        },
+    );
     let mut before = before.expect("phase-1 snapshot");
     let after = space.memory();
     let flushes = space.flushes();
@@ -724,14 +765,26 @@ fn conform<A: Arch, B: Arch>(
             .expect("the 4K leaf is in table memory");
         before[8 * at..8 * at + 8].copy_from_slice(&wrong.to_le_bytes());
     }
-    let img = image(p, &before, &after, space.roots(), regs, uart_va, &scenario, &flushes);
+    let img = image(
+        p,
+        &before,
+        &after,
+        space.roots(),
+        regs,
+        uart_va,
+        &scenario,
+        &flushes,
+    );
     let lines = run_guest(p, name, &img)?;
     check(&scenario, &lines)
 }
 
 fn one<A: Arch>(words: &mut [u64], pa: u64) -> Box<dyn Space + '_> {
     let frames = BufferFrames::new(words, PhysAddr::from(pa as usize)).unwrap();
-    Box::new(One::<A> { pt: PageTable::new(frames).unwrap(), flushes: vec![] })
+    Box::new(One::<A> {
+        pt: PageTable::new(frames).unwrap(),
+        flushes: vec![],
+    })
 }
 
 fn pair<L: Arch, U: Arch>(words: &mut [u64], pa: u64) -> Box<dyn Space + '_> {
@@ -740,8 +793,14 @@ fn pair<L: Arch, U: Arch>(words: &mut [u64], pa: u64) -> Box<dyn Space + '_> {
     let low = BufferFrames::new(low, PhysAddr::from(pa as usize)).unwrap();
     let high = BufferFrames::new(high, PhysAddr::from(pa as usize + half * 8)).unwrap();
     Box::new(Pair::<L, U> {
-        lower: One { pt: PageTable::new(low).unwrap(), flushes: vec![] },
-        upper: One { pt: PageTable::new(high).unwrap(), flushes: vec![] },
+        lower: One {
+            pt: PageTable::new(low).unwrap(),
+            flushes: vec![],
+        },
+        upper: One {
+            pt: PageTable::new(high).unwrap(),
+            flushes: vec![],
+        },
     })
 }
 
@@ -855,6 +914,8 @@ const AARCH64: Platform = Platform {
     // Cortex-A57 has no PAN: EL1 may read EL0 pages. The crate sets PXN on every user leaf.
     user_read_faults: false,
     user_exec_faults: true,
+    nx_fetch_observable: true,
+    write_only: false,
 };
 
 /// TCR_EL1 for both halves with `bits` of VA: TnSZ = 64 - bits, 4 KiB granules (TG0 0, TG1 2),
@@ -900,6 +961,98 @@ fn qemu_negative_control_aarch64() {
         let err = aarch64::<AArch64<Va48, Lower>, AArch64<Va48, Upper>>("aarch64-corrupt", true)
             .expect_err("a leaf pointed at the wrong frame must fail the suite");
         assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
-        assert_eq!(err.lines().count(), 1, "only the corrupted probe fails: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "only the corrupted probe fails: {err}"
+        );
+    }
+}
+
+const LOONGARCH: Platform = Platform {
+    qemu: "qemu-system-loongarch64",
+    args: &["-M", "virt", "-cpu", "la464", "-m", "1G"],
+    guest: "loongarch64.elf",
+    image_base: 0x0800_0000,
+    // The guest runs in a direct-mapped window (DMW0); the tables hold only the test mappings.
+    identity: None,
+    uart_pa: 0x1fe0_01e0,
+    ret: &[0x20, 0x00, 0x00, 0x4c],
+    // PLV3 pages are accessible from PLV0 unless RPLV is set, which the crate leaves clear.
+    user_read_faults: false,
+    user_exec_faults: false,
+    nx_fetch_observable: false,
+    write_only: true,
+};
+
+fn loongarch(name: &str, corrupt: bool) -> Result<(), String> {
+    type A = LoongArch64;
+    let uart_va = va::<A>(&[511, 0x1fe], 0);
+    conform::<A, A>(
+        &LOONGARCH,
+        name,
+        &|words, pa| with_pgd_both(one::<A>(words, pa)),
+        (
+            pagetable::arch::loongarch64::PWCL as u64,
+            pagetable::arch::loongarch64::PWCH as u64,
+        ),
+        uart_va,
+        3,
+        509,
+        &[],
+        corrupt,
+    )
+}
+
+/// LoongArch: one table serves both halves, through PGDL and PGDH.
+struct BothHalves<'a>(Box<dyn Space + 'a>);
+
+fn with_pgd_both(inner: Box<dyn Space + '_>) -> Box<dyn Space + '_> {
+    Box::new(BothHalves(inner))
+}
+
+impl Space for BothHalves<'_> {
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
+        self.0.map_region(va, pa, len, flags);
+    }
+    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
+        self.0.map(va, pa, size, flags);
+    }
+    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError> {
+        self.0.edit(va, edit)
+    }
+    fn roots(&self) -> (u64, u64) {
+        let root = self.0.roots().0;
+        (root, root)
+    }
+    fn memory(&self) -> Vec<u8> {
+        self.0.memory()
+    }
+    fn flushes(&mut self) -> Vec<FlushRec> {
+        self.0.flushes()
+    }
+    fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
+        self.0.leaf_bits(pa, flags)
+    }
+}
+
+#[test]
+fn qemu_loongarch64() {
+    if qemu_available(LOONGARCH.qemu) {
+        loongarch("loongarch64", false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_negative_control_loongarch64() {
+    if qemu_available(LOONGARCH.qemu) {
+        let err = loongarch("loongarch64-corrupt", true)
+            .expect_err("a leaf pointed at the wrong frame must fail the suite");
+        assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "only the corrupted probe fails: {err}"
+        );
     }
 }
