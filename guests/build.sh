@@ -15,7 +15,11 @@ for arch in aarch64 loongarch64 x86_64; do
     case $arch in
         aarch64) build aarch64 aarch64 "" "" ;;
         loongarch64) build loongarch64 loongarch64 "-mattr=+d" "" ;;
-        x86_64) build x86_64 x86_64 "" "" ;;
+        x86_64)
+            # Multiboot v1 wants an ELF32 file: link as x86_64, then relabel.
+            build x86_64 x86_64 "" ""
+            llvm-objcopy-19 -I elf64-x86-64 -O elf32-i386 bin/x86_64.elf bin/x86_64.elf
+            ;;
     esac
 done
 ls -l bin

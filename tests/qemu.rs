@@ -509,14 +509,19 @@ fn build_with_hook<A: Arch, B: Arch>(
     Scenario { p1, p2 }
 }
 
-/// Writes the image and the control block.
+/// What the guest loads into its MMU registers.
+struct Boot {
+    roots: (u64, u64),
+    regs: (u64, u64),
+    uart_va: u64,
+}
+
+/// Writes the image and the control block: tables as before the edits, the edits as patches.
 fn image(
     p: &Platform,
     tables_before: &[u8],
     tables_after: &[u8],
-    roots: (u64, u64),
-    regs: (u64, u64),
-    uart_va: u64,
+    boot: &Boot,
     s: &Scenario,
     flushes: &[FlushRec],
 ) -> Vec<u8> {
@@ -574,11 +579,11 @@ fn image(
     let flush_at = list(&mut img, fl);
     let header = [
         MAGIC,
-        roots.0,
-        roots.1,
-        regs.0,
-        regs.1,
-        uart_va,
+        boot.roots.0,
+        boot.roots.1,
+        boot.regs.0,
+        boot.regs.1,
+        boot.uart_va,
         s.p1.len() as u64,
         p1,
         npatches,
@@ -712,6 +717,10 @@ fn check(s: &Scenario, lines: &[String]) -> Result<(), String> {
     }
 }
 
+/// Builds the space of a mode over the table area of the image (its words, and their physical
+/// address).
+type MakeSpace = dyn for<'a> Fn(&'a mut [u64], u64) -> Box<dyn Space + 'a>;
+
 /// Builds, runs and checks one mode; with `corrupt`, first points the lower-half 4 KiB leaf at
 /// the wrong frame and returns the check's verdict instead of asserting it.
 ///
@@ -721,7 +730,7 @@ fn check(s: &Scenario, lines: &[String]) -> Result<(), String> {
 fn conform<A: Arch, B: Arch>(
     p: &Platform,
     name: &str,
-    make: &dyn Fn(&mut [u64], u64) -> Box<dyn Space + '_>,
+    make: &MakeSpace,
     regs: (u64, u64),
     uart_va: u64,
     lower: u64,
@@ -765,16 +774,12 @@ fn conform<A: Arch, B: Arch>(
             .expect("the 4K leaf is in table memory");
         before[8 * at..8 * at + 8].copy_from_slice(&wrong.to_le_bytes());
     }
-    let img = image(
-        p,
-        &before,
-        &after,
-        space.roots(),
+    let boot = Boot {
+        roots: space.roots(),
         regs,
         uart_va,
-        &scenario,
-        &flushes,
-    );
+    };
+    let img = image(p, &before, &after, &boot, &scenario, &flushes);
     let lines = run_guest(p, name, &img)?;
     check(&scenario, &lines)
 }
@@ -815,7 +820,7 @@ fn riscv<A: Arch>(
     conform::<A, A>(
         &RISCV,
         name,
-        &|words, pa| with_satp(one::<A>(words, pa), mode),
+        &move |words, pa| with_satp(one::<A>(words, pa), mode),
         (0, 0),
         uart_va,
         3,
@@ -1047,6 +1052,67 @@ fn qemu_loongarch64() {
 fn qemu_negative_control_loongarch64() {
     if qemu_available(LOONGARCH.qemu) {
         let err = loongarch("loongarch64-corrupt", true)
+            .expect_err("a leaf pointed at the wrong frame must fail the suite");
+        assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "only the corrupted probe fails: {err}"
+        );
+    }
+}
+
+const X86: Platform = Platform {
+    qemu: "qemu-system-x86_64",
+    args: &["-M", "q35", "-cpu", "max", "-m", "2G"],
+    guest: "x86_64.elf",
+    image_base: 0x0800_0000,
+    identity: Some((0, 0x1000_0000)),
+    // COM1 is port I/O and does not go through the tables; the local APIC's page stands for
+    // the device mapping.
+    uart_pa: 0xfee0_0000,
+    ret: &[0xc3],
+    // CR4.SMAP and SMEP are left clear: the supervisor may read and fetch user pages.
+    user_read_faults: false,
+    user_exec_faults: false,
+    nx_fetch_observable: true,
+    write_only: false,
+};
+
+fn x86<A: Arch>(name: &str, la57: bool, corrupt: bool) -> Result<(), String> {
+    let entries = 512;
+    let uart_va = va::<A>(&[entries - 1, 0x1fe], 0);
+    conform::<A, A>(
+        &X86,
+        name,
+        &|words, pa| one::<A>(words, pa),
+        (la57 as u64, pagetable::arch::x86_64::PAT),
+        uart_va,
+        3,
+        entries - 3,
+        &[],
+        corrupt,
+    )
+}
+
+#[test]
+fn qemu_x86_64() {
+    if qemu_available(X86.qemu) {
+        x86::<X86_64>("x86_64", false, false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_x86_64_la57() {
+    if qemu_available(X86.qemu) {
+        x86::<X86_64La57>("x86_64-la57", true, false).unwrap();
+    }
+}
+
+#[test]
+fn qemu_negative_control_x86_64() {
+    if qemu_available(X86.qemu) {
+        let err = x86::<X86_64>("x86_64-corrupt", false, true)
             .expect_err("a leaf pointed at the wrong frame must fail the suite");
         assert!(err.contains("probe 0 (4K leaf, lower half"), "{err}");
         assert_eq!(
