@@ -253,14 +253,7 @@ refill_handler:
 
 .section .rodata
 msg_boot:   .asciz "BOOT loongarch64\n"
-msg_magic:  .asciz "BAD MAGIC\n"
-msg_mmu:    .asciz "MMU ON\n"
-msg_phase2: .asciz "PHASE 2\n"
-msg_done:   .asciz "DONE\n"
-msg_p:      .asciz "P "
-msg_fault:  .asciz "FAULT"
-msg_ok:     .asciz "OK"
-msg_nl:     .asciz "\n"
+.include "messages.inc"
 
 .section .bss
 .balign 4096

@@ -204,14 +204,7 @@ puthex:
 
 .section .rodata
 msg_boot:   .asciz "BOOT riscv64\n"
-msg_magic:  .asciz "BAD MAGIC\n"
-msg_mmu:    .asciz "MMU ON\n"
-msg_phase2: .asciz "PHASE 2\n"
-msg_done:   .asciz "DONE\n"
-msg_p:      .asciz "P "
-msg_fault:  .asciz "FAULT"
-msg_ok:     .asciz "OK"
-msg_nl:     .asciz "\n"
+.include "messages.inc"
 
 .section .bss
 .align 12

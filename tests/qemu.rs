@@ -820,7 +820,14 @@ fn riscv<A: Arch>(
     conform::<A, A>(
         &RISCV,
         name,
-        &move |words, pa| with_satp(one::<A>(words, pa), mode),
+        &move |words, pa| {
+            // satp: MODE and the root's PPN.
+            let roots = Box::new(move |root: u64| (mode << 60 | root >> 12, 0));
+            Box::new(Roots {
+                inner: one::<A>(words, pa),
+                roots,
+            })
+        },
         (0, 0),
         uart_va,
         3,
@@ -874,17 +881,14 @@ fn qemu_negative_control_sv48() {
     }
 }
 
-/// RISC-V: the guest loads root 0 into satp as it is, so it carries MODE and the root's PPN.
-struct Satp<'a> {
+/// A space whose roots the guest wants in another form (RISC-V: satp with MODE; LoongArch: the
+/// same root in PGDL and PGDH).
+struct Roots<'a> {
     inner: Box<dyn Space + 'a>,
-    mode: u64,
+    roots: Box<dyn Fn(u64) -> (u64, u64)>,
 }
 
-fn with_satp(inner: Box<dyn Space + '_>, mode: u64) -> Box<dyn Space + '_> {
-    Box::new(Satp { inner, mode })
-}
-
-impl Space for Satp<'_> {
+impl Space for Roots<'_> {
     fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
         self.inner.map_region(va, pa, len, flags);
     }
@@ -895,7 +899,7 @@ impl Space for Satp<'_> {
         self.inner.edit(va, edit)
     }
     fn roots(&self) -> (u64, u64) {
-        (self.mode << 60 | self.inner.roots().0 >> 12, 0)
+        (self.roots)(self.inner.roots().0)
     }
     fn memory(&self) -> Vec<u8> {
         self.inner.memory()
@@ -996,7 +1000,13 @@ fn loongarch(name: &str, corrupt: bool) -> Result<(), String> {
     conform::<A, A>(
         &LOONGARCH,
         name,
-        &|words, pa| with_pgd_both(one::<A>(words, pa)),
+        &|words, pa| {
+            // One table serves both halves, through PGDL and PGDH.
+            Box::new(Roots {
+                inner: one::<A>(words, pa),
+                roots: Box::new(|root| (root, root)),
+            })
+        },
         (
             pagetable::arch::loongarch64::PWCL as u64,
             pagetable::arch::loongarch64::PWCH as u64,
@@ -1007,38 +1017,6 @@ fn loongarch(name: &str, corrupt: bool) -> Result<(), String> {
         &[],
         corrupt,
     )
-}
-
-/// LoongArch: one table serves both halves, through PGDL and PGDH.
-struct BothHalves<'a>(Box<dyn Space + 'a>);
-
-fn with_pgd_both(inner: Box<dyn Space + '_>) -> Box<dyn Space + '_> {
-    Box::new(BothHalves(inner))
-}
-
-impl Space for BothHalves<'_> {
-    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
-        self.0.map_region(va, pa, len, flags);
-    }
-    fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
-        self.0.map(va, pa, size, flags);
-    }
-    fn edit(&mut self, va: u64, edit: Edit) -> Result<(), PagingError> {
-        self.0.edit(va, edit)
-    }
-    fn roots(&self) -> (u64, u64) {
-        let root = self.0.roots().0;
-        (root, root)
-    }
-    fn memory(&self) -> Vec<u8> {
-        self.0.memory()
-    }
-    fn flushes(&mut self) -> Vec<FlushRec> {
-        self.0.flushes()
-    }
-    fn leaf_bits(&self, pa: u64, flags: F) -> u64 {
-        self.0.leaf_bits(pa, flags)
-    }
 }
 
 #[test]
