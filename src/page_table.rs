@@ -248,16 +248,16 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             .check_pa(pa, size.bytes(), size.bytes() as u64)?
             .wrapping_sub(s);
         A::check_flags(flags)?;
-        self.map_folded(
-            s,
-            e,
-            MapReq {
-                delta,
-                huge: true,
-                flags,
-                exact_depth: depth,
-            },
-        )
+        let req = MapReq {
+            delta,
+            huge: true,
+            flags,
+            exact_depth: depth,
+        };
+        let root = self.root_ref();
+        // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
+        unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, root, s, e, &req)? };
+        Ok(Flush::range(s, e))
     }
 
     /// Maps `[va, va + len)` to `[pa, pa + len)`, with the largest leaves that alignment allows
@@ -306,7 +306,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
         // SAFETY: as above; the check pass passed and the stash holds what it counted.
         unsafe {
-            walk::map_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, &req)
+            walk::map_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, &req, false)
         };
         debug_assert!(stash.is_empty());
         stash.release(&mut self.handler);

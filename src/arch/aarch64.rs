@@ -241,6 +241,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
         pte & OA
     }
 
+    #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // EL1 can always read a valid stage 1 mapping: there is no write- or execute-only.
         if flags.contains(MappingFlags::READ) {
@@ -289,6 +290,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
         leaf_addr_mask(depth)
     }
 
+    #[inline]
     fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
         let mut flags = MappingFlags::READ;
         let user = pte & AP_EL0 != 0;
@@ -321,6 +323,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
         }
     }
 
+    #[inline]
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
@@ -343,6 +346,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
         new
     }
 
+    #[inline]
     fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
         let mut new = old;
         if clear.accessed {
@@ -358,6 +362,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
         new
     }
 
+    #[inline]
     fn leaf_split(pte: u64, depth: u8) -> u64 {
         let mut template = pte & !leaf_addr_mask(depth) & !CONTIGUOUS;
         if depth == 2 {

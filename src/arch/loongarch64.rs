@@ -174,6 +174,7 @@ impl Arch for LoongArch64 {
         pte & PPN
     }
 
+    #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
         if flags.no_access() {
             Err(PagingError::FlagsNotExpressible(flags))
@@ -216,6 +217,7 @@ impl Arch for LoongArch64 {
         leaf_addr_mask(depth)
     }
 
+    #[inline]
     fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
         let mut flags = MappingFlags::EMPTY;
         if pte & NR == 0 {
@@ -250,6 +252,7 @@ impl Arch for LoongArch64 {
         }
     }
 
+    #[inline]
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, RPLV and the software bits other than the dirty bit.
         let keep = leaf_addr_mask(depth) | RPLV | (SW & !SW_DIRTY);
@@ -265,6 +268,7 @@ impl Arch for LoongArch64 {
         new
     }
 
+    #[inline]
     fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
         if clear.dirty {
             old & !(D | SW_DIRTY)
@@ -273,6 +277,7 @@ impl Arch for LoongArch64 {
         }
     }
 
+    #[inline]
     fn leaf_split(pte: u64, depth: u8) -> u64 {
         let mut template = pte & !leaf_addr_mask(depth);
         if depth == 2 {

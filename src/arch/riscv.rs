@@ -92,6 +92,7 @@ const fn pbmt(mem: MemType) -> u64 {
     code << RiscvPte::PBMT_OFFSET
 }
 
+#[inline]
 fn entry_kind(pte: u64, depth: u8) -> EntryKind {
     if pte & V == 0 {
         EntryKind::Empty
@@ -105,6 +106,7 @@ fn entry_kind(pte: u64, depth: u8) -> EntryKind {
     }
 }
 
+#[inline]
 fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
     // R = W = X = 0 is a pointer, and W without R is reserved.
     let readable = flags.contains(MappingFlags::READ);
@@ -115,6 +117,7 @@ fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
     }
 }
 
+#[inline]
 fn leaf_template(flags: MappingFlags) -> u64 {
     let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
     V | A
@@ -126,6 +129,7 @@ fn leaf_template(flags: MappingFlags) -> u64 {
         | pbmt(flags.mem_type())
 }
 
+#[inline]
 fn leaf_flags(pte: u64) -> MappingFlags {
     let set = |bit: u64, flag: MappingFlags| {
         if pte & bit != 0 {
@@ -147,6 +151,7 @@ fn leaf_flags(pte: u64) -> MappingFlags {
     .with_mem_type(mem)
 }
 
+#[inline]
 fn leaf_protect(old: u64, flags: MappingFlags) -> u64 {
     // Keep the address, the access state and the software bits; a Svnapot run goes, since a
     // protect may cover part of it.

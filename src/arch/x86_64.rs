@@ -124,6 +124,7 @@ const fn pat_bit(depth: u8) -> u64 {
 struct Encoding;
 
 impl Encoding {
+    #[inline]
     fn entry_kind(pte: u64, depth: u8) -> EntryKind {
         if pte & P == 0 {
             EntryKind::Empty
@@ -134,6 +135,7 @@ impl Encoding {
         }
     }
 
+    #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // A present entry is always readable.
         if flags.contains(MappingFlags::READ) {
@@ -143,6 +145,7 @@ impl Encoding {
         }
     }
 
+    #[inline]
     fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
         let mut pte = P | A | pat_bits(flags.mem_type());
         if flags.contains(MappingFlags::WRITE) {
@@ -163,10 +166,12 @@ impl Encoding {
         pte
     }
 
+    #[inline]
     fn leaf_addr_mask(depth: u8) -> u64 {
         ADDR & !((1 << leaf_shift(depth)) - 1)
     }
 
+    #[inline]
     fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
         let mut flags = MappingFlags::READ;
         let set = |bit: u64, flag: MappingFlags| {
@@ -188,6 +193,7 @@ impl Encoding {
         flags.with_mem_type(pat_mem_type(index))
     }
 
+    #[inline]
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, the access state, and the bits flags do not speak for (software
         // bits, protection key).
@@ -199,6 +205,7 @@ impl Encoding {
         new
     }
 
+    #[inline]
     fn leaf_split(pte: u64, depth: u8) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask(depth);
         if depth == 2 {

@@ -382,6 +382,21 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         (0..Self::ENTRIES).all(|i| unsafe { self.load(i) } == 0)
     }
 
+    /// Entries `first..first + count` of a table nothing else sees yet, as plain words: the
+    /// compiler may vectorize stores to them.
+    ///
+    /// # Safety
+    ///
+    /// The table was just allocated, is not linked anywhere, and `first + count <= ENTRIES`.
+    #[inline(always)]
+    pub(crate) unsafe fn fresh_slice<'a>(self, first: usize, count: usize) -> &'a mut [u64] {
+        debug_assert!(first + count <= Self::ENTRIES);
+        // SAFETY: the caller owns the unlinked table; `AtomicU64` and `u64` share a layout.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
+        }
+    }
+
     /// Zeroes a table that nothing else sees yet.
     ///
     /// # Safety

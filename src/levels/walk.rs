@@ -80,8 +80,13 @@ impl Stash {
         Ok(stash)
     }
 
-    /// Takes a reserved frame, zeroed. The check pass counted it, so one is there.
-    fn take<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &H) -> (u64, TableRef<A, L>) {
+    /// Takes a reserved frame, zeroed unless the caller will write every entry. The check pass
+    /// counted it, so one is there.
+    fn take<A: Arch, L: Level, H: PagingHandler>(
+        &mut self,
+        h: &H,
+        zero: bool,
+    ) -> (u64, TableRef<A, L>) {
         debug_assert!(
             self.count > 0 && self.head != NO_FRAME,
             "check pass under-counted frames"
@@ -98,8 +103,10 @@ impl Stash {
                 .read()
         };
         self.count -= 1;
-        // SAFETY: the frame is unlinked and ours.
-        unsafe { table.zero_fresh() };
+        if zero {
+            // SAFETY: the frame is unlinked and ours.
+            unsafe { table.zero_fresh() };
+        }
         (pa, table)
     }
 
@@ -287,6 +294,10 @@ fn fresh_tables<A: Arch, L: Level>(s: u64, e: u64, req: &MapReq) -> usize {
 }
 
 /// Apply pass of a map; [`map_check`] passed and `stash` holds what it counted.
+///
+/// A `fresh` table was just taken from the stash and is linked nowhere yet: no walker sees it,
+/// so it is filled with plain stores, and if the range covers it whole it was not zeroed first
+/// (every entry gets written).
 pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     stash: &mut Stash,
@@ -294,28 +305,37 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
     req: &MapReq,
+    fresh: bool,
 ) {
     let template = A::leaf_template(req.flags, L::DEPTH);
     if L::DEPTH == 1 {
         // The last level: one store per page, nothing else. The check pass found every slot
         // empty.
-        let mut va = s;
-        while va < e {
-            let pa = va.wrapping_add(req.delta);
-            // SAFETY: masked index, live table owned by the caller.
-            unsafe {
-                t.store(
-                    TableRef::<A, L>::index(va),
-                    template | A::leaf_addr_bits(pa, 1),
-                )
-            };
-            va += TableRef::<A, L>::SIZE;
+        let first = TableRef::<A, L>::index(s);
+        let count = ((e - s) >> TableRef::<A, L>::SHIFT) as usize;
+        let pa = s.wrapping_add(req.delta);
+        if fresh {
+            // SAFETY: a fresh table is ours alone; `first + count <= ENTRIES` since `[s, e)`
+            // lies inside it.
+            let slots = unsafe { t.fresh_slice(first, count) };
+            for (k, slot) in slots.iter_mut().enumerate() {
+                *slot =
+                    template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L>::SHIFT), 1);
+            }
+        } else {
+            for k in 0..count {
+                let leaf =
+                    template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L>::SHIFT), 1);
+                // SAFETY: in bounds as above; live table owned by the caller.
+                unsafe { t.store(first + k, leaf) };
+            }
         }
         return;
     }
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
+        // A fresh table may hold garbage where the range does not reach: never read it.
         // SAFETY: masked index, live table.
-        let pte = unsafe { t.load(i) };
+        let pte = if fresh { 0 } else { unsafe { t.load(i) } };
         let kind = A::entry_kind(pte, L::DEPTH);
         if req.leaf_here::<A, L>(a, full) {
             let leaf = template | A::leaf_addr_bits(a.wrapping_add(req.delta), L::DEPTH);
@@ -328,14 +348,78 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
             }
         } else if kind == EntryKind::Table {
             // SAFETY: a table entry leads to a live table one down.
-            unsafe { map_apply::<A, L::Below, H>(h, stash, child::<A, L, H>(h, pte), a, b, req) };
+            let next = unsafe { child::<A, L, H>(h, pte) };
+            // SAFETY: as above.
+            unsafe { map_apply::<A, L::Below, H>(h, stash, next, a, b, req, false) };
         } else {
-            let (pa, next) = stash.take::<A, L::Below, H>(h);
+            // A child the range covers whole gets every entry written: no zeroing.
+            let (pa, next) = stash.take::<A, L::Below, H>(h, !full);
             // Fill the new table before linking it, so that no walker sees it half made.
             // SAFETY: `next` is a fresh table this tree now owns.
-            unsafe { map_apply::<A, L::Below, H>(h, stash, next, a, b, req) };
+            unsafe { map_apply::<A, L::Below, H>(h, stash, next, a, b, req, true) };
             // SAFETY: masked index, live table owned by the caller.
             unsafe { t.store(i, A::table_entry(pa)) };
+        }
+    }
+}
+
+/// A single-leaf map in one descent: through the tables that exist, checking for conflicts on
+/// the way; at the first missing one, the tables below are reserved (all or none) and made.
+pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    req: &MapReq,
+) -> Result<(), PagingError> {
+    let i = TableRef::<A, L>::index(s);
+    // SAFETY: masked index, live table.
+    let pte = unsafe { t.load(i) };
+    let kind = A::entry_kind(pte, L::DEPTH);
+    if L::DEPTH == req.exact_depth {
+        if kind == EntryKind::Leaf {
+            return Err(PagingError::AlreadyMapped(A::unfold(s)));
+        }
+        if kind == EntryKind::Table && L::DEPTH > 1 {
+            // A leaf may replace a table only if nothing is mapped below it.
+            // SAFETY: a table entry leads to a live table one down.
+            let found = unsafe { first_leaf::<A, L::Below, H>(h, child::<A, L, H>(h, pte), s) };
+            if let Some(va) = found {
+                return Err(PagingError::AlreadyMapped(A::unfold(va)));
+            }
+            // SAFETY: masked index, live table owned by the caller; the subtree is empty and
+            // unlinked before it is freed.
+            unsafe {
+                t.store(
+                    i,
+                    A::leaf_template(req.flags, L::DEPTH)
+                        | A::leaf_addr_bits(s.wrapping_add(req.delta), L::DEPTH),
+                );
+                free_subtree::<A, L::Below, H>(h, A::table_addr(pte));
+            }
+            return Ok(());
+        }
+        let leaf = A::leaf_template(req.flags, L::DEPTH)
+            | A::leaf_addr_bits(s.wrapping_add(req.delta), L::DEPTH);
+        // SAFETY: masked index, live table owned by the caller.
+        unsafe { t.store(i, leaf) };
+        return Ok(());
+    }
+    match kind {
+        EntryKind::Leaf => Err(PagingError::AlreadyMapped(A::unfold(s))),
+        // SAFETY: a table entry leads to a live table one down.
+        EntryKind::Table => unsafe {
+            map_one::<A, L::Below, H>(h, child::<A, L, H>(h, pte), s, e, req)
+        },
+        EntryKind::Empty => {
+            let need = (L::DEPTH - req.exact_depth) as usize;
+            let mut stash = Stash::reserve(h, need, TableRef::<A, L::Below>::BYTES)?;
+            // SAFETY: live table owned by the caller; the stash holds one table per level
+            // between here and the leaf.
+            unsafe { map_apply::<A, L, H>(h, &mut stash, t, s, e, req, false) };
+            debug_assert!(stash.is_empty());
+            stash.release(h);
+            Ok(())
         }
     }
 }
@@ -424,6 +508,21 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     holes_ok: bool,
 ) -> Result<usize, PagingError> {
+    if L::DEPTH == 1 {
+        // Last-level leaves are never split; only holes matter, and only if they are errors.
+        if !holes_ok {
+            let first = TableRef::<A, L>::index(s);
+            for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
+                // SAFETY: `[s, e)` lies inside the table, so the index is in bounds.
+                if A::entry_kind(unsafe { t.load(first + k) }, 1) != EntryKind::Leaf {
+                    return Err(PagingError::NotMapped(A::unfold(
+                        s + ((k as u64) << TableRef::<A, L>::SHIFT),
+                    )));
+                }
+            }
+        }
+        return Ok(0);
+    }
     let mut need = 0;
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
@@ -460,7 +559,7 @@ unsafe fn split<A: Arch, L: Level, H: PagingHandler>(
 ) -> TableRef<A, L::Below> {
     let template = A::leaf_split(pte, L::DEPTH);
     let base = A::leaf_addr(pte, L::DEPTH);
-    let (pa, next) = stash.take::<A, L::Below, H>(h);
+    let (pa, next) = stash.take::<A, L::Below, H>(h, false);
     for j in 0..TableRef::<A, L::Below>::ENTRIES {
         let leaf_pa = base + j as u64 * TableRef::<A, L::Below>::SIZE;
         // SAFETY: in bounds; `next` is fresh and ours.
@@ -540,6 +639,29 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     op: Modify,
 ) {
+    if L::DEPTH == 1 {
+        // One loop per kind of change, so that the change is worked out once, not per page.
+        match op {
+            Modify::Protect(flags) => {
+                // SAFETY: `[s, e)` lies inside the live table the caller owns.
+                unsafe { modify_leaves::<A, L>(t, s, e, |old, _| A::leaf_protect(old, flags, 1)) }
+            }
+            Modify::Remap(delta) => {
+                let remap = |old: u64, va: u64| {
+                    (old & !A::leaf_addr_mask(1)) | A::leaf_addr_bits(va.wrapping_add(delta), 1)
+                };
+                // SAFETY: as above.
+                unsafe { modify_leaves::<A, L>(t, s, e, remap) }
+            }
+            Modify::ClearState(clear) => {
+                // SAFETY: as above.
+                unsafe {
+                    modify_leaves::<A, L>(t, s, e, |old, _| A::leaf_clear_state(old, clear, 1))
+                }
+            }
+        }
+        return;
+    }
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
@@ -573,6 +695,30 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     }
 }
 
+/// Rewrites every leaf of the last-level table `t` in `[s, e)` by `f(old, va)`.
+///
+/// # Safety
+///
+/// `[s, e)` lies inside the live table `t`, which the caller owns.
+#[inline(always)]
+unsafe fn modify_leaves<A: Arch, L: Level>(
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    f: impl Fn(u64, u64) -> u64,
+) {
+    let first = TableRef::<A, L>::index(s);
+    for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
+        let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+        // SAFETY: in bounds; a leaf only (the check pass found no holes).
+        unsafe {
+            if A::entry_kind(t.load(first + k), 1) == EntryKind::Leaf {
+                t.update(first + k, |old| f(old, va));
+            }
+        }
+    }
+}
+
 /// Calls `f` for every leaf that overlaps `[s, e)`, in address order.
 pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
@@ -581,6 +727,20 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     f: &mut impl FnMut(RawLeaf),
 ) {
+    if L::DEPTH == 1 {
+        let first = TableRef::<A, L>::index(s);
+        for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
+            // SAFETY: `[s, e)` lies inside the live table.
+            let pte = unsafe { t.load(first + k) };
+            if A::entry_kind(pte, 1) == EntryKind::Leaf {
+                f(RawLeaf::decode::<A, L>(
+                    s + ((k as u64) << TableRef::<A, L>::SHIFT),
+                    pte,
+                ));
+            }
+        }
+        return;
+    }
     for Span { i, a, b, .. } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };

@@ -1,0 +1,799 @@
+//! `pagetable` against its peers, side by side in one process, on the same workloads and the
+//! same frame pool (a pre-allocated buffer handing out 4 KiB frames in O(1); every crate zeroes
+//! its own new tables). Our x86_64 mode runs against page_table_multiarch's x86_64 tables, the
+//! x86_64 crate's `OffsetPageTable` and a hand-written loop; our AArch64 mode against
+//! aarch64-paging. Every base address, count and flag goes through `black_box`.
+//!
+//! `cargo bench` runs it all; `cargo bench --bench paging -- --quick` is the short mode.
+
+use std::cell::UnsafeCell;
+use std::hint::black_box;
+use std::ptr::NonNull;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+const FRAME: usize = 4096;
+const POOL_FRAMES: usize = 12 * 1024;
+const BASE_PA: usize = 0x1_0000_0000;
+const GIB: usize = 1 << 30;
+const PAGES: usize = GIB / FRAME;
+/// Where the workloads map: 256 GiB, to 8 GiB. Both 1 GiB-aligned.
+const VA: usize = 0x40_0000_0000;
+const PA: usize = 0x2_0000_0000;
+
+/// The frame pool every crate allocates from.
+struct Pool {
+    mem: *mut u8,
+    next: usize,
+    free: Vec<u32>,
+}
+
+struct PoolCell(UnsafeCell<Option<Pool>>);
+// SAFETY: the benchmark runs on one thread.
+unsafe impl Sync for PoolCell {}
+static POOL: PoolCell = PoolCell(UnsafeCell::new(None));
+
+fn pool() -> &'static mut Pool {
+    // SAFETY: one thread; no reference to the pool outlives a call into it.
+    unsafe { (*POOL.0.get()).get_or_insert_with(Pool::new) }
+}
+
+impl Pool {
+    fn new() -> Self {
+        let mem = Box::leak(vec![0u64; POOL_FRAMES * FRAME / 8].into_boxed_slice());
+        Self {
+            mem: mem.as_mut_ptr().cast(),
+            next: 0,
+            free: Vec::with_capacity(POOL_FRAMES),
+        }
+    }
+    fn alloc(&mut self) -> usize {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                assert!(self.next < POOL_FRAMES, "frame pool exhausted");
+                self.next += 1;
+                self.next - 1
+            }
+        };
+        BASE_PA + index * FRAME
+    }
+    fn free(&mut self, pa: usize) {
+        self.free.push(((pa - BASE_PA) / FRAME) as u32);
+    }
+    fn virt(&self, pa: usize) -> *mut u8 {
+        self.mem.wrapping_add(pa - BASE_PA)
+    }
+    fn phys(&self, ptr: *const u8) -> usize {
+        ptr as usize - self.mem as usize + BASE_PA
+    }
+    fn in_use(&self) -> usize {
+        self.next - self.free.len()
+    }
+}
+
+/// Frees every frame of a 4-level x86 tree rooted at `root` (leaves are not frames of ours).
+fn free_x86_tree(root: usize) {
+    fn walk(pa: usize, level: u32) {
+        if level > 1 {
+            // SAFETY: a pool frame holding a table of this tree.
+            let table = unsafe { &*pool().virt(pa).cast::<[u64; 512]>() };
+            for &e in table.iter() {
+                // Present, and not a huge leaf (PS).
+                if e & 1 != 0 && (level == 4 || e & 0x80 == 0) {
+                    walk((e & 0x000f_ffff_ffff_f000) as usize, level - 1);
+                }
+            }
+        }
+        pool().free(pa);
+    }
+    walk(root, 4);
+}
+
+// ---- pagetable
+
+struct OurFrames;
+
+// SAFETY: pool frames are disjoint, never move, and are handed out once until freed.
+unsafe impl pagetable::PagingHandler for OurFrames {
+    fn alloc_table(&mut self, bytes: usize) -> Option<pagetable::PhysAddr> {
+        assert_eq!(bytes, FRAME);
+        Some(pagetable::PhysAddr::from(pool().alloc()))
+    }
+    unsafe fn free_table(&mut self, pa: pagetable::PhysAddr, _bytes: usize) {
+        pool().free(pa.as_usize());
+    }
+    fn phys_to_virt(&self, pa: pagetable::PhysAddr) -> NonNull<u8> {
+        NonNull::new(pool().virt(pa.as_usize())).unwrap()
+    }
+}
+
+type Ours = pagetable::PageTable<pagetable::X86_64, OurFrames>;
+type OursArm = pagetable::PageTable<pagetable::AArch64, OurFrames>;
+const RW: pagetable::MappingFlags =
+    pagetable::MappingFlags::READ.union(pagetable::MappingFlags::WRITE);
+
+fn ours_mapped<A: pagetable::Arch>(
+    huge: pagetable::HugePages,
+) -> pagetable::PageTable<A, OurFrames> {
+    let mut pt = pagetable::PageTable::new(OurFrames).unwrap();
+    pt.map_region(va(VA), pa(PA), GIB, RW, huge)
+        .unwrap()
+        .ignore();
+    pt
+}
+
+fn va(x: usize) -> pagetable::VirtAddr {
+    pagetable::VirtAddr::from(black_box(x))
+}
+fn pa(x: usize) -> pagetable::PhysAddr {
+    pagetable::PhysAddr::from(black_box(x))
+}
+
+// ---- page_table_multiarch
+
+struct PtmFrames;
+
+impl page_table_multiarch::PagingHandler for PtmFrames {
+    fn alloc_frames(num: usize, _align: usize) -> Option<memory_addr::PhysAddr> {
+        assert_eq!(num, 1);
+        Some(memory_addr::PhysAddr::from(pool().alloc()))
+    }
+    fn dealloc_frames(pa: memory_addr::PhysAddr, _num: usize) {
+        pool().free(pa.as_usize());
+    }
+    fn phys_to_virt(pa: memory_addr::PhysAddr) -> memory_addr::VirtAddr {
+        memory_addr::VirtAddr::from(pool().virt(pa.as_usize()) as usize)
+    }
+}
+
+type Ptm = page_table_multiarch::x86_64::X64PageTable<PtmFrames>;
+const PTM_RW: page_table_multiarch::MappingFlags =
+    page_table_multiarch::MappingFlags::READ.union(page_table_multiarch::MappingFlags::WRITE);
+
+fn ptm_mapped() -> Ptm {
+    let mut pt = Ptm::try_new().unwrap();
+    let (v, p) = (black_box(VA), black_box(PA));
+    pt.cursor()
+        .map_region(
+            v.into(),
+            |x: memory_addr::VirtAddr| (x.as_usize() - v + p).into(),
+            GIB,
+            PTM_RW,
+            false,
+        )
+        .unwrap();
+    pt
+}
+
+// ---- the x86_64 crate
+
+mod x86 {
+    use super::*;
+    pub use x86_64::structures::paging::{
+        FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
+        PhysFrame, Size4KiB, Translate,
+    };
+    pub use x86_64::{PhysAddr, VirtAddr};
+
+    pub struct Frames;
+    // SAFETY: pool frames are unused until handed out.
+    unsafe impl FrameAllocator<Size4KiB> for Frames {
+        fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+            Some(PhysFrame::containing_address(PhysAddr::new(
+                pool().alloc() as u64
+            )))
+        }
+    }
+    impl FrameDeallocator<Size4KiB> for Frames {
+        unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+            pool().free(frame.start_address().as_u64() as usize);
+        }
+    }
+
+    /// A table; dropping it gives its frames back.
+    pub struct Table {
+        pub mapper: OffsetPageTable<'static>,
+        pub root: usize,
+    }
+
+    impl Drop for Table {
+        fn drop(&mut self) {
+            free_x86_tree(self.root);
+        }
+    }
+
+    pub fn new() -> Table {
+        let root = pool().alloc();
+        let ptr = pool().virt(root).cast::<PageTable>();
+        // SAFETY: a fresh pool frame, all ours.
+        let table = unsafe {
+            ptr.write(PageTable::new());
+            &mut *ptr
+        };
+        let phys_offset = VirtAddr::new((pool().mem as u64).wrapping_sub(BASE_PA as u64));
+        // SAFETY: every frame of the pool is reached at `mem + (pa - BASE_PA)`.
+        Table {
+            mapper: unsafe { OffsetPageTable::new(table, phys_offset) },
+            root,
+        }
+    }
+
+    pub const RW: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlags::WRITABLE);
+
+    pub fn map_all(t: &mut Table) {
+        for i in 0..black_box(PAGES) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(
+                (black_box(VA) + i * FRAME) as u64,
+            ));
+            let frame =
+                PhysFrame::containing_address(PhysAddr::new((black_box(PA) + i * FRAME) as u64));
+            // SAFETY: the mapping points at memory nobody touches.
+            unsafe { t.mapper.map_to(page, frame, black_box(RW), &mut Frames) }
+                .unwrap()
+                .ignore();
+        }
+    }
+}
+
+// ---- aarch64-paging
+
+mod arm {
+    use super::*;
+    pub use aarch64_paging::Mapping;
+    pub use aarch64_paging::descriptor::El1Attributes as Attr;
+    pub use aarch64_paging::descriptor::PhysicalAddress;
+    pub use aarch64_paging::paging::El1And0;
+    pub use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable, Translation, VaRange};
+
+    pub struct Frames;
+    impl Translation<Attr> for Frames {
+        fn allocate_table(&mut self) -> (NonNull<PageTable<Attr>>, PhysicalAddress) {
+            let pa = pool().alloc();
+            let ptr = pool().virt(pa);
+            // SAFETY: a fresh pool frame; the trait wants it zeroed.
+            unsafe { ptr.write_bytes(0, FRAME) };
+            (NonNull::new(ptr.cast()).unwrap(), PhysicalAddress(pa))
+        }
+        unsafe fn deallocate_table(&mut self, table: NonNull<PageTable<Attr>>) {
+            pool().free(pool().phys(table.as_ptr().cast()));
+        }
+        fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<Attr>> {
+            NonNull::new(pool().virt(pa.0).cast()).unwrap()
+        }
+    }
+
+    pub type Table = Mapping<Frames, El1And0>;
+    pub const RW: Attr = Attr::VALID
+        .union(Attr::ATTRIBUTE_INDEX_0)
+        .union(Attr::INNER_SHAREABLE)
+        .union(Attr::ACCESSED)
+        .union(Attr::NON_GLOBAL);
+
+    pub fn new() -> Table {
+        Mapping::with_asid_and_va_range(Frames, 1, 0, El1And0, VaRange::Lower)
+    }
+
+    pub fn region(start: usize, len: usize) -> MemoryRegion {
+        MemoryRegion::new(black_box(start), black_box(start + len))
+    }
+
+    pub fn mapped(constraints: Constraints) -> Table {
+        let mut t = new();
+        t.map_range(
+            &region(VA, GIB),
+            PhysicalAddress(black_box(PA)),
+            RW,
+            constraints,
+        )
+        .unwrap();
+        t
+    }
+}
+
+// ---- the hand-written limit: one arch, no API, straight loops over a 4-level x86 tree.
+
+mod hand {
+    use super::*;
+
+    const P_RW: u64 = 0b11;
+
+    fn table(pa: usize) -> &'static mut [u64; 512] {
+        // SAFETY: `pa` is a pool frame the caller owns.
+        unsafe { &mut *pool().virt(pa).cast::<[u64; 512]>() }
+    }
+
+    fn fresh() -> usize {
+        let pa = pool().alloc();
+        table(pa).fill(0);
+        pa
+    }
+
+    /// Root, PDPT, PD: the tree above the 512 PTs of one GiB at `VA`. Dropping it frees it.
+    pub struct Tree {
+        pub root: usize,
+        pub pd: usize,
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            free_x86_tree(self.root);
+        }
+    }
+
+    /// Maps 1 GiB of 4K pages: 512 PTs written entry by entry, linked into a new PD.
+    pub fn map_gib(va: usize, pa: usize) -> Tree {
+        let root = fresh();
+        let pdpt = fresh();
+        let pd = fresh();
+        table(root)[(va >> 39) & 511] = pdpt as u64 | P_RW;
+        table(pdpt)[(va >> 30) & 511] = pd as u64 | P_RW;
+        let mut frame = pa as u64 | P_RW;
+        for slot in table(pd).iter_mut() {
+            let pt = pool().alloc();
+            for e in table(pt).iter_mut() {
+                *e = frame;
+                frame += FRAME as u64;
+            }
+            *slot = pt as u64 | P_RW;
+        }
+        Tree { root, pd }
+    }
+
+    pub fn query(t: &Tree, va: usize) -> u64 {
+        let mut entry = t.root as u64;
+        for shift in [39, 30, 21, 12] {
+            entry = table((entry & 0x000f_ffff_ffff_f000) as usize)[(va >> shift) & 511];
+        }
+        (entry & 0x000f_ffff_ffff_f000) | (va as u64 & 0xfff)
+    }
+
+    pub fn protect(t: &Tree, clear: u64) {
+        for &pt in table(t.pd).iter() {
+            for e in table((pt & !0xfff) as usize).iter_mut() {
+                *e &= !clear;
+            }
+        }
+    }
+
+    pub fn walk(t: &Tree) -> u64 {
+        let mut sum = 0;
+        for &pt in table(t.pd).iter() {
+            for &e in table((pt & !0xfff) as usize).iter() {
+                sum += e & 1;
+            }
+        }
+        sum
+    }
+
+    /// Unmaps the GiB: every PT freed without a look inside, then the PD.
+    pub fn unmap(t: &Tree) {
+        for slot in table(t.pd).iter_mut() {
+            pool().free((*slot & !0xfff) as usize);
+            *slot = 0;
+        }
+    }
+}
+
+/// Random page-aligned addresses in the mapped GiB (a fixed LCG: the same list every run).
+fn random_vas(n: usize) -> Vec<usize> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            VA + ((x >> 20) as usize % PAGES) * FRAME + 0x123
+        })
+        .collect()
+}
+
+fn map_one_by_one(c: &mut Criterion) {
+    let mut g = c.benchmark_group("map_4k_one_at_a_time");
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.sample_size(10);
+    g.bench_function("pagetable", |b| {
+        b.iter_batched(
+            || Ours::new(OurFrames).unwrap(),
+            |mut pt| {
+                for i in 0..black_box(PAGES) {
+                    pt.map(
+                        va(VA + i * FRAME),
+                        pa(PA + i * FRAME),
+                        pagetable::PageSize::SIZE_4K,
+                        black_box(RW),
+                    )
+                    .unwrap()
+                    .ignore();
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_batched(
+            || Ptm::try_new().unwrap(),
+            |mut pt| {
+                {
+                    let mut c = pt.cursor();
+                    for i in 0..black_box(PAGES) {
+                        let v = memory_addr::VirtAddr::from(black_box(VA) + i * FRAME);
+                        let p = memory_addr::PhysAddr::from(black_box(PA) + i * FRAME);
+                        c.map(
+                            v,
+                            p,
+                            page_table_multiarch::PageSize::Size4K,
+                            black_box(PTM_RW),
+                        )
+                        .unwrap();
+                    }
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("x86_64", |b| {
+        b.iter_batched(
+            x86::new,
+            |mut t| {
+                x86::map_all(&mut t);
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn map_region(c: &mut Criterion) {
+    for (name, huge, len) in [
+        ("map_region_4k_1g", false, GIB),
+        ("map_region_huge_1g", true, GIB),
+        ("map_region_huge_64g", true, 64 * GIB),
+    ] {
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Elements((len / FRAME) as u64));
+        g.bench_function("pagetable", |b| {
+            let h = if huge {
+                pagetable::HugePages::Allowed
+            } else {
+                pagetable::HugePages::Never
+            };
+            b.iter_batched(
+                || Ours::new(OurFrames).unwrap(),
+                |mut pt| {
+                    pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
+                        .unwrap()
+                        .ignore();
+                    pt
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("pagetable_aarch64", |b| {
+            let h = if huge {
+                pagetable::HugePages::Allowed
+            } else {
+                pagetable::HugePages::Never
+            };
+            b.iter_batched(
+                || OursArm::new(OurFrames).unwrap(),
+                |mut pt| {
+                    pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
+                        .unwrap()
+                        .ignore();
+                    pt
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("page_table_multiarch", |b| {
+            b.iter_batched(
+                || Ptm::try_new().unwrap(),
+                |mut pt| {
+                    let (v, p) = (black_box(VA), black_box(PA));
+                    pt.cursor()
+                        .map_region(
+                            v.into(),
+                            |x: memory_addr::VirtAddr| (x.as_usize() - v + p).into(),
+                            black_box(len),
+                            PTM_RW,
+                            huge,
+                        )
+                        .unwrap();
+                    pt
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function("aarch64_paging", |b| {
+            let constraints = if huge {
+                arm::Constraints::empty()
+            } else {
+                arm::Constraints::NO_BLOCK_MAPPINGS
+            };
+            b.iter_batched(
+                arm::new,
+                |mut t| {
+                    t.map_range(
+                        &arm::region(VA, len),
+                        arm::PhysicalAddress(black_box(PA)),
+                        arm::RW,
+                        constraints,
+                    )
+                    .unwrap();
+                    t
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        if !huge {
+            g.bench_function("hand_written", |b| {
+                b.iter_batched(
+                    || (),
+                    |()| hand::map_gib(black_box(VA), black_box(PA)),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+        g.finish();
+    }
+}
+
+fn query(c: &mut Criterion) {
+    use x86::Translate;
+    let vas = random_vas(4096);
+    let mut g = c.benchmark_group("query_random_warm");
+    g.throughput(Throughput::Elements(vas.len() as u64));
+    let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
+    g.bench_function("pagetable", |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            for &v in black_box(&vas) {
+                sum += ours
+                    .query(pagetable::VirtAddr::from(v))
+                    .unwrap()
+                    .pa
+                    .as_usize();
+            }
+            sum
+        })
+    });
+    let ptm = ptm_mapped();
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            for &v in black_box(&vas) {
+                sum += ptm
+                    .query(memory_addr::VirtAddr::from(v))
+                    .unwrap()
+                    .0
+                    .as_usize();
+            }
+            sum
+        })
+    });
+    let mut x = x86::new();
+    x86::map_all(&mut x);
+    g.bench_function("x86_64", |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            for &v in black_box(&vas) {
+                sum += x
+                    .mapper
+                    .translate_addr(x86::VirtAddr::new(v as u64))
+                    .unwrap()
+                    .as_u64();
+            }
+            sum
+        })
+    });
+    let tree = hand::map_gib(VA, PA);
+    g.bench_function("hand_written", |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            for &v in black_box(&vas) {
+                sum += hand::query(&tree, v);
+            }
+            sum
+        })
+    });
+    g.finish();
+}
+
+fn unmap_region(c: &mut Criterion) {
+    let mut g = c.benchmark_group("unmap_region_4k_1g");
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.bench_function("pagetable", |b| {
+        b.iter_batched(
+            || ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never),
+            |mut pt| {
+                pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("pagetable_aarch64", |b| {
+        b.iter_batched(
+            || ours_mapped::<pagetable::AArch64>(pagetable::HugePages::Never),
+            |mut pt| {
+                pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_batched(
+            ptm_mapped,
+            |mut pt| {
+                pt.cursor()
+                    .unmap_region(black_box(VA).into(), black_box(GIB))
+                    .unwrap();
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("aarch64_paging", |b| {
+        b.iter_batched(
+            || arm::mapped(arm::Constraints::NO_BLOCK_MAPPINGS),
+            |mut t| {
+                // aarch64-paging's unmap: invalid descriptors, then free the emptied tables.
+                t.map_range(
+                    &arm::region(VA, GIB),
+                    arm::PhysicalAddress(0),
+                    arm::Attr::empty(),
+                    arm::Constraints::NO_BLOCK_MAPPINGS,
+                )
+                .unwrap();
+                t.compact_subtables();
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("hand_written", |b| {
+        b.iter_batched(
+            || hand::map_gib(VA, PA),
+            |t| {
+                hand::unmap(&t);
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn protect_region(c: &mut Criterion) {
+    let mut g = c.benchmark_group("protect_region_4k_1g");
+    g.throughput(Throughput::Elements(PAGES as u64));
+    let mut ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
+    let flip = [pagetable::MappingFlags::READ, RW];
+    let mut n = 0;
+    g.bench_function("pagetable", |b| {
+        b.iter(|| {
+            n += 1;
+            ours.protect_region(va(VA), black_box(GIB), black_box(flip[n & 1]))
+                .unwrap()
+                .ignore();
+        })
+    });
+    let mut ptm = ptm_mapped();
+    let ptm_flip = [page_table_multiarch::MappingFlags::READ, PTM_RW];
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter(|| {
+            n += 1;
+            ptm.cursor()
+                .protect_region(
+                    black_box(VA).into(),
+                    black_box(GIB),
+                    black_box(ptm_flip[n & 1]),
+                )
+                .unwrap();
+        })
+    });
+    let mut arm_t = arm::mapped(arm::Constraints::NO_BLOCK_MAPPINGS);
+    g.bench_function("aarch64_paging", |b| {
+        b.iter(|| {
+            n += 1;
+            let ro = n & 1 == 1;
+            arm_t
+                .modify_range(&arm::region(VA, GIB), &|_, d| {
+                    let (set, clear) = if ro {
+                        (arm::Attr::READ_ONLY, arm::Attr::empty())
+                    } else {
+                        (arm::Attr::empty(), arm::Attr::READ_ONLY)
+                    };
+                    d.modify_flags(set, clear)
+                })
+                .unwrap();
+        })
+    });
+    let tree = hand::map_gib(VA, PA);
+    g.bench_function("hand_written", |b| {
+        b.iter(|| {
+            n += 1;
+            hand::protect(&tree, black_box((n & 1) as u64) << 1);
+        })
+    });
+    g.finish();
+}
+
+fn walk(c: &mut Criterion) {
+    let mut g = c.benchmark_group("walk_1g_of_4k");
+    g.throughput(Throughput::Elements(PAGES as u64));
+    let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
+    g.bench_function("pagetable", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            ours.for_each_mapping_in(va(VA), black_box(GIB), |m| n += m.size.bytes() / FRAME)
+                .unwrap();
+            n
+        })
+    });
+    let ptm = ptm_mapped();
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter(|| {
+            let n = std::cell::Cell::new(0usize);
+            let f = |level: usize,
+                     _i: usize,
+                     _v: memory_addr::VirtAddr,
+                     e: &page_table_entry::x86_64::X64PTE| {
+                if level == 3 && page_table_entry::GenericPTE::is_present(e) {
+                    n.set(n.get() + 1);
+                }
+            };
+            ptm.walk(usize::MAX, Some(&f), None);
+            n.get()
+        })
+    });
+    let arm_t = arm::mapped(arm::Constraints::NO_BLOCK_MAPPINGS);
+    g.bench_function("aarch64_paging", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            arm_t
+                .walk_range(&arm::region(VA, GIB), &mut |_, d, level| {
+                    if level == 3 && d.is_valid() {
+                        n += 1;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            n
+        })
+    });
+    let tree = hand::map_gib(VA, PA);
+    g.bench_function("hand_written", |b| b.iter(|| hand::walk(black_box(&tree))));
+    g.finish();
+}
+
+/// The `PageTable` value's size and the frames 1 GiB of 4K pages takes, printed with the run.
+fn footprint(_: &mut Criterion) {
+    let before = pool().in_use();
+    let mut pt = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
+    let mapped = pool().in_use() - before;
+    pt.unmap_region(va(VA), GIB).unwrap().ignore();
+    drop(pt);
+    println!(
+        "footprint: size_of::<PageTable<X86_64, _>>() = {} bytes (handler is a ZST); 1 GiB of 4K pages = {mapped} frames; after unmap_region and drop = {}",
+        std::mem::size_of::<Ours>(),
+        pool().in_use() - before
+    );
+}
+
+criterion_group!(
+    benches,
+    footprint,
+    map_region,
+    query,
+    unmap_region,
+    protect_region,
+    walk,
+    map_one_by_one
+);
+criterion_main!(benches);
