@@ -390,8 +390,8 @@ fn random_vas(n: usize) -> Vec<usize> {
 
 fn map_one_by_one(c: &mut Criterion) {
     let mut g = c.benchmark_group("map_4k_one_at_a_time");
-    g.throughput(Throughput::Elements(PAGES as u64));
     g.sample_size(10);
+    g.throughput(Throughput::Elements(PAGES as u64));
     g.bench_function("pagetable", |b| {
         b.iter_batched(
             || Ours::new(OurFrames).unwrap(),
@@ -454,6 +454,7 @@ fn map_region(c: &mut Criterion) {
         ("map_region_huge_64g", true, 64 * GIB),
     ] {
         let mut g = c.benchmark_group(name);
+        g.sample_size(10);
         g.throughput(Throughput::Elements((len / FRAME) as u64));
         g.bench_function("pagetable", |b| {
             let h = if huge {
@@ -546,6 +547,7 @@ fn query(c: &mut Criterion) {
     use x86::Translate;
     let vas = random_vas(4096);
     let mut g = c.benchmark_group("query_random_warm");
+    g.sample_size(10);
     g.throughput(Throughput::Elements(vas.len() as u64));
     let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
     g.bench_function("pagetable", |b| {
@@ -605,6 +607,12 @@ fn query(c: &mut Criterion) {
 
 fn unmap_region(c: &mut Criterion) {
     let mut g = c.benchmark_group("unmap_region_4k_1g");
+    g.sample_size(10);
+    // Each iteration needs a 1 GiB map as (untimed) setup, and the timed part takes microseconds:
+    // keep criterion from asking for hundreds of thousands of them.
+    g.warm_up_time(std::time::Duration::from_millis(20));
+    g.measurement_time(std::time::Duration::from_millis(200));
+    g.sampling_mode(criterion::SamplingMode::Flat);
     g.throughput(Throughput::Elements(PAGES as u64));
     g.bench_function("pagetable", |b| {
         b.iter_batched(
@@ -671,6 +679,7 @@ fn unmap_region(c: &mut Criterion) {
 
 fn protect_region(c: &mut Criterion) {
     let mut g = c.benchmark_group("protect_region_4k_1g");
+    g.sample_size(10);
     g.throughput(Throughput::Elements(PAGES as u64));
     let mut ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
     let flip = [pagetable::MappingFlags::READ, RW];
@@ -726,6 +735,7 @@ fn protect_region(c: &mut Criterion) {
 
 fn walk(c: &mut Criterion) {
     let mut g = c.benchmark_group("walk_1g_of_4k");
+    g.sample_size(10);
     g.throughput(Throughput::Elements(PAGES as u64));
     let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
     g.bench_function("pagetable", |b| {
@@ -772,6 +782,165 @@ fn walk(c: &mut Criterion) {
     g.finish();
 }
 
+/// One step of the mixed trace.
+#[derive(Clone, Copy)]
+enum Step {
+    Map(usize, usize),
+    Protect(usize, usize, bool),
+    Unmap(usize, usize),
+}
+
+/// A kernel-like trace: map, protect and unmap of 4 KiB to 2 MiB ranges at random 2 MiB slots of
+/// the GiB, always valid (a slot is mapped before it is protected or unmapped). Leaves are 4 KiB
+/// for every crate: page_table_multiarch cannot put a 2 MiB leaf where it left an emptied table.
+fn trace(n: usize) -> Vec<Step> {
+    let sizes = [FRAME, 4 * FRAME, 16 * FRAME, 64 * FRAME, 512 * FRAME];
+    let mut slots = vec![0usize; 512];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    (0..n)
+        .map(|_| {
+            let slot = next() % 512;
+            let base = VA + slot * (2 << 20);
+            match slots[slot] {
+                0 => {
+                    slots[slot] = sizes[next() % sizes.len()];
+                    Step::Map(base, slots[slot])
+                }
+                len if next() % 2 == 0 => Step::Protect(base, len, next() % 2 == 0),
+                len => {
+                    slots[slot] = 0;
+                    Step::Unmap(base, len)
+                }
+            }
+        })
+        .collect()
+}
+
+fn mixed_trace(c: &mut Criterion) {
+    let steps = trace(4000);
+    let mut g = c.benchmark_group("mixed_trace");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(steps.len() as u64));
+    fn ours_run<A: pagetable::Arch>(steps: &[Step]) -> pagetable::PageTable<A, OurFrames> {
+        let mut pt = pagetable::PageTable::<A, _>::new(OurFrames).unwrap();
+        for &step in black_box(steps) {
+            let f = match step {
+                Step::Map(v, len) => {
+                    pt.map_region(va(v), pa(v - VA + PA), len, RW, pagetable::HugePages::Never)
+                }
+                Step::Protect(v, len, ro) => pt.protect_region(
+                    va(v),
+                    len,
+                    if ro {
+                        pagetable::MappingFlags::READ
+                    } else {
+                        RW
+                    },
+                ),
+                Step::Unmap(v, len) => pt.unmap_region(va(v), len),
+            };
+            f.unwrap().ignore();
+        }
+        pt
+    }
+    g.bench_function("pagetable", |b| {
+        b.iter_batched(
+            || (),
+            |()| ours_run::<pagetable::X86_64>(&steps),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("pagetable_aarch64", |b| {
+        b.iter_batched(
+            || (),
+            |()| ours_run::<pagetable::AArch64>(&steps),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let mut pt = Ptm::try_new().unwrap();
+                {
+                    let mut c = pt.cursor();
+                    for &step in black_box(&steps) {
+                        match step {
+                            Step::Map(v, len) => c.map_region(
+                                v.into(),
+                                |x: memory_addr::VirtAddr| (x.as_usize() - VA + PA).into(),
+                                len,
+                                PTM_RW,
+                                false,
+                            ),
+                            Step::Protect(v, len, ro) => c.protect_region(
+                                v.into(),
+                                len,
+                                if ro {
+                                    page_table_multiarch::MappingFlags::READ
+                                } else {
+                                    PTM_RW
+                                },
+                            ),
+                            Step::Unmap(v, len) => c.unmap_region(v.into(), len),
+                        }
+                        .unwrap();
+                    }
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("aarch64_paging", |b| {
+        b.iter_batched(
+            arm::new,
+            |mut t| {
+                for &step in black_box(&steps) {
+                    match step {
+                        Step::Map(v, len) => t.map_range(
+                            &arm::region(v, len),
+                            arm::PhysicalAddress(v - VA + PA),
+                            arm::RW,
+                            arm::Constraints::NO_BLOCK_MAPPINGS,
+                        ),
+                        Step::Protect(v, len, ro) => {
+                            t.modify_range(&arm::region(v, len), &|_, d| {
+                                let (set, clear) = if ro {
+                                    (arm::Attr::READ_ONLY, arm::Attr::empty())
+                                } else {
+                                    (arm::Attr::empty(), arm::Attr::READ_ONLY)
+                                };
+                                d.modify_flags(set, clear)
+                            })
+                        }
+                        Step::Unmap(v, len) => {
+                            let r = t.map_range(
+                                &arm::region(v, len),
+                                arm::PhysicalAddress(0),
+                                arm::Attr::empty(),
+                                arm::Constraints::empty(),
+                            );
+                            t.compact_subtables();
+                            r
+                        }
+                    }
+                    .unwrap();
+                }
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 /// The `PageTable` value's size and the frames 1 GiB of 4K pages takes, printed with the run.
 fn footprint(_: &mut Criterion) {
     let before = pool().in_use();
@@ -794,6 +963,7 @@ criterion_group!(
     unmap_region,
     protect_region,
     walk,
+    mixed_trace,
     map_one_by_one
 );
 criterion_main!(benches);

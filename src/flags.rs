@@ -68,6 +68,12 @@ impl MappingFlags {
         }
     }
 
+    /// Flags from [`bits`](Self::bits) known to be valid (the arch decoders build them so).
+    #[inline]
+    pub(crate) const fn from_bits_valid(bits: u8) -> Self {
+        Self(bits)
+    }
+
     /// Whether every permission bit of `other` is set here and the memory types agree when
     /// `other` names one other than [`MemType::Normal`].
     #[must_use]

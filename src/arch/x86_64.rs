@@ -102,15 +102,10 @@ const fn pat_bits(mem: MemType) -> u64 {
     }
 }
 
-/// The memory type of PAT index `index` under [`PAT`]; the cached types WP and WT read as
-/// normal, UC- as device.
-const fn pat_mem_type(index: u64) -> MemType {
-    match index {
-        1 => MemType::Uncached,
-        2 | 3 | 6 => MemType::Device,
-        _ => MemType::Normal,
-    }
-}
+/// The memory-type field of [`MappingFlags`] for each PAT index under [`PAT`]: WB (0, 4) and the
+/// cached WP (5) and WT (7) read as normal (0), WC (1) as uncached (2), UC- (2, 6) and UC (3) as
+/// device (1).
+const PAT_MEM_TYPE: [u8; 8] = [0, 2, 1, 1, 0, 0, 1, 0];
 
 const fn leaf_shift(depth: u8) -> u32 {
     12 + 9 * (depth as u32 - 1)
@@ -173,24 +168,11 @@ impl Encoding {
 
     #[inline]
     fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
-        let mut flags = MappingFlags::READ;
-        let set = |bit: u64, flag: MappingFlags| {
-            if pte & bit != 0 {
-                flag
-            } else {
-                MappingFlags::EMPTY
-            }
-        };
-        flags |= set(RW, MappingFlags::WRITE)
-            | set(US, MappingFlags::USER)
-            | set(G, MappingFlags::GLOBAL);
-        if pte & XD == 0 {
-            flags |= MappingFlags::EXECUTE;
-        }
-        let index = (pte & PWT != 0) as u64
-            | ((pte & PCD != 0) as u64) << 1
-            | ((pte & pat_bit(depth) != 0) as u64) << 2;
-        flags.with_mem_type(pat_mem_type(index))
+        // Branch-free: READ always; WRITE from R/W, EXECUTE from !XD, USER from U/S, GLOBAL from G.
+        let bit = |mask: u64| (pte & mask != 0) as u8;
+        let perms = 1 | bit(RW) << 1 | (1 - bit(XD)) << 2 | bit(US) << 3 | bit(G) << 4;
+        let index = bit(PWT) | bit(PCD) << 1 | bit(pat_bit(depth)) << 2;
+        MappingFlags::from_bits_valid(perms | PAT_MEM_TYPE[index as usize] << 5)
     }
 
     #[inline]

@@ -362,8 +362,20 @@ impl<A: Arch, L: Level> TableRef<A, L> {
     #[inline(always)]
     pub(crate) unsafe fn update(self, i: usize, f: impl Fn(u64) -> u64) {
         // SAFETY: as for `load`.
+        let old = unsafe { self.load(i) };
+        // SAFETY: forwarded.
+        unsafe { self.update_loaded(i, old, f) }
+    }
+
+    /// [`update`](Self::update) for an entry the caller just loaded as `old`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`store`](Self::store).
+    #[inline(always)]
+    pub(crate) unsafe fn update_loaded(self, i: usize, old: u64, f: impl Fn(u64) -> u64) {
+        // SAFETY: as for `load`.
         let entry = unsafe { &*self.base.add(i) };
-        let old = entry.load(Ordering::Relaxed);
         if !A::hw_may_update(old, L::DEPTH) {
             // No hardware writer left: a plain store cannot lose an accessed or dirty bit.
             entry.store(f(old), Ordering::Release);

@@ -712,8 +712,9 @@ unsafe fn modify_leaves<A: Arch, L: Level>(
         let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
         // SAFETY: in bounds; a leaf only (the check pass found no holes).
         unsafe {
-            if A::entry_kind(t.load(first + k), 1) == EntryKind::Leaf {
-                t.update(first + k, |old| f(old, va));
+            let old = t.load(first + k);
+            if A::entry_kind(old, 1) == EntryKind::Leaf {
+                t.update_loaded(first + k, old, |old| f(old, va));
             }
         }
     }
