@@ -109,7 +109,6 @@ unsafe impl pagetable::PagingHandler for OurFrames {
 }
 
 type Ours = pagetable::PageTable<pagetable::X86_64, OurFrames>;
-type OursArm = pagetable::PageTable<pagetable::AArch64, OurFrames>;
 const RW: pagetable::MappingFlags =
     pagetable::MappingFlags::READ.union(pagetable::MappingFlags::WRITE);
 
@@ -447,6 +446,25 @@ fn map_one_by_one(c: &mut Criterion) {
     g.finish();
 }
 
+/// `map_region` of `len` at `VA` into a new table of mode `A`.
+fn ours_map_region<A: pagetable::Arch>(b: &mut criterion::Bencher<'_>, len: usize, huge: bool) {
+    let h = if huge {
+        pagetable::HugePages::Allowed
+    } else {
+        pagetable::HugePages::Never
+    };
+    b.iter_batched(
+        || pagetable::PageTable::<A, _>::new(OurFrames).unwrap(),
+        |mut pt| {
+            pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
+                .unwrap()
+                .ignore();
+            pt
+        },
+        BatchSize::PerIteration,
+    )
+}
+
 fn map_region(c: &mut Criterion) {
     for (name, huge, len) in [
         ("map_region_4k_1g", false, GIB),
@@ -457,38 +475,10 @@ fn map_region(c: &mut Criterion) {
         g.sample_size(10);
         g.throughput(Throughput::Elements((len / FRAME) as u64));
         g.bench_function("pagetable", |b| {
-            let h = if huge {
-                pagetable::HugePages::Allowed
-            } else {
-                pagetable::HugePages::Never
-            };
-            b.iter_batched(
-                || Ours::new(OurFrames).unwrap(),
-                |mut pt| {
-                    pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
-                        .unwrap()
-                        .ignore();
-                    pt
-                },
-                BatchSize::PerIteration,
-            )
+            ours_map_region::<pagetable::X86_64>(b, len, huge)
         });
         g.bench_function("pagetable_aarch64", |b| {
-            let h = if huge {
-                pagetable::HugePages::Allowed
-            } else {
-                pagetable::HugePages::Never
-            };
-            b.iter_batched(
-                || OursArm::new(OurFrames).unwrap(),
-                |mut pt| {
-                    pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
-                        .unwrap()
-                        .ignore();
-                    pt
-                },
-                BatchSize::PerIteration,
-            )
+            ours_map_region::<pagetable::AArch64>(b, len, huge)
         });
         g.bench_function("page_table_multiarch", |b| {
             b.iter_batched(
@@ -605,6 +595,18 @@ fn query(c: &mut Criterion) {
     g.finish();
 }
 
+/// `unmap_region` of the whole GiB of 4K pages, in a table of mode `A` mapped beforehand.
+fn ours_unmap_region<A: pagetable::Arch>(b: &mut criterion::Bencher<'_>) {
+    b.iter_batched(
+        || ours_mapped::<A>(pagetable::HugePages::Never),
+        |mut pt| {
+            pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
+            pt
+        },
+        BatchSize::PerIteration,
+    )
+}
+
 fn unmap_region(c: &mut Criterion) {
     let mut g = c.benchmark_group("unmap_region_4k_1g");
     g.sample_size(10);
@@ -614,25 +616,9 @@ fn unmap_region(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_millis(200));
     g.sampling_mode(criterion::SamplingMode::Flat);
     g.throughput(Throughput::Elements(PAGES as u64));
-    g.bench_function("pagetable", |b| {
-        b.iter_batched(
-            || ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never),
-            |mut pt| {
-                pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
-                pt
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    g.bench_function("pagetable", ours_unmap_region::<pagetable::X86_64>);
     g.bench_function("pagetable_aarch64", |b| {
-        b.iter_batched(
-            || ours_mapped::<pagetable::AArch64>(pagetable::HugePages::Never),
-            |mut pt| {
-                pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
-                pt
-            },
-            BatchSize::PerIteration,
-        )
+        ours_unmap_region::<pagetable::AArch64>(b)
     });
     g.bench_function("page_table_multiarch", |b| {
         b.iter_batched(

@@ -244,10 +244,11 @@ impl Model {
         leaf.flags = flags;
     }
 
-    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F, huge: bool) -> Expect<()> {
-        let mut errs = self.spec.range_errors(va, len, PAGE);
+    /// What is wrong with mapping `[va, va + len)` to `pa`, aligned to `align`, with `flags`.
+    fn map_errors(&self, va: u64, pa: u64, len: u64, align: u64, flags: F) -> Expect<()> {
+        let mut errs = self.spec.range_errors(va, len, align);
         if errs.is_empty() {
-            errs.extend(self.spec.pa_errors(pa, len, PAGE));
+            errs.extend(self.spec.pa_errors(pa, len, align));
         }
         if !(self.spec.expressible)(flags) {
             errs.push(E::FlagsNotExpressible(flags));
@@ -258,6 +259,11 @@ impl Model {
         if let Some(v) = self.first_mapped(va, va as u128 + len as u128) {
             return fail(vec![E::AlreadyMapped(VirtAddr::from(v as usize))]);
         }
+        Ok(())
+    }
+
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F, huge: bool) -> Expect<()> {
+        self.map_errors(va, pa, len, PAGE, flags)?;
         let parts = self.decompose(va, pa, len, huge);
         self.insert(parts, flags);
         Ok(())
@@ -269,19 +275,7 @@ impl Model {
             return fail(vec![E::SizeNotSupported(size)]);
         }
         let len = 1u64 << shift;
-        let mut errs = self.spec.range_errors(va, len, len);
-        if errs.is_empty() {
-            errs.extend(self.spec.pa_errors(pa, len, len));
-        }
-        if !(self.spec.expressible)(flags) {
-            errs.push(E::FlagsNotExpressible(flags));
-        }
-        if !errs.is_empty() {
-            return fail(errs);
-        }
-        if let Some(v) = self.first_mapped(va, va as u128 + len as u128) {
-            return fail(vec![E::AlreadyMapped(VirtAddr::from(v as usize))]);
-        }
+        self.map_errors(va, pa, len, len, flags)?;
         self.insert(vec![(va, pa, shift)], flags);
         Ok(())
     }
