@@ -255,11 +255,4 @@ refill_handler:
 msg_boot:   .asciz "BOOT loongarch64\n"
 .include "messages.inc"
 
-.section .bss
-.balign 4096
-uart:       .quad 0
-fault:      .quad 0
-recovery:   .quad 0
-.balign 4096
-stack:      .space 16384
-stack_top:
+.include "globals.inc"

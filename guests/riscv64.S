@@ -206,11 +206,4 @@ puthex:
 msg_boot:   .asciz "BOOT riscv64\n"
 .include "messages.inc"
 
-.section .bss
-.align 12
-uart:       .quad 0
-fault:      .quad 0
-recovery:   .quad 0
-.align 12
-stack:      .space 16384
-stack_top:
+.include "globals.inc"
