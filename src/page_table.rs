@@ -413,7 +413,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true)? };
-        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        let bytes = TableRef::<A, NonRoot<A>>::BYTES;
+        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?;
         // SAFETY: as above; the stash holds what the check pass counted.
         unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
         debug_assert!(stash.is_empty());
@@ -452,10 +453,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false)? };
-        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
-        // SAFETY: as above; the stash holds what the check pass counted.
+        let bytes = TableRef::<A, NonRoot<A>>::BYTES;
+        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?;
+        let handler = &mut self.handler;
+        // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
+        // make leaves more settled between the two passes, so `hw_live` still holds.
         unsafe {
-            walk::modify_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, op)
+            walk::modify_apply::<A, A::Root, H>(handler, &mut stash, root, s, e, op, need.hw_live)
         };
         debug_assert!(stash.is_empty());
         stash.release(&mut self.handler);

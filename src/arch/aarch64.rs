@@ -374,7 +374,17 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
     #[inline(always)]
     fn hw_may_update(pte: u64, _depth: u8) -> bool {
         // With FEAT_HAFDBS the MMU sets AF, and clears `AP[2]` of a DBM leaf on a store.
-        pte & VALID != 0 && (pte & AF == 0 || (pte & DBM != 0 && pte & AP_RO != 0))
+        (pte & VALID != 0) & ((pte & AF == 0) | (pte & (DBM | AP_RO) == DBM | AP_RO))
+    }
+
+    #[inline(always)]
+    fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+        // All valid pages with AF set, and no leaf both DBM and read-only (a clean writable
+        // leaf, which the MMU makes dirty by clearing `AP[2]`).
+        all & (VALID | TABLE_OR_PAGE | AF) == VALID | TABLE_OR_PAGE | AF && {
+            let any = any();
+            any & DBM == 0 || any & AP_RO == 0
+        }
     }
 
     fn flush_page(va: VirtAddr) {

@@ -297,6 +297,12 @@ impl Arch for LoongArch64 {
         false
     }
 
+    #[inline(always)]
+    fn settled_leaves(all: u64, _any: impl FnOnce() -> u64) -> bool {
+        // Valid is a leaf at the last level, and the hardware writes nothing.
+        all & V != 0
+    }
+
     fn flush_page(va: VirtAddr) {
         #[cfg(target_arch = "loongarch64")]
         // SAFETY: `dbar 0` orders the table writes; `invtlb 0x6` drops the TLB entries for `va`

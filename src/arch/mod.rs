@@ -112,8 +112,13 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// `pte` at `depth` maps, with the same attributes and state.
     fn leaf_split(pte: u64, depth: u8) -> u64;
     /// Whether the hardware may still write this leaf (set an accessed or dirty bit), so that a
-    /// read-modify-write of it must be atomic.
+    /// read-modify-write of it must be atomic. Written without short-circuits: the check pass
+    /// folds it over whole runs of leaves.
     fn hw_may_update(pte: u64, depth: u8) -> bool;
+    /// Given the AND of a run of last-level entries, and their OR on demand: true only if every
+    /// one of them is a leaf that the hardware will not write. A sufficient test, for the common
+    /// case; on false the caller looks at the entries one by one.
+    fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool;
 
     /// Invalidates the TLB entries for the page at `va`. A no-op unless built for this
     /// architecture.

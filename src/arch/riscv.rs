@@ -235,7 +235,15 @@ macro_rules! sv_mode {
             #[inline(always)]
             fn hw_may_update(pte: u64, _depth: u8) -> bool {
                 // With Svadu the MMU sets A, and D on a store through a writable leaf.
-                pte & V != 0 && (pte & A == 0 || (pte & W != 0 && pte & D == 0))
+                (pte & V != 0) & ((pte & A == 0) | (pte & (W | D) == W))
+            }
+            #[inline(always)]
+            fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+                // All valid leaves (one of R, W, X common to all) and accessed, and all dirty or
+                // none writable.
+                all & (V | A) == V | A
+                    && all & (R | W | X) != 0
+                    && (all & D != 0 || any() & W == 0)
             }
             fn flush_page(va: VirtAddr) {
                 #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]

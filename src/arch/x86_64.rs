@@ -267,7 +267,12 @@ macro_rules! x86_mode {
             #[inline(always)]
             fn hw_may_update(pte: u64, _depth: u8) -> bool {
                 // The MMU sets A, and D on a store through a writable leaf; it never clears them.
-                pte & P != 0 && (pte & A == 0 || (pte & RW != 0 && pte & D == 0))
+                (pte & P != 0) & ((pte & A == 0) | (pte & (RW | D) == RW))
+            }
+            #[inline(always)]
+            fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+                // All present and accessed, and all dirty or none writable.
+                all & (P | A) == P | A && (all & D != 0 || any() & RW == 0)
             }
             fn flush_page(va: VirtAddr) {
                 flush_page(va);

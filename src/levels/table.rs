@@ -409,6 +409,28 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         }
     }
 
+    /// Entries `first..first + count` of a live table, as plain words, for a rewrite that the
+    /// compiler may vectorize.
+    ///
+    /// Sound where the entries are leaves the MMU will not write (every accessed or dirty bit it
+    /// could set is set, and it never clears one): then no one but the caller writes them. The
+    /// MMU may still read them meanwhile; every architecture here makes an aligned 8-byte store,
+    /// and each 8-byte lane of a vector store, single-copy atomic, so a walk sees each entry
+    /// either old or new.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the table (`&mut` to the page table), `first + count <= ENTRIES`, the MMU
+    /// will not write these entries, and the slice is gone before the table is touched again.
+    #[inline(always)]
+    pub(crate) unsafe fn settled_slice<'a>(self, first: usize, count: usize) -> &'a mut [u64] {
+        debug_assert!(first + count <= Self::ENTRIES);
+        // SAFETY: no other writer exists (above); `AtomicU64` and `u64` share a layout.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
+        }
+    }
+
     /// Zeroes a table that nothing else sees yet.
     ///
     /// # Safety

@@ -499,39 +499,71 @@ fn split_cost<A: Arch, L: Level>(a: u64, b: u64) -> usize {
     cost
 }
 
+/// What the check pass of a region edit found: the tables that splitting the leaves at the edges
+/// needs, and whether the MMU may still set an accessed or dirty bit in a leaf of the range.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct EditNeeds {
+    pub tables: usize,
+    pub hw_live: bool,
+}
+
+impl EditNeeds {
+    fn add(&mut self, other: EditNeeds) {
+        self.tables += other.tables;
+        self.hw_live |= other.hw_live;
+    }
+}
+
 /// Check pass of a region change that must find everything mapped (`protect_region`) or that
-/// skips holes (`unmap_region`): errors, and the tables needed to split leaves at the edges.
+/// skips holes (`unmap_region`): errors, and what the apply pass will need.
+///
+/// `hw_live` is only worked out when holes are errors (the edits that rewrite leaves).
 pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
     t: TableRef<A, L>,
     s: u64,
     e: u64,
     holes_ok: bool,
-) -> Result<usize, PagingError> {
+) -> Result<EditNeeds, PagingError> {
+    let mut needs = EditNeeds::default();
     if L::DEPTH == 1 {
         // Last-level leaves are never split; only holes matter, and only if they are errors.
         if !holes_ok {
             let first = TableRef::<A, L>::index(s);
-            for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
-                // SAFETY: `[s, e)` lies inside the table, so the index is in bounds.
-                if A::entry_kind(unsafe { t.load(first + k) }, 1) != EntryKind::Leaf {
-                    return Err(PagingError::NotMapped(A::unfold(
-                        s + ((k as u64) << TableRef::<A, L>::SHIFT),
-                    )));
+            let count = ((e - s) >> TableRef::<A, L>::SHIFT) as usize;
+            // The common case in a sweep or two with no branch: fold the run's entries into
+            // their AND (and, if the arch asks, their OR), from which the arch can often tell
+            // that all of them are leaves the MMU will not write. Otherwise, entry by entry.
+            // SAFETY: `[s, e)` lies inside the live table, so every index is in bounds.
+            let load = |k: usize| unsafe { t.load(first + k) };
+            let all = (0..count).fold(u64::MAX, |acc, k| acc & load(k));
+            let any = || (0..count).fold(0, |acc, k| acc | load(k));
+            if !A::settled_leaves(all, any) {
+                for k in 0..count {
+                    let pte = load(k);
+                    if A::entry_kind(pte, 1) != EntryKind::Leaf {
+                        let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+                        return Err(PagingError::NotMapped(A::unfold(va)));
+                    }
+                    needs.hw_live |= A::hw_may_update(pte, 1);
                 }
             }
         }
-        return Ok(0);
+        return Ok(needs);
     }
-    let mut need = 0;
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty if holes_ok => {}
             EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
-            EntryKind::Leaf if full => {}
-            EntryKind::Leaf => need += split_cost::<A, L>(a, b),
+            EntryKind::Leaf => {
+                // A split copies the leaf's state into every new leaf.
+                needs.hw_live |= A::hw_may_update(pte, L::DEPTH);
+                if !full {
+                    needs.tables += split_cost::<A, L>(a, b);
+                }
+            }
             // A table entry in a last-level table is malformed; treat it as a hole.
             EntryKind::Table if L::DEPTH == 1 && holes_ok => {}
             EntryKind::Table if L::DEPTH == 1 => return Err(PagingError::NotMapped(A::unfold(a))),
@@ -539,13 +571,13 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
             EntryKind::Table if full && holes_ok => {}
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
-                need += unsafe {
+                needs.add(unsafe {
                     edit_check::<A, L::Below, H>(h, child::<A, L, H>(h, pte), a, b, holes_ok)?
-                };
+                });
             }
         }
     }
-    Ok(need)
+    Ok(needs)
 }
 
 /// Replaces leaf `i` of `t`, which maps `[leaf_va, leaf_va + SIZE)`, by a table of leaves one
@@ -630,7 +662,7 @@ pub(crate) enum Modify {
 }
 
 /// Apply pass of `protect_region` and the single-leaf edits: rewrites every leaf in `[s, e)`,
-/// splitting leaves at the edges. [`edit_check`] passed without holes.
+/// splitting leaves at the edges. [`edit_check`] passed without holes and found `hw_live`.
 pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     stash: &mut Stash,
@@ -638,25 +670,30 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
     op: Modify,
+    hw_live: bool,
 ) {
     if L::DEPTH == 1 {
         // One loop per kind of change, so that the change is worked out once, not per page.
         match op {
             Modify::Protect(flags) => {
                 // SAFETY: `[s, e)` lies inside the live table the caller owns.
-                unsafe { modify_leaves::<A, L>(t, s, e, |old, _| A::leaf_protect(old, flags, 1)) }
+                unsafe {
+                    modify_leaves::<A, L>(t, s, e, hw_live, |old, _| A::leaf_protect(old, flags, 1))
+                }
             }
             Modify::Remap(delta) => {
                 let remap = |old: u64, va: u64| {
                     (old & !A::leaf_addr_mask(1)) | A::leaf_addr_bits(va.wrapping_add(delta), 1)
                 };
                 // SAFETY: as above.
-                unsafe { modify_leaves::<A, L>(t, s, e, remap) }
+                unsafe { modify_leaves::<A, L>(t, s, e, hw_live, remap) }
             }
             Modify::ClearState(clear) => {
                 // SAFETY: as above.
                 unsafe {
-                    modify_leaves::<A, L>(t, s, e, |old, _| A::leaf_clear_state(old, clear, 1))
+                    modify_leaves::<A, L>(t, s, e, hw_live, |old, _| {
+                        A::leaf_clear_state(old, clear, 1)
+                    })
                 }
             }
         }
@@ -689,7 +726,7 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
                     unsafe { child::<A, L, H>(h, pte) }
                 };
                 // SAFETY: `next` is live and owned by the caller.
-                unsafe { modify_apply::<A, L::Below, H>(h, stash, next, a, b, op) };
+                unsafe { modify_apply::<A, L::Below, H>(h, stash, next, a, b, op, hw_live) };
             }
         }
     }
@@ -699,22 +736,36 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
 ///
 /// # Safety
 ///
-/// `[s, e)` lies inside the live table `t`, which the caller owns.
+/// `[s, e)` lies inside the live table `t`, which the caller owns, and holds leaves only (the
+/// check pass found no holes). `hw_live` is false only if the MMU can set no accessed or dirty
+/// bit in any of them.
 #[inline(always)]
 unsafe fn modify_leaves<A: Arch, L: Level>(
     t: TableRef<A, L>,
     s: u64,
     e: u64,
+    hw_live: bool,
     f: impl Fn(u64, u64) -> u64,
 ) {
     let first = TableRef::<A, L>::index(s);
-    for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
-        let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+    let count = ((e - s) >> TableRef::<A, L>::SHIFT) as usize;
+    let va = |k: usize| s + ((k as u64) << TableRef::<A, L>::SHIFT);
+    if !hw_live {
+        // Every bit the MMU could set is set already, so it will not write these entries: a
+        // plain loop the compiler may vectorize, with no compare-and-swap.
+        // SAFETY: in bounds, the table is ours, and the MMU will not write these entries.
+        let run = unsafe { t.settled_slice(first, count) };
+        for (k, pte) in run.iter_mut().enumerate() {
+            *pte = f(*pte, va(k));
+        }
+        return;
+    }
+    for k in 0..count {
         // SAFETY: in bounds; a leaf only (the check pass found no holes).
         unsafe {
             let old = t.load(first + k);
             if A::entry_kind(old, 1) == EntryKind::Leaf {
-                t.update_loaded(first + k, old, |old| f(old, va));
+                t.update_loaded(first + k, old, |old| f(old, va(k)));
             }
         }
     }
