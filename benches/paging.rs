@@ -4,17 +4,24 @@
 //! x86_64 crate's `OffsetPageTable` and a hand-written loop; our AArch64 mode against
 //! aarch64-paging. Every base address, count and flag goes through `black_box`.
 //!
-//! `cargo bench` runs it all; `cargo bench --bench paging -- --quick` is the short mode.
+//! `cargo bench` runs it all; `scripts/bench-quick` is the short mode; `scripts/icount` counts
+//! the instructions of each routine under valgrind (see `support/driver.rs`).
 
 use std::cell::UnsafeCell;
 use std::hint::black_box;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
+#[path = "support/driver.rs"]
+mod driver;
+use driver::{Bencher, Group};
+
 const FRAME: usize = 4096;
 const POOL_FRAMES: usize = 12 * 1024;
-const BASE_PA: usize = 0x1_0000_0000;
+/// Low, so that `virtual - physical` stays positive wherever the pool lands (valgrind maps it low).
+const BASE_PA: usize = 0x20_0000;
 const GIB: usize = 1 << 30;
 const PAGES: usize = GIB / FRAME;
 /// Where the workloads map: 256 GiB, to 8 GiB. Both 1 GiB-aligned.
@@ -33,6 +40,15 @@ struct PoolCell(UnsafeCell<Option<Pool>>);
 unsafe impl Sync for PoolCell {}
 static POOL: PoolCell = PoolCell(UnsafeCell::new(None));
 
+/// `virtual - physical` for every pool frame, set once when the pool is made: a kernel's linear
+/// map. Every crate's phys-to-virt hook reads it with one load and one add (the x86_64 crate's
+/// `OffsetPageTable` holds the same offset itself).
+static POOL_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+fn virt(pa: usize) -> *mut u8 {
+    pa.wrapping_add(POOL_OFFSET.load(Ordering::Relaxed)) as *mut u8
+}
+
 fn pool() -> &'static mut Pool {
     // SAFETY: one thread; no reference to the pool outlives a call into it.
     unsafe { (*POOL.0.get()).get_or_insert_with(Pool::new) }
@@ -41,6 +57,10 @@ fn pool() -> &'static mut Pool {
 impl Pool {
     fn new() -> Self {
         let mem = Box::leak(vec![0u64; POOL_FRAMES * FRAME / 8].into_boxed_slice());
+        POOL_OFFSET.store(
+            (mem.as_mut_ptr() as usize).wrapping_sub(BASE_PA),
+            Ordering::Relaxed,
+        );
         Self {
             mem: mem.as_mut_ptr().cast(),
             next: 0,
@@ -58,11 +78,15 @@ impl Pool {
         };
         BASE_PA + index * FRAME
     }
+    /// Orders the free list so that the next frames handed out are the lowest, in ascending
+    /// order: a tree built next gets the same tidy layout whatever ran before it. Workloads
+    /// that read a tree built beforehand (query, protect, walk) call it before each build, so
+    /// that no crate's tables land scattered by the frees of an earlier benchmark.
+    fn tidy(&mut self) {
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
     fn free(&mut self, pa: usize) {
         self.free.push(((pa - BASE_PA) / FRAME) as u32);
-    }
-    fn virt(&self, pa: usize) -> *mut u8 {
-        self.mem.wrapping_add(pa - BASE_PA)
     }
     fn phys(&self, ptr: *const u8) -> usize {
         ptr as usize - self.mem as usize + BASE_PA
@@ -77,7 +101,7 @@ fn free_x86_tree(root: usize) {
     fn walk(pa: usize, level: u32) {
         if level > 1 {
             // SAFETY: a pool frame holding a table of this tree.
-            let table = unsafe { &*pool().virt(pa).cast::<[u64; 512]>() };
+            let table = unsafe { &*virt(pa).cast::<[u64; 512]>() };
             for &e in table.iter() {
                 // Present, and not a huge leaf (PS).
                 if e & 1 != 0 && (level == 4 || e & 0x80 == 0) {
@@ -104,7 +128,8 @@ unsafe impl pagetable::PagingHandler for OurFrames {
         pool().free(pa.as_usize());
     }
     fn phys_to_virt(&self, pa: pagetable::PhysAddr) -> NonNull<u8> {
-        NonNull::new(pool().virt(pa.as_usize())).unwrap()
+        // SAFETY: pool frames lie inside a live allocation, never at address 0.
+        unsafe { NonNull::new_unchecked(virt(pa.as_usize())) }
     }
 }
 
@@ -112,10 +137,16 @@ type Ours = pagetable::PageTable<pagetable::X86_64, OurFrames>;
 const RW: pagetable::MappingFlags =
     pagetable::MappingFlags::READ.union(pagetable::MappingFlags::WRITE);
 
+/// A new empty table of mode `A`, its frames from a tidy pool.
+fn ours_new<A: pagetable::Arch>() -> pagetable::PageTable<A, OurFrames> {
+    pool().tidy();
+    pagetable::PageTable::new(OurFrames).unwrap()
+}
+
 fn ours_mapped<A: pagetable::Arch>(
     huge: pagetable::HugePages,
 ) -> pagetable::PageTable<A, OurFrames> {
-    let mut pt = pagetable::PageTable::new(OurFrames).unwrap();
+    let mut pt = ours_new::<A>();
     pt.map_region(va(VA), pa(PA), GIB, RW, huge)
         .unwrap()
         .ignore();
@@ -142,7 +173,7 @@ impl page_table_multiarch::PagingHandler for PtmFrames {
         pool().free(pa.as_usize());
     }
     fn phys_to_virt(pa: memory_addr::PhysAddr) -> memory_addr::VirtAddr {
-        memory_addr::VirtAddr::from(pool().virt(pa.as_usize()) as usize)
+        memory_addr::VirtAddr::from(virt(pa.as_usize()) as usize)
     }
 }
 
@@ -150,8 +181,14 @@ type Ptm = page_table_multiarch::x86_64::X64PageTable<PtmFrames>;
 const PTM_RW: page_table_multiarch::MappingFlags =
     page_table_multiarch::MappingFlags::READ.union(page_table_multiarch::MappingFlags::WRITE);
 
+/// A new empty page_table_multiarch table, its frames from a tidy pool.
+fn ptm_new() -> Ptm {
+    pool().tidy();
+    Ptm::try_new().unwrap()
+}
+
 fn ptm_mapped() -> Ptm {
-    let mut pt = Ptm::try_new().unwrap();
+    let mut pt = ptm_new();
     let (v, p) = (black_box(VA), black_box(PA));
     pt.cursor()
         .map_region(
@@ -203,8 +240,9 @@ mod x86 {
     }
 
     pub fn new() -> Table {
+        pool().tidy();
         let root = pool().alloc();
-        let ptr = pool().virt(root).cast::<PageTable>();
+        let ptr = virt(root).cast::<PageTable>();
         // SAFETY: a fresh pool frame, all ours.
         let table = unsafe {
             ptr.write(PageTable::new());
@@ -249,7 +287,7 @@ mod arm {
     impl Translation<Attr> for Frames {
         fn allocate_table(&mut self) -> (NonNull<PageTable<Attr>>, PhysicalAddress) {
             let pa = pool().alloc();
-            let ptr = pool().virt(pa);
+            let ptr = virt(pa);
             // SAFETY: a fresh pool frame; the trait wants it zeroed.
             unsafe { ptr.write_bytes(0, FRAME) };
             (NonNull::new(ptr.cast()).unwrap(), PhysicalAddress(pa))
@@ -258,7 +296,8 @@ mod arm {
             pool().free(pool().phys(table.as_ptr().cast()));
         }
         fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<Attr>> {
-            NonNull::new(pool().virt(pa.0).cast()).unwrap()
+            // SAFETY: pool frames lie inside a live allocation, never at address 0.
+            unsafe { NonNull::new_unchecked(virt(pa.0).cast()) }
         }
     }
 
@@ -270,6 +309,7 @@ mod arm {
         .union(Attr::NON_GLOBAL);
 
     pub fn new() -> Table {
+        pool().tidy();
         Mapping::with_asid_and_va_range(Frames, 1, 0, El1And0, VaRange::Lower)
     }
 
@@ -299,7 +339,7 @@ mod hand {
 
     fn table(pa: usize) -> &'static mut [u64; 512] {
         // SAFETY: `pa` is a pool frame the caller owns.
-        unsafe { &mut *pool().virt(pa).cast::<[u64; 512]>() }
+        unsafe { &mut *virt(pa).cast::<[u64; 512]>() }
     }
 
     fn fresh() -> usize {
@@ -388,12 +428,12 @@ fn random_vas(n: usize) -> Vec<usize> {
 }
 
 fn map_one_by_one(c: &mut Criterion) {
-    let mut g = c.benchmark_group("map_4k_one_at_a_time");
+    let mut g = Group::new(c, "map_4k_one_at_a_time");
     g.sample_size(10);
     g.throughput(Throughput::Elements(PAGES as u64));
     g.bench_function("pagetable", |b| {
         b.iter_batched(
-            || Ours::new(OurFrames).unwrap(),
+            ours_new::<pagetable::X86_64>,
             |mut pt| {
                 for i in 0..black_box(PAGES) {
                     pt.map(
@@ -412,7 +452,7 @@ fn map_one_by_one(c: &mut Criterion) {
     });
     g.bench_function("page_table_multiarch", |b| {
         b.iter_batched(
-            || Ptm::try_new().unwrap(),
+            ptm_new,
             |mut pt| {
                 {
                     let mut c = pt.cursor();
@@ -447,14 +487,14 @@ fn map_one_by_one(c: &mut Criterion) {
 }
 
 /// `map_region` of `len` at `VA` into a new table of mode `A`.
-fn ours_map_region<A: pagetable::Arch>(b: &mut criterion::Bencher<'_>, len: usize, huge: bool) {
+fn ours_map_region<A: pagetable::Arch>(b: &mut Bencher<'_, '_>, len: usize, huge: bool) {
     let h = if huge {
         pagetable::HugePages::Allowed
     } else {
         pagetable::HugePages::Never
     };
     b.iter_batched(
-        || pagetable::PageTable::<A, _>::new(OurFrames).unwrap(),
+        ours_new::<A>,
         |mut pt| {
             pt.map_region(va(VA), pa(PA), black_box(len), black_box(RW), h)
                 .unwrap()
@@ -471,7 +511,7 @@ fn map_region(c: &mut Criterion) {
         ("map_region_huge_1g", true, GIB),
         ("map_region_huge_64g", true, 64 * GIB),
     ] {
-        let mut g = c.benchmark_group(name);
+        let mut g = Group::new(c, name);
         g.sample_size(10);
         g.throughput(Throughput::Elements((len / FRAME) as u64));
         g.bench_function("pagetable", |b| {
@@ -482,7 +522,7 @@ fn map_region(c: &mut Criterion) {
         });
         g.bench_function("page_table_multiarch", |b| {
             b.iter_batched(
-                || Ptm::try_new().unwrap(),
+                ptm_new,
                 |mut pt| {
                     let (v, p) = (black_box(VA), black_box(PA));
                     pt.cursor()
@@ -523,7 +563,7 @@ fn map_region(c: &mut Criterion) {
         if !huge {
             g.bench_function("hand_written", |b| {
                 b.iter_batched(
-                    || (),
+                    || pool().tidy(),
                     |()| hand::map_gib(black_box(VA), black_box(PA)),
                     BatchSize::PerIteration,
                 )
@@ -536,7 +576,7 @@ fn map_region(c: &mut Criterion) {
 fn query(c: &mut Criterion) {
     use x86::Translate;
     let vas = random_vas(4096);
-    let mut g = c.benchmark_group("query_random_warm");
+    let mut g = Group::new(c, "query_random_warm");
     g.sample_size(10);
     g.throughput(Throughput::Elements(vas.len() as u64));
     let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
@@ -582,6 +622,7 @@ fn query(c: &mut Criterion) {
             sum
         })
     });
+    pool().tidy();
     let tree = hand::map_gib(VA, PA);
     g.bench_function("hand_written", |b| {
         b.iter(|| {
@@ -596,7 +637,7 @@ fn query(c: &mut Criterion) {
 }
 
 /// `unmap_region` of the whole GiB of 4K pages, in a table of mode `A` mapped beforehand.
-fn ours_unmap_region<A: pagetable::Arch>(b: &mut criterion::Bencher<'_>) {
+fn ours_unmap_region<A: pagetable::Arch>(b: &mut Bencher<'_, '_>) {
     b.iter_batched(
         || ours_mapped::<A>(pagetable::HugePages::Never),
         |mut pt| {
@@ -608,13 +649,15 @@ fn ours_unmap_region<A: pagetable::Arch>(b: &mut criterion::Bencher<'_>) {
 }
 
 fn unmap_region(c: &mut Criterion) {
-    let mut g = c.benchmark_group("unmap_region_4k_1g");
+    let mut g = Group::new(c, "unmap_region_4k_1g");
     g.sample_size(10);
     // Each iteration needs a 1 GiB map as (untimed) setup, and the timed part takes microseconds:
     // keep criterion from asking for hundreds of thousands of them.
-    g.warm_up_time(std::time::Duration::from_millis(20));
-    g.measurement_time(std::time::Duration::from_millis(200));
-    g.sampling_mode(criterion::SamplingMode::Flat);
+    g.timing(|g| {
+        g.warm_up_time(std::time::Duration::from_millis(20));
+        g.measurement_time(std::time::Duration::from_millis(200));
+        g.sampling_mode(criterion::SamplingMode::Flat);
+    });
     g.throughput(Throughput::Elements(PAGES as u64));
     g.bench_function("pagetable", ours_unmap_region::<pagetable::X86_64>);
     g.bench_function("pagetable_aarch64", |b| {
@@ -652,7 +695,10 @@ fn unmap_region(c: &mut Criterion) {
     });
     g.bench_function("hand_written", |b| {
         b.iter_batched(
-            || hand::map_gib(VA, PA),
+            || {
+                pool().tidy();
+                hand::map_gib(VA, PA)
+            },
             |t| {
                 hand::unmap(&t);
                 t
@@ -664,7 +710,7 @@ fn unmap_region(c: &mut Criterion) {
 }
 
 fn protect_region(c: &mut Criterion) {
-    let mut g = c.benchmark_group("protect_region_4k_1g");
+    let mut g = Group::new(c, "protect_region_4k_1g");
     g.sample_size(10);
     g.throughput(Throughput::Elements(PAGES as u64));
     let mut ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
@@ -709,6 +755,7 @@ fn protect_region(c: &mut Criterion) {
                 .unwrap();
         })
     });
+    pool().tidy();
     let tree = hand::map_gib(VA, PA);
     g.bench_function("hand_written", |b| {
         b.iter(|| {
@@ -720,7 +767,7 @@ fn protect_region(c: &mut Criterion) {
 }
 
 fn walk(c: &mut Criterion) {
-    let mut g = c.benchmark_group("walk_1g_of_4k");
+    let mut g = Group::new(c, "walk_1g_of_4k");
     g.sample_size(10);
     g.throughput(Throughput::Elements(PAGES as u64));
     let ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
@@ -763,6 +810,7 @@ fn walk(c: &mut Criterion) {
             n
         })
     });
+    pool().tidy();
     let tree = hand::map_gib(VA, PA);
     g.bench_function("hand_written", |b| b.iter(|| hand::walk(black_box(&tree))));
     g.finish();
@@ -810,11 +858,11 @@ fn trace(n: usize) -> Vec<Step> {
 
 fn mixed_trace(c: &mut Criterion) {
     let steps = trace(4000);
-    let mut g = c.benchmark_group("mixed_trace");
+    let mut g = Group::new(c, "mixed_trace");
     g.sample_size(10);
     g.throughput(Throughput::Elements(steps.len() as u64));
     fn ours_run<A: pagetable::Arch>(steps: &[Step]) -> pagetable::PageTable<A, OurFrames> {
-        let mut pt = pagetable::PageTable::<A, _>::new(OurFrames).unwrap();
+        let mut pt = ours_new::<A>();
         for &step in black_box(steps) {
             let f = match step {
                 Step::Map(v, len) => {
@@ -853,7 +901,7 @@ fn mixed_trace(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| {
-                let mut pt = Ptm::try_new().unwrap();
+                let mut pt = ptm_new();
                 {
                     let mut c = pt.cursor();
                     for &step in black_box(&steps) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints the benchmark table (median ns per page and ratios to pagetable) from criterion's
-estimates in target/criterion, as Markdown; with --svg FILE also draws it as a bar chart."""
+estimates in target/criterion, as Markdown; with --svg FILE also draws it as a bar chart; with
+--icount FILE (the JSON that scripts/icount writes) also the table of instructions per page."""
 import json, pathlib, sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "target" / "criterion"
@@ -51,6 +52,25 @@ for group, title, per in GROUPS:
         cells.append(fmt(v / n) + ratio)
     rows.append((title, {c: (meds[c] / n if meds[c] else None) for c in CRATES}))
     print(f"| {title} | " + " | ".join(cells) + " |")
+
+if "--icount" in sys.argv:
+    counts = json.loads(pathlib.Path(sys.argv[sys.argv.index("--icount") + 1]).read_text())
+    print()
+    print("| workload (instructions per page; ratio to pagetable) | " + " | ".join(CRATES) + " |")
+    print("|---" * (len(CRATES) + 1) + "|")
+    for group, title, _ in GROUPS:
+        g = counts.get(group, {})
+        cells = []
+        for c in CRATES:
+            v = g.get(c)
+            base = (c == "aarch64_paging" and g.get("pagetable_aarch64")) or g.get("pagetable")
+            if v is None:
+                cells.append("–")
+            elif c == "pagetable" or not base:
+                cells.append(fmt(v))
+            else:
+                cells.append(f"{fmt(v)} ({v / base:.2g}x)")
+        print(f"| {title} | " + " | ".join(cells) + " |")
 
 if "--svg" in sys.argv:
     out = pathlib.Path(sys.argv[sys.argv.index("--svg") + 1])
