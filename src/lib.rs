@@ -42,6 +42,7 @@
 extern crate std;
 
 pub mod arch;
+mod cursor;
 mod error;
 mod flags;
 mod flush;
@@ -55,6 +56,7 @@ pub use arch::loongarch64::LoongArch64;
 pub use arch::riscv::{Sv39, Sv48, Sv57};
 pub use arch::x86_64::{X86_64, X86_64La57};
 pub use arch::{Arch, VaSpace};
+pub use cursor::Cursor;
 pub use error::PagingError;
 pub use flags::{AccessState, MappingFlags, MemType, PageSize};
 pub use flush::{FLUSH_ALL_THRESHOLD, Flush};

@@ -53,6 +53,19 @@ pub struct Mapping {
     pub state: AccessState,
 }
 
+impl Translation {
+    /// What `leaf` says of folded address `va` inside it.
+    pub(crate) fn from_raw<A: Arch>(leaf: RawLeaf, va: u64) -> Self {
+        Translation {
+            pa: PhysAddr::from((leaf.pa + (va - leaf.va)) as usize),
+            flags: leaf.flags,
+            size: leaf.size,
+            state: leaf.state,
+            leaf_va: A::unfold(leaf.va),
+        }
+    }
+}
+
 impl Mapping {
     fn from_raw<A: Arch>(leaf: RawLeaf) -> Self {
         Self {
@@ -178,7 +191,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         unsafe { Table::new(&self.handler, self.root) }
     }
 
-    fn root_ref(&self) -> TableRef<A, A::Root> {
+    pub(crate) fn root_ref(&self) -> TableRef<A, A::Root> {
         // SAFETY: the root is a live table reached through our handler.
         unsafe { TableRef::from_pa(&self.handler, self.root) }
     }
@@ -212,13 +225,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: the root is live and ours (or borrowed, which we may read).
         let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
             .ok_or(PagingError::NotMapped(va))?;
-        Ok(Translation {
-            pa: PhysAddr::from((leaf.pa + (folded - leaf.va)) as usize),
-            flags: leaf.flags,
-            size: leaf.size,
-            state: leaf.state,
-            leaf_va: A::unfold(leaf.va),
-        })
+        Ok(Translation::from_raw::<A>(leaf, folded))
     }
 
     /// Maps one leaf of `size` at `va` to `pa`.
@@ -597,7 +604,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         (lo..hi).contains(&root_index)
     }
 
-    fn check_not_borrowed(&self, s: u64, e: u64) -> Result<(), PagingError> {
+    pub(crate) fn check_not_borrowed(&self, s: u64, e: u64) -> Result<(), PagingError> {
         let (lo, hi) = self.borrowed_range();
         let (first, last) = (
             TableRef::<A, A::Root>::index(s),
@@ -626,7 +633,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     /// Checks a range that will be changed: its shape, and that it borrows nothing.
-    fn check_range(&self, va: VirtAddr, len: usize, align: u64) -> Result<(u64, u64), PagingError> {
+    pub(crate) fn check_range(
+        &self,
+        va: VirtAddr,
+        len: usize,
+        align: u64,
+    ) -> Result<(u64, u64), PagingError> {
         let (s, e) = self.check_range_shape(va, len, align)?;
         self.check_not_borrowed(s, e)?;
         Ok((s, e))
@@ -663,7 +675,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     /// `pa` as a raw address, if `[pa, pa + len)` is `align`-aligned and fits the width.
-    fn check_pa(&self, pa: PhysAddr, len: usize, align: u64) -> Result<u64, PagingError> {
+    pub(crate) fn check_pa(
+        &self,
+        pa: PhysAddr,
+        len: usize,
+        align: u64,
+    ) -> Result<u64, PagingError> {
         let raw = pa.as_usize() as u64;
         if raw % align != 0 {
             return Err(PagingError::UnalignedPa(pa));

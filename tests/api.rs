@@ -524,3 +524,123 @@ fn new_table_has_an_all_empty_root() {
     assert!(pt.root().entries().all(|e| e.kind() == EntryKind::Empty));
     assert_eq!(pt.table_frames(), 1);
 }
+
+/// A cursor's calls give exactly what the table's own calls give, on the same sequence: maps
+/// on neighbouring pages across table boundaries, collisions, bad input, queries of holes and
+/// huge leaves, unmaps that free the table it remembers.
+fn cursor_agrees_with_the_table<A: Arch>(base: usize) {
+    let at = |v: usize| va!(base.wrapping_add(v));
+    let mut a = table::<A>(64);
+    let mut b = table::<A>(64);
+    a.map_region(
+        at(0x40_0000),
+        pa!(0x4000_0000),
+        0x20_0000,
+        RW,
+        HugePages::Allowed,
+    )
+    .unwrap()
+    .ignore();
+    b.map_region(
+        at(0x40_0000),
+        pa!(0x4000_0000),
+        0x20_0000,
+        RW,
+        HugePages::Allowed,
+    )
+    .unwrap()
+    .ignore();
+    let mut c = a.cursor();
+    let pages = (0x1f_c000..0x20_4000).step_by(0x1000).chain([
+        0x1f_d000, // already mapped by this run
+        0x40_1000, // inside the huge leaf
+        0x1f_e800, // unaligned
+        1 << 50,   // outside every mode here
+        0x60_0000, // a new table
+        0x60_1000,
+    ]);
+    for (i, v) in pages.enumerate() {
+        let (v, p) = (at(v), pa!(0x1000_0000 + i * 0x1000));
+        let flags = if i % 3 == 0 { F::READ } else { RW };
+        assert_eq!(
+            c.map(v, p, PageSize::SIZE_4K, flags).map(Flush::ignore),
+            b.map(v, p, PageSize::SIZE_4K, flags).map(Flush::ignore),
+            "map {v:?}"
+        );
+        for q in [
+            v,
+            va!(v.as_usize() + 0x1000),
+            va!(0x40_2000),
+            va!(0x80_0000),
+        ] {
+            assert_eq!(c.query(q), b.query(q), "query {q:?}");
+        }
+    }
+    // Unmap every page of the table the cursor remembers (it is freed), then map through it.
+    for v in (0x20_0000..0x20_4000).step_by(0x1000) {
+        assert_eq!(c.query(at(v)), b.query(at(v)));
+        let (m, f) = c.unmap(at(v)).unwrap();
+        f.ignore();
+        assert_eq!(
+            Ok(m),
+            b.unmap(at(v)).map(|(m, f)| {
+                f.ignore();
+                m
+            })
+        );
+        assert_eq!(c.query(at(v)), b.query(at(v)));
+    }
+    for v in [0x20_0000, 0x20_1000] {
+        let got = c.map(at(v), pa!(0x7000_0000), PageSize::SIZE_4K, RW);
+        let want = b.map(at(v), pa!(0x7000_0000), PageSize::SIZE_4K, RW);
+        assert_eq!(got.map(Flush::ignore), want.map(Flush::ignore));
+        assert_eq!(c.query(at(v)), b.query(at(v)));
+    }
+
+    let (mut wa, mut wb) = (vec![], vec![]);
+    a.for_each_mapping(|m| wa.push(m));
+    b.for_each_mapping(|m| wb.push(m));
+    assert_eq!(wa, wb);
+    assert_eq!(a.handler().live_frames(), b.handler().live_frames());
+}
+
+#[test]
+fn cursor_agrees_with_the_table_in_every_mode() {
+    cursor_agrees_with_the_table::<X86_64>(0);
+    cursor_agrees_with_the_table::<AArch64>(0);
+    cursor_agrees_with_the_table::<AArch64<Va48, Upper>>(0xffff_0000_0000_0000);
+    cursor_agrees_with_the_table::<Sv39>(0);
+    cursor_agrees_with_the_table::<Sv48>(0xffff_8000_0000_0000);
+    cursor_agrees_with_the_table::<LoongArch64>(0);
+}
+
+/// A huge map through the cursor may replace the empty table it remembers; the cursor must not
+/// use the freed table afterwards (the test handler poisons freed frames).
+#[test]
+fn cursor_forgets_a_table_that_a_huge_map_replaced() {
+    let mut pt = table::<X86_64>(16);
+    let mut c = pt.cursor();
+    c.map(va!(0x20_0000), pa!(0x1000), PageSize::SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    assert!(c.query(va!(0x20_0000)).is_ok());
+
+    let leaf_table = pt.root().next(0).unwrap().next(0).unwrap().next(1).unwrap();
+    let leaf_table = leaf_table.frame().pa().as_usize() as u64;
+    pt.handler().write_phys(leaf_table, 0);
+    let mut c = pt.cursor();
+    assert_eq!(
+        c.query(va!(0x20_0000)),
+        Err(PagingError::NotMapped(va!(0x20_0000)))
+    );
+    c.map(va!(0x20_0000), pa!(0x4000_0000), PageSize::SIZE_2M, RW)
+        .unwrap()
+        .ignore();
+    let t = c.query(va!(0x20_1000)).unwrap();
+    assert_eq!((t.size, t.pa), (PageSize::SIZE_2M, pa!(0x4000_1000)));
+    assert_eq!(
+        c.map(va!(0x20_3000), pa!(0x3000), PageSize::SIZE_4K, RW)
+            .map(Flush::ignore),
+        Err(PagingError::AlreadyMapped(va!(0x20_3000)))
+    );
+}

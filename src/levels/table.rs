@@ -323,6 +323,14 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         }
     }
 
+    /// A reference to no table, as a placeholder; never to be read or written through.
+    pub(crate) fn dangling() -> Self {
+        Self {
+            base: core::ptr::NonNull::dangling().as_ptr(),
+            _level: PhantomData,
+        }
+    }
+
     /// The index of the entry translating folded address `va`.
     #[inline(always)]
     pub(crate) fn index(va: u64) -> usize {

@@ -30,7 +30,7 @@ pub(crate) struct RawLeaf {
 
 impl RawLeaf {
     #[inline(always)]
-    fn decode<A: Arch, L: Level>(va: u64, pte: u64) -> Self {
+    pub(crate) fn decode<A: Arch, L: Level>(va: u64, pte: u64) -> Self {
         RawLeaf {
             va,
             pa: A::leaf_addr(pte, L::DEPTH),
@@ -196,6 +196,25 @@ pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
         },
         EntryKind::Table => None,
     }
+}
+
+/// The physical address of the last-level table on the way to folded `va`, if every entry
+/// from `t` down to it is a table entry. `t` is at depth 2 or more.
+pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<u64> {
+    // SAFETY: masked index, live table.
+    let pte = unsafe { t.load(TableRef::<A, L>::index(va)) };
+    if L::DEPTH < 2 || A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+        return None;
+    }
+    if L::DEPTH == 2 {
+        return Some(A::table_addr(pte));
+    }
+    // SAFETY: a table entry leads to a live table one down.
+    unsafe { last_table_pa::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va) }
 }
 
 /// What a map asks for.

@@ -1,0 +1,192 @@
+//! [`Cursor`]: single-page calls that remember the last-level table they went through, so that
+//! calls on neighbouring pages skip the descent from the root.
+
+use core::fmt;
+
+use memory_addr::{PhysAddr, VirtAddr};
+
+use crate::arch::Arch;
+use crate::error::PagingError;
+use crate::flags::{MappingFlags, PageSize};
+use crate::flush::Flush;
+use crate::handler::PagingHandler;
+use crate::levels::walk::{self, RawLeaf};
+use crate::levels::{EntryKind, L1, TableRef};
+use crate::page_table::{Mapping, PageTable, Translation};
+
+/// A cursor over a [`PageTable`], from [`PageTable::cursor`].
+///
+/// It does what the table's own single-leaf calls do, with the same results and errors, but it
+/// remembers the last-level table (the one holding granule-sized leaves) that its last call
+/// reached. A call for a page covered by that table reads or writes the entry directly: one
+/// load instead of a walk from the root. A loader or a fault handler that maps neighbouring
+/// pages one at a time is the case it is for; ranges are faster still through the region calls.
+///
+/// The memory is sound because the cursor holds the table mutably: nothing else can change the
+/// tree meanwhile, and the cursor forgets the table on any call of its own that may free one.
+pub struct Cursor<'a, A: Arch, H: PagingHandler> {
+    pt: &'a mut PageTable<A, H>,
+    /// The folded address where the remembered table's span starts, with bit 0 set if the span
+    /// lies in a borrowed range (queries only, then); [`NONE`] if no table is remembered.
+    /// Plain words, not an `Option` of a struct: the fast path compares one of them.
+    last_base: u64,
+    /// The remembered table (dangling while `last_base` is [`NONE`]).
+    last: TableRef<A, L1>,
+    /// The flags last mapped and their last-level leaf template; `None` before the first map.
+    template: Option<(MappingFlags, u64)>,
+}
+
+/// No table remembered: not a span base (those are aligned and below 2^57).
+const NONE: u64 = u64::MAX;
+const BORROWED: u64 = 1;
+
+impl<A: Arch, H: PagingHandler> PageTable<A, H> {
+    /// A [`Cursor`] for single-page calls on neighbouring pages.
+    pub fn cursor(&mut self) -> Cursor<'_, A, H> {
+        Cursor {
+            pt: self,
+            last_base: NONE,
+            last: TableRef::dangling(),
+            template: None,
+        }
+    }
+}
+
+impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
+    const PAGE: u64 = 1 << A::PAGE_SHIFT;
+    /// What one last-level table spans.
+    const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
+
+    /// The last-level table on the way to folded `va` and whether its span is borrowed, if
+    /// the walk reaches one: remembered, or found by one descent and then remembered.
+    fn last_table(&mut self, va: u64) -> Option<(TableRef<A, L1>, bool)> {
+        let base = va & !(Self::SPAN - 1);
+        if self.last_base & !BORROWED == base {
+            return Some((self.last, self.last_base & BORROWED != 0));
+        }
+        let root = self.pt.root_ref();
+        let handler = self.pt.handler();
+        // SAFETY: the root is live and ours; the descent only reads.
+        let pa = unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va) }?;
+        // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
+        // stays live until a call of ours that may free it, which forgets it.
+        self.last = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
+        let borrowed = self.pt.check_not_borrowed(base, base + Self::SPAN).is_err();
+        self.last_base = base | if borrowed { BORROWED } else { 0 };
+        Some((self.last, borrowed))
+    }
+
+    /// Forgets the remembered table.
+    fn forget(&mut self) {
+        self.last_base = NONE;
+    }
+
+    /// The leaf template for `flags`, checked; the last one is kept.
+    fn template(&mut self, flags: MappingFlags) -> Result<u64, PagingError> {
+        match &self.template {
+            Some((f, t)) if *f == flags => Ok(*t),
+            _ => {
+                A::check_flags(flags)?;
+                let t = A::leaf_template(flags, 1);
+                self.template = Some((flags, t));
+                Ok(t)
+            }
+        }
+    }
+
+    /// [`PageTable::map`], one load for a granule-sized page next to the last one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PageTable::map`].
+    pub fn map(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
+        if size.bytes() as u64 == Self::PAGE {
+            // An aligned address in the remembered, unborrowed span passes every check of
+            // `PageTable::map` on the virtual side; the others follow in its order.
+            let fast = A::fold(va)
+                .filter(|s| s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base);
+            let s = match fast {
+                Some(s) => s,
+                None => self.pt.check_range(va, Self::PAGE as usize, Self::PAGE)?.0,
+            };
+            let raw_pa = self.pt.check_pa(pa, Self::PAGE as usize, Self::PAGE)?;
+            let template = self.template(flags)?;
+            let table = if fast.is_some() {
+                Some((self.last, false))
+            } else {
+                self.last_table(s)
+            };
+            if let Some((t, _)) = table {
+                let i = TableRef::<A, L1>::index(s);
+                // SAFETY: masked index; the table is live and ours (see `last_table`).
+                let old = unsafe { t.load(i) };
+                if A::entry_kind(old, 1) == EntryKind::Leaf {
+                    return Err(PagingError::AlreadyMapped(A::unfold(s)));
+                }
+                // SAFETY: as above.
+                unsafe { t.store(i, template | A::leaf_addr_bits(raw_pa, 1)) };
+                return Ok(Flush::range(s, s + Self::PAGE));
+            }
+            return self.pt.map(va, pa, size, flags);
+        }
+        // A larger leaf may replace an empty table, which is then freed: forget it.
+        self.forget();
+        self.pt.map(va, pa, size, flags)
+    }
+
+    /// [`PageTable::query`], one load for an address next to the last one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PageTable::query`].
+    pub fn query(&mut self, va: VirtAddr) -> Result<Translation, PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        let Some((t, _)) = self.last_table(folded) else {
+            return self.pt.query(va);
+        };
+        // SAFETY: masked index; the table is live (see `last_table`).
+        let pte = unsafe { t.load(TableRef::<A, L1>::index(folded)) };
+        if A::entry_kind(pte, 1) != EntryKind::Leaf {
+            return Err(PagingError::NotMapped(va));
+        }
+        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte);
+        Ok(Translation::from_raw::<A>(leaf, folded))
+    }
+
+    /// [`PageTable::unmap`]; forgets the remembered table, which the unmap may have freed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`PageTable::unmap`].
+    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, Flush<A>), PagingError> {
+        self.forget();
+        self.pt.unmap(va)
+    }
+
+    /// [`PageTable::protect`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`PageTable::protect`].
+    pub fn protect(&mut self, va: VirtAddr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
+        self.pt.protect(va, flags)
+    }
+}
+
+impl<A: Arch, H: PagingHandler> fmt::Debug for Cursor<'_, A, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("mode", &A::NAME)
+            .field(
+                "last_table_span",
+                &(self.last_base != NONE).then(|| A::unfold(self.last_base & !BORROWED)),
+            )
+            .finish_non_exhaustive()
+    }
+}
