@@ -94,6 +94,12 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         }
     }
 
+    /// The page table, to read.
+    #[must_use]
+    pub fn table(&self) -> &PageTable<A, H> {
+        self.pt
+    }
+
     /// [`PageTable::map`], one load for a granule-sized page next to the last one.
     ///
     /// # Errors

@@ -7,7 +7,7 @@ mod common;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use common::Frames;
+use common::{Frames, fails_cleanly_at_every_allocation};
 use memory_addr::{pa, va};
 use pagetable::{
     AArch64, AccessState, Arch, EntryKind, Flush, HugePages, LoongArch64, MappingFlags as F,
@@ -57,49 +57,6 @@ fn unmap_of_last_page_frees_the_chain_of_tables_above_it() {
         (pa!(0x1000), PageSize::SIZE_4K, RW)
     );
     assert_eq!(pt.handler().live_frames(), 1);
-}
-
-/// Runs `op` with the handler failing from the n-th allocation on, for every n until it
-/// succeeds: each failure must be `OutOfFrames` with every table byte and frame as before.
-fn fails_cleanly_at_every_allocation<A: Arch>(
-    pt: &mut PageTable<A, Frames>,
-    mut op: impl FnMut(&mut PageTable<A, Frames>) -> Result<Flush<A>, PagingError>,
-) -> usize {
-    for n in 0.. {
-        let before = pt.handler().snapshot();
-        let frames = pt.handler().live_frames();
-        set_fail_from(pt, Some(n));
-        let result = op(pt);
-        set_fail_from(pt, None);
-        match result {
-            Ok(flush) => {
-                flush.ignore();
-                return n;
-            }
-            Err(e) => {
-                assert_eq!(e, PagingError::OutOfFrames, "allocation {n}");
-                assert!(
-                    pt.handler().snapshot() == before,
-                    "allocation {n}: table bytes changed"
-                );
-                assert_eq!(
-                    pt.handler().live_frames(),
-                    frames,
-                    "allocation {n}: frames leaked"
-                );
-            }
-        }
-    }
-    unreachable!()
-}
-
-/// The test handler is reached mutably by taking the table apart and putting it back.
-fn set_fail_from<A: Arch>(pt: &mut PageTable<A, Frames>, n: Option<usize>) {
-    let taken = std::mem::replace(pt, PageTable::new(Frames::new(1, 0)).unwrap());
-    let (root, mut frames) = taken.into_raw();
-    frames.fail_from(n);
-    // SAFETY: `root` and its tree came from this very handler and nothing else owns them.
-    *pt = unsafe { PageTable::from_root(root, frames) }.unwrap();
 }
 
 #[test]

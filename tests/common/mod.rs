@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pagetable::{PagingHandler, PhysAddr};
 
+pub mod model;
+pub mod raw;
+
 pub const FRAME: usize = 4096;
 
 /// A handler over a word buffer that stands for physical memory at `base`. It panics on a
@@ -37,7 +40,7 @@ impl Frames {
     pub fn new(frames: usize, base: usize) -> Self {
         assert_eq!(base % FRAME, 0);
         Self {
-            mem: (0..frames * FRAME / 8).map(|_| AtomicU64::new(0)).collect(),
+            mem: zeroed_words(frames * FRAME / 8),
             base,
             next: 0,
             free: Vec::new(),
@@ -53,6 +56,14 @@ impl Frames {
     /// Table frames handed out and not given back.
     pub fn live_frames(&self) -> usize {
         self.live.values().map(|b| b / FRAME).sum()
+    }
+
+    /// The physical address of every block out.
+    pub fn live_addrs(&self) -> std::collections::BTreeSet<u64> {
+        self.live
+            .keys()
+            .map(|&off| (self.base + off) as u64)
+            .collect()
     }
 
     /// A counter of frames out that outlives the handler.
@@ -86,6 +97,17 @@ impl Frames {
             .collect()
     }
 
+    /// Whether `[pa, pa + bytes)` lies in a live block.
+    pub fn is_live(&self, pa: u64, bytes: usize) -> bool {
+        let Some(off) = (pa as usize).checked_sub(self.base) else {
+            return false;
+        };
+        self.live
+            .range(..=off)
+            .next_back()
+            .is_some_and(|(&start, &len)| off + bytes <= start + len)
+    }
+
     /// Reads a word of "physical memory" directly, as an independent walker would.
     pub fn read_phys(&self, pa: u64) -> u64 {
         self.mem[(pa as usize - self.base) / 8].load(Relaxed)
@@ -94,6 +116,19 @@ impl Frames {
     /// Writes a word of "physical memory" directly, as hardware setting A/D bits would.
     pub fn write_phys(&self, pa: u64, value: u64) {
         self.mem[(pa as usize - self.base) / 8].store(value, Relaxed);
+    }
+}
+
+/// `n` zero words, from a zeroed allocation: the pages are only touched when used, so a large
+/// test memory costs nothing until the table grows into it (the fuzz targets make one per run).
+fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
+    let layout = std::alloc::Layout::array::<AtomicU64>(n).expect("test memory size");
+    // SAFETY: the layout is not empty (n > 0 for every handler made), and an all-zero
+    // `AtomicU64` is a valid zero; the box takes the allocation with the same layout.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<AtomicU64>();
+        assert!(!ptr.is_null(), "out of memory for test frames");
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n))
     }
 }
 
@@ -164,4 +199,52 @@ unsafe impl PagingHandler for Frames {
             .unwrap()
             .cast::<u8>()
     }
+}
+
+/// Runs `op` with the handler failing from the n-th allocation on, for every n until it
+/// succeeds: each failure must be `OutOfFrames` with every table byte and frame as before.
+pub fn fails_cleanly_at_every_allocation<A: pagetable::Arch>(
+    pt: &mut pagetable::PageTable<A, Frames>,
+    mut op: impl FnMut(
+        &mut pagetable::PageTable<A, Frames>,
+    ) -> Result<pagetable::Flush<A>, pagetable::PagingError>,
+) -> usize {
+    for n in 0.. {
+        let before = pt.handler().snapshot();
+        let frames = pt.handler().live_frames();
+        set_fail_from(pt, Some(n));
+        let result = op(pt);
+        set_fail_from(pt, None);
+        match result {
+            Ok(flush) => {
+                flush.ignore();
+                return n;
+            }
+            Err(e) => {
+                assert_eq!(e, pagetable::PagingError::OutOfFrames, "allocation {n}");
+                assert!(
+                    pt.handler().snapshot() == before,
+                    "allocation {n}: table bytes changed"
+                );
+                assert_eq!(
+                    pt.handler().live_frames(),
+                    frames,
+                    "allocation {n}: frames leaked"
+                );
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// The test handler is reached mutably by taking the table apart and putting it back.
+pub fn set_fail_from<A: pagetable::Arch>(
+    pt: &mut pagetable::PageTable<A, Frames>,
+    n: Option<usize>,
+) {
+    let taken = std::mem::replace(pt, pagetable::PageTable::new(Frames::new(1, 0)).unwrap());
+    let (root, mut frames) = taken.into_raw();
+    frames.fail_from(n);
+    // SAFETY: `root` and its tree came from this very handler and nothing else owns them.
+    *pt = unsafe { pagetable::PageTable::from_root(root, frames) }.unwrap();
 }

@@ -1,0 +1,227 @@
+//! Every kind of bad input through the public API, one case each: the exact error, and a table
+//! whose bytes and frames are exactly as before the call. The README's bad-input table is this
+//! list; `readme_lists_every_case` keeps the two the same.
+
+mod common;
+
+use common::Frames;
+use memory_addr::{pa, va};
+use pagetable::{
+    AArch64, Arch, HugePages, LoongArch64, MappingFlags as F, PageSize, PageTable,
+    PagingError as E, PhysAddr, Sv39, VirtAddr, X86_64,
+};
+
+const RW: F = F::READ.union(F::WRITE);
+
+/// A table with 16 pages at 0x1000_0000 and a 2 MiB leaf at 0x4000_0000.
+fn setup<A: Arch>() -> PageTable<A, Frames> {
+    let mut pt = PageTable::new(Frames::new(32, 0x10_0000_0000)).unwrap();
+    pt.map_region(
+        va!(0x1000_0000),
+        pa!(0x8000_0000),
+        0x1_0000,
+        RW,
+        HugePages::Never,
+    )
+    .unwrap()
+    .ignore();
+    pt.map(va!(0x4000_0000), pa!(0x20_0000), PageSize::SIZE_2M, RW)
+        .unwrap()
+        .ignore();
+    pt
+}
+
+/// One bad input: what it is, the call, and the error it must get.
+struct Case {
+    input: &'static str,
+    call: &'static str,
+    want: E,
+    /// The call's error (or `Ok` if it wrongly succeeded), and whether the table was untouched.
+    got: (Result<(), E>, bool),
+}
+
+fn run<A: Arch>(
+    call: impl FnOnce(&mut PageTable<A, Frames>) -> Result<(), E>,
+) -> (Result<(), E>, bool) {
+    let mut pt = setup::<A>();
+    let (bytes, frames) = (pt.handler().snapshot(), pt.handler().live_frames());
+    let got = call(&mut pt);
+    let unchanged = pt.handler().snapshot() == bytes && pt.handler().live_frames() == frames;
+    (got, unchanged)
+}
+
+macro_rules! cases {
+    ($($input:literal, $arch:ty, |$pt:ident| $call:expr => $want:expr;)*) => {
+        vec![$(Case {
+            input: $input,
+            call: concat!(stringify!($arch), ": ", stringify!($call)),
+            want: $want,
+            got: run::<$arch>(|$pt| $call.map(|_| ())),
+        }),*]
+    };
+}
+
+fn cases() -> Vec<Case> {
+    let high = 0xffff_8000_0000_0000usize;
+    cases! {
+        "unaligned virtual address", X86_64,
+            |pt| pt.map_region(va!(0x2000_0800), pa!(0x1000), 0x1000, RW, HugePages::Never)
+            => E::UnalignedVa(va!(0x2000_0800));
+        "unaligned physical address", X86_64,
+            |pt| pt.map_region(va!(0x2000_0000), pa!(0x1008), 0x1000, RW, HugePages::Never)
+            => E::UnalignedPa(pa!(0x1008));
+        "unaligned length", X86_64,
+            |pt| pt.map_region(va!(0x2000_0000), pa!(0x1000), 0x1800, RW, HugePages::Never)
+            => E::UnalignedLen(0x1800);
+        "zero length", X86_64,
+            |pt| pt.unmap_region(va!(0x1000_0000), 0)
+            => E::EmptyRange;
+        "virtual address not canonical", X86_64,
+            |pt| pt.query(va!(0x8000_0000_0000))
+            => E::NotCanonical(va!(0x8000_0000_0000));
+        "virtual address beyond the mode's width", Sv39,
+            |pt| pt.map(va!(0x40_0000_0000), pa!(0), PageSize::SIZE_4K, RW)
+            => E::NotCanonical(va!(0x40_0000_0000));
+        "range running off the lower half", X86_64,
+            |pt| pt.protect_region(va!(0x7fff_ffff_f000), 0x2000, F::READ)
+            => E::NotCanonical(va!(0x8000_0000_0000));
+        "range running past the end of the TTBR0 space", AArch64,
+            |pt| pt.unmap_region(va!(0xffff_ffff_f000), 0x2000)
+            => E::NotCanonical(va!(0x1_0000_0000_0000));
+        "virtual range wrapping past the top", X86_64,
+            |pt| pt.unmap_region(va!(0xffff_ffff_ffff_f000), 0x2000)
+            => E::RangeWraps;
+        "physical range wrapping past the top", X86_64,
+            |pt| pt.map_region(va!(0x2000_0000), PhysAddr::from(usize::MAX - 0xfff), 0x2000, RW, HugePages::Never)
+            => E::RangeWraps;
+        "physical address beyond the mode's width", X86_64,
+            |pt| pt.map(va!(0x2000_0000), pa!(1 << 52), PageSize::SIZE_4K, RW)
+            => E::PaTooWide(pa!(1 << 52));
+        "physical range ending beyond the width", LoongArch64,
+            |pt| pt.map_region(va!(0x2000_0000), pa!(0xffff_ffff_f000), 0x2000, RW, HugePages::Never)
+            => E::PaTooWide(pa!(0x1_0000_0000_0000));
+        "overlapping an existing mapping", X86_64,
+            |pt| pt.map_region(va!(0x0fff_e000), pa!(0), 0x4000, RW, HugePages::Never)
+            => E::AlreadyMapped(va!(0x1000_0000));
+        "overlapping a huge leaf from inside", X86_64,
+            |pt| pt.map(va!(0x4010_0000), pa!(0), PageSize::SIZE_4K, RW)
+            => E::AlreadyMapped(va!(0x4010_0000));
+        "huge leaf over a table that maps something", X86_64,
+            |pt| pt.map(va!(0x1000_0000), pa!(0), PageSize::SIZE_2M, RW)
+            => E::AlreadyMapped(va!(0x1000_0000));
+        "huge leaf at a 4K-aligned physical address", X86_64,
+            |pt| pt.map(va!(0x6000_0000), pa!(0x1000), PageSize::SIZE_2M, RW)
+            => E::UnalignedPa(pa!(0x1000));
+        "huge leaf at a 4K-aligned virtual address", X86_64,
+            |pt| pt.map(va!(0x6000_1000), pa!(0), PageSize::SIZE_2M, RW)
+            => E::UnalignedVa(va!(0x6000_1000));
+        "leaf size the mode does not have", X86_64,
+            |pt| pt.map(va!(0), pa!(0), PageSize::SIZE_512G, RW)
+            => E::SizeNotSupported(PageSize::SIZE_512G);
+        "leaf size that is not a level's", Sv39,
+            |pt| pt.map(va!(0), pa!(0), PageSize::from_shift(14).unwrap(), RW)
+            => E::SizeNotSupported(PageSize::from_shift(14).unwrap());
+        "flags without read on x86 (present means readable)", X86_64,
+            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, F::WRITE)
+            => E::FlagsNotExpressible(F::WRITE);
+        "write without read on RISC-V (reserved)", Sv39,
+            |pt| pt.protect(va!(0x1000_0000), F::WRITE)
+            => E::FlagsNotExpressible(F::WRITE);
+        "no access at all on LoongArch", LoongArch64,
+            |pt| pt.protect_region(va!(0x1000_0000), 0x1000, F::EMPTY)
+            => E::FlagsNotExpressible(F::EMPTY);
+        "unmap of an unmapped page", X86_64,
+            |pt| pt.unmap(va!(0x2000_0000))
+            => E::NotMapped(va!(0x2000_0000));
+        "remap of an unmapped page", X86_64,
+            |pt| pt.remap(va!(0x2000_0000), pa!(0))
+            => E::NotMapped(va!(0x2000_0000));
+        "protect of an unmapped page", Sv39,
+            |pt| pt.protect(va!(0x2000_0000), RW)
+            => E::NotMapped(va!(0x2000_0000));
+        "protect_region over a hole", X86_64,
+            |pt| pt.protect_region(va!(0x1000_0000), 0x2_0000, F::READ)
+            => E::NotMapped(va!(0x1001_0000));
+        "access-state clear of an unmapped page", AArch64,
+            |pt| pt.clear_access_state(va!(0x2000_0000), pagetable::AccessState { accessed: true, dirty: true })
+            => E::NotMapped(va!(0x2000_0000));
+        "single-leaf call inside a huge leaf", X86_64,
+            |pt| pt.unmap(va!(0x4000_1000))
+            => E::InsideLeaf { leaf: va!(0x4000_0000), size: PageSize::SIZE_2M };
+        "remap to an address unaligned for the leaf", X86_64,
+            |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
+            => E::UnalignedPa(pa!(0x1000));
+        "borrow of less than a root entry", X86_64,
+            |pt| {
+                let other = setup::<X86_64>();
+                // SAFETY: the call fails before anything is borrowed.
+                unsafe { pt.copy_from(&other, VirtAddr::from(high), 0x1000) }
+            }
+            => E::UnalignedLen(0x1000);
+        "borrow over a root entry in use", X86_64,
+            |pt| {
+                let other = setup::<X86_64>();
+                // SAFETY: the call fails before anything is borrowed.
+                unsafe { pt.copy_from(&other, va!(0), 1 << 39) }
+            }
+            => E::AlreadyMapped(va!(0));
+        "map into a borrowed range", X86_64,
+            |pt| {
+                let other = setup::<X86_64>();
+                // SAFETY: `other` outlives the borrow, which is released before it is dropped.
+                unsafe { pt.copy_from(&other, VirtAddr::from(high), 1 << 39) }.unwrap().ignore();
+                let got = pt.map(VirtAddr::from(high), pa!(0), PageSize::SIZE_4K, RW).map(|f| f.ignore());
+                pt.release_borrowed().ignore();
+                got
+            }
+            => E::Borrowed(VirtAddr::from(0xffff_8000_0000_0000usize));
+        "walk of a bad range", X86_64,
+            |pt| pt.for_each_mapping_in(va!(0x1000), 0x800, |_| {})
+            => E::UnalignedLen(0x800);
+        "adopting a root that is not table-aligned", X86_64,
+            |_pt| {
+                // SAFETY: the call fails before it could take anything over.
+                unsafe { PageTable::<X86_64, _>::from_root(pa!(0x10_0000_0800), Frames::new(1, 0x10_0000_0000)) }
+            }
+            => E::UnalignedPa(pa!(0x10_0000_0800));
+        "adopting a root beyond the mode's physical width", Sv39,
+            |_pt| {
+                // SAFETY: as above.
+                unsafe { PageTable::<Sv39, _>::from_root(pa!(1 << 56), Frames::new(1, 0x10_0000_0000)) }
+            }
+            => E::PaTooWide(pa!(1 << 56));
+    }
+}
+
+#[test]
+fn every_bad_input_gets_its_error_and_changes_nothing() {
+    let cases = cases();
+    for c in &cases {
+        assert_eq!(c.got.0, Err(c.want), "{}: {}", c.input, c.call);
+        assert!(c.got.1, "{}: {} changed the table", c.input, c.call);
+    }
+    println!("bad inputs tried: {}", cases.len());
+}
+
+/// The README's table, between its markers, is exactly this list.
+#[test]
+fn readme_lists_every_case() {
+    let mut table = String::from("| bad input | mode | error |\n|---|---|---|\n");
+    for c in cases() {
+        let mode = c.call.split(':').next().unwrap();
+        let error = format!("{:?}", c.want);
+        let variant = error.split(['(', ' ']).next().unwrap();
+        table += &format!("| {} | {mode} | `{variant}` |\n", c.input);
+    }
+    let readme = include_str!("../README.md");
+    let start = "<!-- bad-input table: tests/bad_input.rs -->\n";
+    let found = readme
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("<!-- end -->"))
+        .map(|(t, _)| t);
+    assert_eq!(
+        found,
+        Some(table.as_str()),
+        "README's bad-input table is out of date; it should be:\n{table}"
+    );
+}

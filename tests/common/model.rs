@@ -1,0 +1,1193 @@
+//! The model behind the property tests and the fuzz targets: a map from each leaf's first
+//! address to what it maps, the calls as data ([`Op`]), and [`run`], which plays a sequence of
+//! calls on a real table and on the model and checks, after every step:
+//!
+//! * a successful call did what the model did; a failed call returned one of the errors the
+//!   model says its input deserves, and left every table byte and the frame count as they were;
+//! * the crate's own walk equals the model;
+//! * an independent raw walk of table memory ([`super::raw`], decoding entries from the manuals)
+//!   finds exactly the model's leaves, reaches no table twice, and reaches exactly the frames
+//!   the handler has out (no leak; the handler panics on a double free);
+//! * the frames out are exactly the tables the model's leaves need;
+//!
+//! and that dropping the table gives every frame back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use pagetable::arch::{level_shift, max_leaf_depth, root_depth};
+use pagetable::{
+    AArch64, AccessState, Arch, HugePages, LoongArch64, Lower, Mapping, MappingFlags as F, MemType,
+    PageSize, PageTable, PagingError as E, PhysAddr, Sv39, Sv48, Sv57, Translation, Upper, Va39,
+    Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
+};
+
+use super::Frames;
+use super::raw::{self, Manual};
+
+/// Fails the run with a message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Fails the run unless `a == b`, with both in the message.
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr, $($fmt:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("{}\n  left: {:?}\n right: {:?}", format!($($fmt)+), a, b));
+        }
+    }};
+}
+
+pub const PAGE: u64 = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leaf {
+    pub pa: u64,
+    pub shift: u32,
+    pub flags: F,
+    pub state: AccessState,
+}
+
+/// What the model knows of an architecture; nothing here comes from the crate's walk.
+pub struct Spec {
+    /// For the coverage statistics.
+    name: &'static str,
+    va_bits: u32,
+    pa_bits: u32,
+    space: VaSpace,
+    /// log2 of each leaf size, smallest first.
+    leaf_shifts: Vec<u32>,
+    /// log2 of what an entry of each level maps, index 0 = depth 1.
+    level_shifts: Vec<u32>,
+    expressible: fn(F) -> bool,
+    has_accessed_bit: bool,
+}
+
+impl Spec {
+    pub fn of<A: Arch>(expressible: fn(F) -> bool, has_accessed_bit: bool) -> Self {
+        Self {
+            name: A::NAME,
+            va_bits: A::VA_BITS,
+            pa_bits: A::PA_BITS,
+            space: A::VA_SPACE,
+            leaf_shifts: (1..=max_leaf_depth::<A>()).map(level_shift::<A>).collect(),
+            level_shifts: (1..=root_depth::<A>()).map(level_shift::<A>).collect(),
+            expressible,
+            has_accessed_bit,
+        }
+    }
+
+    fn canonical(&self, va: u64) -> bool {
+        let n = self.va_bits;
+        match self.space {
+            VaSpace::Lower => va >> n == 0,
+            VaSpace::Upper => va >> n == u64::MAX >> n,
+            VaSpace::Canonical => va >> (n - 1) == 0 || va >> (n - 1) == u64::MAX >> (n - 1),
+        }
+    }
+
+    /// The first address after `va` the table does not translate.
+    fn first_outside(&self, va: u64) -> u64 {
+        match self.space {
+            VaSpace::Lower => 1 << self.va_bits,
+            VaSpace::Upper => 0,
+            VaSpace::Canonical if va >> 63 == 0 => 1 << (self.va_bits - 1),
+            VaSpace::Canonical => 0,
+        }
+    }
+
+    /// Everything wrong with the range `[va, va + len)` aligned to `align`.
+    fn range_errors(&self, va: u64, len: u64, align: u64) -> Vec<E> {
+        let mut errs = vec![];
+        if len == 0 {
+            return vec![E::EmptyRange];
+        }
+        if va % align != 0 {
+            errs.push(E::UnalignedVa(VirtAddr::from(va as usize)));
+        }
+        if len % align != 0 {
+            errs.push(E::UnalignedLen(len as usize));
+        }
+        let Some(last) = va.checked_add(len - 1) else {
+            errs.push(E::RangeWraps);
+            return errs;
+        };
+        if !self.canonical(va) {
+            errs.push(E::NotCanonical(VirtAddr::from(va as usize)));
+        } else if !self.canonical(last)
+            || (self.space == VaSpace::Canonical && (va ^ last) >> 63 != 0)
+        {
+            errs.push(E::NotCanonical(VirtAddr::from(
+                self.first_outside(va) as usize
+            )));
+        }
+        errs
+    }
+
+    fn pa_errors(&self, pa: u64, len: u64, align: u64) -> Vec<E> {
+        let mut errs = vec![];
+        if pa % align != 0 {
+            errs.push(E::UnalignedPa(PhysAddr::from(pa as usize)));
+        }
+        match pa.checked_add(len - 1) {
+            None => errs.push(E::RangeWraps),
+            Some(last) if last >> self.pa_bits != 0 => {
+                errs.push(E::PaTooWide(PhysAddr::from(
+                    pa.max(1 << self.pa_bits) as usize
+                )));
+            }
+            Some(_) => {}
+        }
+        errs
+    }
+}
+
+pub struct Model {
+    pub spec: Spec,
+    pub leaves: BTreeMap<u64, Leaf>,
+}
+
+/// What the model expects of a call: success, or one of these errors.
+pub type Expect<T> = Result<T, Vec<E>>;
+
+fn fail<T>(errs: Vec<E>) -> Expect<T> {
+    Err(errs)
+}
+
+impl Model {
+    fn end(start: u64, leaf: &Leaf) -> u128 {
+        start as u128 + (1u128 << leaf.shift)
+    }
+
+    /// The leaf that holds `va`.
+    fn leaf_at(&self, va: u64) -> Option<(u64, Leaf)> {
+        let (&start, &leaf) = self.leaves.range(..=va).next_back()?;
+        ((va as u128) < Self::end(start, &leaf)).then_some((start, leaf))
+    }
+
+    /// The first mapped address in `[s, e)`.
+    fn first_mapped(&self, s: u64, e: u128) -> Option<u64> {
+        if self.leaf_at(s).is_some() {
+            return Some(s);
+        }
+        self.leaves
+            .range(s..)
+            .next()
+            .map(|(&v, _)| v)
+            .filter(|&v| (v as u128) < e)
+    }
+
+    /// The first unmapped page in `[s, e)`.
+    fn first_hole(&self, s: u64, e: u128) -> Option<u64> {
+        let mut cursor = s as u128;
+        while cursor < e {
+            match self.leaf_at(cursor as u64) {
+                Some((start, leaf)) => cursor = Self::end(start, &leaf),
+                None => return Some(cursor as u64),
+            }
+        }
+        None
+    }
+
+    /// Splits leaves until one starts at `b` (if `b` is inside a leaf).
+    fn split_at(&mut self, b: u128) {
+        if b >> 64 != 0 {
+            return;
+        }
+        while let Some((start, leaf)) = self.leaf_at(b as u64) {
+            if start == b as u64 {
+                return;
+            }
+            self.leaves.remove(&start);
+            let child = leaf.shift - 9;
+            for i in 0..512u64 {
+                let l = Leaf {
+                    pa: leaf.pa + (i << child),
+                    shift: child,
+                    ..leaf
+                };
+                self.leaves.insert(start + (i << child), l);
+            }
+        }
+    }
+
+    /// The leaves a region map creates: at each address, the largest leaf that fits and that
+    /// both addresses are aligned to.
+    fn decompose(&self, va: u64, pa: u64, len: u64, huge: bool) -> Vec<(u64, u64, u32)> {
+        let end = va as u128 + len as u128;
+        let mut v = va as u128;
+        let mut out = vec![];
+        while v < end {
+            let p = pa + (v - va as u128) as u64;
+            let shift = *self
+                .spec
+                .leaf_shifts
+                .iter()
+                .rev()
+                .find(|&&s| {
+                    (huge || s == 12)
+                        && v % (1u128 << s) == 0
+                        && p % (1 << s) == 0
+                        && v + (1u128 << s) <= end
+                })
+                .unwrap();
+            out.push((v as u64, p, shift));
+            v += 1u128 << shift;
+        }
+        out
+    }
+
+    fn insert(&mut self, parts: Vec<(u64, u64, u32)>, flags: F) {
+        let state = AccessState {
+            accessed: true,
+            dirty: flags.contains(F::WRITE),
+        };
+        for (va, pa, shift) in parts {
+            self.leaves.insert(
+                va,
+                Leaf {
+                    pa,
+                    shift,
+                    flags,
+                    state,
+                },
+            );
+        }
+    }
+
+    fn protect_leaf(leaf: &mut Leaf, flags: F) {
+        if flags.contains(F::WRITE) && !leaf.flags.contains(F::WRITE) {
+            leaf.state.dirty = true;
+        }
+        leaf.flags = flags;
+    }
+
+    /// What is wrong with mapping `[va, va + len)` to `pa`, aligned to `align`, with `flags`.
+    fn map_errors(&self, va: u64, pa: u64, len: u64, align: u64, flags: F) -> Expect<()> {
+        let mut errs = self.spec.range_errors(va, len, align);
+        if errs.is_empty() {
+            errs.extend(self.spec.pa_errors(pa, len, align));
+        }
+        if !(self.spec.expressible)(flags) {
+            errs.push(E::FlagsNotExpressible(flags));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        if let Some(v) = self.first_mapped(va, va as u128 + len as u128) {
+            return fail(vec![E::AlreadyMapped(VirtAddr::from(v as usize))]);
+        }
+        Ok(())
+    }
+
+    fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F, huge: bool) -> Expect<()> {
+        self.map_errors(va, pa, len, PAGE, flags)?;
+        let parts = self.decompose(va, pa, len, huge);
+        self.insert(parts, flags);
+        Ok(())
+    }
+
+    fn map(&mut self, va: u64, pa: u64, shift: u32, flags: F) -> Expect<()> {
+        let size = PageSize::from_shift(shift).unwrap();
+        if !self.spec.leaf_shifts.contains(&shift) {
+            return fail(vec![E::SizeNotSupported(size)]);
+        }
+        let len = 1u64 << shift;
+        self.map_errors(va, pa, len, len, flags)?;
+        self.insert(vec![(va, pa, shift)], flags);
+        Ok(())
+    }
+
+    /// The leaf that starts at `va`, as the single-leaf calls want it.
+    fn leaf_starting_at(&self, va: u64) -> Expect<Leaf> {
+        if !self.spec.canonical(va) {
+            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
+        }
+        match self.leaf_at(va) {
+            None => fail(vec![E::NotMapped(VirtAddr::from(va as usize))]),
+            Some((start, leaf)) if start != va => fail(vec![E::InsideLeaf {
+                leaf: VirtAddr::from(start as usize),
+                size: PageSize::from_shift(leaf.shift).unwrap(),
+            }]),
+            Some((_, leaf)) => Ok(leaf),
+        }
+    }
+
+    fn unmap(&mut self, va: u64) -> Expect<Mapping> {
+        let leaf = self.leaf_starting_at(va)?;
+        self.leaves.remove(&va);
+        Ok(to_mapping(va, &leaf))
+    }
+
+    fn remap(&mut self, va: u64, pa: u64) -> Expect<()> {
+        let leaf = self.leaf_starting_at(va)?;
+        let errs = self.spec.pa_errors(pa, 1 << leaf.shift, 1 << leaf.shift);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        self.leaves.get_mut(&va).unwrap().pa = pa;
+        Ok(())
+    }
+
+    fn protect(&mut self, va: u64, flags: F) -> Expect<()> {
+        self.leaf_starting_at(va)?;
+        if !(self.spec.expressible)(flags) {
+            return fail(vec![E::FlagsNotExpressible(flags)]);
+        }
+        Self::protect_leaf(self.leaves.get_mut(&va).unwrap(), flags);
+        Ok(())
+    }
+
+    fn clear_state(&mut self, va: u64, clear: AccessState) -> Expect<AccessState> {
+        if !self.spec.canonical(va) {
+            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
+        }
+        let Some((start, _)) = self.leaf_at(va) else {
+            return fail(vec![E::NotMapped(VirtAddr::from(va as usize))]);
+        };
+        let has_accessed_bit = self.spec.has_accessed_bit;
+        let leaf = self.leaves.get_mut(&start).unwrap();
+        let before = leaf.state;
+        if clear.accessed && has_accessed_bit {
+            leaf.state.accessed = false;
+        }
+        if clear.dirty {
+            leaf.state.dirty = false;
+        }
+        Ok(before)
+    }
+
+    fn unmap_region(&mut self, va: u64, len: u64) -> Expect<()> {
+        let errs = self.spec.range_errors(va, len, PAGE);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        self.split_at(va as u128);
+        self.split_at(end);
+        let doomed: Vec<u64> = self
+            .leaves
+            .range(va..)
+            .map(|(&v, _)| v)
+            .take_while(|&v| (v as u128) < end)
+            .collect();
+        for v in doomed {
+            self.leaves.remove(&v);
+        }
+        Ok(())
+    }
+
+    fn protect_region(&mut self, va: u64, len: u64, flags: F) -> Expect<()> {
+        let mut errs = self.spec.range_errors(va, len, PAGE);
+        if !(self.spec.expressible)(flags) {
+            errs.push(E::FlagsNotExpressible(flags));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        if let Some(hole) = self.first_hole(va, end) {
+            return fail(vec![E::NotMapped(VirtAddr::from(hole as usize))]);
+        }
+        self.split_at(va as u128);
+        self.split_at(end);
+        for (_, leaf) in self
+            .leaves
+            .range_mut(va..)
+            .take_while(|(v, _)| (**v as u128) < end)
+        {
+            Self::protect_leaf(leaf, flags);
+        }
+        Ok(())
+    }
+
+    fn for_each_in(&self, va: u64, len: u64) -> Expect<Vec<Mapping>> {
+        let errs = self.spec.range_errors(va, len, PAGE);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        let first = self.leaf_at(va).map_or(va, |(start, _)| start);
+        Ok(self
+            .leaves
+            .range(first..)
+            .take_while(|(v, _)| (**v as u128) < end)
+            .map(|(&v, l)| to_mapping(v, l))
+            .collect())
+    }
+
+    fn query(&self, va: u64) -> Expect<Translation> {
+        if !self.spec.canonical(va) {
+            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
+        }
+        let Some((start, leaf)) = self.leaf_at(va) else {
+            return fail(vec![E::NotMapped(VirtAddr::from(va as usize))]);
+        };
+        Ok(Translation {
+            pa: PhysAddr::from((leaf.pa + (va - start)) as usize),
+            flags: leaf.flags,
+            size: PageSize::from_shift(leaf.shift).unwrap(),
+            state: leaf.state,
+            leaf_va: VirtAddr::from(start as usize),
+        })
+    }
+
+    /// The tables the leaves need: the root, and at each lower depth one table per span that
+    /// holds a leaf at that depth or below.
+    fn tables_needed(&self) -> usize {
+        let shifts = &self.spec.level_shifts;
+        let mut n = 1;
+        for depth in 1..shifts.len() {
+            // A table at `depth` spans what one entry one level up maps.
+            let span = shifts[depth];
+            let mut spans: Vec<u64> = self
+                .leaves
+                .iter()
+                .filter(|(_, l)| l.shift <= shifts[depth - 1])
+                .map(|(&v, _)| v >> span)
+                .collect();
+            spans.dedup();
+            n += spans.len();
+        }
+        n
+    }
+
+    fn mappings(&self) -> Vec<Mapping> {
+        self.leaves.iter().map(|(&v, l)| to_mapping(v, l)).collect()
+    }
+}
+
+fn to_mapping(va: u64, leaf: &Leaf) -> Mapping {
+    Mapping {
+        va: VirtAddr::from(va as usize),
+        pa: PhysAddr::from(leaf.pa as usize),
+        size: PageSize::from_shift(leaf.shift).unwrap(),
+        flags: leaf.flags,
+        state: leaf.state,
+    }
+}
+
+/// A call, with raw numbers that `Picker` turns into addresses for the mode at hand.
+#[derive(Clone, Debug)]
+pub enum Op {
+    MapRegion {
+        va: VaPick,
+        len: LenPick,
+        pa: PaPick,
+        flags: u8,
+        huge: bool,
+    },
+    Map {
+        va: VaPick,
+        size: u8,
+        pa: PaPick,
+        flags: u8,
+    },
+    Unmap {
+        va: VaPick,
+    },
+    UnmapRegion {
+        va: VaPick,
+        len: LenPick,
+    },
+    Protect {
+        va: VaPick,
+        flags: u8,
+    },
+    ProtectRegion {
+        va: VaPick,
+        len: LenPick,
+        flags: u8,
+    },
+    Remap {
+        va: VaPick,
+        pa: PaPick,
+    },
+    ClearState {
+        va: VaPick,
+        accessed: bool,
+        dirty: bool,
+    },
+    Query {
+        va: VaPick,
+    },
+    /// `for_each_mapping_in`.
+    ForEachIn {
+        va: VaPick,
+        len: LenPick,
+    },
+    /// `n` granule pages mapped one at a time through one cursor, each queried through it.
+    CursorRun {
+        va: VaPick,
+        n: u8,
+        pa: PaPick,
+        flags: u8,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct VaPick {
+    /// Some: an existing leaf (index modulo their number), plus `inside` pages into it.
+    pub leaf: Option<(u16, u16)>,
+    pub base: u8,
+    pub offset: u32,
+    pub coarse: bool,
+    pub hostile: u8,
+}
+
+#[derive(Clone, Debug)]
+pub struct LenPick {
+    pub kind: u8,
+    pub n: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct PaPick {
+    pub base: u8,
+    pub mode: u8,
+    pub offset: u32,
+}
+
+pub fn flags_of(bits: u8) -> F {
+    let mem = [
+        MemType::Normal,
+        MemType::Normal,
+        MemType::Device,
+        MemType::Uncached,
+    ][(bits >> 5) as usize & 3];
+    // Mostly readable: most of the calls should get past the flag check.
+    let extra = if bits & 0xe0 == 0xe0 {
+        F::EMPTY
+    } else {
+        F::READ
+    };
+    F::from_bits(bits & 0x1f)
+        .unwrap()
+        .union(extra)
+        .with_mem_type(mem)
+}
+
+impl Model {
+    fn bases(&self) -> Vec<u64> {
+        let n = self.spec.va_bits;
+        let g = 1u64 << 30;
+        match self.spec.space {
+            VaSpace::Lower => vec![0, g, 3 * g, (1 << n) - 2 * g],
+            VaSpace::Upper => {
+                let low = 0u64.wrapping_sub(1 << n);
+                vec![low, low + g, low + 3 * g, 0u64.wrapping_sub(2 * g)]
+            }
+            VaSpace::Canonical => {
+                let upper = 0u64.wrapping_sub(1 << (n - 1));
+                vec![
+                    0,
+                    g,
+                    3 * g,
+                    (1 << (n - 1)) - 2 * g,
+                    upper,
+                    upper + g,
+                    0u64.wrapping_sub(2 * g),
+                ]
+            }
+        }
+    }
+
+    /// A virtual address, and the end of the run of leaves it was picked from (if it was).
+    fn pick_va(&self, p: &VaPick) -> (u64, Option<u128>) {
+        if let Some((i, inside)) = p.leaf {
+            if !self.leaves.is_empty() {
+                let (&start, leaf) = self
+                    .leaves
+                    .iter()
+                    .nth(i as usize % self.leaves.len())
+                    .unwrap();
+                // Mostly the leaf's start; sometimes a page inside it.
+                let pages = (1u64 << leaf.shift) / PAGE;
+                let offset = if inside % 4 == 0 {
+                    (inside as u64 % pages) * PAGE
+                } else {
+                    0
+                };
+                // The end of the mapped run that starts with this leaf.
+                let mut end = Self::end(start, leaf);
+                while let Some((s, l)) = self.leaf_at(end as u64).filter(|_| end >> 64 == 0) {
+                    end = Self::end(s, &l);
+                }
+                return (start + offset, Some(end));
+            }
+        }
+        let n = self.spec.va_bits;
+        let bases = self.bases();
+        let base = bases[p.base as usize % bases.len()];
+        let va = match p.hostile % 32 {
+            0 => bases[0] + 0x800,
+            1 => 1 << (n - 1),
+            2 => 0u64.wrapping_sub(PAGE),
+            3 => 1 << n,
+            // The base itself: aligned for the largest leaves.
+            4..=11 => base,
+            _ if p.coarse => base.wrapping_add((p.offset as u64 % 1024) << 21),
+            _ => base.wrapping_add((p.offset as u64 % 2048) * PAGE),
+        };
+        (va, None)
+    }
+
+    /// A length; for an address picked from a run of leaves, often one that ends at, inside, or
+    /// just past the run's end.
+    fn pick_len(&self, p: &LenPick, pa_aligned: bool, va: u64, run_end: Option<u128>) -> u64 {
+        if let Some(end) = run_end.filter(|_| p.kind % 2 == 0) {
+            let to_end = (end - va as u128).min(1 << 40) as u64;
+            return match (p.kind / 2) % 4 {
+                0 | 1 => to_end,
+                2 => (to_end - PAGE).max(PAGE),
+                _ => to_end + (p.n as u64 % 8 + 1) * PAGE,
+            };
+        }
+        match p.kind % 16 {
+            0..=5 => (p.n as u64 % 64 + 1) * PAGE,
+            6..=9 => (p.n as u64 % 600 + 1) * PAGE,
+            10..=12 => (p.n as u64 % 4 + 1) << 21,
+            13 if pa_aligned => 1 << 30,
+            13 => 1 << 21,
+            14 => 0,
+            _ => 0x1800,
+        }
+    }
+
+    fn pick_pa(&self, p: &PaPick, (va, _): (u64, Option<u128>)) -> u64 {
+        // 1 << 48 is past the width of the 48-bit modes: rarer.
+        let bases = [
+            0x8000_0000u64,
+            1 << 40,
+            0,
+            0x8000_0000,
+            1 << 40,
+            0,
+            0x1_0000_0000,
+            1 << 48,
+        ];
+        let base = bases[p.base as usize % bases.len()];
+        match p.mode % 8 {
+            // Same alignment as the VA, up to the base's own alignment: huge leaves fit.
+            0..=3 => {
+                let align_bits = if base == 0 {
+                    47
+                } else {
+                    base.trailing_zeros().min(47)
+                };
+                base + (va & ((1 << align_bits) - 1))
+            }
+            4 | 5 => base + (p.offset as u64 % 4096) * PAGE,
+            6 => base + 0x100,
+            _ => (1u64 << self.spec.pa_bits) - PAGE,
+        }
+    }
+}
+
+/// Plays `ops` on a new table of mode `A` and on the model; see the module's documentation.
+///
+/// # Errors
+///
+/// What went wrong, at which step.
+pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
+    let spec = A::spec();
+    let mut model = Model {
+        spec,
+        leaves: BTreeMap::new(),
+    };
+    let mut pt = PageTable::<A, _>::new(Frames::new(6000, 0x4000_0000)).unwrap();
+    let sizes = [12u32, 21, 30, 39, 48, 14];
+    for (step, op) in ops.iter().enumerate() {
+        let before = pt.handler().snapshot();
+        let frames_before = pt.handler().live_frames();
+        let (what, checked_va): (Result<(), E>, Option<u64>) = match op {
+            Op::MapRegion {
+                va,
+                len,
+                pa,
+                flags,
+                huge,
+            } => {
+                let picked = model.pick_va(va);
+                let va = picked.0;
+                let aligned = pa.mode % 8 <= 3;
+                let len = model.pick_len(len, aligned && *huge, va, None);
+                let pa = model.pick_pa(pa, picked);
+                let flags = flags_of(*flags);
+                let huge_arg = if *huge {
+                    HugePages::Allowed
+                } else {
+                    HugePages::Never
+                };
+                let got = pt.map_region(
+                    VirtAddr::from(va as usize),
+                    PhysAddr::from(pa as usize),
+                    len as usize,
+                    flags,
+                    huge_arg,
+                );
+                let want = model.map_region(va, pa, len, flags, *huge);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::Map {
+                va,
+                size,
+                pa,
+                flags,
+            } => {
+                let picked = model.pick_va(va);
+                let shift = sizes[*size as usize % sizes.len()];
+                // Mostly aligned to the size asked for (hostile picks stay as they are).
+                let align = |x: u64, keep: bool| if keep { x } else { x & !((1u64 << shift) - 1) };
+                let va = align(picked.0, va.hostile % 32 < 4 || va.leaf.is_some());
+                let pa = align(model.pick_pa(pa, (va, None)), pa.mode % 8 >= 6);
+                let flags = flags_of(*flags);
+                let got = pt.map(
+                    VirtAddr::from(va as usize),
+                    PhysAddr::from(pa as usize),
+                    PageSize::from_shift(shift).unwrap(),
+                    flags,
+                );
+                let want = model.map(va, pa, shift, flags);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::Unmap { va } => {
+                let va = model.pick_va(va).0;
+                let got = pt.unmap(VirtAddr::from(va as usize)).map(|(m, f)| {
+                    f.ignore();
+                    m
+                });
+                let want = model.unmap(va);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::UnmapRegion { va, len } => {
+                let (va, run_end) = model.pick_va(va);
+                let len = model.pick_len(len, true, va, run_end);
+                let got = pt.unmap_region(VirtAddr::from(va as usize), len as usize);
+                let want = model.unmap_region(va, len);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::Protect { va, flags } => {
+                let va = model.pick_va(va).0;
+                let flags = flags_of(*flags);
+                let got = pt.protect(VirtAddr::from(va as usize), flags);
+                let want = model.protect(va, flags);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::ProtectRegion { va, len, flags } => {
+                let (va, run_end) = model.pick_va(va);
+                let len = model.pick_len(len, true, va, run_end);
+                let flags = flags_of(*flags);
+                let got = pt.protect_region(VirtAddr::from(va as usize), len as usize, flags);
+                let want = model.protect_region(va, len, flags);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::Remap { va, pa } => {
+                let picked = model.pick_va(va);
+                let va = picked.0;
+                let pa = model.pick_pa(pa, picked);
+                let got = pt.remap(VirtAddr::from(va as usize), PhysAddr::from(pa as usize));
+                let want = model.remap(va, pa);
+                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+            }
+            Op::ClearState {
+                va,
+                accessed,
+                dirty,
+            } => {
+                let va = model.pick_va(va).0;
+                let clear = AccessState {
+                    accessed: *accessed,
+                    dirty: *dirty,
+                };
+                let got = pt
+                    .clear_access_state(VirtAddr::from(va as usize), clear)
+                    .map(|(s, f)| {
+                        f.ignore();
+                        s
+                    });
+                let want = model.clear_state(va, clear);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::Query { va } => {
+                let va = model.pick_va(va).0;
+                let got = pt.query(VirtAddr::from(va as usize));
+                let want = model.query(va);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::ForEachIn { va, len } => {
+                let (va, run_end) = model.pick_va(va);
+                let len = model.pick_len(len, true, va, run_end);
+                let mut seen = vec![];
+                let got = pt
+                    .for_each_mapping_in(VirtAddr::from(va as usize), len as usize, |m| {
+                        seen.push(m);
+                    })
+                    .map(|()| seen);
+                let want = model.for_each_in(va, len);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::CursorRun { va, n, pa, flags } => {
+                let picked = model.pick_va(va);
+                let first = picked.0;
+                let first_pa = model.pick_pa(pa, picked);
+                let flags = flags_of(*flags);
+                let mut c = pt.cursor();
+                for k in 0..u64::from(*n % 40) + 1 {
+                    let (v, p) = (
+                        first.wrapping_add(k * PAGE),
+                        first_pa.wrapping_add(k * PAGE),
+                    );
+                    let unchanged = c.table().handler().snapshot();
+                    let got = c.map(
+                        VirtAddr::from(v as usize),
+                        PhysAddr::from(p as usize),
+                        PageSize::SIZE_4K,
+                        flags,
+                    );
+                    let want = model.map(v, p, 12, flags);
+                    if compare(step, op, got.map(|f| f.ignore()), want)?.is_err() {
+                        ensure!(
+                            c.table().handler().snapshot() == unchanged,
+                            "step {step}: cursor map {k} of {op:?} failed but changed table memory"
+                        );
+                    }
+                    for q in [v, v.wrapping_add(PAGE), v.wrapping_sub(PAGE)] {
+                        let _ = compare(
+                            step,
+                            op,
+                            c.query(VirtAddr::from(q as usize)),
+                            model.query(q),
+                        )?;
+                    }
+                }
+                (Ok(()), Some(first))
+            }
+        };
+        if std::env::var_os("MODEL_STATS").is_some() {
+            // Coverage check by hand: `MODEL_STATS=1 cargo test --test model -- --nocapture`.
+            let kind = format!("{op:?}")
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let outcome = what.as_ref().map_or_else(
+                |e| {
+                    format!("{e:?}")
+                        .split(|c: char| !c.is_alphanumeric())
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                },
+                |()| "ok".into(),
+            );
+            let sizes: std::collections::BTreeSet<u32> =
+                model.leaves.values().map(|l| l.shift).collect();
+            eprintln!(
+                "STAT {} {kind} {outcome} leaves={} sizes={sizes:?}",
+                model.spec.name,
+                model.leaves.len()
+            );
+        }
+        if what.is_err() {
+            ensure!(
+                pt.handler().snapshot() == before,
+                "step {step}: {op:?} failed but changed table memory"
+            );
+            ensure_eq!(
+                pt.handler().live_frames(),
+                frames_before,
+                "step {}: a failed call changed the frame count",
+                step
+            );
+        }
+        // Table memory, read by the manuals alone, holds the model's leaves, and the tables it
+        // reaches are exactly the frames out: none twice, none leaked.
+        let raw = raw::walk::<A>(pt.handler(), pt.root_paddr().as_usize() as u64)
+            .map_err(|e| format!("step {step}: raw walk after {op:?}: {e}"))?;
+        let leaves: Vec<(u64, u64, u32)> = model
+            .leaves
+            .iter()
+            .map(|(&v, l)| (v, l.pa, l.shift))
+            .collect();
+        ensure_eq!(
+            raw.leaves,
+            leaves,
+            "step {}: raw walk differs from the model after {:?}",
+            step,
+            op
+        );
+        ensure_eq!(
+            raw.tables,
+            pt.handler().live_addrs(),
+            "step {}: tables reached are not the frames out after {:?}",
+            step,
+            op
+        );
+        // The whole table agrees with the model, and holds exactly the frames it needs.
+        let mut walked = vec![];
+        pt.for_each_mapping(|m| walked.push(m));
+        ensure_eq!(
+            &walked,
+            &model.mappings(),
+            "step {}: walk differs from the model after {:?}",
+            step,
+            op
+        );
+        ensure_eq!(
+            pt.handler().live_frames(),
+            model.tables_needed(),
+            "step {}: frames after {:?}",
+            step,
+            op
+        );
+        ensure_eq!(
+            pt.table_frames(),
+            model.tables_needed(),
+            "step {}: table_frames after {:?}",
+            step,
+            op
+        );
+        if let Some(va) = checked_va {
+            for probe in [va, va.wrapping_add(PAGE), va.wrapping_add(5 << 20)] {
+                let got = pt.query(VirtAddr::from(probe as usize));
+                let _ = compare(step, op, got, model.query(probe))?;
+            }
+        }
+    }
+    // Dropping the table gives back every frame it holds (the handler panics on a double free).
+    let ledger = pt.handler().ledger();
+    drop(pt);
+    ensure_eq!(ledger.get(), 0, "frames leaked by drop");
+    Ok(())
+}
+
+/// Checks a call's result against the model's expectation; returns the call's outcome.
+fn compare<T: PartialEq + std::fmt::Debug>(
+    step: usize,
+    op: &Op,
+    got: Result<T, E>,
+    want: Expect<T>,
+) -> Result<Result<(), E>, String> {
+    match (got, want) {
+        (Ok(g), Ok(w)) => {
+            ensure_eq!(g, w, "step {}: {:?}", step, op);
+            Ok(Ok(()))
+        }
+        (Err(g), Err(w)) => {
+            ensure!(
+                w.contains(&g),
+                "step {step}: {op:?} returned {g:?}, the model expects one of {w:?}"
+            );
+            Ok(Err(g))
+        }
+        (Ok(g), Err(w)) => Err(format!(
+            "step {step}: {op:?} succeeded with {g:?}, the model expects {w:?}"
+        )),
+        (Err(g), Ok(w)) => Err(format!(
+            "step {step}: {op:?} failed with {g:?}, the model expects {w:?}"
+        )),
+    }
+}
+
+fn needs_read(f: F) -> bool {
+    f.contains(F::READ)
+}
+
+fn riscv_expressible(f: F) -> bool {
+    // Something allowed, and no write without read.
+    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE))
+}
+
+fn loongarch_expressible(f: F) -> bool {
+    !f.no_access()
+}
+
+/// A paging mode the model knows: its spec and its manual.
+pub trait Modeled: Arch + Manual {
+    fn spec() -> Spec;
+}
+
+macro_rules! modeled {
+    ($($arch:ty => $expressible:expr, $accessed:expr;)*) => {
+        $(impl Modeled for $arch {
+            fn spec() -> Spec {
+                Spec::of::<$arch>($expressible, $accessed)
+            }
+        })*
+    };
+}
+
+modeled! {
+    X86_64 => needs_read, true;
+    X86_64La57 => needs_read, true;
+    AArch64<Va48, Lower> => needs_read, true;
+    AArch64<Va48, Upper> => needs_read, true;
+    AArch64<Va39, Lower> => needs_read, true;
+    AArch64<Va39, Upper> => needs_read, true;
+    Sv39 => riscv_expressible, true;
+    Sv48 => riscv_expressible, true;
+    Sv57 => riscv_expressible, true;
+    LoongArch64 => loongarch_expressible, false;
+}
+
+// ---- Calls from raw bytes, for the fuzz targets and for replaying their corpora.
+
+/// Bytes read from the front; `None` once they run out.
+pub struct Input<'a>(pub &'a [u8]);
+
+impl Input<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, tail) = self.0.split_first_chunk::<N>()?;
+        self.0 = tail;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|[b]| b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+}
+
+impl VaPick {
+    fn decode(i: &mut Input<'_>) -> Option<Self> {
+        let tag = i.u8()?;
+        let leaf = if tag & 1 == 1 {
+            Some((i.u16()?, i.u16()?))
+        } else {
+            None
+        };
+        Some(VaPick {
+            leaf,
+            base: i.u8()?,
+            offset: i.u32()?,
+            coarse: tag & 2 != 0,
+            hostile: tag >> 2,
+        })
+    }
+}
+
+impl LenPick {
+    fn decode(i: &mut Input<'_>) -> Option<Self> {
+        Some(LenPick {
+            kind: i.u8()?,
+            n: i.u32()?,
+        })
+    }
+}
+
+impl PaPick {
+    fn decode(i: &mut Input<'_>) -> Option<Self> {
+        Some(PaPick {
+            base: i.u8()?,
+            mode: i.u8()?,
+            offset: i.u32()?,
+        })
+    }
+}
+
+impl Op {
+    /// One call from the front of `i`, weighted as the property tests weigh them.
+    pub fn decode(i: &mut Input<'_>) -> Option<Self> {
+        Some(match i.u8()? % 22 {
+            0..=5 => Op::MapRegion {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+                pa: PaPick::decode(i)?,
+                flags: i.u8()?,
+                huge: i.u8()? & 1 == 1,
+            },
+            6 | 7 => Op::Map {
+                va: VaPick::decode(i)?,
+                size: i.u8()?,
+                pa: PaPick::decode(i)?,
+                flags: i.u8()?,
+            },
+            8 | 9 => Op::Unmap {
+                va: VaPick::decode(i)?,
+            },
+            10 | 11 => Op::UnmapRegion {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+            },
+            12 => Op::Protect {
+                va: VaPick::decode(i)?,
+                flags: i.u8()?,
+            },
+            13..=15 => Op::ProtectRegion {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+                flags: i.u8()?,
+            },
+            16 => Op::Remap {
+                va: VaPick::decode(i)?,
+                pa: PaPick::decode(i)?,
+            },
+            17 => {
+                let (va, bits) = (VaPick::decode(i)?, i.u8()?);
+                Op::ClearState {
+                    va,
+                    accessed: bits & 1 == 1,
+                    dirty: bits & 2 == 2,
+                }
+            }
+            18 => Op::Query {
+                va: VaPick::decode(i)?,
+            },
+            19 => Op::ForEachIn {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+            },
+            _ => Op::CursorRun {
+                va: VaPick::decode(i)?,
+                n: i.u8()?,
+                pa: PaPick::decode(i)?,
+                flags: i.u8()?,
+            },
+        })
+    }
+}
+
+/// A mode's run, for dispatch by the first input byte.
+pub type Mode = fn(&[Op]) -> Result<(), String>;
+
+/// Up to 64 calls from `data`.
+pub fn decode_ops(data: &[u8]) -> Vec<Op> {
+    let mut input = Input(data);
+    std::iter::from_fn(|| Op::decode(&mut input))
+        .take(64)
+        .collect()
+}
+
+/// Plays `data` on the mode its first byte picks among `modes`.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_bytes(data: &[u8], modes: &[Mode]) -> Result<(), String> {
+    let Some((&which, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    modes[which as usize % modes.len()](&decode_ops(rest))
+}
+
+/// The modes of each fuzz target's family.
+pub const X86_MODES: &[Mode] = &[run::<X86_64>, run::<X86_64La57>];
+pub const AARCH64_MODES: &[Mode] = &[
+    run::<AArch64<Va48, Lower>>,
+    run::<AArch64<Va48, Upper>>,
+    run::<AArch64<Va39, Lower>>,
+    run::<AArch64<Va39, Upper>>,
+];
+pub const RISCV_MODES: &[Mode] = &[run::<Sv39>, run::<Sv48>, run::<Sv57>];
+pub const LOONGARCH_MODES: &[Mode] = &[run::<LoongArch64>];
