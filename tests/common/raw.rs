@@ -50,6 +50,8 @@ pub struct RawTree {
     pub leaves: Vec<(u64, u64, u32)>,
     /// Every table reached, the root included.
     pub tables: BTreeSet<u64>,
+    /// The physical address of each leaf's entry, in the order of `leaves`.
+    pub entries: Vec<u64>,
 }
 
 /// Walks the tree at `root` in `mem`.
@@ -84,7 +86,10 @@ fn visit<M: Manual>(
             .map_err(|e| format!("entry {i} of the depth-{depth} table {table:#x}: {e}"))?;
         match raw {
             Raw::Empty => {}
-            Raw::Leaf(pa) => tree.leaves.push((sign::<M>(at), pa, shift)),
+            Raw::Leaf(pa) => {
+                tree.leaves.push((sign::<M>(at), pa, shift));
+                tree.entries.push(table + i * 8);
+            }
             Raw::Table(next) => visit::<M>(mem, next, depth - 1, at, tree)?,
         }
     }
