@@ -79,21 +79,43 @@ fn marks_survive<A: Hardware>() {
     let v = |i: usize| VirtAddr::from(BASE + i * PAGE);
     let mut pt = PageTable::<A, _>::new(Frames::new(16, 0x10_0000_0000)).unwrap();
     // Pages 0..8 writable, 8..16 read-only.
-    pt.map_region(v(0), PhysAddr::from(0x8000_0000), 8 * PAGE, RW, HugePages::Never)
-        .unwrap()
-        .ignore();
-    pt.map_region(v(8), PhysAddr::from(0x9000_0000), 8 * PAGE, F::READ, HugePages::Never)
-        .unwrap()
-        .ignore();
+    pt.map_region(
+        v(0),
+        PhysAddr::from(0x8000_0000),
+        8 * PAGE,
+        RW,
+        HugePages::Never,
+    )
+    .unwrap()
+    .ignore();
+    pt.map_region(
+        v(8),
+        PhysAddr::from(0x9000_0000),
+        8 * PAGE,
+        F::READ,
+        HugePages::Never,
+    )
+    .unwrap()
+    .ignore();
     // Every page starts clean and, where the arch can tell, unaccessed.
     for i in 0..16 {
-        pt.clear_access_state(v(i), AccessState::BOTH).unwrap().1.ignore();
-        assert_eq!(pt.query(v(i)).unwrap().state, state(!A::HAS_ACCESSED, false));
+        pt.clear_access_state(v(i), AccessState::BOTH)
+            .unwrap()
+            .1
+            .ignore();
+        assert_eq!(
+            pt.query(v(i)).unwrap().state,
+            state(!A::HAS_ACCESSED, false)
+        );
     }
     // The MMU reads pages 0..4 and 8..12 and writes pages 0 and 1.
     let tree = raw::walk::<A>(pt.handler(), pt.root_paddr().as_usize() as u64).unwrap();
     let entry = |i: usize| {
-        let k = tree.leaves.iter().position(|l| l.0 == (BASE + i * PAGE) as u64).unwrap();
+        let k = tree
+            .leaves
+            .iter()
+            .position(|l| l.0 == (BASE + i * PAGE) as u64)
+            .unwrap();
         tree.entries[k]
     };
     let mark = |i: usize, f: fn(u64) -> u64| {
@@ -110,13 +132,25 @@ fn marks_survive<A: Hardware>() {
         state(read || !A::HAS_ACCESSED, i < 2)
     };
     for i in 0..16 {
-        assert_eq!(pt.query(v(i)).unwrap().state, expected(i), "{} page {i}", A::NAME);
+        assert_eq!(
+            pt.query(v(i)).unwrap().state,
+            expected(i),
+            "{} page {i}",
+            A::NAME
+        );
     }
     // Protecting everything read-only keeps every mark, the dirty ones included.
-    pt.protect_region(v(0), 16 * PAGE, F::READ).unwrap().ignore();
+    pt.protect_region(v(0), 16 * PAGE, F::READ)
+        .unwrap()
+        .ignore();
     for i in 0..16 {
         let t = pt.query(v(i)).unwrap();
-        assert_eq!((t.flags, t.state), (F::READ, expected(i)), "{} page {i}", A::NAME);
+        assert_eq!(
+            (t.flags, t.state),
+            (F::READ, expected(i)),
+            "{} page {i}",
+            A::NAME
+        );
     }
     // Read and cleared through the API: dirty of page 0 only.
     let (before, flush) = pt.clear_access_state(v(0), state(false, true)).unwrap();

@@ -704,7 +704,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
     let mut pt = PageTable::<A, _>::new(Frames::new(6000, 0x4000_0000)).unwrap();
     let sizes = [12u32, 21, 30, 39, 48, 14];
     for (step, op) in ops.iter().enumerate() {
-        let before = pt.handler().snapshot();
+        let before = pt.handler().digest();
         let frames_before = pt.handler().live_frames();
         let (what, checked_va): (Result<(), E>, Option<u64>) = match op {
             Op::MapRegion {
@@ -844,7 +844,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                         first.wrapping_add(k * PAGE),
                         first_pa.wrapping_add(k * PAGE),
                     );
-                    let unchanged = c.table().handler().snapshot();
+                    let unchanged = c.table().handler().digest();
                     let got = c.map(
                         VirtAddr::from(v as usize),
                         PhysAddr::from(p as usize),
@@ -854,7 +854,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     let want = model.map(v, p, 12, flags);
                     if compare(step, op, got.map(|f| f.ignore()), want)?.is_err() {
                         ensure!(
-                            c.table().handler().snapshot() == unchanged,
+                            c.table().handler().digest() == unchanged,
                             "step {step}: cursor map {k} of {op:?} failed but changed table memory"
                         );
                     }
@@ -897,7 +897,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         }
         if what.is_err() {
             ensure!(
-                pt.handler().snapshot() == before,
+                pt.handler().digest() == before,
                 "step {step}: {op:?} failed but changed table memory"
             );
             ensure_eq!(
