@@ -402,23 +402,30 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         (0..Self::ENTRIES).all(|i| unsafe { self.load(i) } == 0)
     }
 
-    /// Entries `first..first + count` of a table nothing else sees yet, as plain words: the
-    /// compiler may vectorize stores to them.
+    /// Calls `f` with entries `first..first + count` of a table nothing else sees yet, as
+    /// plain words: the compiler may vectorize stores to them. The slice lives for the call
+    /// only.
     ///
     /// # Safety
     ///
     /// The table was just allocated, is not linked anywhere, and `first + count <= ENTRIES`.
     #[inline(always)]
-    pub(crate) unsafe fn fresh_slice<'a>(self, first: usize, count: usize) -> &'a mut [u64] {
+    pub(crate) unsafe fn with_fresh_run(
+        self,
+        first: usize,
+        count: usize,
+        f: impl FnOnce(&mut [u64]),
+    ) {
         debug_assert!(first + count <= Self::ENTRIES);
-        // SAFETY: the caller owns the unlinked table; `AtomicU64` and `u64` share a layout.
-        unsafe {
+        // SAFETY: the caller owns the unlinked table; `AtomicU64` and `u64` share a layout; the
+        // slice does not outlive `f`.
+        f(unsafe {
             core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
-        }
+        })
     }
 
-    /// Entries `first..first + count` of a live table, as plain words, for a rewrite that the
-    /// compiler may vectorize.
+    /// Calls `f` with entries `first..first + count` of a live table, as plain words, for a
+    /// rewrite that the compiler may vectorize. The slice lives for the call only.
     ///
     /// Sound where the entries are leaves the MMU will not write (every accessed or dirty bit it
     /// could set is set, and it never clears one): then no one but the caller writes them. The
@@ -428,15 +435,21 @@ impl<A: Arch, L: Level> TableRef<A, L> {
     ///
     /// # Safety
     ///
-    /// The caller owns the table (`&mut` to the page table), `first + count <= ENTRIES`, the MMU
-    /// will not write these entries, and the slice is gone before the table is touched again.
+    /// The caller owns the table (`&mut` to the page table), `first + count <= ENTRIES`, and the
+    /// MMU will not write these entries.
     #[inline(always)]
-    pub(crate) unsafe fn settled_slice<'a>(self, first: usize, count: usize) -> &'a mut [u64] {
+    pub(crate) unsafe fn with_settled_run(
+        self,
+        first: usize,
+        count: usize,
+        f: impl FnOnce(&mut [u64]),
+    ) {
         debug_assert!(first + count <= Self::ENTRIES);
-        // SAFETY: no other writer exists (above); `AtomicU64` and `u64` share a layout.
-        unsafe {
+        // SAFETY: no other writer exists (above); `AtomicU64` and `u64` share a layout; the
+        // slice does not outlive `f`.
+        f(unsafe {
             core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
-        }
+        })
     }
 
     /// Zeroes a table that nothing else sees yet.

@@ -336,10 +336,13 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
         if fresh {
             // SAFETY: a fresh table is ours alone; `first + count <= ENTRIES` since `[s, e)`
             // lies inside it.
-            let slots = unsafe { t.fresh_slice(first, count) };
-            for (k, slot) in slots.iter_mut().enumerate() {
-                *slot =
-                    template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L>::SHIFT), 1);
+            unsafe {
+                t.with_fresh_run(first, count, |slots| {
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        let at = pa + ((k as u64) << TableRef::<A, L>::SHIFT);
+                        *slot = template | A::leaf_addr_bits(at, 1);
+                    }
+                });
             }
         } else {
             for k in 0..count {
@@ -773,9 +776,12 @@ unsafe fn modify_leaves<A: Arch, L: Level>(
         // Every bit the MMU could set is set already, so it will not write these entries: a
         // plain loop the compiler may vectorize, with no compare-and-swap.
         // SAFETY: in bounds, the table is ours, and the MMU will not write these entries.
-        let run = unsafe { t.settled_slice(first, count) };
-        for (k, pte) in run.iter_mut().enumerate() {
-            *pte = f(*pte, va(k));
+        unsafe {
+            t.with_settled_run(first, count, |run| {
+                for (k, pte) in run.iter_mut().enumerate() {
+                    *pte = f(*pte, va(k));
+                }
+            });
         }
         return;
     }
