@@ -489,24 +489,17 @@ fn cursor_agrees_with_the_table<A: Arch>(base: usize) {
     let at = |v: usize| va!(base.wrapping_add(v));
     let mut a = table::<A>(64);
     let mut b = table::<A>(64);
-    a.map_region(
-        at(0x40_0000),
-        pa!(0x4000_0000),
-        0x20_0000,
-        RW,
-        HugePages::Allowed,
-    )
-    .unwrap()
-    .ignore();
-    b.map_region(
-        at(0x40_0000),
-        pa!(0x4000_0000),
-        0x20_0000,
-        RW,
-        HugePages::Allowed,
-    )
-    .unwrap()
-    .ignore();
+    for pt in [&mut a, &mut b] {
+        pt.map_region(
+            at(0x40_0000),
+            pa!(0x4000_0000),
+            0x20_0000,
+            RW,
+            HugePages::Allowed,
+        )
+        .unwrap()
+        .ignore();
+    }
     let mut c = a.cursor();
     let pages = (0x1f_c000..0x20_4000).step_by(0x1000).chain([
         0x1f_d000, // already mapped by this run

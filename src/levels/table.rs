@@ -402,51 +402,23 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         (0..Self::ENTRIES).all(|i| unsafe { self.load(i) } == 0)
     }
 
-    /// Calls `f` with entries `first..first + count` of a table nothing else sees yet, as
-    /// plain words: the compiler may vectorize stores to them. The slice lives for the call
-    /// only.
+    /// Calls `f` with entries `first..first + count` as plain words, which the compiler may
+    /// vectorize; the slice lives for the call only. Two cases are sound: a table just
+    /// allocated and not linked anywhere (no one else sees it), and a run of leaves the MMU will
+    /// not write because every accessed or dirty bit it could set is set already (it never
+    /// clears one). In the second the MMU may still read the entries meanwhile; every
+    /// architecture here makes an aligned 8-byte store, and each 8-byte lane of a vector
+    /// store, single-copy atomic, so a walk sees each entry either old or new.
     ///
     /// # Safety
     ///
-    /// The table was just allocated, is not linked anywhere, and `first + count <= ENTRIES`.
+    /// `first + count <= ENTRIES`, the caller owns the table (`&mut` to the page table), and it
+    /// is one of the two cases above: nothing but `f` writes these entries during the call.
     #[inline(always)]
-    pub(crate) unsafe fn with_fresh_run(
-        self,
-        first: usize,
-        count: usize,
-        f: impl FnOnce(&mut [u64]),
-    ) {
+    pub(crate) unsafe fn with_words(self, first: usize, count: usize, f: impl FnOnce(&mut [u64])) {
         debug_assert!(first + count <= Self::ENTRIES);
-        // SAFETY: the caller owns the unlinked table; `AtomicU64` and `u64` share a layout; the
-        // slice does not outlive `f`.
-        f(unsafe {
-            core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
-        })
-    }
-
-    /// Calls `f` with entries `first..first + count` of a live table, as plain words, for a
-    /// rewrite that the compiler may vectorize. The slice lives for the call only.
-    ///
-    /// Sound where the entries are leaves the MMU will not write (every accessed or dirty bit it
-    /// could set is set, and it never clears one): then no one but the caller writes them. The
-    /// MMU may still read them meanwhile; every architecture here makes an aligned 8-byte store,
-    /// and each 8-byte lane of a vector store, single-copy atomic, so a walk sees each entry
-    /// either old or new.
-    ///
-    /// # Safety
-    ///
-    /// The caller owns the table (`&mut` to the page table), `first + count <= ENTRIES`, and the
-    /// MMU will not write these entries.
-    #[inline(always)]
-    pub(crate) unsafe fn with_settled_run(
-        self,
-        first: usize,
-        count: usize,
-        f: impl FnOnce(&mut [u64]),
-    ) {
-        debug_assert!(first + count <= Self::ENTRIES);
-        // SAFETY: no other writer exists (above); `AtomicU64` and `u64` share a layout; the
-        // slice does not outlive `f`.
+        // SAFETY: in bounds (above); `AtomicU64` and `u64` share a layout; the slice does not
+        // outlive `f`, and no one else writes the entries meanwhile.
         f(unsafe {
             core::slice::from_raw_parts_mut(self.base.cast_mut().cast::<u64>().add(first), count)
         })

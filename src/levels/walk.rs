@@ -337,7 +337,7 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
             // SAFETY: a fresh table is ours alone; `first + count <= ENTRIES` since `[s, e)`
             // lies inside it.
             unsafe {
-                t.with_fresh_run(first, count, |slots| {
+                t.with_words(first, count, |slots| {
                     for (k, slot) in slots.iter_mut().enumerate() {
                         let at = pa + ((k as u64) << TableRef::<A, L>::SHIFT);
                         *slot = template | A::leaf_addr_bits(at, 1);
@@ -777,7 +777,7 @@ unsafe fn modify_leaves<A: Arch, L: Level>(
         // plain loop the compiler may vectorize, with no compare-and-swap.
         // SAFETY: in bounds, the table is ours, and the MMU will not write these entries.
         unsafe {
-            t.with_settled_run(first, count, |run| {
+            t.with_words(first, count, |run| {
                 for (k, pte) in run.iter_mut().enumerate() {
                     *pte = f(*pte, va(k));
                 }

@@ -139,22 +139,6 @@ fn x86_read(pte: u64, depth: u32) -> Result<Raw, String> {
     }
 }
 
-impl Manual for X86_64 {
-    const LEVELS: u32 = 4;
-    const SPACE: Space = Space::Canonical;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        x86_read(pte, depth)
-    }
-}
-
-impl Manual for X86_64La57 {
-    const LEVELS: u32 = 5;
-    const SPACE: Space = Space::Canonical;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        x86_read(pte, depth)
-    }
-}
-
 // ---- AArch64, Arm ARM D8.3 (VMSAv8-64, 4K granule, 48-bit OA): bit 0 valid; bit 1 set is a
 // ---- table above level 3 and a page at level 3 (clear there is reserved: invalid); blocks at
 // ---- levels 1 and 2 only; output address bits 12..47.
@@ -171,38 +155,6 @@ fn arm_read(pte: u64, depth: u32) -> Result<Raw, String> {
         _ if bit1 => Ok(Raw::Table(pte & OA)),
         2 | 3 => misaligned(pte & OA, 12 + 9 * (depth - 1), "block"),
         _ => Err(format!("level-0 block {pte:#x}")),
-    }
-}
-
-impl Manual for AArch64<Va48, Lower> {
-    const LEVELS: u32 = 4;
-    const SPACE: Space = Space::Lower;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        arm_read(pte, depth)
-    }
-}
-
-impl Manual for AArch64<Va48, Upper> {
-    const LEVELS: u32 = 4;
-    const SPACE: Space = Space::Upper;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        arm_read(pte, depth)
-    }
-}
-
-impl Manual for AArch64<Va39, Lower> {
-    const LEVELS: u32 = 3;
-    const SPACE: Space = Space::Lower;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        arm_read(pte, depth)
-    }
-}
-
-impl Manual for AArch64<Va39, Upper> {
-    const LEVELS: u32 = 3;
-    const SPACE: Space = Space::Upper;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        arm_read(pte, depth)
     }
 }
 
@@ -231,28 +183,29 @@ fn riscv_read(pte: u64, depth: u32) -> Result<Raw, String> {
     Ok(Raw::Table(pa))
 }
 
-impl Manual for Sv39 {
-    const LEVELS: u32 = 3;
-    const SPACE: Space = Space::Canonical;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        riscv_read(pte, depth)
-    }
+/// Modes whose entries read by one function of this file.
+macro_rules! manual {
+    ($($mode:ty => $levels:literal, $space:ident, $read:ident;)*) => {
+        $(impl Manual for $mode {
+            const LEVELS: u32 = $levels;
+            const SPACE: Space = Space::$space;
+            fn read(pte: u64, depth: u32) -> Result<Raw, String> {
+                $read(pte, depth)
+            }
+        })*
+    };
 }
 
-impl Manual for Sv48 {
-    const LEVELS: u32 = 4;
-    const SPACE: Space = Space::Canonical;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        riscv_read(pte, depth)
-    }
-}
-
-impl Manual for Sv57 {
-    const LEVELS: u32 = 5;
-    const SPACE: Space = Space::Canonical;
-    fn read(pte: u64, depth: u32) -> Result<Raw, String> {
-        riscv_read(pte, depth)
-    }
+manual! {
+    X86_64 => 4, Canonical, x86_read;
+    X86_64La57 => 5, Canonical, x86_read;
+    AArch64<Va48, Lower> => 4, Lower, arm_read;
+    AArch64<Va48, Upper> => 4, Upper, arm_read;
+    AArch64<Va39, Lower> => 3, Lower, arm_read;
+    AArch64<Va39, Upper> => 3, Upper, arm_read;
+    Sv39 => 3, Canonical, riscv_read;
+    Sv48 => 4, Canonical, riscv_read;
+    Sv57 => 5, Canonical, riscv_read;
 }
 
 // ---- LoongArch64, reference manual vol. 1 5.4 / 7.5: a directory entry is the next table's
