@@ -1,13 +1,14 @@
 //! Accessed and dirty bits that "hardware" sets behind the library's back survive: they are
 //! reported by `query`, kept by `protect_region` (whose fast path must notice leaves the MMU
 //! may still mark), and read and cleared by `clear_access_state`. The test marks entries in
-//! table memory the way each MMU does, per its manual, and finds the entries with the
-//! independent raw walker.
+//! table memory the way each MMU does, per its manual (`common::hw`), and finds the entries
+//! with the independent raw walker.
 
 mod common;
 
 use common::Frames;
-use common::raw::{self, Manual};
+use common::hw::Hardware;
+use common::raw;
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
     AArch64, AccessState, Arch, HugePages, LoongArch64, MappingFlags as F, PageTable, Sv39, X86_64,
@@ -17,65 +18,11 @@ const RW: F = F::READ.union(F::WRITE);
 const PAGE: usize = 0x1000;
 const BASE: usize = 0x1000_0000;
 
-/// How an MMU marks a last-level leaf, from its manual.
-trait Hardware: Arch + Manual {
-    /// Whether the leaf records accesses at all.
-    const HAS_ACCESSED: bool = true;
-    /// The leaf after a read through it.
-    fn mark_read(pte: u64) -> u64;
-    /// The leaf after a write through it (it is writable).
-    fn mark_write(pte: u64) -> u64;
-}
-
-/// SDM 4.8: the processor sets A (bit 5) on any access and D (bit 6) on a write.
-impl Hardware for X86_64 {
-    fn mark_read(pte: u64) -> u64 {
-        pte | 1 << 5
-    }
-    fn mark_write(pte: u64) -> u64 {
-        pte | 1 << 5 | 1 << 6
-    }
-}
-
-/// Privileged spec, Svadu: A (bit 6) on any access, D (bit 7) on a write.
-impl Hardware for Sv39 {
-    fn mark_read(pte: u64) -> u64 {
-        pte | 1 << 6
-    }
-    fn mark_write(pte: u64) -> u64 {
-        pte | 1 << 6 | 1 << 7
-    }
-}
-
-/// Arm ARM D8.4, FEAT_HAFDBS: AF (bit 10) on any access; a write through a leaf with DBM
-/// (bit 51) clears AP[2] (bit 7), making it writable and dirty.
-impl Hardware for AArch64 {
-    fn mark_read(pte: u64) -> u64 {
-        pte | 1 << 10
-    }
-    fn mark_write(pte: u64) -> u64 {
-        assert!(pte >> 51 & 1 == 1, "a writable leaf without DBM: {pte:#x}");
-        (pte | 1 << 10) & !(1 << 7)
-    }
-}
-
-/// LoongArch has no accessed bit, and its MMU writes nothing: the kernel's page-modify
-/// exception handler sets D (bit 1) on the first write, which is what is modelled here.
-impl Hardware for LoongArch64 {
-    const HAS_ACCESSED: bool = false;
-    fn mark_read(pte: u64) -> u64 {
-        pte
-    }
-    fn mark_write(pte: u64) -> u64 {
-        pte | 1 << 1
-    }
-}
-
 fn state(accessed: bool, dirty: bool) -> AccessState {
     AccessState { accessed, dirty }
 }
 
-fn marks_survive<A: Hardware>() {
+fn marks_survive<A: Arch + Hardware>() {
     let v = |i: usize| VirtAddr::from(BASE + i * PAGE);
     let mut pt = PageTable::<A, _>::new(Frames::new(16, 0x10_0000_0000)).unwrap();
     // Pages 0..8 writable, 8..16 read-only.

@@ -54,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (va_pick(), any::<bool>(), any::<bool>()).prop_map(|(va, accessed, dirty)| Op::ClearState { va, accessed, dirty }),
         1 => va_pick().prop_map(|va| Op::Query { va }),
         1 => (va_pick(), len_pick()).prop_map(|(va, len)| Op::ForEachIn { va, len }),
+        2 => (va_pick(), any::<bool>()).prop_map(|(va, write)| Op::Touch { va, write }),
         2 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>()).prop_map(|(va, n, pa, flags)| Op::CursorRun { va, n, pa, flags }),
     ]
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pagetable::{PagingHandler, PhysAddr};
 
+pub mod hw;
 pub mod model;
 pub mod raw;
 

@@ -23,7 +23,8 @@ use pagetable::{
 };
 
 use super::Frames;
-use super::raw::{self, Manual};
+use super::hw::Hardware;
+use super::raw;
 
 /// Fails the run with a message unless `cond` holds.
 macro_rules! ensure {
@@ -522,6 +523,11 @@ pub enum Op {
         va: VaPick,
         len: LenPick,
     },
+    /// Not a call: the MMU reads (or writes) through the leaf at `va`, marking it.
+    Touch {
+        va: VaPick,
+        write: bool,
+    },
     /// `n` granule pages mapped one at a time through one cursor, each queried through it.
     CursorRun {
         va: VaPick,
@@ -821,6 +827,28 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.query(va);
                 (compare(step, op, got, want)?, Some(va))
             }
+            Op::Touch { va, write } => {
+                let va = model.pick_va(va).0;
+                if let Some((start, leaf)) = model.leaf_at(va) {
+                    let raw = raw::walk::<A>(pt.handler(), pt.root_paddr().as_usize() as u64)?;
+                    let k = raw
+                        .leaves
+                        .iter()
+                        .position(|l| l.0 == start)
+                        .ok_or_else(|| {
+                            format!("step {step}: the raw walk has no leaf at {start:#x}")
+                        })?;
+                    let writes = *write && leaf.flags.contains(F::WRITE);
+                    let mark = if writes { A::mark_write } else { A::mark_read };
+                    let at = raw.entries[k];
+                    pt.handler()
+                        .write_phys(at, mark(pt.handler().read_phys(at)));
+                    let state = &mut model.leaves.get_mut(&start).unwrap().state;
+                    state.accessed = true;
+                    state.dirty |= writes;
+                }
+                (Ok(()), Some(va))
+            }
             Op::ForEachIn { va, len } => {
                 let (va, run_end) = model.pick_va(va);
                 let len = model.pick_len(len, true, va, run_end);
@@ -1009,8 +1037,8 @@ fn loongarch_expressible(f: F) -> bool {
     !f.no_access()
 }
 
-/// A paging mode the model knows: its spec and its manual.
-pub trait Modeled: Arch + Manual {
+/// A paging mode the model knows: its spec, its manual and how its MMU marks leaves.
+pub trait Modeled: Arch + Hardware {
     fn spec() -> Spec;
 }
 
@@ -1099,7 +1127,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        Some(match i.u8()? % 22 {
+        Some(match i.u8()? % 24 {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,

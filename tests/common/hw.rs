@@ -1,0 +1,82 @@
+//! How each MMU marks the leaves it uses, from its manual: the "hardware" that the tests and
+//! the fuzz targets let loose on table memory behind the library's back.
+
+use pagetable::{
+    AArch64, LoongArch64, Lower, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+};
+
+use super::raw::Manual;
+
+/// How an MMU marks a leaf (of any size) it translates through.
+pub trait Hardware: Manual {
+    /// Whether leaves record accesses at all.
+    const HAS_ACCESSED: bool = true;
+    /// The leaf after a read through it.
+    fn mark_read(pte: u64) -> u64;
+    /// The leaf after a write through it; only called for a writable leaf.
+    fn mark_write(pte: u64) -> u64;
+}
+
+/// SDM 4.8: the processor sets A (bit 5) on any access and D (bit 6) on a write.
+fn x86_read(pte: u64) -> u64 {
+    pte | 1 << 5
+}
+fn x86_write(pte: u64) -> u64 {
+    pte | 1 << 5 | 1 << 6
+}
+
+/// Privileged spec, Svadu: A (bit 6) on any access, D (bit 7) on a write.
+fn riscv_read(pte: u64) -> u64 {
+    pte | 1 << 6
+}
+fn riscv_write(pte: u64) -> u64 {
+    pte | 1 << 6 | 1 << 7
+}
+
+/// Arm ARM D8.4, FEAT_HAFDBS: AF (bit 10) on any access; a write through a leaf with DBM
+/// (bit 51) clears AP[2] (bit 7), making it writable and dirty.
+fn arm_read(pte: u64) -> u64 {
+    pte | 1 << 10
+}
+fn arm_write(pte: u64) -> u64 {
+    assert!(pte >> 51 & 1 == 1, "a writable leaf without DBM: {pte:#x}");
+    (pte | 1 << 10) & !(1 << 7)
+}
+
+macro_rules! hardware {
+    ($($mode:ty => $read:ident, $write:ident;)*) => {
+        $(impl Hardware for $mode {
+            fn mark_read(pte: u64) -> u64 {
+                $read(pte)
+            }
+            fn mark_write(pte: u64) -> u64 {
+                $write(pte)
+            }
+        })*
+    };
+}
+
+hardware! {
+    X86_64 => x86_read, x86_write;
+    X86_64La57 => x86_read, x86_write;
+    AArch64<Va48, Lower> => arm_read, arm_write;
+    AArch64<Va48, Upper> => arm_read, arm_write;
+    AArch64<Va39, Lower> => arm_read, arm_write;
+    AArch64<Va39, Upper> => arm_read, arm_write;
+    Sv39 => riscv_read, riscv_write;
+    Sv48 => riscv_read, riscv_write;
+    Sv57 => riscv_read, riscv_write;
+}
+
+/// LoongArch has no accessed bit, and its MMU writes nothing: the kernel's page-modify
+/// exception handler sets D (bit 1) on the first write, which is what is modelled here. Bit 1
+/// is D in huge leaves too.
+impl Hardware for LoongArch64 {
+    const HAS_ACCESSED: bool = false;
+    fn mark_read(pte: u64) -> u64 {
+        pte
+    }
+    fn mark_write(pte: u64) -> u64 {
+        pte | 1 << 1
+    }
+}
