@@ -50,6 +50,11 @@ pub enum PagingError {
     /// The address lies in a range this table borrows from another one
     /// ([`PageTable::copy_from`](crate::PageTable::copy_from)): edit it through its owner.
     Borrowed(VirtAddr),
+    /// The change at this address would replace a valid entry in a way the architecture allows
+    /// only with break-before-make (AArch64: a new output address, memory type, shareability or
+    /// nG, or a block split into a table), and the table is
+    /// [`Liveness::LiveNoBreak`](crate::Liveness::LiveNoBreak).
+    NeedsBreak(VirtAddr),
 }
 
 impl fmt::Display for PagingError {
@@ -83,6 +88,10 @@ impl fmt::Display for PagingError {
             }
             Self::SizeNotSupported(size) => write!(f, "no {size} leaves in this paging mode"),
             Self::Borrowed(va) => write!(f, "virtual address {va:#x} is in a borrowed range"),
+            Self::NeedsBreak(va) => write!(
+                f,
+                "the change at {va:#x} needs break-before-make, which the table's liveness forbids"
+            ),
         }
     }
 }

@@ -9,21 +9,22 @@ use memory_addr::PhysAddr;
 use crate::handler::PagingHandler;
 
 const FRAME: usize = 4096;
+/// Free lists kept: one per block size 4 KiB << k, for k below this (up to 128 KiB).
+const SIZES: usize = 6;
 
-/// Hands out 4 KiB-aligned table frames from a byte buffer that stands for physical memory
-/// starting at a chosen address, in O(1): freed frames go on a list threaded through the frames
-/// themselves, new ones are cut from the unused end.
-///
-/// Blocks larger than 4 KiB (roots of some modes) are cut from the unused end and, when freed,
-/// go back on the list as single frames.
+/// Hands out table blocks (4 KiB-aligned or larger, aligned to their size) from a byte buffer
+/// that stands for physical memory starting at a chosen address, in O(1): freed blocks go on a
+/// list for their size threaded through the blocks themselves, new ones are cut from the unused
+/// end. Each size up to 128 KiB has its list (tables of 16 KiB and 64 KiB granules, and
+/// concatenated stage 2 roots, are reused as such); a larger freed block goes back as frames.
 pub struct BufferFrames<'a> {
     base: NonNull<u8>,
     len: usize,
     base_pa: usize,
     /// Offset of the first never-allocated byte.
     next: usize,
-    /// Offset of the first free 4 KiB frame, or `usize::MAX`.
-    free: usize,
+    /// Per size `FRAME << k`: offset of the first free block, or `usize::MAX`.
+    free: [usize; SIZES],
     allocated: usize,
     _buffer: core::marker::PhantomData<&'a mut [u64]>,
 }
@@ -48,7 +49,7 @@ impl<'a> BufferFrames<'a> {
             len,
             base_pa: base_pa.as_usize(),
             next: 0,
-            free: usize::MAX,
+            free: [usize::MAX; SIZES],
             allocated: 0,
             _buffer: core::marker::PhantomData,
         })
@@ -75,22 +76,34 @@ impl<'a> BufferFrames<'a> {
         unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.len) }
     }
 
-    fn push_free(&mut self, offset: usize) {
-        // SAFETY: `offset` is a whole frame inside the buffer that nothing uses now; the first
-        // 8 bytes of a free frame hold the link, 8-aligned because frames are.
+    /// Puts the free block at `offset` on the list of size `FRAME << k`.
+    fn push_free(&mut self, offset: usize, k: usize) {
+        // SAFETY: `offset` is a whole block inside the buffer that nothing uses now; the first
+        // 8 bytes of a free block hold the link, 8-aligned because blocks are.
         unsafe {
             self.base
                 .as_ptr()
                 .add(offset)
                 .cast::<usize>()
-                .write(self.free)
+                .write(self.free[k])
         };
-        self.free = offset;
+        self.free[k] = offset;
+    }
+
+    /// Takes a block off the list of size `FRAME << k`.
+    fn pop_free(&mut self, k: usize) -> Option<usize> {
+        let offset = self.free[k];
+        if offset == usize::MAX {
+            return None;
+        }
+        // SAFETY: `offset` is on the list, so its first 8 bytes hold the next link.
+        self.free[k] = unsafe { self.base.as_ptr().add(offset).cast::<usize>().read() };
+        Some(offset)
     }
 }
 
-// SAFETY: blocks are cut from disjoint parts of the buffer (or are frames from the free list,
-// which holds only frames given back), aligned to their size in physical addresses because
+// SAFETY: blocks are cut from disjoint parts of the buffer (or are blocks from a free list,
+// which holds only blocks given back, each on the list of its own size), aligned to their size in physical addresses because
 // cuts round up to `bytes`; every pointer is 8-aligned because the buffer is made of words and
 // blocks start at multiples of 4 KiB from it.
 // `phys_to_virt` maps each physical address to the one byte of the buffer standing for it.
@@ -99,10 +112,9 @@ unsafe impl PagingHandler for BufferFrames<'_> {
         if !bytes.is_power_of_two() || bytes < FRAME {
             return None;
         }
-        let offset = if bytes == FRAME && self.free != usize::MAX {
-            let offset = self.free;
-            // SAFETY: `offset` is on the free list, so its first 8 bytes hold the next link.
-            self.free = unsafe { self.base.as_ptr().add(offset).cast::<usize>().read() };
+        let k = (bytes / FRAME).trailing_zeros() as usize;
+        let reused = if k < SIZES { self.pop_free(k) } else { None };
+        let offset = if let Some(offset) = reused {
             offset
         } else {
             let start = (self.base_pa + self.next).next_multiple_of(bytes) - self.base_pa;
@@ -111,7 +123,7 @@ unsafe impl PagingHandler for BufferFrames<'_> {
             }
             // The frames skipped to reach the alignment are not lost: they go on the list.
             for skipped in (self.next..start).step_by(FRAME) {
-                self.push_free(skipped);
+                self.push_free(skipped, 0);
             }
             self.next = start + bytes;
             start
@@ -122,8 +134,13 @@ unsafe impl PagingHandler for BufferFrames<'_> {
 
     unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize) {
         let offset = pa.as_usize() - self.base_pa;
-        for frame in (offset..offset + bytes).step_by(FRAME) {
-            self.push_free(frame);
+        let k = (bytes / FRAME).trailing_zeros() as usize;
+        if k < SIZES {
+            self.push_free(offset, k);
+        } else {
+            for frame in (offset..offset + bytes).step_by(FRAME) {
+                self.push_free(frame, 0);
+            }
         }
         self.allocated -= bytes;
     }

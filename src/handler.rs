@@ -2,7 +2,9 @@
 
 use core::ptr::NonNull;
 
-use memory_addr::PhysAddr;
+use memory_addr::{PhysAddr, VirtAddr};
+
+use crate::arch::Arch;
 
 /// Where table frames come from and how the CPU running this code reaches physical memory.
 ///
@@ -39,4 +41,18 @@ pub unsafe trait PagingHandler {
 
     /// Where the CPU running this code reaches physical address `pa`.
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8>;
+
+    /// The middle of a break-before-make in a [live](crate::Liveness::Live) table of mode
+    /// `A`: the entry that translates `va` (a page or a block of `size` bytes) has just been
+    /// made invalid, and the page table will write its replacement when this returns. It must
+    /// not return before no CPU's TLB can hold a translation through the old entry.
+    ///
+    /// The default invalidates `va` with the mode's own broadcast TLB maintenance
+    /// ([`Arch::flush_page`]: on AArch64 `DSB`, `TLBI VAAE1IS` (stage 2: `TLBI IPAS2E1IS` and
+    /// `TLBI VMALLE1IS`), `DSB`), which removes a block's entry as well as a page's. Override it
+    /// to invalidate by ASID or VMID, or to reach CPUs the broadcast does not.
+    fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
+        let _ = size;
+        A::flush_page(va);
+    }
 }

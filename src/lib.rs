@@ -49,9 +49,13 @@ mod flush;
 mod frames;
 mod handler;
 pub mod levels;
+mod liveness;
 mod page_table;
 
-pub use arch::aarch64::{AArch64, Lower, Upper, Va39, Va48};
+pub use arch::aarch64::{
+    AArch64, Granule, Granule4K, Granule16K, Granule64K, Lower, Upper, Va36, Va39, Va42, Va47,
+    Va48, VaRange, VaSize,
+};
 pub use arch::loongarch64::LoongArch64;
 pub use arch::riscv::{Sv39, Sv48, Sv57};
 pub use arch::x86_64::{X86_64, X86_64La57};
@@ -63,6 +67,7 @@ pub use flush::{FLUSH_ALL_THRESHOLD, Flush};
 pub use frames::BufferFrames;
 pub use handler::PagingHandler;
 pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableFrame};
+pub use liveness::Liveness;
 pub use page_table::{HugePages, Mapping, PageTable, Translation};
 
 /// Re-exported so that callers name the same address types the API takes.

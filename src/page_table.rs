@@ -11,8 +11,9 @@ use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
-use crate::levels::walk::{self, MapReq, Modify, RawLeaf, Stash};
+use crate::levels::walk::{self, Breaks, MapReq, Modify, RawLeaf, Refuse, Stash};
 use crate::levels::{EntryKind, Level, Table, TableRef};
+use crate::liveness::Liveness;
 
 /// Whether [`PageTable::map_region`] may use leaves larger than the granule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +89,9 @@ impl Mapping {
 /// [`Flush`] token; every call that fails returns a [`PagingError`] and changes nothing.
 pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
-    /// Root entries `[lo, hi)` borrowed from another table, as `lo | hi << 32`; 0 if none.
-    borrowed: u64,
+    /// Root entries `[lo, hi)` borrowed from another table in bits 0-23 and 24-47 (0 and 0 if
+    /// none), and the [`Liveness`] in bits 56-63: one word, so the value stays two words.
+    meta: u64,
     handler: H,
     _arch: PhantomData<A>,
 }
@@ -124,7 +126,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         unsafe { TableRef::<A, A::Root>::from_pa(&handler, root).zero_fresh() };
         Ok(Self {
             root,
-            borrowed: 0,
+            meta: 0,
             handler,
             _arch: PhantomData,
         })
@@ -155,7 +157,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         }
         Ok(Self {
             root: raw,
-            borrowed: 0,
+            meta: 0,
             handler,
             _arch: PhantomData,
         })
@@ -418,10 +420,16 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let root = self.root_ref();
+        let refuse = match self.breaks() {
+            Breaks::Refuse => Refuse::Splits,
+            _ => Refuse::Nothing,
+        };
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true)? };
+        let need =
+            unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?;
+        let mut stash =
+            Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(self.breaks());
         // SAFETY: as above; the stash holds what the check pass counted.
         unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
         debug_assert!(stash.is_empty());
@@ -458,10 +466,16 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn modify_leaves(&mut self, s: u64, e: u64, op: Modify) -> Result<(), PagingError> {
         let root = self.root_ref();
+        let refuse = match self.breaks() {
+            Breaks::Refuse => Refuse::SplitsAnd(op),
+            _ => Refuse::Nothing,
+        };
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let need = unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false)? };
+        let need =
+            unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?;
+        let mut stash =
+            Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(self.breaks());
         let handler = &mut self.handler;
         // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
         // make leaves more settled between the two passes, so `hw_live` still holds.
@@ -571,7 +585,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             // SAFETY: in bounds; both roots are live; the caller keeps `other`'s tables alive.
             unsafe { ours.store(i, theirs.load(i)) };
         }
-        self.borrowed = new_lo as u64 | (new_hi as u64) << 32;
+        self.set_borrowed(new_lo, new_hi);
         Ok(Flush::range(s, e))
     }
 
@@ -583,7 +597,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             // SAFETY: in bounds; our root is live; the borrowed tables are not ours to free.
             unsafe { root.store(i, 0) };
         }
-        self.borrowed = 0;
+        self.set_borrowed(0, 0);
         if lo == hi {
             Flush::none()
         } else {
@@ -594,9 +608,37 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn borrowed_range(&self) -> (usize, usize) {
         (
-            (self.borrowed & 0xffff_ffff) as usize,
-            (self.borrowed >> 32) as usize,
+            (self.meta & 0xff_ffff) as usize,
+            ((self.meta >> 24) & 0xff_ffff) as usize,
         )
+    }
+
+    fn set_borrowed(&mut self, lo: usize, hi: usize) {
+        // Root indices fit 24 bits: a root has at most 2^17 entries (`geometry_ok`).
+        self.meta = (self.meta & !((1 << 48) - 1)) | lo as u64 | (hi as u64) << 24;
+    }
+
+    /// Whether an MMU may be walking this table, which decides how changes that need
+    /// break-before-make are made ([`Liveness`]).
+    #[must_use]
+    pub fn liveness(&self) -> Liveness {
+        Liveness::from_bits((self.meta >> 56) as u8)
+    }
+
+    /// Tells the table whether an MMU may be walking it: set [`Liveness::Live`] (or
+    /// [`LiveNoBreak`](Liveness::LiveNoBreak)) before loading the root into a translation
+    /// base register, [`Offline`](Liveness::Offline) once no CPU uses it.
+    pub fn set_liveness(&mut self, liveness: Liveness) {
+        self.meta = (self.meta & ((1 << 56) - 1)) | (liveness as u64) << 56;
+    }
+
+    /// What the walk does about changes that need break-before-make.
+    fn breaks(&self) -> Breaks {
+        match self.liveness() {
+            Liveness::Offline => Breaks::InPlace,
+            Liveness::Live => Breaks::Make,
+            Liveness::LiveNoBreak => Breaks::Refuse,
+        }
     }
 
     fn is_borrowed(&self, root_index: usize) -> bool {

@@ -1,20 +1,37 @@
-//! AArch64 stage 1, 4 KiB granule: [`AArch64<Va48>`](AArch64) (levels 0-3) and
-//! [`AArch64<Va39>`](AArch64) (levels 1-3), each for the lower range (TTBR0_EL1, [`Lower`]) or
-//! the upper one (TTBR1_EL1, [`Upper`]).
+//! AArch64 stage 1: [`AArch64<V, R, G>`](AArch64) for translation granule `G` (4, 16 or
+//! 64 KiB), VA size `V` and range `R` (TTBR0_EL1, [`Lower`], or TTBR1_EL1, [`Upper`]).
 //!
-//! Source: Arm ARM (DDI 0487), D8.3 "Translation table descriptor formats" (VMSAv8-64
-//! table, block and page descriptors), D8.4 (memory attributes, MAIR), D8.5 (hardware
-//! management of the access flag and dirty state).
+//! | granule | VA sizes | levels | leaves |
+//! |---|---|---|---|
+//! | [`Granule4K`] | [`Va48`] (levels 0-3), [`Va39`] (levels 1-3) | 512 entries | 4K pages, 2M and 1G blocks |
+//! | [`Granule16K`] | [`Va48`] (level 0 of 2 entries), [`Va47`] (levels 1-3), [`Va36`] (levels 2-3) | 2048 entries | 16K pages, 32M blocks |
+//! | [`Granule64K`] | [`Va48`] (level 1 of 64 entries), [`Va42`] (levels 2-3) | 8192 entries | 64K pages, 512M blocks |
+//!
+//! The table shapes are not written here: they follow from the granule's shift (12, 14, 16),
+//! its index bits (shift - 3) and the VA size, through the same constants every mode uses
+//! ([`crate::arch::level_shift`], [`crate::arch::entries`]). Level-1 blocks of the 16K and 64K
+//! granules and level-0 blocks need a 52-bit output address (FEAT_LPA, FEAT_LPA2), which these
+//! modes do not use: such an entry is a translation fault, as the MMU takes it.
+//!
+//! Source: Arm ARM (DDI 0487), D8.2 (translation granules, the levels each VA size starts at),
+//! D8.3 "Translation table descriptor formats" (VMSAv8-64 table, block and page descriptors),
+//! D8.4 (memory attributes, MAIR), D8.5 (hardware management of the access flag and dirty
+//! state).
 //!
 //! What the tables built here assume of the CPU:
 //! * MAIR_EL1 = [`MAIR`]: AttrIndx 0 normal write-back, 1 Device-nGnRE, 2 normal
 //!   non-cacheable;
-//! * TCR_EL1: TG0/TG1 = 4 KiB, T0SZ/T1SZ = 64 - 48 (or 64 - 39), IPS ≥ 48 bits.
+//! * TCR_EL1: TG0/TG1 = the granule, T0SZ/T1SZ = 64 - VA bits, IPS ≥ 48 bits.
 //!
 //! Dirty state follows the architecture's DBM scheme (D8.5): a writable leaf has DBM set, and
 //! `AP[2]` (read-only) clear means dirty, set means clean; with FEAT_HAFDBS the MMU clears `AP[2]`
 //! on the first store, without it that store faults and the kernel clears it. A leaf made
 //! read-only keeps its dirtiness in software bit 55, as Linux does.
+//!
+//! Break-before-make (D8.16.1): changing a live valid entry's output address, its memory type or
+//! shareability, its nG bit, or turning a block into a table needs the entry made invalid and
+//! its TLB entries invalidated first; [`Arch::needs_break`] says which changes do, and
+//! [`Liveness`](crate::Liveness) chooses what the page table does about it.
 
 use core::marker::PhantomData;
 
@@ -25,10 +42,10 @@ use static_assertions::const_assert_eq;
 use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4, Level};
+use crate::levels::{EntryKind, L2, L3, L4, Level};
 
-/// A VMSAv8-64 stage 1 descriptor, 4 KiB granule, 48-bit output address (D8.3). One layout
-/// serves table, block and page descriptors; the docs say which fields each uses.
+/// A VMSAv8-64 stage 1 descriptor, 48-bit output address (D8.3). One layout serves table,
+/// block and page descriptors of every granule; the docs say which fields each uses.
 #[bitfield(u64)]
 #[derive(PartialEq, Eq)]
 pub struct AArch64Pte {
@@ -53,7 +70,9 @@ pub struct AArch64Pte {
     pub af: bool,
     /// nG (bit 11): not global (tagged with the ASID).
     pub ng: bool,
-    /// Bits 12-47: output address (the next table's address in a table descriptor).
+    /// Bits 12-47: output address (the next table's address in a table descriptor). With the
+    /// 16K and 64K granules its low 2 or 4 bits are zero (for 64K, bits 12-15 would hold
+    /// OA\[51:48\] with a 52-bit output address, not used here).
     #[bits(36)]
     pub oa: u64,
     /// Bits 48-49: RES0 with a 48-bit output address.
@@ -89,22 +108,23 @@ const_assert_eq!(AArch64Pte::DBM_OFFSET, 51);
 const_assert_eq!(AArch64Pte::UXN_OFFSET, 54);
 const_assert_eq!(AArch64Pte::SW_OFFSET, 55);
 
-const VALID: u64 = 1 << AArch64Pte::VALID_OFFSET;
-const TABLE_OR_PAGE: u64 = 1 << AArch64Pte::TABLE_OR_PAGE_OFFSET;
+pub(super) const VALID: u64 = 1 << AArch64Pte::VALID_OFFSET;
+pub(super) const TABLE_OR_PAGE: u64 = 1 << AArch64Pte::TABLE_OR_PAGE_OFFSET;
 const ATTR_INDX: u64 = 0b111 << AArch64Pte::ATTR_INDX_OFFSET;
 const AP_EL0: u64 = 1 << AArch64Pte::AP_EL0_OFFSET;
 const AP_RO: u64 = 1 << AArch64Pte::AP_RO_OFFSET;
-const SH_INNER: u64 = 0b11 << AArch64Pte::SH_OFFSET;
-const SH_OUTER: u64 = 0b10 << AArch64Pte::SH_OFFSET;
-const AF: u64 = 1 << AArch64Pte::AF_OFFSET;
+pub(super) const SH: u64 = 0b11 << AArch64Pte::SH_OFFSET;
+pub(super) const SH_INNER: u64 = 0b11 << AArch64Pte::SH_OFFSET;
+pub(super) const SH_OUTER: u64 = 0b10 << AArch64Pte::SH_OFFSET;
+pub(super) const AF: u64 = 1 << AArch64Pte::AF_OFFSET;
 const NG: u64 = 1 << AArch64Pte::NG_OFFSET;
-const OA: u64 = ((1 << AArch64Pte::OA_BITS) - 1) << AArch64Pte::OA_OFFSET;
-const DBM: u64 = 1 << AArch64Pte::DBM_OFFSET;
-const CONTIGUOUS: u64 = 1 << AArch64Pte::CONTIGUOUS_OFFSET;
+pub(super) const OA: u64 = ((1 << AArch64Pte::OA_BITS) - 1) << AArch64Pte::OA_OFFSET;
+pub(super) const DBM: u64 = 1 << AArch64Pte::DBM_OFFSET;
+pub(super) const CONTIGUOUS: u64 = 1 << AArch64Pte::CONTIGUOUS_OFFSET;
 const PXN: u64 = 1 << AArch64Pte::PXN_OFFSET;
 const UXN: u64 = 1 << AArch64Pte::UXN_OFFSET;
 /// This crate's software dirty bit: dirtiness of a leaf that is read-only now.
-const SW_DIRTY: u64 = 1 << AArch64Pte::SW_OFFSET;
+pub(super) const SW_DIRTY: u64 = 1 << AArch64Pte::SW_OFFSET;
 
 /// The MAIR_EL1 value the memory-type encoding assumes: Attr0 = 0xff (normal, inner and outer
 /// write-back non-transient, read- and write-allocate), Attr1 = 0x04 (Device-nGnRE),
@@ -119,8 +139,54 @@ const fn attr_index(mem: MemType) -> u64 {
     }
 }
 
-/// A VA size of the 4 KiB-granule stage 1 modes; sealed.
-pub trait VaSize: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
+/// A translation granule; sealed. Its shift sets every level's size, its index bits are
+/// `SHIFT - 3` (a table is one granule of 8-byte entries).
+pub trait Granule: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
+    /// The highest level that may hold a block with a 48-bit output address.
+    type MaxLeaf: Level;
+    /// log2 of the granule.
+    const SHIFT: u32;
+}
+
+/// The 4 KiB granule: 512-entry tables; 4K pages, 2M and 1G blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Granule4K;
+/// The 16 KiB granule: 2048-entry tables; 16K pages and 32M blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Granule16K;
+/// The 64 KiB granule: 8192-entry tables; 64K pages and 512M blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Granule64K;
+
+impl Sealed for Granule4K {}
+impl Sealed for Granule16K {}
+impl Sealed for Granule64K {}
+
+impl Granule for Granule4K {
+    type MaxLeaf = L3;
+    const SHIFT: u32 = 12;
+}
+impl Granule for Granule16K {
+    type MaxLeaf = L2;
+    const SHIFT: u32 = 14;
+}
+impl Granule for Granule64K {
+    type MaxLeaf = L2;
+    const SHIFT: u32 = 16;
+}
+
+/// A VA size that granule `G` supports, and the level its walk starts at; sealed. A VA size is
+/// implemented only for the granules this crate supports it with: `AArch64<Va36, Lower,
+/// Granule4K>` does not compile.
+///
+/// ```compile_fail,E0277
+/// # use pagetable::*;
+/// // 36-bit VA is a 16K-granule size here.
+/// let _ = PageTable::<AArch64<Va36, Lower, Granule4K>, BufferFrames>::new;
+/// ```
+pub trait VaSize<G: Granule>:
+    Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static
+{
     /// The level the walk starts at.
     type Root: Level;
     /// VA bits (64 - TnSZ).
@@ -133,12 +199,33 @@ pub trait VaRange: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 's
     const SPACE: VaSpace;
 }
 
-/// 48-bit VA: four levels, starting at level 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Va48;
-/// 39-bit VA: three levels, starting at level 1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Va39;
+macro_rules! va_sizes {
+    ($($(#[$doc:meta])* $name:ident = $bits:literal: $($granule:ident => $root:ident),*;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+        impl Sealed for $name {}
+        $(impl VaSize<$granule> for $name {
+            type Root = $root;
+            const BITS: u32 = $bits;
+        })*
+    )*};
+}
+
+va_sizes! {
+    /// 48-bit VA: four levels from level 0 (4K, 16K: a level-0 table of 2 entries), or three
+    /// from level 1 (64K: a level-1 table of 64 entries).
+    Va48 = 48: Granule4K => L4, Granule16K => L4, Granule64K => L3;
+    /// 47-bit VA, 16K granule: three levels from level 1.
+    Va47 = 47: Granule16K => L3;
+    /// 42-bit VA, 64K granule: two levels from level 2.
+    Va42 = 42: Granule64K => L2;
+    /// 39-bit VA, 4K granule: three levels from level 1.
+    Va39 = 39: Granule4K => L3;
+    /// 36-bit VA, 16K granule: two levels from level 2.
+    Va36 = 36: Granule16K => L2;
+}
+
 /// The lower range, `[0, 2^n)`, translated through TTBR0_EL1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lower;
@@ -146,19 +233,9 @@ pub struct Lower;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Upper;
 
-impl Sealed for Va48 {}
-impl Sealed for Va39 {}
 impl Sealed for Lower {}
 impl Sealed for Upper {}
 
-impl VaSize for Va48 {
-    type Root = L4;
-    const BITS: u32 = 48;
-}
-impl VaSize for Va39 {
-    type Root = L3;
-    const BITS: u32 = 39;
-}
 impl VaRange for Lower {
     const SPACE: VaSpace = VaSpace::Lower;
 }
@@ -166,20 +243,52 @@ impl VaRange for Upper {
     const SPACE: VaSpace = VaSpace::Upper;
 }
 
-/// AArch64 stage 1 translation with the 4 KiB granule, for VA size `V` ([`Va48`] or [`Va39`])
-/// and range `R` ([`Lower`] for TTBR0, [`Upper`] for TTBR1). Leaves: 4 KiB pages, 2 MiB and
-/// 1 GiB blocks.
+/// AArch64 stage 1 translation with granule `G` ([`Granule4K`] by default), VA size `V`
+/// ([`Va48`] by default) and range `R` ([`Lower`] for TTBR0, [`Upper`] for TTBR1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AArch64<V: VaSize = Va48, R: VaRange = Lower>(PhantomData<(V, R)>);
+pub struct AArch64<V: VaSize<G> = Va48, R: VaRange = Lower, G: Granule = Granule4K>(
+    PhantomData<(V, R, G)>,
+);
 
-impl<V: VaSize, R: VaRange> Sealed for AArch64<V, R> {}
+impl<V: VaSize<G>, R: VaRange, G: Granule> Sealed for AArch64<V, R, G> {}
 
-const fn leaf_shift(depth: u8) -> u32 {
-    12 + 9 * (depth as u32 - 1)
+/// The output-address bits of a leaf at `depth` of granule `shift`: the OA field above the
+/// leaf's size.
+const fn leaf_addr_mask(granule: u32, depth: u8) -> u64 {
+    let size = granule + (granule - 3) * (depth as u32 - 1);
+    OA & !((1 << size) - 1)
 }
 
-const fn leaf_addr_mask(depth: u8) -> u64 {
-    OA & !((1 << leaf_shift(depth)) - 1)
+/// What a descriptor at `depth` is, where blocks may sit up to `max_leaf` (stage 1 and 2 alike).
+#[inline(always)]
+pub(super) const fn entry_kind(pte: u64, depth: u8, max_leaf: u8) -> EntryKind {
+    if pte & VALID == 0 {
+        EntryKind::Empty
+    } else if depth == 1 {
+        // At level 3, bit 1 clear is reserved: it translates as invalid.
+        if pte & TABLE_OR_PAGE != 0 {
+            EntryKind::Leaf
+        } else {
+            EntryKind::Empty
+        }
+    } else if pte & TABLE_OR_PAGE != 0 {
+        EntryKind::Table
+    } else if depth <= max_leaf {
+        EntryKind::Leaf
+    } else {
+        // A block where the granule and output size allow none: a translation fault.
+        EntryKind::Empty
+    }
+}
+
+/// Whether replacing a valid `old` by a valid `new` needs break-before-make (Arm ARM D8.16.1):
+/// a change between block and table, of the output address, of the memory attributes or
+/// shareability (`attrs` selects the attribute bits of the stage), or of nG.
+#[inline(always)]
+pub(super) const fn needs_break(old: u64, new: u64, attrs: u64) -> bool {
+    let both_valid = old & new & VALID != 0;
+    let changed = old ^ new;
+    both_valid && changed & (TABLE_OR_PAGE | OA | attrs | SH) != 0
 }
 
 const fn is_writable(pte: u64) -> bool {
@@ -190,44 +299,41 @@ const fn is_dirty(pte: u64) -> bool {
     pte & SW_DIRTY != 0 || pte & AP_RO == 0
 }
 
-impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
+const fn name(granule: u32, bits: u32, upper: bool) -> &'static str {
+    match (granule, bits, upper) {
+        (12, 48, false) => "aarch64-48-ttbr0",
+        (12, 48, true) => "aarch64-48-ttbr1",
+        (12, 39, false) => "aarch64-39-ttbr0",
+        (12, 39, true) => "aarch64-39-ttbr1",
+        (14, 48, false) => "aarch64-16k-48-ttbr0",
+        (14, 48, true) => "aarch64-16k-48-ttbr1",
+        (14, 47, false) => "aarch64-16k-47-ttbr0",
+        (14, 47, true) => "aarch64-16k-47-ttbr1",
+        (14, 36, false) => "aarch64-16k-36-ttbr0",
+        (14, 36, true) => "aarch64-16k-36-ttbr1",
+        (16, 48, false) => "aarch64-64k-48-ttbr0",
+        (16, 48, true) => "aarch64-64k-48-ttbr1",
+        (16, 42, false) => "aarch64-64k-42-ttbr0",
+        (16, 42, true) => "aarch64-64k-42-ttbr1",
+        _ => "aarch64",
+    }
+}
+
+impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     type Pte = AArch64Pte;
     type Root = V::Root;
-    type MaxLeaf = L3;
-    const NAME: &'static str = if V::BITS == 48 {
-        if matches!(R::SPACE, VaSpace::Lower) {
-            "aarch64-48-ttbr0"
-        } else {
-            "aarch64-48-ttbr1"
-        }
-    } else if matches!(R::SPACE, VaSpace::Lower) {
-        "aarch64-39-ttbr0"
-    } else {
-        "aarch64-39-ttbr1"
-    };
+    type MaxLeaf = G::MaxLeaf;
+    const NAME: &'static str = name(G::SHIFT, V::BITS, matches!(R::SPACE, VaSpace::Upper));
+    const PAGE_SHIFT: u32 = G::SHIFT;
+    const INDEX_BITS: u32 = G::SHIFT - 3;
+    const BREAK_BEFORE_MAKE: bool = true;
     const VA_BITS: u32 = V::BITS;
     const PA_BITS: u32 = 48;
     const VA_SPACE: VaSpace = R::SPACE;
 
     #[inline(always)]
     fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-        if pte & VALID == 0 {
-            EntryKind::Empty
-        } else if depth == 1 {
-            // At level 3, bit 1 clear is reserved: it translates as invalid.
-            if pte & TABLE_OR_PAGE != 0 {
-                EntryKind::Leaf
-            } else {
-                EntryKind::Empty
-            }
-        } else if pte & TABLE_OR_PAGE != 0 {
-            EntryKind::Table
-        } else if depth <= 3 {
-            EntryKind::Leaf
-        } else {
-            // No level-0 blocks with the 4 KiB granule and a 48-bit OA: a translation fault.
-            EntryKind::Empty
-        }
+        entry_kind(pte, depth, <G::MaxLeaf as Level>::DEPTH)
     }
 
     #[inline(always)]
@@ -238,7 +344,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
 
     #[inline(always)]
     fn table_addr(pte: u64) -> u64 {
-        pte & OA
+        pte & OA & !((1 << G::SHIFT) - 1)
     }
 
     #[inline]
@@ -287,7 +393,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
 
     #[inline(always)]
     fn leaf_addr_mask(depth: u8) -> u64 {
-        leaf_addr_mask(depth)
+        leaf_addr_mask(G::SHIFT, depth)
     }
 
     #[inline]
@@ -327,7 +433,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
-        let keep = leaf_addr_mask(depth)
+        let keep = leaf_addr_mask(G::SHIFT, depth)
             | AF
             | (0b1110 << AArch64Pte::SW_OFFSET)
             | (0x1f << 59)
@@ -364,7 +470,7 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
 
     #[inline]
     fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let mut template = pte & !leaf_addr_mask(depth) & !CONTIGUOUS;
+        let mut template = pte & !leaf_addr_mask(G::SHIFT, depth) & !CONTIGUOUS;
         if depth == 2 {
             template |= TABLE_OR_PAGE;
         }
@@ -385,6 +491,11 @@ impl<V: VaSize, R: VaRange> Arch for AArch64<V, R> {
             let any = any();
             any & DBM == 0 || any & AP_RO == 0
         }
+    }
+
+    #[inline(always)]
+    fn needs_break(old: u64, new: u64, _depth: u8) -> bool {
+        needs_break(old, new, ATTR_INDX | NG)
     }
 
     fn flush_page(va: VirtAddr) {

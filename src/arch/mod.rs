@@ -68,6 +68,9 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     const PA_BITS: u32;
     /// Which virtual addresses the tables translate.
     const VA_SPACE: VaSpace;
+    /// log2 of how many tables the root is made of: 0, or up to 4 for a stage 2 root of
+    /// concatenated tables (AArch64 VTCR_EL2.SL0, RISC-V's x4 modes).
+    const ROOT_CONCAT_BITS: u32 = 0;
 
     /// What a raw entry at level `depth` is.
     fn entry_kind(pte: u64, depth: u8) -> EntryKind;
@@ -119,6 +122,21 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// one of them is a leaf that the hardware will not write. A sufficient test, for the common
     /// case; on false the caller looks at the entries one by one.
     fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool;
+
+    /// Whether any change needs break-before-make in this mode (see
+    /// [`needs_break`](Self::needs_break)); false lets the walk drop every check for it.
+    const BREAK_BEFORE_MAKE: bool = false;
+
+    /// Whether replacing the valid entry `old` at `depth` by the valid entry `new` in a live
+    /// table needs break-before-make: `old` made invalid and its TLB entries invalidated before
+    /// `new` is written. True on AArch64 for a change of output address, memory type,
+    /// shareability or nG, and between block and table (Arm ARM D8.16.1); false on the other
+    /// architectures, whose MMUs tolerate seeing either entry.
+    #[inline(always)]
+    fn needs_break(old: u64, new: u64, depth: u8) -> bool {
+        let _ = (old, new, depth);
+        false
+    }
 
     /// Invalidates the TLB entries for the page at `va`. A no-op unless built for this
     /// architecture.
@@ -213,8 +231,10 @@ pub const fn geometry_ok<A: Arch>() -> bool {
         && max_leaf <= root
         && A::PAGE_SHIFT >= 12
         && A::VA_BITS > level_shift::<A>(root)
-        // A root may be up to 16 concatenated tables (stage 2), never more.
-        && index_bits::<A>(root) <= A::INDEX_BITS + 4
+        // A root of concatenated tables only where the mode says so, and at most 16 (stage 2).
+        && index_bits::<A>(root) >= 1
+        && A::ROOT_CONCAT_BITS <= 4
+        && index_bits::<A>(root) <= A::INDEX_BITS + A::ROOT_CONCAT_BITS
         && A::VA_BITS <= 60
         && A::PA_BITS <= 56
         && A::PA_BITS > A::PAGE_SHIFT

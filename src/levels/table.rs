@@ -362,20 +362,36 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         unsafe { (*self.base.add(i)).store(value, Ordering::Release) }
     }
 
-    /// Replaces leaf `i` by `f(old)`, atomically if the hardware may write it meanwhile.
+    /// Writes entry `i` and returns what it held, in one atomic step: the last value the MMU
+    /// could have marked.
     ///
     /// # Safety
     ///
     /// As for [`store`](Self::store).
     #[inline(always)]
-    pub(crate) unsafe fn update(self, i: usize, f: impl Fn(u64) -> u64) {
+    pub(crate) unsafe fn swap(self, i: usize, value: u64) -> u64 {
+        debug_assert!(i < Self::ENTRIES);
         // SAFETY: as for `load`.
-        let old = unsafe { self.load(i) };
-        // SAFETY: forwarded.
-        unsafe { self.update_loaded(i, old, f) }
+        unsafe { (*self.base.add(i)).swap(value, Ordering::AcqRel) }
     }
 
-    /// [`update`](Self::update) for an entry the caller just loaded as `old`.
+    /// Writes `new` into entry `i` if it still holds `old`; else returns what it holds.
+    ///
+    /// # Safety
+    ///
+    /// As for [`store`](Self::store).
+    #[inline(always)]
+    pub(crate) unsafe fn compare_exchange(self, i: usize, old: u64, new: u64) -> Result<(), u64> {
+        debug_assert!(i < Self::ENTRIES);
+        // SAFETY: as for `load`.
+        unsafe {
+            (*self.base.add(i)).compare_exchange(old, new, Ordering::AcqRel, Ordering::Relaxed)
+        }
+        .map(|_| ())
+    }
+
+    /// Replaces the leaf `i`, which the caller just loaded as `old`, by `f(old)`, atomically if
+    /// the hardware may write it meanwhile.
     ///
     /// # Safety
     ///

@@ -41,11 +41,24 @@ impl RawLeaf {
     }
 }
 
-/// Table frames reserved for a change, chained through their first word.
+/// What the apply pass does about a change that needs break-before-make.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Breaks {
+    /// The table is offline: write the new entry over the old one.
+    InPlace,
+    /// Invalid entry, [`PagingHandler::break_flush`], new entry.
+    Make,
+    /// The check pass refused every such change, so the apply pass meets none.
+    Refuse,
+}
+
+/// Table frames reserved for a change, chained through their first word, and how the change
+/// makes breaks.
 pub(crate) struct Stash {
     head: u64,
     count: usize,
     bytes: usize,
+    pub(crate) breaks: Breaks,
 }
 
 const NO_FRAME: u64 = u64::MAX;
@@ -65,6 +78,7 @@ impl Stash {
             head: NO_FRAME,
             count: 0,
             bytes,
+            breaks: Breaks::InPlace,
         };
         while stash.count < count {
             let Some(pa) = h.alloc_table(bytes) else {
@@ -120,6 +134,18 @@ impl Stash {
             unsafe { h.free_table(pa, self.bytes) };
         }
         self.count = 0;
+    }
+
+    /// The same stash, making breaks as `breaks` says.
+    pub(crate) fn with_breaks(mut self, breaks: Breaks) -> Self {
+        self.breaks = breaks;
+        self
+    }
+
+    /// Whether a change from `old` to `new` at level `L` is made as break-before-make.
+    #[inline(always)]
+    fn breaking<A: Arch, L: Level>(&self, old: u64, new: u64) -> bool {
+        A::BREAK_BEFORE_MAKE && self.breaks == Breaks::Make && A::needs_break(old, new, L::DEPTH)
     }
 
     /// Whether every reserved frame was used.
@@ -536,6 +562,33 @@ impl EditNeeds {
     }
 }
 
+/// Which changes the check pass refuses because they need break-before-make
+/// ([`Liveness::LiveNoBreak`](crate::Liveness::LiveNoBreak)).
+#[derive(Clone, Copy)]
+pub(crate) enum Refuse {
+    /// None: the table is offline, or breaks are made.
+    Nothing,
+    /// Splits of blocks into tables (`unmap_region`).
+    Splits,
+    /// Splits, and leaves that this change would rewrite.
+    SplitsAnd(Modify),
+}
+
+impl Refuse {
+    /// The error if replacing `old` at level `L`, which maps folded `va`, by `new` is refused.
+    #[inline(always)]
+    fn check<A: Arch, L: Level>(self, old: u64, new: u64, va: u64) -> Result<(), PagingError> {
+        if A::BREAK_BEFORE_MAKE
+            && !matches!(self, Refuse::Nothing)
+            && A::needs_break(old, new, L::DEPTH)
+        {
+            Err(PagingError::NeedsBreak(A::unfold(va)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Check pass of a region change that must find everything mapped (`protect_region`) or that
 /// skips holes (`unmap_region`): errors, and what the apply pass will need.
 ///
@@ -546,9 +599,23 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
     holes_ok: bool,
+    refuse: Refuse,
 ) -> Result<EditNeeds, PagingError> {
     let mut needs = EditNeeds::default();
     if L::DEPTH == 1 {
+        if let Refuse::SplitsAnd(op) = refuse {
+            if A::BREAK_BEFORE_MAKE {
+                let first = TableRef::<A, L>::index(s);
+                for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
+                    let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+                    // SAFETY: `[s, e)` lies inside the live table.
+                    let pte = unsafe { t.load(first + k) };
+                    if A::entry_kind(pte, 1) == EntryKind::Leaf {
+                        refuse.check::<A, L>(pte, op.apply::<A, L>(pte, va), va)?;
+                    }
+                }
+            }
+        }
         // Last-level leaves are never split; only holes matter, and only if they are errors.
         if !holes_ok {
             let first = TableRef::<A, L>::index(s);
@@ -583,7 +650,11 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
                 // A split copies the leaf's state into every new leaf.
                 needs.hw_live |= A::hw_may_update(pte, L::DEPTH);
                 if !full {
+                    // Any table entry will do: a break is about the kind of entry.
+                    refuse.check::<A, L>(pte, A::table_entry(0), a)?;
                     needs.tables += split_cost::<A, L>(a, b);
+                } else if let Refuse::SplitsAnd(op) = refuse {
+                    refuse.check::<A, L>(pte, op.apply::<A, L>(pte, a), a)?;
                 }
             }
             // A table entry in a last-level table is malformed; treat it as a hole.
@@ -594,7 +665,14 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 needs.add(unsafe {
-                    edit_check::<A, L::Below, H>(h, child::<A, L, H>(h, pte), a, b, holes_ok)?
+                    edit_check::<A, L::Below, H>(
+                        h,
+                        child::<A, L, H>(h, pte),
+                        a,
+                        b,
+                        holes_ok,
+                        refuse,
+                    )?
                 });
             }
         }
@@ -602,26 +680,74 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     Ok(needs)
 }
 
-/// Replaces leaf `i` of `t`, which maps `[leaf_va, leaf_va + SIZE)`, by a table of leaves one
-/// level down with the same attributes; returns the new table.
+/// Replaces leaf `i` of `t`, which maps `[va, va + SIZE)` (folded), by a table of leaves one
+/// level down with the same attributes and access state; returns the new table.
 unsafe fn split<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     stash: &mut Stash,
     t: TableRef<A, L>,
     i: usize,
+    va: u64,
     pte: u64,
 ) -> TableRef<A, L::Below> {
-    let template = A::leaf_split(pte, L::DEPTH);
-    let base = A::leaf_addr(pte, L::DEPTH);
     let (pa, next) = stash.take::<A, L::Below, H>(h, false);
-    for j in 0..TableRef::<A, L::Below>::ENTRIES {
-        let leaf_pa = base + j as u64 * TableRef::<A, L::Below>::SIZE;
-        // SAFETY: in bounds; `next` is fresh and ours.
-        unsafe { next.store(j, template | A::leaf_addr_bits(leaf_pa, L::DEPTH - 1)) };
+    let entry = A::table_entry(pa);
+    let fill = |leaf: u64| {
+        let template = A::leaf_split(leaf, L::DEPTH);
+        let base = A::leaf_addr(leaf, L::DEPTH);
+        for j in 0..TableRef::<A, L::Below>::ENTRIES {
+            let leaf_pa = base + j as u64 * TableRef::<A, L::Below>::SIZE;
+            // SAFETY: in bounds; `next` is fresh and ours.
+            unsafe { next.store(j, template | A::leaf_addr_bits(leaf_pa, L::DEPTH - 1)) };
+        }
+    };
+    if stash.breaking::<A, L>(pte, entry) {
+        // SAFETY: masked index, live table owned by the caller. The swap returns the leaf as
+        // last marked by the MMU; once invalid, no MMU marks it again.
+        let old = unsafe { t.swap(i, 0) };
+        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        fill(old);
+        // SAFETY: as above.
+        unsafe { t.store(i, entry) };
+    } else {
+        // Built from the leaf as read; if the MMU marked it (accessed, dirty) meanwhile, the
+        // exchange fails and the table is built again from what it wrote, so no mark is lost.
+        let mut old = pte;
+        loop {
+            fill(old);
+            // SAFETY: as above.
+            match unsafe { t.compare_exchange(i, old, entry) } {
+                Ok(()) => break,
+                Err(now) => old = now,
+            }
+        }
     }
-    // SAFETY: masked index, live table owned by the caller.
-    unsafe { t.store(i, A::table_entry(pa)) };
     next
+}
+
+/// Writes `change(old)` over the valid leaf `i` of `t`, which maps `[va, va + SIZE)`: in
+/// place (atomically if the MMU may mark it), or as break-before-make if the stash says so and
+/// the change needs it.
+#[inline(always)]
+unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    va: u64,
+    old: u64,
+    change: impl Fn(u64) -> u64,
+) {
+    if stash.breaking::<A, L>(old, change(old)) {
+        // SAFETY: masked index, live table owned by the caller; see `split`.
+        let old = unsafe { t.swap(i, 0) };
+        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        // SAFETY: as above.
+        unsafe { t.store(i, change(old)) };
+    } else {
+        // SAFETY: as above.
+        unsafe { t.update_loaded(i, old, change) };
+    }
 }
 
 /// Apply pass of `unmap_region`: clears every leaf in `[s, e)`, splitting leaves at the edges,
@@ -652,7 +778,9 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
             kind => {
                 let next = if kind == EntryKind::Leaf {
                     // SAFETY: as above; the stash holds what `edit_check` counted.
-                    unsafe { split::<A, L, H>(h, stash, t, i, pte) }
+                    unsafe {
+                        split::<A, L, H>(h, stash, t, i, a & !(TableRef::<A, L>::SIZE - 1), pte)
+                    }
                 } else {
                     // SAFETY: a table entry leads to a live table one down.
                     unsafe { child::<A, L, H>(h, pte) }
@@ -683,6 +811,21 @@ pub(crate) enum Modify {
     ClearState(AccessState),
 }
 
+impl Modify {
+    /// The leaf `old` at level `L`, which maps folded `va`, changed.
+    #[inline(always)]
+    fn apply<A: Arch, L: Level>(self, old: u64, va: u64) -> u64 {
+        match self {
+            Modify::Protect(flags) => A::leaf_protect(old, flags, L::DEPTH),
+            Modify::Remap(delta) => {
+                (old & !A::leaf_addr_mask(L::DEPTH))
+                    | A::leaf_addr_bits(va.wrapping_add(delta), L::DEPTH)
+            }
+            Modify::ClearState(clear) => A::leaf_clear_state(old, clear, L::DEPTH),
+        }
+    }
+}
+
 /// Apply pass of `protect_region` and the single-leaf edits: rewrites every leaf in `[s, e)`,
 /// splitting leaves at the edges. [`edit_check`] passed without holes and found `hw_live`.
 pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
@@ -694,6 +837,25 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     op: Modify,
     hw_live: bool,
 ) {
+    if L::DEPTH == 1 && stash.breaks == Breaks::Make && A::BREAK_BEFORE_MAKE {
+        // A live AArch64 table: entry by entry, each change that needs it made as a break.
+        let first = TableRef::<A, L>::index(s);
+        let count = ((e - s) >> TableRef::<A, L>::SHIFT) as usize;
+        for k in 0..count {
+            let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+            // SAFETY: in bounds of the live table the caller owns.
+            let old = unsafe { t.load(first + k) };
+            if A::entry_kind(old, 1) == EntryKind::Leaf {
+                // SAFETY: as above.
+                unsafe {
+                    rewrite_leaf::<A, L, H>(h, stash, t, first + k, va, old, |o| {
+                        op.apply::<A, L>(o, va)
+                    })
+                };
+            }
+        }
+        return;
+    }
     if L::DEPTH == 1 {
         // One loop per kind of change, so that the change is worked out once, not per page.
         match op {
@@ -727,22 +889,18 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => {}
             EntryKind::Leaf if full => {
-                let change = |old: u64| match op {
-                    Modify::Protect(flags) => A::leaf_protect(old, flags, L::DEPTH),
-                    Modify::Remap(delta) => {
-                        (old & !A::leaf_addr_mask(L::DEPTH))
-                            | A::leaf_addr_bits(a.wrapping_add(delta), L::DEPTH)
-                    }
-                    Modify::ClearState(clear) => A::leaf_clear_state(old, clear, L::DEPTH),
-                };
                 // SAFETY: masked index, live table owned by the caller.
-                unsafe { t.update(i, change) };
+                unsafe {
+                    rewrite_leaf::<A, L, H>(h, stash, t, i, a, pte, |old| op.apply::<A, L>(old, a))
+                };
             }
             EntryKind::Table if L::DEPTH == 1 => {}
             kind => {
                 let next = if kind == EntryKind::Leaf {
                     // SAFETY: as above; the stash holds what `edit_check` counted.
-                    unsafe { split::<A, L, H>(h, stash, t, i, pte) }
+                    unsafe {
+                        split::<A, L, H>(h, stash, t, i, a & !(TableRef::<A, L>::SIZE - 1), pte)
+                    }
                 } else {
                     // SAFETY: a table entry leads to a live table one down.
                     unsafe { child::<A, L, H>(h, pte) }

@@ -24,7 +24,8 @@ pub struct Frames {
     base: usize,
     /// Offset of the first never-used byte.
     next: usize,
-    free: Vec<usize>,
+    /// Free blocks by size: bytes -> offsets.
+    free: BTreeMap<usize, Vec<usize>>,
     /// Live blocks: offset -> bytes.
     live: BTreeMap<usize, usize>,
     pub allocs: usize,
@@ -44,7 +45,7 @@ impl Frames {
             mem: zeroed_words(frames * FRAME / 8),
             base,
             next: 0,
-            free: Vec::new(),
+            free: BTreeMap::new(),
             live: BTreeMap::new(),
             allocs: 0,
             frees: 0,
@@ -149,7 +150,7 @@ fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
 }
 
 // SAFETY: blocks are disjoint ranges of `mem` (bump-allocated at size alignment, or whole
-// frames reused from `free`), tracked in `live` so that none is handed out twice; `mem` never
+// blocks reused from `free`, each on the list of its own size), tracked in `live` so that none is handed out twice; `mem` never
 // moves or shrinks, so `phys_to_virt` pointers stay valid.
 unsafe impl PagingHandler for Frames {
     fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr> {
@@ -163,15 +164,16 @@ unsafe impl PagingHandler for Frames {
             }
         }
         self.since_armed += 1;
-        let off = if bytes == FRAME && !self.free.is_empty() {
-            self.free.pop().unwrap()
+        let reused = self.free.get_mut(&bytes).and_then(Vec::pop);
+        let off = if let Some(off) = reused {
+            off
         } else {
             let start = (self.base + self.next).next_multiple_of(bytes) - self.base;
             if start + bytes > self.mem.len() * 8 {
                 return None;
             }
             for skipped in (self.next..start).step_by(FRAME) {
-                self.free.push(skipped);
+                self.free.entry(FRAME).or_default().push(skipped);
             }
             self.next = start + bytes;
             start
@@ -200,9 +202,7 @@ unsafe impl PagingHandler for Frames {
         self.mem[off / 8..(off + bytes) / 8]
             .iter()
             .for_each(|w| w.store(0x5a5a_5a5a_5a5a_5a5a, Relaxed));
-        for f in (off..off + bytes).step_by(FRAME) {
-            self.free.push(f);
-        }
+        self.free.entry(bytes).or_default().push(off);
         self.frees += 1;
         self.ledger.set(self.ledger.get() - bytes / FRAME);
     }
