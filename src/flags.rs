@@ -47,11 +47,18 @@ impl MappingFlags {
     pub const DEVICE: Self = Self(1 << 5);
     /// Uncached normal memory (see [`MemType::Uncached`]).
     pub const UNCACHED: Self = Self(2 << 5);
+    /// Stage 2 only, x86 EPT: the mapping's memory type replaces the one the guest's PAT would
+    /// give (EPT "ignore PAT", bit 6), instead of combining with it. Every other mode refuses
+    /// it.
+    pub const IGNORE_PAT: Self = Self(1 << 7);
 
-    const PERMISSIONS: u8 = 0x1f;
+    /// Every bit but the memory type: permissions, and the stage 2 attribute.
+    const PERMISSIONS: u8 = 0x9f;
     const MEM_SHIFT: u8 = 5;
+    const MEM: u8 = 0x60;
 
-    /// The raw bits: permissions in bits 0-4, the memory type in bits 5-6.
+    /// The raw bits: permissions in bits 0-4, the memory type in bits 5-6, `IGNORE_PAT` in
+    /// bit 7.
     #[must_use]
     pub const fn bits(self) -> u8 {
         self.0
@@ -61,7 +68,7 @@ impl MappingFlags {
     /// field holds no [`MemType`].
     #[must_use]
     pub const fn from_bits(bits: u8) -> Option<Self> {
-        if bits >> Self::MEM_SHIFT > 2 {
+        if (bits & Self::MEM) >> Self::MEM_SHIFT > 2 {
             None
         } else {
             Some(Self(bits))
@@ -79,26 +86,31 @@ impl MappingFlags {
     #[must_use]
     pub const fn contains(self, other: Self) -> bool {
         let perms = other.0 & Self::PERMISSIONS;
-        let mem_ok = other.0 >> Self::MEM_SHIFT == 0
-            || other.0 >> Self::MEM_SHIFT == self.0 >> Self::MEM_SHIFT;
+        let mem_ok = other.0 & Self::MEM == 0 || other.0 & Self::MEM == self.0 & Self::MEM;
         self.0 & perms == perms && mem_ok
+    }
+
+    /// Whether any permission or attribute bit of `other` is set here (memory types aside).
+    #[must_use]
+    pub const fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 & Self::PERMISSIONS != 0
     }
 
     /// Both flag sets' permissions; the memory type of `other` if it is not normal, else ours.
     #[must_use]
     pub const fn union(self, other: Self) -> Self {
-        let mem = if other.0 >> Self::MEM_SHIFT != 0 {
+        let mem = if other.0 & Self::MEM != 0 {
             other.0
         } else {
             self.0
-        } >> Self::MEM_SHIFT;
-        Self(((self.0 | other.0) & Self::PERMISSIONS) | mem << Self::MEM_SHIFT)
+        } & Self::MEM;
+        Self(((self.0 | other.0) & Self::PERMISSIONS) | mem)
     }
 
     /// The memory type.
     #[must_use]
     pub const fn mem_type(self) -> MemType {
-        match self.0 >> Self::MEM_SHIFT {
+        match (self.0 & Self::MEM) >> Self::MEM_SHIFT {
             0 => MemType::Normal,
             1 => MemType::Device,
             _ => MemType::Uncached,
@@ -140,8 +152,8 @@ impl BitAnd for MappingFlags {
     type Output = Self;
     /// The permissions both have; the memory type if both agree, else normal.
     fn bitand(self, rhs: Self) -> Self {
-        let mem = if self.0 >> Self::MEM_SHIFT == rhs.0 >> Self::MEM_SHIFT {
-            self.0 & !Self::PERMISSIONS
+        let mem = if self.0 & Self::MEM == rhs.0 & Self::MEM {
+            self.0 & Self::MEM
         } else {
             0
         };
@@ -169,6 +181,9 @@ impl fmt::Debug for MappingFlags {
             bit(Self::USER, 'U'),
             bit(Self::GLOBAL, 'G'),
         )?;
+        if self.contains(Self::IGNORE_PAT) {
+            f.write_str(" ignore-pat")?;
+        }
         match self.mem_type() {
             MemType::Normal => Ok(()),
             MemType::Device => f.write_str(" device"),
@@ -211,6 +226,14 @@ impl PageSize {
     pub const SIZE_2M: Self = Self(21);
     /// 1 GiB.
     pub const SIZE_1G: Self = Self(30);
+    /// 16 KiB (AArch64 16K granule).
+    pub const SIZE_16K: Self = Self(14);
+    /// 64 KiB (AArch64 64K granule).
+    pub const SIZE_64K: Self = Self(16);
+    /// 32 MiB (AArch64 16K granule, level 2).
+    pub const SIZE_32M: Self = Self(25);
+    /// 512 MiB (AArch64 64K granule, level 2).
+    pub const SIZE_512M: Self = Self(29);
     /// 512 GiB (RISC-V Sv48 and Sv57).
     pub const SIZE_512G: Self = Self(39);
     /// 256 TiB (RISC-V Sv57).

@@ -76,7 +76,9 @@ impl<A: Arch> Flush<A> {
 
     /// Whether flushing will drop every translation rather than the pages of a range.
     pub fn is_all(&self) -> bool {
-        self.all || self.pages() > FLUSH_ALL_THRESHOLD as u64
+        self.all
+            || (!A::PAGE_FLUSH && !self.is_empty())
+            || self.pages() > FLUSH_ALL_THRESHOLD as u64
     }
 
     /// The virtual range `(start, len)` to flush; `None` when empty or flushing everything.

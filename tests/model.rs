@@ -8,7 +8,8 @@ mod common;
 
 use common::model::*;
 use pagetable::{
-    AArch64, LoongArch64, Lower, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Ept, Granule16K, Granule64K, Ipa40, Ipa48, LoongArch64, Lower, Sv39,
+    Sv39x4, Sv48, Sv48x4, Sv57, Upper, Va36, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
 };
 use proptest::prelude::*;
 
@@ -88,6 +89,17 @@ model_test!(model_sv39, Sv39);
 model_test!(model_sv48, Sv48);
 model_test!(model_sv57, Sv57);
 model_test!(model_loongarch64, LoongArch64);
+model_test!(model_aarch64_16k_48_ttbr0, AArch64<Va48, Lower, Granule16K>);
+model_test!(model_aarch64_16k_47_ttbr1, AArch64<Va47, Upper, Granule16K>);
+model_test!(model_aarch64_16k_36_ttbr0, AArch64<Va36, Lower, Granule16K>);
+model_test!(model_aarch64_64k_48_ttbr0, AArch64<Va48, Lower, Granule64K>);
+model_test!(model_aarch64_64k_48_ttbr1, AArch64<Va48, Upper, Granule64K>);
+model_test!(model_aarch64_64k_42_ttbr0, AArch64<Va42, Lower, Granule64K>);
+model_test!(model_aarch64_s2_ipa40, AArch64S2<Ipa40>);
+model_test!(model_aarch64_s2_ipa48, AArch64S2<Ipa48>);
+model_test!(model_sv39x4, Sv39x4);
+model_test!(model_sv48x4, Sv48x4);
+model_test!(model_x86_ept, Ept);
 
 /// Every file under `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`, played as the
 /// fuzz target plays it.
@@ -123,6 +135,11 @@ fn fuzz_corpus_aarch64() {
 #[test]
 fn fuzz_corpus_riscv() {
     replay("riscv", RISCV_MODES);
+}
+
+#[test]
+fn fuzz_corpus_stage2() {
+    replay("stage2", STAGE2_MODES);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Differential fuzzing of the x86 paging modes: the input's first byte picks the mode, the
+//! Differential fuzzing of the x86 paging modes (EPT is in `stage2`): the input's first byte picks the mode, the
 //! rest decodes into up to 64 calls (every public mutating and reading call, hostile input
 //! included), each checked against the model, an independent raw walk of table memory and the
 //! frame accounting (see `tests/common/model.rs`).

@@ -350,7 +350,8 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // EL1 can always read a valid stage 1 mapping: there is no write- or execute-only.
-        if flags.contains(MappingFlags::READ) {
+        // IGNORE_PAT is EPT's.
+        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
             Ok(())
         } else {
             Err(PagingError::FlagsNotExpressible(flags))

@@ -176,7 +176,7 @@ impl Arch for LoongArch64 {
 
     #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-        if flags.no_access() {
+        if flags.no_access() || flags.contains(MappingFlags::IGNORE_PAT) {
             Err(PagingError::FlagsNotExpressible(flags))
         } else {
             Ok(())

@@ -13,9 +13,11 @@ use crate::flags::{AccessState, MappingFlags};
 use crate::levels::{EntryKind, Level};
 
 pub mod aarch64;
+pub mod aarch64_s2;
 pub mod loongarch64;
 pub mod riscv;
 pub mod x86_64;
+pub mod x86_ept;
 
 /// Which virtual addresses a paging mode's tables translate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +124,10 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// one of them is a leaf that the hardware will not write. A sufficient test, for the common
     /// case; on false the caller looks at the entries one by one.
     fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool;
+
+    /// Whether the TLB can be invalidated page by page; if not (EPT), every
+    /// [`Flush`](crate::Flush) flushes everything.
+    const PAGE_FLUSH: bool = true;
 
     /// Whether any change needs break-before-make in this mode (see
     /// [`needs_break`](Self::needs_break)); false lets the walk drop every check for it.

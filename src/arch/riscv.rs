@@ -1,12 +1,17 @@
-//! RISC-V: [`Sv39`], [`Sv48`] and [`Sv57`].
+//! RISC-V: [`Sv39`], [`Sv48`] and [`Sv57`] (satp), and the hypervisor extension's G-stage
+//! [`Sv39x4`] and [`Sv48x4`] (hgatp).
 //!
 //! Source: RISC-V privileged specification, 12.4-12.6 (Sv39, Sv48, Sv57 page-table entries,
 //! figure "Sv39 page table entry" and its Sv48 / Sv57 counterparts), chapter "Svpbmt" (the PBMT
-//! field) and "Svnapot" (the N bit).
+//! field) and "Svnapot" (the N bit); chapter "Hypervisor Extension", section "Guest Physical
+//! Address Translation" (Sv39x4, Sv48x4: the root is 16 KiB, 2048 entries, its index two bits
+//! wider; leaves must have U set, as every G-stage access counts as a U-mode one; G is
+//! reserved) and HFENCE.GVMA.
 //!
 //! What the tables built here assume of the CPU: Svpbmt, if a mapping asks for a memory type
 //! other than normal (without it, PBMT must be zero). The root goes into satp.PPN with
-//! satp.MODE = 8, 9 or 10.
+//! satp.MODE = 8, 9 or 10; a G-stage root (16 KiB-aligned) into hgatp.PPN with hgatp.MODE = 8
+//! or 9.
 
 use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
@@ -16,6 +21,11 @@ use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, L3, L4, L5};
+
+/// Not expressible in any RISC-V mode: EPT's attribute.
+const NEVER: MappingFlags = MappingFlags::IGNORE_PAT;
+/// Not expressible in the G-stage: U is always set there, and G is reserved.
+const NOT_IN_G_STAGE: MappingFlags = MappingFlags::USER.union(MappingFlags::GLOBAL);
 
 /// An Sv39 / Sv48 / Sv57 page-table entry: one layout for every level and mode.
 #[bitfield(u64)]
@@ -107,10 +117,14 @@ fn entry_kind(pte: u64, depth: u8) -> EntryKind {
 }
 
 #[inline]
-fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+fn check_flags<const G_STAGE: bool>(flags: MappingFlags) -> Result<(), PagingError> {
     // R = W = X = 0 is a pointer, and W without R is reserved.
     let readable = flags.contains(MappingFlags::READ);
-    if flags.no_access() || (flags.contains(MappingFlags::WRITE) && !readable) {
+    if flags.no_access()
+        || (flags.contains(MappingFlags::WRITE) && !readable)
+        || flags.intersects(NEVER)
+        || (G_STAGE && flags.intersects(NOT_IN_G_STAGE))
+    {
         Err(PagingError::FlagsNotExpressible(flags))
     } else {
         Ok(())
@@ -118,9 +132,12 @@ fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
 }
 
 #[inline]
-fn leaf_template(flags: MappingFlags) -> u64 {
+fn leaf_template<const G_STAGE: bool>(flags: MappingFlags) -> u64 {
     let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
-    V | A
+    let g_stage_user = if G_STAGE { U } else { 0 };
+    g_stage_user
+        | V
+        | A
         | set(MappingFlags::READ, R)
         | set(MappingFlags::WRITE, W | D)
         | set(MappingFlags::EXECUTE, X)
@@ -130,7 +147,7 @@ fn leaf_template(flags: MappingFlags) -> u64 {
 }
 
 #[inline]
-fn leaf_flags(pte: u64) -> MappingFlags {
+fn leaf_flags<const G_STAGE: bool>(pte: u64) -> MappingFlags {
     let set = |bit: u64, flag: MappingFlags| {
         if pte & bit != 0 {
             flag
@@ -146,16 +163,16 @@ fn leaf_flags(pte: u64) -> MappingFlags {
     (set(R, MappingFlags::READ)
         | set(W, MappingFlags::WRITE)
         | set(X, MappingFlags::EXECUTE)
-        | set(U, MappingFlags::USER)
+        | set(if G_STAGE { 0 } else { U }, MappingFlags::USER)
         | set(G, MappingFlags::GLOBAL))
     .with_mem_type(mem)
 }
 
 #[inline]
-fn leaf_protect(old: u64, flags: MappingFlags) -> u64 {
+fn leaf_protect<const G_STAGE: bool>(old: u64, flags: MappingFlags) -> u64 {
     // Keep the address, the access state and the software bits; a Svnapot run goes, since a
     // protect may cover part of it.
-    let mut new = (old & (PPN | A | D | RSW)) | (leaf_template(flags) & !(A | D));
+    let mut new = (old & (PPN | A | D | RSW)) | (leaf_template::<G_STAGE>(flags) & !(A | D));
     if flags.contains(MappingFlags::WRITE) && old & W == 0 {
         new |= D;
     }
@@ -163,7 +180,8 @@ fn leaf_protect(old: u64, flags: MappingFlags) -> u64 {
 }
 
 macro_rules! sv_mode {
-    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal) => {
+    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal,
+     g_stage: $g:literal, $space:ident, concat: $concat:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct $name;
@@ -178,7 +196,8 @@ macro_rules! sv_mode {
             const NAME: &'static str = $label;
             const VA_BITS: u32 = $va_bits;
             const PA_BITS: u32 = 56;
-            const VA_SPACE: VaSpace = VaSpace::Canonical;
+            const VA_SPACE: VaSpace = VaSpace::$space;
+            const ROOT_CONCAT_BITS: u32 = $concat;
 
             #[inline(always)]
             fn entry_kind(pte: u64, depth: u8) -> EntryKind {
@@ -194,11 +213,11 @@ macro_rules! sv_mode {
                 ppn_addr(pte)
             }
             fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-                check_flags(flags)
+                check_flags::<$g>(flags)
             }
             #[inline(always)]
             fn leaf_template(flags: MappingFlags, _depth: u8) -> u64 {
-                leaf_template(flags)
+                leaf_template::<$g>(flags)
             }
             #[inline(always)]
             fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
@@ -214,7 +233,7 @@ macro_rules! sv_mode {
             }
             #[inline(always)]
             fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
-                leaf_flags(pte)
+                leaf_flags::<$g>(pte)
             }
             #[inline(always)]
             fn leaf_state(pte: u64, _depth: u8) -> AccessState {
@@ -222,7 +241,7 @@ macro_rules! sv_mode {
             }
             #[inline(always)]
             fn leaf_protect(old: u64, flags: MappingFlags, _depth: u8) -> u64 {
-                leaf_protect(old, flags)
+                leaf_protect::<$g>(old, flags)
             }
             #[inline(always)]
             fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
@@ -246,35 +265,81 @@ macro_rules! sv_mode {
                     && (all & D != 0 || any() & W == 0)
             }
             fn flush_page(va: VirtAddr) {
-                #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
-                // SAFETY: `sfence.vma` orders earlier table writes before later walks and drops
-                // cached translations of `va`; it touches no memory.
-                unsafe {
-                    core::arch::asm!("sfence.vma {}, zero", in(reg) va.as_usize(), options(nostack, preserves_flags));
+                if $g {
+                    hfence_gvma(Some(va));
+                } else {
+                    sfence_vma(Some(va));
                 }
-                #[cfg(not(any(target_arch = "riscv64", target_arch = "riscv32")))]
-                let _ = va;
             }
             fn flush_all() {
-                #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
-                // SAFETY: as above, for every address.
-                unsafe {
-                    core::arch::asm!("sfence.vma", options(nostack, preserves_flags));
+                if $g {
+                    hfence_gvma(None);
+                } else {
+                    sfence_vma(None);
                 }
             }
         }
     };
 }
 
+/// `sfence.vma` for `va`, or for every address.
+fn sfence_vma(va: Option<VirtAddr>) {
+    #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
+    // SAFETY: `sfence.vma` orders earlier table writes before later walks and drops cached
+    // translations; it touches no memory.
+    unsafe {
+        match va {
+            Some(va) => {
+                core::arch::asm!("sfence.vma {}, zero", in(reg) va.as_usize(), options(nostack, preserves_flags))
+            }
+            None => core::arch::asm!("sfence.vma", options(nostack, preserves_flags)),
+        }
+    }
+    #[cfg(not(any(target_arch = "riscv64", target_arch = "riscv32")))]
+    let _ = va;
+}
+
+/// `hfence.gvma` for guest physical address `gpa`, or for every one (HS-mode, H extension).
+fn hfence_gvma(gpa: Option<VirtAddr>) {
+    #[cfg(target_arch = "riscv64")]
+    // SAFETY: `hfence.gvma` (written as `.insn` so that no `h` target feature is needed) orders
+    // earlier G-stage table writes before later walks and drops cached G-stage translations;
+    // its rs1 holds the guest physical address shifted right by 2. It touches no memory.
+    unsafe {
+        match gpa {
+            Some(gpa) => {
+                core::arch::asm!(".insn r 0x73, 0, 0x31, x0, {}, x0", in(reg) gpa.as_usize() >> 2, options(nostack, preserves_flags))
+            }
+            None => core::arch::asm!(
+                ".insn r 0x73, 0, 0x31, x0, x0, x0",
+                options(nostack, preserves_flags)
+            ),
+        }
+    }
+    #[cfg(not(target_arch = "riscv64"))]
+    let _ = gpa;
+}
+
 sv_mode!(
     /// Sv39: 39-bit VA, 3 levels; 4 KiB, 2 MiB and 1 GiB leaves.
-    Sv39, L3, 39, "sv39"
+    Sv39, L3, 39, "sv39", g_stage: false, Canonical, concat: 0
 );
 sv_mode!(
     /// Sv48: 48-bit VA, 4 levels; 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves.
-    Sv48, L4, 48, "sv48"
+    Sv48, L4, 48, "sv48", g_stage: false, Canonical, concat: 0
 );
 sv_mode!(
     /// Sv57: 57-bit VA, 5 levels; 4 KiB, 2 MiB, 1 GiB, 512 GiB and 256 TiB leaves.
-    Sv57, L5, 57, "sv57"
+    Sv57, L5, 57, "sv57", g_stage: false, Canonical, concat: 0
+);
+sv_mode!(
+    /// Sv39x4: the G-stage of the hypervisor extension for 41-bit guest physical addresses
+    /// (zero-extended); 3 levels, the root 2048 entries (16 KiB); 4 KiB, 2 MiB and 1 GiB leaves,
+    /// all with U set.
+    Sv39x4, L3, 41, "sv39x4", g_stage: true, Lower, concat: 2
+);
+sv_mode!(
+    /// Sv48x4: the G-stage for 50-bit guest physical addresses; 4 levels, the root 2048 entries
+    /// (16 KiB); 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves, all with U set.
+    Sv48x4, L4, 50, "sv48x4", g_stage: true, Lower, concat: 2
 );

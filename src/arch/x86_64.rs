@@ -132,8 +132,8 @@ impl Encoding {
 
     #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-        // A present entry is always readable.
-        if flags.contains(MappingFlags::READ) {
+        // A present entry is always readable; IGNORE_PAT is EPT's.
+        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
             Ok(())
         } else {
             Err(PagingError::FlagsNotExpressible(flags))

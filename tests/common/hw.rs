@@ -2,7 +2,8 @@
 //! the fuzz targets let loose on table memory behind the library's back.
 
 use pagetable::{
-    AArch64, LoongArch64, Lower, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Ept, Granule16K, Granule64K, Ipa40, Ipa48, LoongArch64, Lower, Sv39,
+    Sv39x4, Sv48, Sv48x4, Sv57, Upper, Va36, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
 };
 
 use super::raw::Manual;
@@ -43,6 +44,21 @@ fn arm_write(pte: u64) -> u64 {
     (pte | 1 << 10) & !(1 << 7)
 }
 
+/// Arm ARM D8.5 at stage 2 (VTCR_EL2.HA, HD): AF on any access; a write through a leaf with
+/// DBM sets S2AP[1] (bit 7), making it writable and dirty.
+fn arm_s2_write(pte: u64) -> u64 {
+    assert!(pte >> 51 & 1 == 1, "a writable leaf without DBM: {pte:#x}");
+    pte | 1 << 10 | 1 << 7
+}
+
+/// SDM 29.3.5, with EPTP bit 6: A (bit 8) on any access, D (bit 9) on a write.
+fn ept_read(pte: u64) -> u64 {
+    pte | 1 << 8
+}
+fn ept_write(pte: u64) -> u64 {
+    pte | 1 << 8 | 1 << 9
+}
+
 macro_rules! hardware {
     ($($mode:ty => $read:ident, $write:ident;)*) => {
         $(impl Hardware for $mode {
@@ -63,6 +79,17 @@ hardware! {
     AArch64<Va48, Upper> => arm_read, arm_write;
     AArch64<Va39, Lower> => arm_read, arm_write;
     AArch64<Va39, Upper> => arm_read, arm_write;
+    AArch64<Va48, Lower, Granule16K> => arm_read, arm_write;
+    AArch64<Va47, Upper, Granule16K> => arm_read, arm_write;
+    AArch64<Va36, Lower, Granule16K> => arm_read, arm_write;
+    AArch64<Va48, Lower, Granule64K> => arm_read, arm_write;
+    AArch64<Va48, Upper, Granule64K> => arm_read, arm_write;
+    AArch64<Va42, Lower, Granule64K> => arm_read, arm_write;
+    AArch64S2<Ipa40> => arm_read, arm_s2_write;
+    AArch64S2<Ipa48> => arm_read, arm_s2_write;
+    Sv39x4 => riscv_read, riscv_write;
+    Sv48x4 => riscv_read, riscv_write;
+    Ept => ept_read, ept_write;
     Sv39 => riscv_read, riscv_write;
     Sv48 => riscv_read, riscv_write;
     Sv57 => riscv_read, riscv_write;

@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 
 use pagetable::arch::{level_shift, max_leaf_depth, root_depth};
 use pagetable::{
-    AArch64, AccessState, Arch, HugePages, LoongArch64, Lower, Mapping, MappingFlags as F, MemType,
-    PageSize, PageTable, PagingError as E, PhysAddr, Sv39, Sv48, Sv57, Translation, Upper, Va39,
-    Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
+    AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48,
+    LoongArch64, Lower, Mapping, MappingFlags as F, MemType, PageSize, PageTable, PagingError as E,
+    PhysAddr, Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Translation, Upper, Va36, Va39, Va42, Va47, Va48,
+    VaSpace, VirtAddr, X86_64, X86_64La57,
 };
 
 use super::Frames;
@@ -45,8 +46,6 @@ macro_rules! ensure_eq {
     }};
 }
 
-pub const PAGE: u64 = 4096;
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Leaf {
     pub pa: u64,
@@ -66,6 +65,10 @@ pub struct Spec {
     leaf_shifts: Vec<u32>,
     /// log2 of what an entry of each level maps, index 0 = depth 1.
     level_shifts: Vec<u32>,
+    /// The smallest page (the granule).
+    pub page: u64,
+    /// Index bits of a table below the root.
+    index_bits: u32,
     expressible: fn(F) -> bool,
     has_accessed_bit: bool,
 }
@@ -79,6 +82,8 @@ impl Spec {
             space: A::VA_SPACE,
             leaf_shifts: (1..=max_leaf_depth::<A>()).map(level_shift::<A>).collect(),
             level_shifts: (1..=root_depth::<A>()).map(level_shift::<A>).collect(),
+            page: 1 << A::PAGE_SHIFT,
+            index_bits: A::INDEX_BITS,
             expressible,
             has_accessed_bit,
         }
@@ -206,8 +211,8 @@ impl Model {
                 return;
             }
             self.leaves.remove(&start);
-            let child = leaf.shift - 9;
-            for i in 0..512u64 {
+            let child = leaf.shift - self.spec.index_bits;
+            for i in 0..1u64 << self.spec.index_bits {
                 let l = Leaf {
                     pa: leaf.pa + (i << child),
                     shift: child,
@@ -232,7 +237,7 @@ impl Model {
                 .iter()
                 .rev()
                 .find(|&&s| {
-                    (huge || s == 12)
+                    (huge || 1 << s == self.spec.page)
                         && v % (1u128 << s) == 0
                         && p % (1 << s) == 0
                         && v + (1u128 << s) <= end
@@ -288,7 +293,7 @@ impl Model {
     }
 
     fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F, huge: bool) -> Expect<()> {
-        self.map_errors(va, pa, len, PAGE, flags)?;
+        self.map_errors(va, pa, len, self.spec.page, flags)?;
         let parts = self.decompose(va, pa, len, huge);
         self.insert(parts, flags);
         Ok(())
@@ -365,7 +370,7 @@ impl Model {
     }
 
     fn unmap_region(&mut self, va: u64, len: u64) -> Expect<()> {
-        let errs = self.spec.range_errors(va, len, PAGE);
+        let errs = self.spec.range_errors(va, len, self.spec.page);
         if !errs.is_empty() {
             return fail(errs);
         }
@@ -385,7 +390,7 @@ impl Model {
     }
 
     fn protect_region(&mut self, va: u64, len: u64, flags: F) -> Expect<()> {
-        let mut errs = self.spec.range_errors(va, len, PAGE);
+        let mut errs = self.spec.range_errors(va, len, self.spec.page);
         if !(self.spec.expressible)(flags) {
             errs.push(E::FlagsNotExpressible(flags));
         }
@@ -409,7 +414,7 @@ impl Model {
     }
 
     fn for_each_in(&self, va: u64, len: u64) -> Expect<Vec<Mapping>> {
-        let errs = self.spec.range_errors(va, len, PAGE);
+        let errs = self.spec.range_errors(va, len, self.spec.page);
         if !errs.is_empty() {
             return fail(errs);
         }
@@ -573,9 +578,16 @@ pub fn flags_of(bits: u8) -> F {
     } else {
         F::READ
     };
+    // Now and then EPT's stage 2 attribute, which every other mode refuses.
+    let stage2 = if bits >> 5 == 5 {
+        F::IGNORE_PAT
+    } else {
+        F::EMPTY
+    };
     F::from_bits(bits & 0x1f)
         .unwrap()
         .union(extra)
+        .union(stage2)
         .with_mem_type(mem)
 }
 
@@ -604,6 +616,13 @@ impl Model {
         }
     }
 
+    /// log2 of what an entry `depth_index` levels above the last maps, or of the root's entries
+    /// if the mode has fewer levels.
+    fn big(&self, depth_index: usize) -> u32 {
+        let shifts = &self.spec.level_shifts;
+        shifts[depth_index.min(shifts.len() - 1)]
+    }
+
     /// A virtual address, and the end of the run of leaves it was picked from (if it was).
     fn pick_va(&self, p: &VaPick) -> (u64, Option<u128>) {
         if let Some((i, inside)) = p.leaf {
@@ -614,9 +633,9 @@ impl Model {
                     .nth(i as usize % self.leaves.len())
                     .unwrap();
                 // Mostly the leaf's start; sometimes a page inside it.
-                let pages = (1u64 << leaf.shift) / PAGE;
+                let pages = (1u64 << leaf.shift) / self.spec.page;
                 let offset = if inside % 4 == 0 {
-                    (inside as u64 % pages) * PAGE
+                    (inside as u64 % pages) * self.spec.page
                 } else {
                     0
                 };
@@ -634,12 +653,14 @@ impl Model {
         let va = match p.hostile % 32 {
             0 => bases[0] + 0x800,
             1 => 1 << (n - 1),
-            2 => 0u64.wrapping_sub(PAGE),
+            2 => 0u64.wrapping_sub(self.spec.page),
             3 => 1 << n,
             // The base itself: aligned for the largest leaves.
             4..=11 => base,
-            _ if p.coarse => base.wrapping_add((p.offset as u64 % 1024) << 21),
-            _ => base.wrapping_add((p.offset as u64 % 2048) * PAGE),
+            _ if p.coarse => {
+                base.wrapping_add((p.offset as u64 % 1024) << self.spec.level_shifts[1])
+            }
+            _ => base.wrapping_add((p.offset as u64 % 2048) * self.spec.page),
         };
         (va, None)
     }
@@ -651,16 +672,16 @@ impl Model {
             let to_end = (end - va as u128).min(1 << 40) as u64;
             return match (p.kind / 2) % 4 {
                 0 | 1 => to_end,
-                2 => (to_end - PAGE).max(PAGE),
-                _ => to_end + (p.n as u64 % 8 + 1) * PAGE,
+                2 => (to_end - self.spec.page).max(self.spec.page),
+                _ => to_end + (p.n as u64 % 8 + 1) * self.spec.page,
             };
         }
         match p.kind % 16 {
-            0..=5 => (p.n as u64 % 64 + 1) * PAGE,
-            6..=9 => (p.n as u64 % 600 + 1) * PAGE,
-            10..=12 => (p.n as u64 % 4 + 1) << 21,
-            13 if pa_aligned => 1 << 30,
-            13 => 1 << 21,
+            0..=5 => (p.n as u64 % 64 + 1) * self.spec.page,
+            6..=9 => (p.n as u64 % 600 + 1) * self.spec.page,
+            10..=12 => (p.n as u64 % 4 + 1) << self.big(1),
+            13 if pa_aligned => 1 << self.big(2),
+            13 => 1 << self.big(1),
             14 => 0,
             _ => 0x1800,
         }
@@ -689,9 +710,9 @@ impl Model {
                 };
                 base + (va & ((1 << align_bits) - 1))
             }
-            4 | 5 => base + (p.offset as u64 % 4096) * PAGE,
+            4 | 5 => base + (p.offset as u64 % 4096) * self.spec.page,
             6 => base + 0x100,
-            _ => (1u64 << self.spec.pa_bits) - PAGE,
+            _ => (1u64 << self.spec.pa_bits) - self.spec.page,
         }
     }
 }
@@ -708,7 +729,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         leaves: BTreeMap::new(),
     };
     let mut pt = PageTable::<A, _>::new(Frames::new(6000, 0x4000_0000)).unwrap();
-    let sizes = [12u32, 21, 30, 39, 48, 14];
+    let sizes = [12u32, 21, 30, 39, 48, 14, 16, 25, 29, 36, 42];
     for (step, op) in ops.iter().enumerate() {
         let before = pt.handler().digest();
         let frames_before = pt.handler().live_frames();
@@ -869,24 +890,28 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let mut c = pt.cursor();
                 for k in 0..u64::from(*n % 40) + 1 {
                     let (v, p) = (
-                        first.wrapping_add(k * PAGE),
-                        first_pa.wrapping_add(k * PAGE),
+                        first.wrapping_add(k * model.spec.page),
+                        first_pa.wrapping_add(k * model.spec.page),
                     );
                     let unchanged = c.table().handler().digest();
                     let got = c.map(
                         VirtAddr::from(v as usize),
                         PhysAddr::from(p as usize),
-                        PageSize::SIZE_4K,
+                        PageSize::from_shift(A::PAGE_SHIFT).unwrap(),
                         flags,
                     );
-                    let want = model.map(v, p, 12, flags);
+                    let want = model.map(v, p, A::PAGE_SHIFT, flags);
                     if compare(step, op, got.map(|f| f.ignore()), want)?.is_err() {
                         ensure!(
                             c.table().handler().digest() == unchanged,
                             "step {step}: cursor map {k} of {op:?} failed but changed table memory"
                         );
                     }
-                    for q in [v, v.wrapping_add(PAGE), v.wrapping_sub(PAGE)] {
+                    for q in [
+                        v,
+                        v.wrapping_add(model.spec.page),
+                        v.wrapping_sub(model.spec.page),
+                    ] {
                         let _ = compare(
                             step,
                             op,
@@ -969,9 +994,19 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             op
         );
         ensure_eq!(
-            pt.handler().live_frames(),
+            pt.handler().live_blocks(),
             model.tables_needed(),
-            "step {}: frames after {:?}",
+            "step {}: table blocks out after {:?}",
+            step,
+            op
+        );
+        // The root's block (concatenated tables on some stage 2 modes) and one granule each.
+        let root_bytes = pagetable::arch::table_bytes::<A>(root_depth::<A>());
+        let bytes = root_bytes + (model.tables_needed() - 1) * model.spec.page as usize;
+        ensure_eq!(
+            pt.handler().live_frames() * super::FRAME,
+            bytes,
+            "step {}: bytes of table frames out after {:?}",
             step,
             op
         );
@@ -983,7 +1018,11 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             op
         );
         if let Some(va) = checked_va {
-            for probe in [va, va.wrapping_add(PAGE), va.wrapping_add(5 << 20)] {
+            for probe in [
+                va,
+                va.wrapping_add(model.spec.page),
+                va.wrapping_add(5 << 20),
+            ] {
                 let got = pt.query(VirtAddr::from(probe as usize));
                 let _ = compare(step, op, got, model.query(probe))?;
             }
@@ -1025,16 +1064,35 @@ fn compare<T: PartialEq + std::fmt::Debug>(
 }
 
 fn needs_read(f: F) -> bool {
-    f.contains(F::READ)
+    f.contains(F::READ) && !f.contains(F::IGNORE_PAT)
 }
 
 fn riscv_expressible(f: F) -> bool {
     // Something allowed, and no write without read.
-    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE))
+    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE)) && !f.contains(F::IGNORE_PAT)
 }
 
 fn loongarch_expressible(f: F) -> bool {
-    !f.no_access()
+    !f.no_access() && !f.contains(F::IGNORE_PAT)
+}
+
+/// Stage 2 has no user or global mappings.
+fn no_stage1_bits(f: F) -> bool {
+    !f.contains(F::USER) && !f.contains(F::GLOBAL)
+}
+
+fn g_stage_expressible(f: F) -> bool {
+    riscv_expressible(f) && no_stage1_bits(f)
+}
+
+/// Any of read, write, execute: stage 2 has write-only and execute-only.
+fn arm_s2_expressible(f: F) -> bool {
+    !f.no_access() && no_stage1_bits(f) && !f.contains(F::IGNORE_PAT)
+}
+
+/// Write without read is an EPT misconfiguration; execute-only is allowed.
+fn ept_expressible(f: F) -> bool {
+    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE)) && no_stage1_bits(f)
 }
 
 /// A paging mode the model knows: its spec, its manual and how its MMU marks leaves.
@@ -1059,6 +1117,17 @@ modeled! {
     AArch64<Va48, Upper> => needs_read, true;
     AArch64<Va39, Lower> => needs_read, true;
     AArch64<Va39, Upper> => needs_read, true;
+    AArch64<Va48, Lower, Granule16K> => needs_read, true;
+    AArch64<Va47, Upper, Granule16K> => needs_read, true;
+    AArch64<Va36, Lower, Granule16K> => needs_read, true;
+    AArch64<Va48, Lower, Granule64K> => needs_read, true;
+    AArch64<Va48, Upper, Granule64K> => needs_read, true;
+    AArch64<Va42, Lower, Granule64K> => needs_read, true;
+    AArch64S2<Ipa40> => arm_s2_expressible, true;
+    AArch64S2<Ipa48> => arm_s2_expressible, true;
+    Sv39x4 => g_stage_expressible, true;
+    Sv48x4 => g_stage_expressible, true;
+    Ept => ept_expressible, true;
     Sv39 => riscv_expressible, true;
     Sv48 => riscv_expressible, true;
     Sv57 => riscv_expressible, true;
@@ -1216,6 +1285,20 @@ pub const AARCH64_MODES: &[Mode] = &[
     run::<AArch64<Va48, Upper>>,
     run::<AArch64<Va39, Lower>>,
     run::<AArch64<Va39, Upper>>,
+    run::<AArch64<Va48, Lower, Granule16K>>,
+    run::<AArch64<Va47, Upper, Granule16K>>,
+    run::<AArch64<Va36, Lower, Granule16K>>,
+    run::<AArch64<Va48, Lower, Granule64K>>,
+    run::<AArch64<Va48, Upper, Granule64K>>,
+    run::<AArch64<Va42, Lower, Granule64K>>,
+];
+/// Stage 2 modes: AArch64, the RISC-V G-stage, x86 EPT.
+pub const STAGE2_MODES: &[Mode] = &[
+    run::<AArch64S2<Ipa40>>,
+    run::<AArch64S2<Ipa48>>,
+    run::<Sv39x4>,
+    run::<Sv48x4>,
+    run::<Ept>,
 ];
 pub const RISCV_MODES: &[Mode] = &[run::<Sv39>, run::<Sv48>, run::<Sv57>];
 pub const LOONGARCH_MODES: &[Mode] = &[run::<LoongArch64>];

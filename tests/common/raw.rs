@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use pagetable::{
-    AArch64, LoongArch64, Lower, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Ept, Granule16K, Granule64K, Ipa40, Ipa48, LoongArch64, Lower, Sv39,
+    Sv39x4, Sv48, Sv48x4, Sv57, Upper, Va36, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
 };
 
 use super::Frames;
@@ -29,11 +30,16 @@ pub enum Space {
     Upper,
 }
 
-/// An architecture's entry format, straight from its manual. 4 KiB granule, 512 entries a table.
+/// An architecture's entry format, straight from its manual, and its table shape: tables of
+/// one granule of 8-byte entries, but the root, which translates what is left of the VA.
 pub trait Manual {
     /// Levels of tables.
     const LEVELS: u32;
     const SPACE: Space;
+    /// log2 of the granule (the smallest page).
+    const GRANULE: u32 = 12;
+    /// Address bits translated.
+    const VA_BITS: u32 = Self::GRANULE + (Self::GRANULE - 3) * Self::LEVELS;
     /// The entry `pte` of a table at `depth` (1 = the last level).
     ///
     /// # Errors
@@ -72,14 +78,28 @@ fn visit<M: Manual>(
     va: u64,
     tree: &mut RawTree,
 ) -> Result<(), String> {
-    if !mem.is_live(table, 4096) {
-        return Err(format!("a table at {table:#x}, which is not a live frame"));
+    let shift = M::GRANULE + (M::GRANULE - 3) * (depth - 1);
+    let entries: u64 = if depth == M::LEVELS {
+        1 << (M::VA_BITS - shift)
+    } else {
+        1 << (M::GRANULE - 3)
+    };
+    // A table fills at least a granule and is aligned to its size (a concatenated root too).
+    let bytes = (entries * 8).max(1 << M::GRANULE);
+    if table % bytes != 0 {
+        return Err(format!(
+            "a table at {table:#x}, not aligned to its {bytes:#x} bytes"
+        ));
+    }
+    if !mem.is_live(table, bytes as usize) {
+        return Err(format!(
+            "a table at {table:#x}, which is not a live block of {bytes:#x}"
+        ));
     }
     if !tree.tables.insert(table) {
         return Err(format!("table {table:#x} reached twice"));
     }
-    let shift = 12 + 9 * (depth - 1);
-    for i in 0..512u64 {
+    for i in 0..entries {
         let pte = mem.read_phys(table + i * 8);
         let at = va | i << shift;
         let raw = M::read(pte, depth)
@@ -98,7 +118,7 @@ fn visit<M: Manual>(
 
 /// `va` as the API writes it.
 fn sign<M: Manual>(va: u64) -> u64 {
-    let bits = 12 + 9 * M::LEVELS;
+    let bits = M::VA_BITS;
     match M::SPACE {
         Space::Lower => va,
         Space::Upper => va | !((1u64 << bits) - 1),
@@ -139,23 +159,73 @@ fn x86_read(pte: u64, depth: u32) -> Result<Raw, String> {
     }
 }
 
-// ---- AArch64, Arm ARM D8.3 (VMSAv8-64, 4K granule, 48-bit OA): bit 0 valid; bit 1 set is a
-// ---- table above level 3 and a page at level 3 (clear there is reserved: invalid); blocks at
-// ---- levels 1 and 2 only; output address bits 12..47.
+// ---- AArch64, Arm ARM D8.3 (VMSAv8-64, 48-bit OA; stage 1 and stage 2 alike): bit 0 valid;
+// ---- bit 1 set is a table above level 3 and a page at level 3 (clear there is reserved:
+// ---- invalid); output address bits 12..47, whose bits below the granule must be zero (with
+// ---- 64K they would be OA[51:48]). Blocks: levels 1 and 2 with the 4K granule, level 2 only
+// ---- with 16K and 64K (D8.2: larger blocks need a 52-bit OA).
 
-fn arm_read(pte: u64, depth: u32) -> Result<Raw, String> {
+fn arm_read<const GRANULE: u32>(pte: u64, depth: u32) -> Result<Raw, String> {
     const OA: u64 = 0x0000_ffff_ffff_f000;
     if pte & 1 == 0 {
         return Ok(Raw::Empty);
     }
     let bit1 = pte >> 1 & 1 == 1;
-    match depth {
-        1 if bit1 => Ok(Raw::Leaf(pte & OA)),
-        1 => Err(format!("reserved level-3 descriptor {pte:#x}")),
-        _ if bit1 => Ok(Raw::Table(pte & OA)),
-        2 | 3 => misaligned(pte & OA, 12 + 9 * (depth - 1), "block"),
-        _ => Err(format!("level-0 block {pte:#x}")),
+    let oa = pte & OA;
+    if oa & ((1 << GRANULE) - 1) != 0 {
+        return Err(format!("address bits below the granule set in {pte:#x}"));
     }
+    let max_block_depth = if GRANULE == 12 { 3 } else { 2 };
+    match depth {
+        1 if bit1 => Ok(Raw::Leaf(oa)),
+        1 => Err(format!("reserved level-3 descriptor {pte:#x}")),
+        _ if bit1 => Ok(Raw::Table(oa)),
+        d if d <= max_block_depth => misaligned(oa, GRANULE + (GRANULE - 3) * (depth - 1), "block"),
+        _ => Err(format!("a block where the granule allows none: {pte:#x}")),
+    }
+}
+
+// ---- RISC-V G-stage (hypervisor extension, Sv39x4 / Sv48x4): the same entries, and every
+// ---- leaf must have U set (G-stage accesses are U-mode ones); G is reserved.
+
+fn g_stage_read(pte: u64, depth: u32) -> Result<Raw, String> {
+    let raw = riscv_read(pte, depth)?;
+    if let Raw::Leaf(_) = raw {
+        if pte >> 4 & 1 == 0 {
+            return Err(format!("G-stage leaf without U: {pte:#x}"));
+        }
+        if pte >> 5 & 1 == 1 {
+            return Err(format!("G-stage leaf with the reserved G bit: {pte:#x}"));
+        }
+    }
+    Ok(raw)
+}
+
+// ---- x86 EPT, SDM vol. 3C 29.3.2: present if any of bits 0-2 (R, W, X); W without R is a
+// ---- misconfiguration; bit 7 makes a PDPTE or PDE a 1G or 2M leaf and is reserved in a
+// ---- PML4E; leaves' memory type (bits 3-5) must not be 2, 3 or 7; address bits 12..51, the
+// ---- bits below a large page's size reserved (zero).
+
+fn ept_read(pte: u64, depth: u32) -> Result<Raw, String> {
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    if pte & 0b111 == 0 {
+        return Ok(Raw::Empty);
+    }
+    if pte & 0b011 == 0b010 {
+        return Err(format!("write without read {pte:#x}"));
+    }
+    let large = pte >> 7 & 1 == 1;
+    let leaf = depth == 1 || (large && depth <= 3);
+    if large && depth == 4 {
+        return Err(format!("bit 7 set in a PML4E {pte:#x}"));
+    }
+    if !leaf {
+        return Ok(Raw::Table(pte & ADDR));
+    }
+    if matches!(pte >> 3 & 0b111, 2 | 3 | 7) {
+        return Err(format!("reserved EPT memory type in {pte:#x}"));
+    }
+    misaligned(pte & ADDR, 12 + 9 * (depth - 1), "large page")
 }
 
 // ---- RISC-V, privileged spec 12.3 (Sv39/48/57): V bit 0, R W X bits 1-3 (all clear: a
@@ -185,10 +255,12 @@ fn riscv_read(pte: u64, depth: u32) -> Result<Raw, String> {
 
 /// Modes whose entries read by one function of this file.
 macro_rules! manual {
-    ($($mode:ty => $levels:literal, $space:ident, $read:ident;)*) => {
+    ($($mode:ty => $levels:literal, $space:ident, $read:expr $(, granule $g:literal, va $va:literal)?;)*) => {
         $(impl Manual for $mode {
             const LEVELS: u32 = $levels;
             const SPACE: Space = Space::$space;
+            $(const GRANULE: u32 = $g;
+            const VA_BITS: u32 = $va;)?
             fn read(pte: u64, depth: u32) -> Result<Raw, String> {
                 $read(pte, depth)
             }
@@ -199,13 +271,26 @@ macro_rules! manual {
 manual! {
     X86_64 => 4, Canonical, x86_read;
     X86_64La57 => 5, Canonical, x86_read;
-    AArch64<Va48, Lower> => 4, Lower, arm_read;
-    AArch64<Va48, Upper> => 4, Upper, arm_read;
-    AArch64<Va39, Lower> => 3, Lower, arm_read;
-    AArch64<Va39, Upper> => 3, Upper, arm_read;
+    AArch64<Va48, Lower> => 4, Lower, arm_read::<12>;
+    AArch64<Va48, Upper> => 4, Upper, arm_read::<12>;
+    AArch64<Va39, Lower> => 3, Lower, arm_read::<12>;
+    AArch64<Va39, Upper> => 3, Upper, arm_read::<12>;
+    AArch64<Va48, Lower, Granule16K> => 4, Lower, arm_read::<14>, granule 14, va 48;
+    AArch64<Va47, Upper, Granule16K> => 3, Upper, arm_read::<14>, granule 14, va 47;
+    AArch64<Va36, Lower, Granule16K> => 2, Lower, arm_read::<14>, granule 14, va 36;
+    AArch64<Va48, Lower, Granule64K> => 3, Lower, arm_read::<16>, granule 16, va 48;
+    AArch64<Va48, Upper, Granule64K> => 3, Upper, arm_read::<16>, granule 16, va 48;
+    AArch64<Va42, Lower, Granule64K> => 2, Lower, arm_read::<16>, granule 16, va 42;
+    // D8.2.8: a 40-bit IPA starting at level 1 concatenates two level-1 tables.
+    AArch64S2<Ipa40> => 3, Lower, arm_read::<12>, granule 12, va 40;
+    AArch64S2<Ipa48> => 4, Lower, arm_read::<12>;
     Sv39 => 3, Canonical, riscv_read;
     Sv48 => 4, Canonical, riscv_read;
     Sv57 => 5, Canonical, riscv_read;
+    // Hypervisor extension: the x4 roots are 2048 entries, two more GPA bits.
+    Sv39x4 => 3, Lower, g_stage_read, granule 12, va 41;
+    Sv48x4 => 4, Lower, g_stage_read, granule 12, va 50;
+    Ept => 4, Lower, ept_read;
 }
 
 // ---- LoongArch64, reference manual vol. 1 5.4 / 7.5: a directory entry is the next table's

@@ -1,0 +1,267 @@
+//! x86 EPT (Intel VT-x extended page tables), 4-level: [`Ept`], guest physical to host
+//! physical.
+//!
+//! Source: Intel SDM vol. 3C, 29.3.2 "EPT Translation Mechanism" (tables 29-1 to 29-6: formats
+//! of the EPT PML4E, PDPTE, PDE and PTE, for tables, 1 GiB and 2 MiB pages and 4 KiB pages),
+//! 29.3.3.1 (EPT misconfigurations: write without read, execute-only without the capability,
+//! a reserved memory type), 29.3.5 (accessed and dirty flags), 29.3.7 (EPT and memory typing),
+//! 29.4.3 (INVEPT).
+//!
+//! What the tables built here assume of the CPU: EPTP.MT = 6 (write-back paging structures),
+//! EPTP page-walk length 4, and EPTP bit 6 set if accessed and dirty flags are to be kept
+//! (without it the MMU writes neither and they read as this crate wrote them). A mapping that
+//! may execute without reading needs IA32_VMX_EPT_VPID_CAP bit 0 (execute-only pages).
+//!
+//! Flags: `READ`, `WRITE`, `EXECUTE` are bits 0, 1, 2 (with mode-based execute control, bit
+//! 2 is supervisor execute; bit 10, user execute, is left clear). `USER` and `GLOBAL` are paging
+//! notions the EPT has not and are refused, as is write without read (a misconfiguration).
+//! Memory type (bits 3-5): normal is WB (6), device UC (0), uncached WC (1); WT (4) and WP (5),
+//! which this crate does not write, read back as normal. [`MappingFlags::IGNORE_PAT`] is bit 6.
+//!
+//! TLB maintenance: INVEPT has no by-address form, so every flush of an EPT table is an
+//! all-context INVEPT ([`Arch::PAGE_FLUSH`] is false).
+
+use bitfield_struct::bitfield;
+use memory_addr::VirtAddr;
+use static_assertions::const_assert_eq;
+
+use super::{Arch, VaSpace, sealed::Sealed};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags, MemType};
+use crate::levels::{EntryKind, L3, L4};
+
+/// An EPT paging-structure entry (SDM tables 29-1 to 29-6): one layout for every level.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct EptPte {
+    /// Bit 0: reads allowed. An entry with bits 0-2 all clear is not present.
+    pub read: bool,
+    /// Bit 1: writes allowed.
+    pub write: bool,
+    /// Bit 2: instruction fetches allowed (supervisor-mode ones, with mode-based execute
+    /// control).
+    pub execute: bool,
+    /// Bits 3-5 (leaves): EPT memory type: 0 UC, 1 WC, 4 WT, 5 WP, 6 WB.
+    #[bits(3)]
+    pub mem_type: u8,
+    /// Bit 6 (leaves): ignore PAT memory type.
+    pub ignore_pat: bool,
+    /// Bit 7: in a PDPTE or PDE, 1 maps a 1 GiB or 2 MiB page; must be 0 in a PML4E; ignored
+    /// in a PTE.
+    pub page_size: bool,
+    /// Bit 8: accessed (every level, with EPTP bit 6).
+    pub accessed: bool,
+    /// Bit 9 (leaves): dirty (with EPTP bit 6).
+    pub dirty: bool,
+    /// Bit 10: user-mode execute (with mode-based execute control), else ignored.
+    pub user_execute: bool,
+    /// Bit 11: ignored.
+    pub ignored: bool,
+    /// Bits 12-51: the host physical address from bit 12 up (from bit 21 or 30 in a 2 MiB or
+    /// 1 GiB leaf, whose lower bits are reserved, zero).
+    #[bits(40)]
+    pub addr: u64,
+    /// Bits 52-62: ignored, or features this crate leaves clear (verify guest paging,
+    /// paging-write access, supervisor shadow stack, sub-page write permissions).
+    #[bits(11)]
+    pub high: u16,
+    /// Bit 63: suppress #VE.
+    pub suppress_ve: bool,
+}
+
+const_assert_eq!(core::mem::size_of::<EptPte>(), 8);
+const_assert_eq!(EptPte::MEM_TYPE_OFFSET, 3);
+const_assert_eq!(EptPte::IGNORE_PAT_OFFSET, 6);
+const_assert_eq!(EptPte::PAGE_SIZE_OFFSET, 7);
+const_assert_eq!(EptPte::ACCESSED_OFFSET, 8);
+const_assert_eq!(EptPte::DIRTY_OFFSET, 9);
+const_assert_eq!(EptPte::ADDR_OFFSET, 12);
+const_assert_eq!(EptPte::ADDR_OFFSET + EptPte::ADDR_BITS, 52);
+const_assert_eq!(EptPte::SUPPRESS_VE_OFFSET, 63);
+
+const R: u64 = 1 << EptPte::READ_OFFSET;
+const W: u64 = 1 << EptPte::WRITE_OFFSET;
+const X: u64 = 1 << EptPte::EXECUTE_OFFSET;
+const RWX: u64 = R | W | X;
+const MEM_TYPE: u64 = 0b111 << EptPte::MEM_TYPE_OFFSET;
+const IGNORE_PAT: u64 = 1 << EptPte::IGNORE_PAT_OFFSET;
+const PS: u64 = 1 << EptPte::PAGE_SIZE_OFFSET;
+const A: u64 = 1 << EptPte::ACCESSED_OFFSET;
+const D: u64 = 1 << EptPte::DIRTY_OFFSET;
+const ADDR: u64 = ((1 << EptPte::ADDR_BITS) - 1) << EptPte::ADDR_OFFSET;
+/// Bits a protect keeps: ignored bit 11, bits 52-63.
+const KEEP: u64 = (1 << 11) | (0xfff << 52);
+
+/// The EPT memory type of each [`MemType`] (SDM 29.3.7, table 11-10's encodings).
+const fn ept_mem_type(mem: MemType) -> u64 {
+    let code = match mem {
+        MemType::Normal => 6,
+        MemType::Device => 0,
+        MemType::Uncached => 1,
+    };
+    code << EptPte::MEM_TYPE_OFFSET
+}
+
+const fn leaf_addr_mask(depth: u8) -> u64 {
+    ADDR & !((1 << (12 + 9 * (depth as u32 - 1))) - 1)
+}
+
+/// x86 EPT with a 4-level walk: 48-bit guest physical addresses (zero-extended), PML4 root;
+/// 4 KiB, 2 MiB and 1 GiB leaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ept;
+
+impl Sealed for Ept {}
+
+impl Arch for Ept {
+    type Pte = EptPte;
+    type Root = L4;
+    type MaxLeaf = L3;
+    const NAME: &'static str = "x86-ept";
+    const VA_BITS: u32 = 48;
+    const PA_BITS: u32 = 52;
+    const VA_SPACE: VaSpace = VaSpace::Lower;
+    const PAGE_FLUSH: bool = false;
+
+    #[inline(always)]
+    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+        if pte & RWX == 0 {
+            EntryKind::Empty
+        } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
+            EntryKind::Leaf
+        } else if depth == 4 && pte & PS != 0 {
+            // Bit 7 of a PML4E is reserved: a misconfiguration, never a translation.
+            EntryKind::Empty
+        } else {
+            EntryKind::Table
+        }
+    }
+
+    #[inline(always)]
+    fn table_entry(pa: u64) -> u64 {
+        // Permissions AND down the walk: a pointer allows everything, the leaf decides.
+        pa | RWX
+    }
+
+    #[inline(always)]
+    fn table_addr(pte: u64) -> u64 {
+        pte & ADDR
+    }
+
+    #[inline]
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+        let not_ept = MappingFlags::USER | MappingFlags::GLOBAL;
+        let write_only = flags.contains(MappingFlags::WRITE) && !flags.contains(MappingFlags::READ);
+        if flags.no_access() || write_only || flags.intersects(not_ept) {
+            Err(PagingError::FlagsNotExpressible(flags))
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+        let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
+        let size = if depth > 1 { PS } else { 0 };
+        A | size
+            | set(MappingFlags::READ, R)
+            | set(MappingFlags::WRITE, W | D)
+            | set(MappingFlags::EXECUTE, X)
+            | set(MappingFlags::IGNORE_PAT, IGNORE_PAT)
+            | ept_mem_type(flags.mem_type())
+    }
+
+    #[inline(always)]
+    fn leaf_addr_mask(depth: u8) -> u64 {
+        leaf_addr_mask(depth)
+    }
+
+    #[inline]
+    fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
+        let set = |bit: u64, flag: MappingFlags| {
+            if pte & bit != 0 {
+                flag
+            } else {
+                MappingFlags::EMPTY
+            }
+        };
+        let mem = match (pte & MEM_TYPE) >> EptPte::MEM_TYPE_OFFSET {
+            0 => MemType::Device,
+            1 => MemType::Uncached,
+            // WB, and the cached WT and WP this crate does not write.
+            _ => MemType::Normal,
+        };
+        (set(R, MappingFlags::READ)
+            | set(W, MappingFlags::WRITE)
+            | set(X, MappingFlags::EXECUTE)
+            | set(IGNORE_PAT, MappingFlags::IGNORE_PAT))
+        .with_mem_type(mem)
+    }
+
+    #[inline(always)]
+    fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+        AccessState {
+            accessed: pte & A != 0,
+            dirty: pte & D != 0,
+        }
+    }
+
+    #[inline]
+    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+        let keep = leaf_addr_mask(depth) | A | D | KEEP;
+        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !(A | D));
+        if flags.contains(MappingFlags::WRITE) && old & W == 0 {
+            new |= D;
+        }
+        new
+    }
+
+    #[inline]
+    fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+        old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
+    }
+
+    #[inline]
+    fn leaf_split(pte: u64, depth: u8) -> u64 {
+        let template = pte & !leaf_addr_mask(depth);
+        // A 2 MiB leaf becomes 4 KiB ones, where bit 7 means nothing: cleared.
+        if depth == 2 { template & !PS } else { template }
+    }
+
+    #[inline(always)]
+    fn hw_may_update(pte: u64, _depth: u8) -> bool {
+        // With EPTP bit 6 the MMU sets A, and D on a write through a writable leaf.
+        (pte & RWX != 0) & ((pte & A == 0) | (pte & (W | D) == W))
+    }
+
+    #[inline(always)]
+    fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+        // All present (one of R, W, X common to all) and accessed, and all dirty or none
+        // writable.
+        all & A != 0 && all & RWX != 0 && (all & D != 0 || any() & W == 0)
+    }
+
+    fn flush_page(va: VirtAddr) {
+        // No by-address INVEPT: `PAGE_FLUSH` is false, so `Flush` calls `flush_all` instead.
+        let _ = va;
+        Self::flush_all();
+    }
+
+    fn flush_all() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let descriptor = [0u64; 2];
+            // SAFETY: INVEPT type 2 (all contexts) with a 128-bit descriptor it only reads; it
+            // drops cached EPT translations. It runs in VMX root operation only: elsewhere it
+            // faults, which is the contract of flushing a live EPT table.
+            unsafe {
+                core::arch::asm!(
+                    "invept {kind}, [{desc}]",
+                    kind = in(reg) 2u64,
+                    desc = in(reg) descriptor.as_ptr(),
+                    options(nostack, readonly),
+                );
+            }
+        }
+    }
+}
