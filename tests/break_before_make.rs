@@ -1,0 +1,213 @@
+//! Break-before-make (Arm ARM D8.16.1): on a live AArch64 table, the changes that need it are
+//! made as invalid entry, TLB invalidation, new entry, which the handler sees (at the moment of
+//! its `break_flush`, an independent raw walk of table memory must find the address unmapped);
+//! on a table that refuses breaks they fail with `NeedsBreak` and change nothing; offline
+//! tables, and architectures that need no breaks, replace entries in place.
+
+mod common;
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use common::Frames;
+use common::raw::{self, Manual};
+use memory_addr::{pa, va};
+use pagetable::{
+    AArch64, AArch64S2, Arch, Granule64K, HugePages, Ipa40, Liveness, Lower, MappingFlags as F,
+    MemType, PageSize, PageTable, PagingError, PagingHandler, PhysAddr, Va48, VirtAddr, X86_64,
+};
+
+const RW: F = F::READ.union(F::WRITE);
+
+/// A handler that checks, at each break, that the broken address translates nowhere.
+struct Watch<M> {
+    frames: Frames,
+    root: Option<u64>,
+    /// (address, size) of each break, in order.
+    breaks: Vec<(usize, usize)>,
+    _mode: PhantomData<M>,
+}
+
+// SAFETY: every call but `break_flush` is `Frames`'s own.
+unsafe impl<M: Manual> PagingHandler for Watch<M> {
+    fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr> {
+        let pa = self.frames.alloc_table(bytes)?;
+        // The first table a page table allocates is its root.
+        self.root.get_or_insert(pa.as_usize() as u64);
+        Some(pa)
+    }
+    unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.frames.free_table(pa, bytes) }
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+        self.frames.phys_to_virt(pa)
+    }
+    fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
+        let tree = raw::walk::<M>(&self.frames, self.root.unwrap()).unwrap();
+        let (start, end) = (va.as_usize() as u64, va.as_usize() as u64 + size as u64);
+        for &(leaf, _, shift) in &tree.leaves {
+            assert!(
+                leaf + (1 << shift) <= start || leaf >= end,
+                "break at {va:#x}: the leaf at {leaf:#x} still maps it"
+            );
+        }
+        self.breaks.push((va.as_usize(), size));
+    }
+}
+
+fn table<M: Manual + Arch>(liveness: Liveness) -> PageTable<M, Watch<M>> {
+    let watch = Watch {
+        frames: Frames::new(512, 0x4000_0000),
+        root: None,
+        breaks: vec![],
+        _mode: PhantomData,
+    };
+    let mut pt = PageTable::new(watch).unwrap();
+    pt.set_liveness(liveness);
+    assert_eq!(pt.liveness(), liveness);
+    pt
+}
+
+fn breaks<M: Manual + Arch>(pt: &PageTable<M, Watch<M>>) -> Vec<(usize, usize)> {
+    pt.handler().breaks.clone()
+}
+
+type A = AArch64<Va48, Lower>;
+const M2: usize = 2 << 20;
+
+/// A 2 MiB block at 0x4000_0000 and a 4 KiB page at 0x1000_0000.
+fn populated<M: Manual + Arch>(liveness: Liveness) -> PageTable<M, Watch<M>> {
+    let mut pt = table::<M>(liveness);
+    pt.map_region(
+        va!(0x4000_0000),
+        pa!(0x8000_0000),
+        M2,
+        RW,
+        HugePages::Allowed,
+    )
+    .unwrap()
+    .ignore();
+    pt.map(va!(0x1000_0000), pa!(0x9000_0000), PageSize::SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    pt
+}
+
+#[test]
+fn live_splits_and_remaps_break_first() {
+    let mut pt = populated::<A>(Liveness::Live);
+    // Unmapping a page inside the block splits it: the block goes before the table comes.
+    pt.unmap_region(va!(0x4000_1000), 0x1000).unwrap().ignore();
+    assert_eq!(breaks(&pt), [(0x4000_0000, M2)]);
+    assert_eq!(pt.query(va!(0x4000_2000)).unwrap().pa, pa!(0x8000_2000));
+    assert!(pt.query(va!(0x4000_1000)).is_err());
+    // A new output address.
+    pt.remap(va!(0x1000_0000), pa!(0x9100_0000))
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt)[1], (0x1000_0000, 0x1000));
+    assert_eq!(pt.query(va!(0x1000_0000)).unwrap().pa, pa!(0x9100_0000));
+    // A new memory type, and a new nG.
+    pt.protect(va!(0x1000_0000), RW.with_mem_type(MemType::Device))
+        .unwrap()
+        .ignore();
+    pt.protect(va!(0x1000_0000), RW | F::GLOBAL)
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt).len(), 4);
+    // Permissions and access state alone: in place.
+    pt.protect_region(va!(0x4000_2000), 0x3000, F::READ)
+        .unwrap()
+        .ignore();
+    pt.protect(va!(0x1000_0000), F::READ | F::GLOBAL)
+        .unwrap()
+        .ignore();
+    pt.clear_access_state(va!(0x1000_0000), pagetable::AccessState::BOTH)
+        .unwrap()
+        .0;
+    assert_eq!(breaks(&pt).len(), 4);
+    let t = pt.query(va!(0x1000_0000)).unwrap();
+    assert_eq!((t.pa, t.flags), (pa!(0x9100_0000), F::READ | F::GLOBAL));
+}
+
+#[test]
+fn refusing_tables_fail_cleanly() {
+    let mut pt = populated::<A>(Liveness::LiveNoBreak);
+    let before = pt.handler().frames.snapshot();
+    assert_eq!(
+        pt.unmap_region(va!(0x4000_1000), 0x1000).err(),
+        Some(PagingError::NeedsBreak(va!(0x4000_1000)))
+    );
+    assert_eq!(
+        pt.protect_region(va!(0x4010_0000), 0x1000, F::READ).err(),
+        Some(PagingError::NeedsBreak(va!(0x4010_0000)))
+    );
+    assert_eq!(
+        pt.remap(va!(0x1000_0000), pa!(0x9100_0000)).err(),
+        Some(PagingError::NeedsBreak(va!(0x1000_0000)))
+    );
+    assert_eq!(
+        pt.protect_region(va!(0x1000_0000), 0x1000, F::READ | F::UNCACHED)
+            .err(),
+        Some(PagingError::NeedsBreak(va!(0x1000_0000)))
+    );
+    assert!(
+        pt.handler().frames.snapshot() == before,
+        "a refused change wrote"
+    );
+    assert!(breaks(&pt).is_empty());
+    // What needs no break goes through: whole-block permission changes, unmapping whole leaves.
+    pt.protect_region(va!(0x4000_0000), M2, F::READ)
+        .unwrap()
+        .ignore();
+    pt.unmap_region(va!(0x4000_0000), M2).unwrap().ignore();
+    pt.protect(va!(0x1000_0000), F::READ).unwrap().ignore();
+    assert!(breaks(&pt).is_empty());
+    assert_eq!(pt.query(va!(0x1000_0000)).unwrap().flags, F::READ);
+}
+
+#[test]
+fn offline_tables_and_x86_replace_in_place() {
+    let mut pt = populated::<A>(Liveness::Offline);
+    pt.unmap_region(va!(0x4000_1000), 0x1000).unwrap().ignore();
+    pt.remap(va!(0x1000_0000), pa!(0x9100_0000))
+        .unwrap()
+        .ignore();
+    assert!(breaks(&pt).is_empty());
+    let mut pt = populated::<X86_64>(Liveness::LiveNoBreak);
+    pt.unmap_region(va!(0x4000_1000), 0x1000).unwrap().ignore();
+    pt.remap(va!(0x1000_0000), pa!(0x9100_0000))
+        .unwrap()
+        .ignore();
+    pt.protect(va!(0x1000_0000), F::READ | F::UNCACHED)
+        .unwrap()
+        .ignore();
+    assert!(breaks(&pt).is_empty());
+}
+
+#[test]
+fn stage2_and_64k_blocks_break_too() {
+    let mut pt = populated::<AArch64S2<Ipa40>>(Liveness::Live);
+    pt.protect_region(va!(0x4000_0000), 0x1000, F::READ)
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt), [(0x4000_0000, M2)]);
+
+    type A64 = AArch64<Va48, Lower, Granule64K>;
+    let mut pt = table::<A64>(Liveness::Live);
+    pt.map_region(
+        va!(0x2000_0000),
+        pa!(0x8000_0000),
+        512 << 20,
+        RW,
+        HugePages::Allowed,
+    )
+    .unwrap()
+    .ignore();
+    pt.unmap_region(va!(0x2001_0000), 0x1_0000)
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt), [(0x2000_0000, 512 << 20)]);
+    assert_eq!(pt.query(va!(0x2002_0000)).unwrap().size, PageSize::SIZE_64K);
+}
