@@ -78,6 +78,18 @@ impl Pool {
         };
         BASE_PA + index * FRAME
     }
+    /// A block of `frames` frames aligned to its size (a 64K-granule table, a concatenated
+    /// stage 2 root), cut from the never-used end; the frames skipped to align it go on the
+    /// free list.
+    fn alloc_block(&mut self, frames: usize) -> usize {
+        let start = self.next.next_multiple_of(frames);
+        assert!(start + frames <= POOL_FRAMES, "frame pool exhausted");
+        for skipped in self.next..start {
+            self.free.push(skipped as u32);
+        }
+        self.next = start + frames;
+        BASE_PA + start * FRAME
+    }
     /// Orders the free list so that the next frames handed out are the lowest, in ascending
     /// order: a tree built next gets the same tidy layout whatever ran before it. Workloads
     /// that read a tree built beforehand (query, protect, walk) call it before each build, so
@@ -121,11 +133,18 @@ struct OurFrames;
 // SAFETY: pool frames are disjoint, never move, and are handed out once until freed.
 unsafe impl pagetable::PagingHandler for OurFrames {
     fn alloc_table(&mut self, bytes: usize) -> Option<pagetable::PhysAddr> {
-        assert_eq!(bytes, FRAME);
-        Some(pagetable::PhysAddr::from(pool().alloc()))
+        let pa = if bytes == FRAME {
+            pool().alloc()
+        } else {
+            pool().alloc_block(bytes / FRAME)
+        };
+        Some(pagetable::PhysAddr::from(pa))
     }
-    unsafe fn free_table(&mut self, pa: pagetable::PhysAddr, _bytes: usize) {
-        pool().free(pa.as_usize());
+    unsafe fn free_table(&mut self, pa: pagetable::PhysAddr, bytes: usize) {
+        // A block goes back as frames: the 64K workloads free their tables only at the end.
+        for frame in (pa.as_usize()..pa.as_usize() + bytes).step_by(FRAME) {
+            pool().free(frame);
+        }
     }
     fn phys_to_virt(&self, pa: pagetable::PhysAddr) -> NonNull<u8> {
         // SAFETY: pool frames lie inside a live allocation, never at address 0.
@@ -134,6 +153,10 @@ unsafe impl pagetable::PagingHandler for OurFrames {
 }
 
 type Ours = pagetable::PageTable<pagetable::X86_64, OurFrames>;
+/// The stage 2 mode benchmarked: AArch64, 40-bit IPA (a concatenated 8 KiB root).
+type S2 = pagetable::AArch64S2<pagetable::Ipa40>;
+/// The large-granule mode benchmarked: AArch64, 64 KiB granule, 48-bit VA.
+type A64K = pagetable::AArch64<pagetable::Va48, pagetable::Lower, pagetable::Granule64K>;
 const RW: pagetable::MappingFlags =
     pagetable::MappingFlags::READ.union(pagetable::MappingFlags::WRITE);
 
@@ -526,6 +549,12 @@ fn map_region(c: &mut Criterion) {
         g.bench_function("pagetable", |b| {
             ours_map_region::<pagetable::X86_64>(b, len, huge)
         });
+        g.bench_function("pagetable_aarch64_s2", |b| {
+            ours_map_region::<S2>(b, len, huge)
+        });
+        g.bench_function("pagetable_aarch64_64k", |b| {
+            ours_map_region::<A64K>(b, len, huge)
+        });
         g.bench_function("pagetable_aarch64", |b| {
             ours_map_region::<pagetable::AArch64>(b, len, huge)
         });
@@ -668,6 +697,8 @@ fn unmap_region(c: &mut Criterion) {
     g.bench_function("pagetable_aarch64", |b| {
         ours_unmap_region::<pagetable::AArch64>(b)
     });
+    g.bench_function("pagetable_aarch64_s2", ours_unmap_region::<S2>);
+    g.bench_function("pagetable_aarch64_64k", ours_unmap_region::<A64K>);
     g.bench_function("page_table_multiarch", |b| {
         b.iter_batched(
             ptm_mapped,
@@ -729,6 +760,26 @@ fn protect_region(c: &mut Criterion) {
                 .ignore();
         })
     });
+    let mut s2 = ours_mapped::<S2>(pagetable::HugePages::Never);
+    g.bench_function("pagetable_aarch64_s2", |b| {
+        b.iter(|| {
+            n += 1;
+            s2.protect_region(va(VA), black_box(GIB), black_box(flip[n & 1]))
+                .unwrap()
+                .ignore();
+        })
+    });
+    drop(s2);
+    let mut a64k = ours_mapped::<A64K>(pagetable::HugePages::Never);
+    g.bench_function("pagetable_aarch64_64k", |b| {
+        b.iter(|| {
+            n += 1;
+            a64k.protect_region(va(VA), black_box(GIB), black_box(flip[n & 1]))
+                .unwrap()
+                .ignore();
+        })
+    });
+    drop(a64k);
     let mut ptm = ptm_mapped();
     let ptm_flip = [page_table_multiarch::MappingFlags::READ, PTM_RW];
     g.bench_function("page_table_multiarch", |b| {
