@@ -123,9 +123,11 @@ fn live_splits_and_remaps_break_first() {
     pt.protect(va!(0x1000_0000), F::READ | F::GLOBAL)
         .unwrap()
         .ignore();
-    pt.clear_access_state(va!(0x1000_0000), pagetable::AccessState::BOTH)
-        .unwrap()
-        .0;
+    let (state, flush) = pt
+        .clear_access_state(va!(0x1000_0000), pagetable::AccessState::BOTH)
+        .unwrap();
+    flush.ignore();
+    assert!(state.accessed);
     assert_eq!(breaks(&pt).len(), 4);
     let t = pt.query(va!(0x1000_0000)).unwrap();
     assert_eq!((t.pa, t.flags), (pa!(0x9100_0000), F::READ | F::GLOBAL));
