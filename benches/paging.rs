@@ -33,6 +33,8 @@ struct Pool {
     mem: *mut u8,
     next: usize,
     free: Vec<u32>,
+    /// Freed blocks of more than one frame, by frames per block: their first frame index.
+    blocks: Vec<(usize, Vec<usize>)>,
 }
 
 struct PoolCell(UnsafeCell<Option<Pool>>);
@@ -65,6 +67,7 @@ impl Pool {
             mem: mem.as_mut_ptr().cast(),
             next: 0,
             free: Vec::with_capacity(POOL_FRAMES),
+            blocks: vec![],
         }
     }
     fn alloc(&mut self) -> usize {
@@ -82,6 +85,9 @@ impl Pool {
     /// stage 2 root), cut from the never-used end; the frames skipped to align it go on the
     /// free list.
     fn alloc_block(&mut self, frames: usize) -> usize {
+        if let Some(start) = self.block_list(frames).pop() {
+            return BASE_PA + start * FRAME;
+        }
         let start = self.next.next_multiple_of(frames);
         assert!(start + frames <= POOL_FRAMES, "frame pool exhausted");
         for skipped in self.next..start {
@@ -96,6 +102,22 @@ impl Pool {
     /// that no crate's tables land scattered by the frees of an earlier benchmark.
     fn tidy(&mut self) {
         self.free.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, list) in &mut self.blocks {
+            list.sort_unstable_by(|a, b| b.cmp(a));
+        }
+    }
+    fn block_list(&mut self, frames: usize) -> &mut Vec<usize> {
+        let at = match self.blocks.iter().position(|(n, _)| *n == frames) {
+            Some(at) => at,
+            None => {
+                self.blocks.push((frames, vec![]));
+                self.blocks.len() - 1
+            }
+        };
+        &mut self.blocks[at].1
+    }
+    fn free_block(&mut self, pa: usize, frames: usize) {
+        self.block_list(frames).push((pa - BASE_PA) / FRAME);
     }
     fn free(&mut self, pa: usize) {
         self.free.push(((pa - BASE_PA) / FRAME) as u32);
@@ -104,7 +126,8 @@ impl Pool {
         ptr as usize - self.mem as usize + BASE_PA
     }
     fn in_use(&self) -> usize {
-        self.next - self.free.len()
+        let in_blocks: usize = self.blocks.iter().map(|(n, v)| n * v.len()).sum();
+        self.next - self.free.len() - in_blocks
     }
 }
 
@@ -141,9 +164,10 @@ unsafe impl pagetable::PagingHandler for OurFrames {
         Some(pagetable::PhysAddr::from(pa))
     }
     unsafe fn free_table(&mut self, pa: pagetable::PhysAddr, bytes: usize) {
-        // A block goes back as frames: the 64K workloads free their tables only at the end.
-        for frame in (pa.as_usize()..pa.as_usize() + bytes).step_by(FRAME) {
-            pool().free(frame);
+        if bytes == FRAME {
+            pool().free(pa.as_usize());
+        } else {
+            pool().free_block(pa.as_usize(), bytes / FRAME);
         }
     }
     fn phys_to_virt(&self, pa: pagetable::PhysAddr) -> NonNull<u8> {

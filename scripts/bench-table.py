@@ -17,7 +17,7 @@ GROUPS = [
     ("walk_1g_of_4k", "walk every mapping of 1 GiB of 4K", PAGES),
     ("mixed_trace", "mixed kernel-like trace (per operation)", None),
 ]
-CRATES = ["pagetable", "page_table_multiarch", "x86_64", "hand_written", "pagetable_aarch64", "aarch64_paging"]
+CRATES = ["pagetable", "page_table_multiarch", "x86_64", "hand_written", "pagetable_aarch64", "aarch64_paging", "pagetable_aarch64_s2", "pagetable_aarch64_64k"]
 
 
 def median(group, crate):
