@@ -12,7 +12,8 @@ use crate::arch::Arch;
 /// for another machine inside a buffer (see [`BufferFrames`](crate::BufferFrames)).
 ///
 /// Every table is `bytes` long and aligned to `bytes`, where `bytes` is a power of two no
-/// smaller than the paging mode's granule (4 KiB for every mode in this crate so far).
+/// smaller than the paging mode's granule (4 KiB, or 16 or 64 KiB for AArch64's larger granules;
+/// 8 or 16 KiB for the concatenated roots of some stage 2 modes).
 ///
 /// # Safety
 ///

@@ -1,10 +1,12 @@
 //! Typed hardware page tables for x86_64, AArch64, RISC-V and LoongArch64.
 //!
 //! `pagetable` builds, reads and edits the page tables that an MMU walks. One facade,
-//! [`PageTable<A, H>`], serves seven paging modes; the mode `A` is a zero-sized marker type
-//! ([`X86_64`], [`X86_64La57`], [`AArch64`], [`Sv39`], [`Sv48`], [`Sv57`], [`LoongArch64`]) and
-//! `H` is the operating system's [`PagingHandler`]: where table frames come from and how a
-//! physical address is reached.
+//! [`PageTable<A, H>`], serves every paging mode; the mode `A` is a zero-sized marker type
+//! (stage 1: [`X86_64`], [`X86_64La57`], [`AArch64`] with any granule, [`Sv39`], [`Sv48`],
+//! [`Sv57`], [`LoongArch64`]; stage 2: [`AArch64S2`], [`Sv39x4`], [`Sv48x4`], [`Ept`]) and `H`
+//! is the operating system's [`PagingHandler`]: where table frames come from and how a physical
+//! address is reached. [`Liveness`] says whether an MMU walks the table, which decides how
+//! AArch64's break-before-make changes are made.
 //!
 //! * Levels are types ([`L1`] … [`L5`]): the walk for each operation is unrolled per level at
 //!   compile time, and the typed [`Descriptor`] API rejects a table entry that points anywhere

@@ -40,7 +40,9 @@ pub(crate) mod sealed {
 ///
 /// Implemented by the zero-sized markers [`X86_64`](crate::X86_64),
 /// [`X86_64La57`](crate::X86_64La57), [`AArch64`](crate::AArch64), [`Sv39`](crate::Sv39),
-/// [`Sv48`](crate::Sv48), [`Sv57`](crate::Sv57) and [`LoongArch64`](crate::LoongArch64); sealed.
+/// [`Sv48`](crate::Sv48), [`Sv57`](crate::Sv57), [`LoongArch64`](crate::LoongArch64) and the
+/// stage 2 modes [`AArch64S2`](crate::AArch64S2), [`Sv39x4`](crate::Sv39x4),
+/// [`Sv48x4`](crate::Sv48x4) and [`Ept`](crate::Ept); sealed.
 ///
 /// Geometry comes from a few constants: a level at depth `d` (1 for the last level) translates
 /// `INDEX_BITS` bits starting at bit `PAGE_SHIFT + (d - 1) * INDEX_BITS`; the root translates
