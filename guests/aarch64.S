@@ -101,57 +101,7 @@ bad_magic:
     bl      puts
 1:  b       1b
 
-// run_probes(x0 = count, x1 = offset from IMAGE_BASE)
-run_probes:
-    stp     x29, x30, [sp, #-48]!
-    stp     x20, x21, [sp, #16]
-    stp     x22, x23, [sp, #32]
-    mov     x20, x0
-    add     x21, x1, x19
-1:  cbz     x20, 9f
-    ldr     x0, =fault
-    str     xzr, [x0]
-    ldr     x0, =recovery
-    adr     x1, 8f
-    str     x1, [x0]
-    ldr     x2, [x21]                   // kind
-    ldr     x3, [x21, #8]               // va
-    ldr     x4, [x21, #16]              // value
-    mov     x22, #0
-    cmp     x2, #1
-    b.eq    2f
-    cmp     x2, #2
-    b.eq    3f
-    blr     x3                          // 3: execute
-    b       8f
-2:  ldr     x22, [x3]                   // 1: read
-    b       8f
-3:  str     x4, [x3]                    // 2: write
-8:  ldr     x0, =msg_p
-    bl      puts
-    ldr     x0, =fault
-    ldr     x0, [x0]
-    cbnz    x0, 81f
-    ldr     x2, [x21]
-    cmp     x2, #1
-    b.ne    82f
-    mov     x0, x22
-    bl      puthex
-    b       83f
-81: ldr     x0, =msg_fault
-    bl      puts
-    b       83f
-82: ldr     x0, =msg_ok
-    bl      puts
-83: ldr     x0, =msg_nl
-    bl      puts
-    add     x21, x21, #32
-    sub     x20, x20, #1
-    b       1b
-9:  ldp     x22, x23, [sp, #32]
-    ldp     x20, x21, [sp, #16]
-    ldp     x29, x30, [sp], #48
-    ret
+.include "aarch64_probes.inc"
 
 // A fault in a probe: note it and resume at the recovery point.
 sync_handler:
@@ -164,36 +114,6 @@ sync_handler:
     msr     elr_el1, x0
     ldp     x0, x1, [sp], #16
     eret
-
-// puts(x0 = NUL-terminated string); uses x0-x3.
-puts:
-    ldr     x1, =uart
-    ldr     x1, [x1]
-1:  ldrb    w2, [x0], #1
-    cbz     w2, 3f
-2:  ldr     w3, [x1, #0x18]             // FR
-    tbnz    w3, #5, 2b                  // TXFF
-    str     w2, [x1]
-    b       1b
-3:  ret
-
-// puthex(x0): 16 hex digits; uses x0-x4.
-puthex:
-    ldr     x1, =uart
-    ldr     x1, [x1]
-    mov     x4, #60
-1:  lsr     x2, x0, x4
-    and     x2, x2, #15
-    cmp     x2, #10
-    b.lt    2f
-    add     x2, x2, #('a' - 10 - '0')
-2:  add     x2, x2, #'0'
-3:  ldr     w3, [x1, #0x18]
-    tbnz    w3, #5, 3b
-    str     w2, [x1]
-    subs    x4, x4, #4
-    b.ge    1b
-    ret
 
 .ltorg
 

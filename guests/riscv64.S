@@ -95,62 +95,7 @@ s_main:
 7:  wfi
     j       7b
 
-# run_probes(a0 = count, a1 = offset from IMAGE_BASE)
-run_probes:
-    addi    sp, sp, -48
-    sd      ra, 0(sp)
-    sd      s1, 8(sp)
-    sd      s2, 16(sp)
-    sd      s3, 24(sp)
-    mv      s1, a0
-    add     s2, a1, s0
-1:  beqz    s1, 9f
-    la      t0, fault
-    sd      zero, 0(t0)
-    la      t0, recovery
-    la      t1, 8f
-    sd      t1, 0(t0)
-    ld      t0, 0(s2)                   # kind
-    ld      t1, 8(s2)                   # va
-    ld      t2, 16(s2)                  # value
-    li      t3, 1
-    beq     t0, t3, 2f
-    li      t3, 2
-    beq     t0, t3, 3f
-    jalr    ra, 0(t1)                   # 3: execute
-    li      s3, 0
-    j       8f
-2:  ld      s3, 0(t1)                   # 1: read
-    j       8f
-3:  sd      t2, 0(t1)                   # 2: write
-    li      s3, 0
-8:  la      a0, msg_p
-    call    puts
-    la      t0, fault
-    ld      t0, 0(t0)
-    bnez    t0, 81f
-    ld      t0, 0(s2)
-    li      t3, 1
-    bne     t0, t3, 82f
-    mv      a0, s3
-    call    puthex
-    j       83f
-81: la      a0, msg_fault
-    call    puts
-    j       83f
-82: la      a0, msg_ok
-    call    puts
-83: la      a0, msg_nl
-    call    puts
-    addi    s2, s2, 32
-    addi    s1, s1, -1
-    j       1b
-9:  ld      ra, 0(sp)
-    ld      s1, 8(sp)
-    ld      s2, 16(sp)
-    ld      s3, 24(sp)
-    addi    sp, sp, 48
-    ret
+.include "riscv64_probes.inc"
 
 # A fault in a probe: note it and resume at the recovery point.
 .align 4
@@ -168,39 +113,6 @@ s_trap:
     ld      t1, 8(sp)
     addi    sp, sp, 16
     sret
-
-# puts(a0 = NUL-terminated string)
-puts:
-    la      t0, uart
-    ld      t0, 0(t0)
-1:  lbu     t1, 0(a0)
-    beqz    t1, 3f
-2:  lbu     t2, 5(t0)                   # LSR
-    andi    t2, t2, 0x20                # THR empty
-    beqz    t2, 2b
-    sb      t1, 0(t0)
-    addi    a0, a0, 1
-    j       1b
-3:  ret
-
-# puthex(a0): 16 hex digits
-puthex:
-    la      t0, uart
-    ld      t0, 0(t0)
-    li      t3, 60
-1:  srl     t1, a0, t3
-    andi    t1, t1, 15
-    li      t2, 10
-    blt     t1, t2, 2f
-    addi    t1, t1, 'a' - 10 - '0'
-2:  addi    t1, t1, '0'
-3:  lbu     t2, 5(t0)
-    andi    t2, t2, 0x20
-    beqz    t2, 3b
-    sb      t1, 0(t0)
-    addi    t3, t3, -4
-    bgez    t3, 1b
-    ret
 
 .section .rodata
 msg_boot:   .asciz "BOOT riscv64\n"
