@@ -5,7 +5,7 @@ use pagetable::arch::aarch64::MAIR;
 use pagetable::arch::level_shift;
 use pagetable::{
     AArch64, Arch, Granule16K, Granule64K, Lower, MappingFlags as F, PageSize, Upper, Va36, Va42,
-    Va48,
+    Va47, Va48,
 };
 
 use crate::aarch64::{AARCH64, tcr};
@@ -172,6 +172,15 @@ fn qemu_aarch64_16k_36() {
     if qemu_available(AARCH64.qemu) {
         type G = Granule16K;
         aarch64_granule::<AArch64<Va36, Lower, G>, AArch64<Va36, Upper, G>>("aarch64-16k-36")
+            .unwrap();
+    }
+}
+
+#[test]
+fn qemu_aarch64_16k_47() {
+    if qemu_available(AARCH64.qemu) {
+        type G = Granule16K;
+        aarch64_granule::<AArch64<Va47, Lower, G>, AArch64<Va47, Upper, G>>("aarch64-16k-47")
             .unwrap();
     }
 }
