@@ -11,11 +11,11 @@ use common::hw::Hardware;
 use common::raw;
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
-    AArch64, AccessState, Arch, HugePages, LoongArch64, MappingFlags as F, PageTable, Sv39, X86_64,
+    AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40,
+    LoongArch64, Lower, MappingFlags as F, PageTable, Sv39, Sv39x4, Va48, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
-const PAGE: usize = 0x1000;
 const BASE: usize = 0x1000_0000;
 
 fn state(accessed: bool, dirty: bool) -> AccessState {
@@ -23,13 +23,15 @@ fn state(accessed: bool, dirty: bool) -> AccessState {
 }
 
 fn marks_survive<A: Arch + Hardware>() {
-    let v = |i: usize| VirtAddr::from(BASE + i * PAGE);
-    let mut pt = PageTable::<A, _>::new(Frames::new(16, 0x10_0000_0000)).unwrap();
+    let page = 1usize << A::PAGE_SHIFT;
+    let v = |i: usize| VirtAddr::from(BASE + i * page);
+    let frames = 16 << (A::PAGE_SHIFT - 12);
+    let mut pt = PageTable::<A, _>::new(Frames::new(frames, 0x10_0000_0000)).unwrap();
     // Pages 0..8 writable, 8..16 read-only.
     pt.map_region(
         v(0),
         PhysAddr::from(0x8000_0000),
-        8 * PAGE,
+        8 * page,
         RW,
         HugePages::Never,
     )
@@ -38,7 +40,7 @@ fn marks_survive<A: Arch + Hardware>() {
     pt.map_region(
         v(8),
         PhysAddr::from(0x9000_0000),
-        8 * PAGE,
+        8 * page,
         F::READ,
         HugePages::Never,
     )
@@ -61,7 +63,7 @@ fn marks_survive<A: Arch + Hardware>() {
         let k = tree
             .leaves
             .iter()
-            .position(|l| l.0 == (BASE + i * PAGE) as u64)
+            .position(|l| l.0 == (BASE + i * page) as u64)
             .unwrap();
         tree.entries[k]
     };
@@ -87,7 +89,7 @@ fn marks_survive<A: Arch + Hardware>() {
         );
     }
     // Protecting everything read-only keeps every mark, the dirty ones included.
-    pt.protect_region(v(0), 16 * PAGE, F::READ)
+    pt.protect_region(v(0), 16 * page, F::READ)
         .unwrap()
         .ignore();
     for i in 0..16 {
@@ -113,4 +115,15 @@ fn hardware_marks_survive_in_every_arch() {
     marks_survive::<Sv39>();
     marks_survive::<AArch64>();
     marks_survive::<LoongArch64>();
+}
+
+#[test]
+fn hardware_marks_survive_in_the_granules_and_stage_2() {
+    // AF and DBM at 16K and 64K pages; stage 2 AF and DBM setting S2AP[1] (FEAT_HAFDBS with
+    // VTCR_EL2.HA/HD); EPT A and D (bits 8 and 9, EPTP bit 6); G-stage A and D (Svadu).
+    marks_survive::<AArch64<Va48, Lower, Granule16K>>();
+    marks_survive::<AArch64<Va48, Lower, Granule64K>>();
+    marks_survive::<AArch64S2<Ipa40>>();
+    marks_survive::<Ept>();
+    marks_survive::<Sv39x4>();
 }

@@ -258,7 +258,8 @@ pub fn set_fail_from<A: pagetable::Arch>(
     pt: &mut pagetable::PageTable<A, Frames>,
     n: Option<usize>,
 ) {
-    let taken = std::mem::replace(pt, pagetable::PageTable::new(Frames::new(1, 0)).unwrap());
+    // A stand-in for the moment: room for the largest root (a 64 KiB table).
+    let taken = std::mem::replace(pt, pagetable::PageTable::new(Frames::new(16, 0)).unwrap());
     let (root, mut frames) = taken.into_raw();
     frames.fail_from(n);
     // SAFETY: `root` and its tree came from this very handler and nothing else owns them.
