@@ -6,16 +6,20 @@ mod common;
 
 use common::Frames;
 use memory_addr::{pa, va};
+use pagetable::arch::level_shift;
 use pagetable::{
-    AArch64, Arch, HugePages, LoongArch64, MappingFlags as F, PageSize, PageTable,
-    PagingError as E, PhysAddr, Sv39, VirtAddr, X86_64,
+    AArch64, AArch64S2, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Liveness, LoongArch64,
+    Lower, MappingFlags as F, PageSize, PageTable, PagingError as E, PhysAddr, Sv39, Sv39x4, Va48,
+    VirtAddr, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
 
-/// A table with 16 pages at 0x1000_0000 and a 2 MiB leaf at 0x4000_0000.
+/// A table with 64 KiB of pages at 0x1000_0000 and a block (2 MiB with 4K pages) at
+/// 0x4000_0000.
 fn setup<A: Arch>() -> PageTable<A, Frames> {
-    let mut pt = PageTable::new(Frames::new(32, 0x10_0000_0000)).unwrap();
+    let mut pt = PageTable::new(Frames::new(32 << (A::PAGE_SHIFT - 12), 0x10_0000_0000)).unwrap();
+    let block = PageSize::from_shift(level_shift::<A>(2)).unwrap();
     pt.map_region(
         va!(0x1000_0000),
         pa!(0x8000_0000),
@@ -25,7 +29,7 @@ fn setup<A: Arch>() -> PageTable<A, Frames> {
     )
     .unwrap()
     .ignore();
-    pt.map(va!(0x4000_0000), pa!(0x20_0000), PageSize::SIZE_2M, RW)
+    pt.map(va!(0x4000_0000), PhysAddr::from(block.bytes()), block, RW)
         .unwrap()
         .ignore();
     pt
@@ -130,6 +134,36 @@ fn cases() -> Vec<Case> {
         "no access at all on LoongArch", LoongArch64,
             |pt| pt.protect_region(va!(0x1000_0000), 0x1000, F::EMPTY)
             => E::FlagsNotExpressible(F::EMPTY);
+        "guest physical address beyond a 40-bit IPA", AArch64S2<Ipa40>,
+            |pt| pt.map(va!(1 << 40), pa!(0), PageSize::SIZE_4K, RW)
+            => E::NotCanonical(va!(1 << 40));
+        "guest physical address beyond Sv39x4's 41 bits", Sv39x4,
+            |pt| pt.map_region(va!(0x1ff_ffff_f000), pa!(0), 0x2000, RW, HugePages::Never)
+            => E::NotCanonical(va!(0x200_0000_0000));
+        "a stage 1 flag at stage 2", AArch64S2<Ipa40>,
+            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::USER)
+            => E::FlagsNotExpressible(RW | F::USER);
+        "global in the G-stage", Sv39x4,
+            |pt| pt.protect_region(va!(0x1000_0000), 0x1000, RW | F::GLOBAL)
+            => E::FlagsNotExpressible(RW | F::GLOBAL);
+        "write-only in EPT (a misconfiguration)", Ept,
+            |pt| pt.protect(va!(0x1000_0000), F::WRITE)
+            => E::FlagsNotExpressible(F::WRITE);
+        "EPT's ignore-PAT in a stage 1 mode", X86_64,
+            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::IGNORE_PAT)
+            => E::FlagsNotExpressible(RW | F::IGNORE_PAT);
+        "a 4K-granule size in the 16K granule", AArch64<Va48, Lower, Granule16K>,
+            |pt| pt.map(va!(0x8000_0000), pa!(0), PageSize::SIZE_2M, RW)
+            => E::SizeNotSupported(PageSize::SIZE_2M);
+        "a page smaller than the 64K granule's", AArch64<Va48, Lower, Granule64K>,
+            |pt| pt.map_region(va!(0x2000_0000), pa!(0), 0x1000, RW, HugePages::Never)
+            => E::UnalignedLen(0x1000);
+        "a block split in a live table that refuses breaks", AArch64,
+            |pt| {
+                pt.set_liveness(Liveness::LiveNoBreak);
+                pt.unmap_region(va!(0x4000_1000), 0x1000)
+            }
+            => E::NeedsBreak(va!(0x4000_1000));
         "unmap of an unmapped page", X86_64,
             |pt| pt.unmap(va!(0x2000_0000))
             => E::NotMapped(va!(0x2000_0000));
