@@ -98,6 +98,9 @@ const_assert_eq!(AArch64S2Pte::SW_OFFSET, 55);
 const MEM_ATTR: u64 = 0b1111 << AArch64S2Pte::MEM_ATTR_OFFSET;
 const S2AP_R: u64 = 1 << AArch64S2Pte::S2AP_OFFSET;
 const S2AP_W: u64 = 2 << AArch64S2Pte::S2AP_OFFSET;
+const S2AP_W_BIT: u32 = S2AP_W.trailing_zeros();
+const DBM_BIT: u32 = DBM.trailing_zeros();
+const SW_DIRTY_BIT: u32 = SW_DIRTY.trailing_zeros();
 /// XN\[1\]: execute-never at both exception levels.
 const XN: u64 = 1 << (AArch64S2Pte::XN_OFFSET + 1);
 const XN_BOTH: u64 = 0b11 << AArch64S2Pte::XN_OFFSET;
@@ -274,12 +277,15 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
         // hint goes, since a protect may cover part of a run.
         let keep = leaf_addr_mask(depth) | AF | (0b1110 << AArch64S2Pte::SW_OFFSET) | (0x1f << 59);
         let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !AF);
+        // Shifts and masks instead of branches on `old`, so that a run of leaves vectorizes.
         if flags.contains(MappingFlags::WRITE) {
-            if is_writable(old) && !is_dirty(old) {
-                new &= !S2AP_W;
-            }
-        } else if is_dirty(old) {
-            new |= SW_DIRTY;
+            // Stays clean (S2AP[1] clear) only if it was writable and clean: DBM set, S2AP[1]
+            // and the software dirty bit clear.
+            let clean = (old >> DBM_BIT) & !(old >> S2AP_W_BIT) & !(old >> SW_DIRTY_BIT) & 1;
+            new &= !(clean << S2AP_W_BIT);
+        } else {
+            // Dirty (S2AP[1] or already the software bit) goes to the software bit.
+            new |= (old | old << (SW_DIRTY_BIT - S2AP_W_BIT)) & SW_DIRTY;
         }
         new
     }
