@@ -8,6 +8,12 @@
 //! (unmap, protect, a split, a remap): the guest applies the edit as a patch of table memory and
 //! performs exactly the flushes the crate's tokens asked for, after phase 1 warmed the TLB.
 //!
+//! Stage 2 modes run behind a hypervisor guest: the guest's own translation is off and the
+//! crate's table is the only one (`stage2.rs`). x86 EPT cannot run here: TCG has no VMX.
+//!
+//! `harness.rs` holds the image, the probes and running QEMU; `scenario.rs` the scenario every
+//! 4K mode runs; the other files one architecture (or stage 2) each.
+//!
 //! Without QEMU 10 this suite does not run under a plain `cargo test` (it says so); under
 //! `scripts/test` (`PAGETABLE_REQUIRE_QEMU=1`) a missing QEMU fails it.
 
