@@ -1,12 +1,14 @@
 //! A tour of `pagetable`: for every paging mode, build the address space a small kernel would
-//! have, print it, and count the table frames it took.
+//! have, print it, and count the table frames it took; then a hypervisor's second-stage tables
+//! for one guest, a live AArch64 table that breaks before it makes, and what is refused.
 //!
 //! Run it with `cargo run --example tour`.
 
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
-    AArch64, Arch, BufferFrames, HugePages, LoongArch64, Lower, MappingFlags as F, PageSize,
-    PageTable, PagingError, Sv39, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Arch, BufferFrames, Ept, Granule16K, Granule64K, HugePages, Ipa40,
+    Liveness, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError, Sv39,
+    Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
 };
 
 const MIB: usize = 1 << 20;
@@ -37,6 +39,7 @@ fn build<A: Arch>(title: &str, layout: &Layout) -> Result<(), PagingError> {
     let (va, pa) = (|x: usize| VirtAddr::from(x), |x: usize| PhysAddr::from(x));
     let kernel = F::GLOBAL;
     let huge = HugePages::Allowed;
+    let page = 1usize << A::PAGE_SHIFT;
 
     // Every change returns a flush token; this table is not live on the CPU running the tour,
     // so the tokens are merged and then ignored rather than flushed.
@@ -77,26 +80,30 @@ fn build<A: Arch>(title: &str, layout: &Layout) -> Result<(), PagingError> {
         flush = flush.merge(pt.map_region(
             va(user),
             pa(user_pa),
-            4 * 4096,
+            4 * page,
             F::USER | F::READ | F::EXECUTE,
             huge,
         )?);
         flush = flush.merge(pt.map_region(
             va(user + 0x10_0000),
             pa(user_pa + 0x10_0000),
-            8 * 4096,
+            8 * page,
             F::USER | F::READ | F::WRITE,
             huge,
         )?);
     }
-    // Make the last page of kernel data read-only: part of a 2 MiB leaf, so it is split.
-    flush = flush.merge(pt.protect_region(va(data.0 + 2 * MIB - 4096), 4096, kernel | F::READ)?);
+    // Make the last page of kernel data read-only: part of a 2 MiB leaf (with 4K pages), so it
+    // is split.
+    flush = flush.merge(pt.protect_region(va(data.0 + 2 * MIB - page), page, kernel | F::READ)?);
     println!("== {title} ({}) — flush: {flush:?}", A::NAME);
     flush.ignore();
 
     print!("{pt:?}");
     let frames = pt.table_frames();
-    println!("  {frames} table frames, {} KiB of tables", frames * 4);
+    println!(
+        "  {frames} tables of {} KiB (the root may be smaller or concatenated)",
+        page / 1024
+    );
     let probe = layout.linear_va + GIB + 0x1234;
     let t = pt.query(va(probe))?;
     println!(
@@ -160,6 +167,24 @@ fn main() -> Result<(), PagingError> {
             0xffff_fffe_0000_0000,
         ),
     )?;
+    // The larger granules (Apple silicon runs 16K; many servers 64K): the same calls, and the
+    // table shapes follow from the granule (a 2-entry level 0 at 16K; 512M blocks at 64K).
+    build::<AArch64<Va48, Upper, Granule16K>>(
+        "AArch64 48-bit, 16K granule, kernel half (TTBR1)",
+        &arm_kernel(
+            0xffff_8000_1000_0000,
+            0xffff_0000_0000_0000,
+            0xffff_fe00_0000_0000,
+        ),
+    )?;
+    build::<AArch64<Va48, Upper, Granule64K>>(
+        "AArch64 48-bit, 64K granule, kernel half (TTBR1)",
+        &arm_kernel(
+            0xffff_8000_1000_0000,
+            0xffff_0000_0000_0000,
+            0xffff_fe00_0000_0000,
+        ),
+    )?;
     // The user half of AArch64 is its own table (TTBR0): one for each process.
     let mut memory = vec![0u64; 16 * 512];
     let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
@@ -220,6 +245,14 @@ fn main() -> Result<(), PagingError> {
         },
     )?;
 
+    // A hypervisor: the same facade builds second-stage tables, where the "virtual" address is
+    // the guest's physical one.
+    guest::<AArch64S2<Ipa40>>("AArch64 stage 2, 40-bit IPA (VTTBR_EL2)")?;
+    guest::<Sv39x4>("RISC-V G-stage Sv39x4 (hgatp)")?;
+    guest::<Ept>("x86 EPT (EPTP)")?;
+
+    break_before_make()?;
+
     // What the types and the checks refuse.
     let mut memory = vec![0u64; 8 * 512];
     let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
@@ -243,5 +276,82 @@ fn main() -> Result<(), PagingError> {
         F::READ,
     );
     println!("  Sv39 512 GiB leaf: {:?}", gib_on_sv39.map(|f| f.ignore()));
+    Ok(())
+}
+
+/// One guest's memory in a second-stage table: RAM, a device page passed through, and a
+/// firmware page the guest may run but not read (execute-only, which every second stage can
+/// express).
+fn guest<A: Arch>(title: &str) -> Result<(), PagingError> {
+    let mut memory = vec![0u64; 64 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut pt = PageTable::<A, _>::new(frames)?;
+    let (gpa, hpa) = (|x: usize| VirtAddr::from(x), |x: usize| PhysAddr::from(x));
+    let ram = F::READ | F::WRITE | F::EXECUTE;
+    let flush = pt.map_region(
+        gpa(0x8000_0000),
+        hpa(0x20_0000_0000),
+        2 * GIB + 4 * MIB,
+        ram,
+        HugePages::Allowed,
+    )?;
+    let flush = flush.merge(pt.map(
+        gpa(0x1000_0000),
+        hpa(0x1000_0000),
+        PageSize::SIZE_4K,
+        F::READ | F::WRITE | F::DEVICE,
+    )?);
+    let flush = flush.merge(pt.map(
+        gpa(0x7fff_f000),
+        hpa(0x1f_ffff_f000),
+        PageSize::SIZE_4K,
+        F::EXECUTE,
+    )?);
+    println!(
+        "== {title} ({}) — a guest's memory, flush: {flush:?}",
+        A::NAME
+    );
+    flush.ignore();
+    print!("{pt:?}");
+    // Stage 1 notions have no meaning here and are refused.
+    let user = pt.map(
+        gpa(0x4000_0000),
+        hpa(0),
+        PageSize::SIZE_4K,
+        F::READ | F::USER,
+    );
+    println!("  a USER page: {:?}", user.map(|f| f.ignore()));
+    println!();
+    Ok(())
+}
+
+/// A live AArch64 table: a block split makes an invalid entry, flushes, then writes the new
+/// table (break-before-make); told the caller cannot break, the table refuses instead.
+fn break_before_make() -> Result<(), PagingError> {
+    let mut memory = vec![0u64; 16 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut pt = PageTable::<AArch64<Va48, Lower>, _>::new(frames)?;
+    pt.map(
+        VirtAddr::from(0x4000_0000),
+        PhysAddr::from(0x8000_0000),
+        PageSize::SIZE_2M,
+        F::READ | F::WRITE,
+    )?
+    .ignore();
+    pt.set_liveness(Liveness::LiveNoBreak);
+    let refused = pt.unmap_region(VirtAddr::from(0x4000_1000), 0x1000);
+    println!(
+        "== break-before-make\n  live, no breaks allowed, split of a 2M block: {:?}",
+        refused.map(|f| f.ignore())
+    );
+    // `Live`: the block's entry goes invalid, the handler's `break_flush` runs (by default the
+    // mode's broadcast TLBI on AArch64; nothing on the host running this tour), then the new
+    // table is linked.
+    pt.set_liveness(Liveness::Live);
+    let flush = pt.unmap_region(VirtAddr::from(0x4000_1000), 0x1000)?;
+    println!("  live: split done, then {flush:?}");
+    flush.ignore();
+    print!("{pt:?}");
+    println!();
     Ok(())
 }
