@@ -2,27 +2,13 @@
 // off. It loads MAIR_EL1, TCR_EL1, TTBR0_EL1 and TTBR1_EL1 from the control block, turns the
 // MMU on (the crate's TTBR0 table identity-maps the guest), and runs the probes.
 
-.equ IMAGE_BASE, 0x48000000
-.equ UART_PA,    0x09000000
+.include "aarch64_common.inc"
 
 .section .text.entry, "ax"
 .globl _start
 _start:
-    ldr     x0, =stack_top
-    mov     sp, x0
-    ldr     x0, =vectors
-    msr     vbar_el1, x0
-    isb
-    ldr     x0, =UART_PA
-    ldr     x1, =uart
-    str     x0, [x1]
-    ldr     x0, =msg_boot
-    bl      puts
-    ldr     x19, =IMAGE_BASE
-    ldr     x0, [x19]
-    ldr     x1, =0x706167657461626c
-    cmp     x0, x1
-    b.ne    bad_magic
+    boot    vbar_el1, vectors
+    check_magic
     ldr     x0, [x19, #32]
     msr     mair_el1, x0
     ldr     x0, [x19, #24]
@@ -42,24 +28,10 @@ _start:
     bic     x0, x0, #(1 << 19)          // WXN off: the identity map is RWX
     msr     sctlr_el1, x0
     isb
-    ldr     x0, [x19, #40]              // the UART, through the crate's device mapping
-    ldr     x1, =uart
-    str     x0, [x1]
-    ldr     x0, =msg_mmu
-    bl      puts
-    ldr     x0, [x19, #48]
-    ldr     x1, [x19, #56]
-    bl      run_probes
-    // Patches: stores to table memory, identity-mapped by the crate's TTBR0 table.
-    ldr     x20, [x19, #64]
-    ldr     x21, [x19, #72]
-    add     x21, x21, x19
-1:  cbz     x20, 2f
-    ldp     x0, x1, [x21], #16
-    str     x1, [x0]
-    sub     x20, x20, #1
-    b       1b
-2:  // Flushes, as the crate's Flush::flush does on AArch64.
+    phase1
+    // Patches to table memory, which the crate's TTBR0 table identity-maps.
+    apply_patches
+    // Flushes, as the crate's Flush::flush does on AArch64.
     ldr     x20, [x19, #80]
     ldr     x21, [x19, #88]
     add     x21, x21, x19
@@ -86,22 +58,7 @@ _start:
 5:  add     x21, x21, #24
     sub     x20, x20, #1
     b       3b
-6:  ldr     x0, =msg_phase2
-    bl      puts
-    ldr     x0, [x19, #96]
-    ldr     x1, [x19, #104]
-    bl      run_probes
-    ldr     x0, =msg_done
-    bl      puts
-7:  wfi
-    b       7b
-
-bad_magic:
-    ldr     x0, =msg_magic
-    bl      puts
-1:  b       1b
-
-.include "aarch64_probes.inc"
+6:  phase2
 
 // A fault in a probe: note it and resume at the recovery point.
 sync_handler:

@@ -6,30 +6,16 @@
 // loop. Between the phases EL1 calls EL2 (hvc), which patches the table and flushes, as a
 // hypervisor would.
 
-.equ IMAGE_BASE, 0x48000000
-.equ UART_PA,    0x09000000
+.include "aarch64_common.inc"
 
 .section .text.entry, "ax"
 .globl _start
 _start:
-    ldr     x0, =stack_top
-    mov     sp, x0
-    ldr     x0, =el2_vectors
-    msr     vbar_el2, x0
-    isb
-    ldr     x0, =UART_PA
-    ldr     x1, =uart
-    str     x0, [x1]
-    ldr     x0, =msg_boot
-    bl      puts
+    boot    vbar_el2, el2_vectors
     mrs     x0, CurrentEL
     cmp     x0, #(2 << 2)
     b.ne    not_el2
-    ldr     x19, =IMAGE_BASE
-    ldr     x0, [x19]
-    ldr     x1, =0x706167657461626c
-    cmp     x0, x1
-    b.ne    bad_magic
+    check_magic
     ldr     x0, [x19, #24]
     msr     vtcr_el2, x0
     ldr     x0, [x19, #8]               // VMID 0, the root's address
@@ -59,34 +45,12 @@ not_el2:
     bl      puts
 1:  b       1b
 
-bad_magic:
-    ldr     x0, =msg_magic
-    bl      puts
-1:  b       1b
-
 // EL1, stage 1 off: addresses are IPAs.
 el1_main:
     ldr     x19, =IMAGE_BASE
-    ldr     x0, [x19, #40]              // the UART, through the crate's device mapping
-    ldr     x1, =uart
-    str     x0, [x1]
-    ldr     x0, =msg_mmu
-    bl      puts
-    ldr     x0, [x19, #48]
-    ldr     x1, [x19, #56]
-    bl      run_probes
+    phase1
     hvc     #0                          // EL2 patches the table and flushes
-    ldr     x0, =msg_phase2
-    bl      puts
-    ldr     x0, [x19, #96]
-    ldr     x1, [x19, #104]
-    bl      run_probes
-    ldr     x0, =msg_done
-    bl      puts
-1:  wfi
-    b       1b
-
-.include "aarch64_probes.inc"
+    phase2
 
 // EL2, from EL1: an hvc asks for the edits; anything else is a stage 2 fault of a probe, noted
 // and resumed at the probe's recovery point.
@@ -108,16 +72,9 @@ el2_from_el1:
     stp     x20, x21, [sp, #-16]!
     stp     x0, x1, [sp, #-16]!
     stp     x2, x3, [sp, #-16]!
-    // Patches: stores to table memory, at its physical address (the EL2 MMU is off).
-    ldr     x20, [x19, #64]
-    ldr     x21, [x19, #72]
-    add     x21, x21, x19
-2:  cbz     x20, 3f
-    ldp     x0, x1, [x21], #16
-    str     x1, [x0]
-    sub     x20, x20, #1
-    b       2b
-3:  // Flushes, as the crate's Flush::flush does for stage 2.
+    // Patches to table memory, at its physical address (the EL2 MMU is off).
+    apply_patches
+    // Flushes, as the crate's Flush::flush does for stage 2.
     ldr     x20, [x19, #80]
     ldr     x21, [x19, #88]
     add     x21, x21, x19

@@ -2,32 +2,17 @@
 # M-mode opens PMP, enables Svpbmt, delegates faults to S-mode, loads satp, and mret's into
 # S-mode, where the probes run with the crate's tables (the guest is identity-mapped by them).
 
-.equ IMAGE_BASE, 0x88000000
-.equ UART_PA,    0x10000000
+.include "riscv64_common.inc"
 
 .section .text.entry, "ax"
 .globl _start
 _start:
-    la      sp, stack_top
-    li      t0, -1
-    csrw    pmpaddr0, t0
-    li      t0, 0x1f                    # NAPOT, R W X: all of memory
-    csrw    pmpcfg0, t0
-    li      t0, 1 << 62                 # menvcfg.PBMTE: Svpbmt for S-mode
-    csrs    0x30a, t0
+    boot
     li      t0, (1 << 1) | (1 << 5) | (1 << 7) | (1 << 12) | (1 << 13) | (1 << 15)
     csrw    medeleg, t0                 # access and page faults go to S-mode
     la      t0, s_trap
     csrw    stvec, t0
-    li      t0, UART_PA
-    la      t1, uart
-    sd      t0, 0(t1)
-    la      a0, msg_boot
-    call    puts
-    li      s0, IMAGE_BASE
-    ld      t0, 0(s0)
-    li      t1, 0x706167657461626c
-    bne     t0, t1, bad_magic
+    check_magic
     ld      t0, 8(s0)
     csrw    satp, t0                    # takes effect in S-mode
     sfence.vma
@@ -39,32 +24,11 @@ _start:
     csrw    mepc, t0
     mret
 
-bad_magic:
-    la      a0, msg_magic
-    call    puts
-1:  j       1b
-
 s_main:
-    ld      t0, 40(s0)                  # the UART, through the crate's device mapping
-    la      t1, uart
-    sd      t0, 0(t1)
-    la      a0, msg_mmu
-    call    puts
-    ld      a0, 48(s0)
-    ld      a1, 56(s0)
-    call    run_probes
-    # Patches: stores to table memory, which the crate's tables identity-map.
-    ld      s1, 64(s0)
-    ld      s2, 72(s0)
-    add     s2, s2, s0
-1:  beqz    s1, 2f
-    ld      t0, 0(s2)
-    ld      t1, 8(s2)
-    sd      t1, 0(t0)
-    addi    s2, s2, 16
-    addi    s1, s1, -1
-    j       1b
-2:  # Flushes, as the crate's Flush::flush does on RISC-V.
+    phase1
+    # Patches to table memory, which the crate's tables identity-map.
+    apply_patches s1, s2
+    # Flushes, as the crate's Flush::flush does on RISC-V.
     ld      s1, 80(s0)
     ld      s2, 88(s0)
     add     s2, s2, s0
@@ -85,17 +49,7 @@ s_main:
 5:  addi    s2, s2, 24
     addi    s1, s1, -1
     j       3b
-6:  la      a0, msg_phase2
-    call    puts
-    ld      a0, 96(s0)
-    ld      a1, 104(s0)
-    call    run_probes
-    la      a0, msg_done
-    call    puts
-7:  wfi
-    j       7b
-
-.include "riscv64_probes.inc"
+6:  phase2
 
 # A fault in a probe: note it and resume at the recovery point.
 .align 4

@@ -6,32 +6,17 @@
 # notes them and resumes the probe loop; between the phases VS-mode calls M-mode (ecall), which
 # patches the table and flushes with hfence.gvma, as a hypervisor would.
 
-.equ IMAGE_BASE, 0x88000000
-.equ UART_PA,    0x10000000
+.include "riscv64_common.inc"
 
 .section .text.entry, "ax"
 .globl _start
 _start:
-    la      sp, stack_top
-    li      t0, -1
-    csrw    pmpaddr0, t0
-    li      t0, 0x1f                    # NAPOT, R W X: all of memory
-    csrw    pmpcfg0, t0
-    li      t0, 1 << 62                 # menvcfg.PBMTE: Svpbmt in G-stage entries
-    csrs    0x30a, t0
+    boot
     csrw    medeleg, zero               # every trap comes to M-mode
     csrw    mideleg, zero
     la      t0, m_trap
     csrw    mtvec, t0
-    li      t0, UART_PA
-    la      t1, uart
-    sd      t0, 0(t1)
-    la      a0, msg_boot
-    call    puts
-    li      s0, IMAGE_BASE
-    ld      t0, 0(s0)
-    li      t1, 0x706167657461626c
-    bne     t0, t1, bad_magic
+    check_magic
     ld      t0, 8(s0)
     csrw    hgatp, t0
     csrr    t1, hgatp
@@ -46,11 +31,6 @@ _start:
     csrw    mepc, t0
     mret
 
-bad_magic:
-    la      a0, msg_magic
-    call    puts
-1:  j       1b
-
 bad_hgatp:
     la      a0, msg_hgatp
     call    puts
@@ -58,25 +38,9 @@ bad_hgatp:
 
 # VS-mode: addresses are guest physical.
 vs_main:
-    ld      t0, 40(s0)                  # the UART, through the crate's device mapping
-    la      t1, uart
-    sd      t0, 0(t1)
-    la      a0, msg_mmu
-    call    puts
-    ld      a0, 48(s0)
-    ld      a1, 56(s0)
-    call    run_probes
+    phase1
     ecall                               # M-mode patches the table and flushes
-    la      a0, msg_phase2
-    call    puts
-    ld      a0, 96(s0)
-    ld      a1, 104(s0)
-    call    run_probes
-    la      a0, msg_done
-    call    puts
-1:  j       1b
-
-.include "riscv64_probes.inc"
+    phase2
 
 # M-mode: an ecall from VS-mode asks for the edits; a guest-page fault of a probe is noted and
 # resumed at the probe's recovery point; anything else is unexpected.
@@ -114,18 +78,9 @@ note_fault:
     j       m_return
 
 edits:
-    # Patches: stores to table memory, at its physical address.
-    ld      t2, 64(s0)
-    ld      t3, 72(s0)
-    add     t3, t3, s0
-1:  beqz    t2, 2f
-    ld      t0, 0(t3)
-    ld      t1, 8(t3)
-    sd      t1, 0(t0)
-    addi    t3, t3, 16
-    addi    t2, t2, -1
-    j       1b
-2:  # Flushes, as the crate's Flush::flush does for the G-stage.
+    # Patches to table memory, at its physical address.
+    apply_patches t2, t3
+    # Flushes, as the crate's Flush::flush does for the G-stage.
     ld      t2, 80(s0)
     ld      t3, 88(s0)
     add     t3, t3, s0
