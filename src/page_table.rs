@@ -420,7 +420,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let root = self.root_ref();
-        let refuse = match self.breaks() {
+        let breaks = self.breaks();
+        let refuse = match breaks {
             Breaks::Refuse => Refuse::Splits,
             _ => Refuse::Nothing,
         };
@@ -428,8 +429,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash =
-            Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(self.breaks());
+        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
         // SAFETY: as above; the stash holds what the check pass counted.
         unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
         debug_assert!(stash.is_empty());
@@ -466,7 +466,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn modify_leaves(&mut self, s: u64, e: u64, op: Modify) -> Result<(), PagingError> {
         let root = self.root_ref();
-        let refuse = match self.breaks() {
+        let breaks = self.breaks();
+        let refuse = match breaks {
             Breaks::Refuse => Refuse::SplitsAnd(op),
             _ => Refuse::Nothing,
         };
@@ -474,8 +475,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash =
-            Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(self.breaks());
+        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
         let handler = &mut self.handler;
         // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
         // make leaves more settled between the two passes, so `hw_live` still holds.

@@ -252,9 +252,9 @@ pub struct AArch64<V: VaSize<G> = Va48, R: VaRange = Lower, G: Granule = Granule
 
 impl<V: VaSize<G>, R: VaRange, G: Granule> Sealed for AArch64<V, R, G> {}
 
-/// The output-address bits of a leaf at `depth` of granule `shift`: the OA field above the
-/// leaf's size.
-const fn leaf_addr_mask(granule: u32, depth: u8) -> u64 {
+/// The output-address bits of a leaf at `depth` of granule `2^granule` (stage 1 and 2 alike):
+/// the OA field above the leaf's size.
+pub(super) const fn leaf_addr_mask(granule: u32, depth: u8) -> u64 {
     let size = granule + (granule - 3) * (depth as u32 - 1);
     OA & !((1 << size) - 1)
 }

@@ -32,7 +32,7 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use super::aarch64::{
-    AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
+    self, AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
     needs_break,
 };
 use super::{Arch, VaSpace, sealed::Sealed};
@@ -155,8 +155,9 @@ pub struct AArch64S2<I: IpaSize = Ipa40>(PhantomData<I>);
 
 impl<I: IpaSize> Sealed for AArch64S2<I> {}
 
+/// The output-address bits of a leaf at `depth`: the 4 KiB granule's.
 const fn leaf_addr_mask(depth: u8) -> u64 {
-    OA & !((1 << (12 + 9 * (depth as u32 - 1))) - 1)
+    aarch64::leaf_addr_mask(12, depth)
 }
 
 const fn is_writable(pte: u64) -> bool {

@@ -680,7 +680,7 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     Ok(needs)
 }
 
-/// Replaces leaf `i` of `t`, which maps `[va, va + SIZE)` (folded), by a table of leaves one
+/// Replaces leaf `i` of `t`, which maps the (folded) address `va`, by a table of leaves one
 /// level down with the same attributes and access state; returns the new table.
 unsafe fn split<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
@@ -690,6 +690,7 @@ unsafe fn split<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     pte: u64,
 ) -> TableRef<A, L::Below> {
+    let va = va & !(TableRef::<A, L>::SIZE - 1);
     let (pa, next) = stash.take::<A, L::Below, H>(h, false);
     let entry = A::table_entry(pa);
     let fill = |leaf: u64| {
@@ -778,9 +779,7 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
             kind => {
                 let next = if kind == EntryKind::Leaf {
                     // SAFETY: as above; the stash holds what `edit_check` counted.
-                    unsafe {
-                        split::<A, L, H>(h, stash, t, i, a & !(TableRef::<A, L>::SIZE - 1), pte)
-                    }
+                    unsafe { split::<A, L, H>(h, stash, t, i, a, pte) }
                 } else {
                     // SAFETY: a table entry leads to a live table one down.
                     unsafe { child::<A, L, H>(h, pte) }
@@ -898,9 +897,7 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
             kind => {
                 let next = if kind == EntryKind::Leaf {
                     // SAFETY: as above; the stash holds what `edit_check` counted.
-                    unsafe {
-                        split::<A, L, H>(h, stash, t, i, a & !(TableRef::<A, L>::SIZE - 1), pte)
-                    }
+                    unsafe { split::<A, L, H>(h, stash, t, i, a, pte) }
                 } else {
                     // SAFETY: a table entry leads to a live table one down.
                     unsafe { child::<A, L, H>(h, pte) }
