@@ -55,6 +55,11 @@ pub enum PagingError {
     /// nG, or a block split into a table), and the table is
     /// [`Liveness::LiveNoBreak`](crate::Liveness::LiveNoBreak).
     NeedsBreak(VirtAddr),
+    /// The [`PagingHandler`](crate::PagingHandler) returned a frame the mode cannot use: not
+    /// aligned to the table's size, beyond the mode's physical-address width, reached through a
+    /// pointer that is not 8-byte aligned, or (LoongArch) at physical address 0. The frame was
+    /// given back to the handler.
+    BadFrame(PhysAddr),
 }
 
 impl fmt::Display for PagingError {
@@ -88,6 +93,10 @@ impl fmt::Display for PagingError {
             }
             Self::SizeNotSupported(size) => write!(f, "no {size} leaves in this paging mode"),
             Self::Borrowed(va) => write!(f, "virtual address {va:#x} is in a borrowed range"),
+            Self::BadFrame(pa) => write!(
+                f,
+                "the handler returned the frame {pa:#x}, which the mode cannot use as a table"
+            ),
             Self::NeedsBreak(va) => write!(
                 f,
                 "the change at {va:#x} needs break-before-make, which the table's liveness forbids"

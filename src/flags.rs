@@ -96,10 +96,19 @@ impl MappingFlags {
         self.0 & other.0 & Self::PERMISSIONS != 0
     }
 
-    /// Both flag sets' permissions; the memory type of `other` if it is not normal, else ours.
+    /// Both flag sets' permissions, and the stronger of their memory types: device over
+    /// uncached over normal. So `|` is commutative and associative, and a memory type once
+    /// asked for is never weakened by adding permissions.
     #[must_use]
     pub const fn union(self, other: Self) -> Self {
-        let mem = if other.0 & Self::MEM != 0 {
+        const fn strength(flags: MappingFlags) -> u8 {
+            match flags.mem_type() {
+                MemType::Normal => 0,
+                MemType::Uncached => 1,
+                MemType::Device => 2,
+            }
+        }
+        let mem = if strength(other) > strength(self) {
             other.0
         } else {
             self.0

@@ -5,7 +5,7 @@ use core::marker::PhantomData;
 
 use memory_addr::VirtAddr;
 
-use crate::arch::Arch;
+use crate::arch::{Arch, VaSpace};
 
 /// A range larger than this many pages is flushed with one flush of everything: past it,
 /// page-by-page invalidation costs more than refilling the TLB.
@@ -74,11 +74,17 @@ impl<A: Arch> Flush<A> {
         !self.all && self.start >= self.end
     }
 
-    /// Whether flushing will drop every translation rather than the pages of a range.
+    /// Whether flushing will drop every translation rather than the pages of a range: when
+    /// asked to, when the mode cannot flush by page (EPT), past [`FLUSH_ALL_THRESHOLD`] pages,
+    /// and when the range runs from one half of a sign-extended space into the other (no one
+    /// range of addresses holds both halves).
     pub fn is_all(&self) -> bool {
         self.all
             || (!A::PAGE_FLUSH && !self.is_empty())
             || self.pages() > FLUSH_ALL_THRESHOLD as u64
+            || (A::VA_SPACE == VaSpace::Canonical
+                && !self.is_empty()
+                && (self.start ^ (self.end - 1)) >> (A::VA_BITS - 1) != 0)
     }
 
     /// The virtual range `(start, len)` to flush; `None` when empty or flushing everything.
@@ -101,8 +107,11 @@ impl<A: Arch> Flush<A> {
     /// the architecture broadcasts invalidations, on the others): per page up to
     /// [`FLUSH_ALL_THRESHOLD`] pages, else everything.
     ///
-    /// On a build for another architecture than `A`'s, this does nothing: such a table cannot
-    /// be live on this CPU.
+    /// The instructions are emitted only for bare metal: on a build for another architecture
+    /// than `A`'s, or for a hosted target (`target_os` other than `none`, as for host tools
+    /// and tests), this does nothing, since no table of this crate can be live on that CPU. A
+    /// kernel built for a target whose `target_os` is not `none` enables the `privileged`
+    /// feature.
     pub fn flush(self) {
         if self.is_all() {
             A::flush_all();

@@ -38,12 +38,14 @@ impl<'a> BufferFrames<'a> {
     /// of the buffer is physical address `base_pa + i`. Words make the buffer 8-byte aligned,
     /// as table entries must be; tables are aligned in physical addresses.
     ///
-    /// `None` if `base_pa` is not 4 KiB-aligned or no whole frame fits.
+    /// `None` if `base_pa` is not 4 KiB-aligned, no whole frame fits, or the buffer would
+    /// reach past the top of the 64-bit physical address space.
     pub fn new(buffer: &'a mut [u64], base_pa: PhysAddr) -> Option<Self> {
         let len = buffer.len() * 8 / FRAME * FRAME;
         if base_pa.as_usize() % FRAME != 0 || len == 0 {
             return None;
         }
+        base_pa.as_usize().checked_add(len - 1)?;
         Some(Self {
             base: NonNull::from(buffer).cast::<u8>(),
             len,
@@ -117,7 +119,8 @@ unsafe impl PagingHandler for BufferFrames<'_> {
         let offset = if let Some(offset) = reused {
             offset
         } else {
-            let start = (self.base_pa + self.next).next_multiple_of(bytes) - self.base_pa;
+            // `base_pa + len - 1` fits (see `new`), so only the rounding up can overflow.
+            let start = (self.base_pa + self.next).checked_next_multiple_of(bytes)? - self.base_pa;
             if start.checked_add(bytes)? > self.len {
                 return None;
             }

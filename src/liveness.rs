@@ -34,13 +34,3 @@ pub enum Liveness {
     /// table is left as it was.
     LiveNoBreak = 2,
 }
-
-impl Liveness {
-    pub(crate) const fn from_bits(bits: u8) -> Self {
-        match bits {
-            1 => Self::Live,
-            2 => Self::LiveNoBreak,
-            _ => Self::Offline,
-        }
-    }
-}

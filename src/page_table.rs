@@ -14,6 +14,7 @@ use crate::handler::PagingHandler;
 use crate::levels::walk::{self, Breaks, MapReq, Modify, RawLeaf, Refuse, Stash};
 use crate::levels::{EntryKind, Level, Table, TableRef};
 use crate::liveness::Liveness;
+use crate::state::{RootRange, TableState};
 
 /// Whether [`PageTable::map_region`] may use leaves larger than the granule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,17 +82,15 @@ impl Mapping {
 
 /// A page table of paging mode `A`, whose table frames come from handler `H`.
 ///
-/// The value is the root's physical address, one word of bookkeeping for borrowed ranges
-/// ([`copy_from`](Self::copy_from)), and the handler. Dropping it frees every table frame it
+/// The value is the root's physical address, its [`TableState`] (liveness, borrowed and shared
+/// root entries), and the handler. Dropping it frees every table frame it
 /// owns (never the frames its leaves map).
 ///
 /// Addresses are `start + len` everywhere. Every call that changes the table returns a
 /// [`Flush`] token; every call that fails returns a [`PagingError`] and changes nothing.
 pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
-    /// Root entries `[lo, hi)` borrowed from another table in bits 0-23 and 24-47 (0 and 0 if
-    /// none), and the [`Liveness`] in bits 56-63: one word, so the value stays two words.
-    meta: u64,
+    state: TableState,
     handler: H,
     _arch: PhantomData<A>,
 }
@@ -115,30 +114,34 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///
     /// # Errors
     ///
-    /// [`PagingError::OutOfFrames`] if the handler has no frame for the root.
+    /// * [`PagingError::OutOfFrames`] if the handler has no frame for the root.
+    /// * [`PagingError::BadFrame`] if the frame it returns is not aligned to the root's size,
+    ///   lies beyond the mode's physical-address width, is reached through a pointer that is
+    ///   not 8-aligned, or (LoongArch) is at physical address 0; the frame is given back.
     pub fn new(mut handler: H) -> Result<Self, PagingError> {
         let () = Self::GEOMETRY_OK;
-        let root = handler
-            .alloc_table(Self::ROOT_BYTES)
-            .ok_or(PagingError::OutOfFrames)?;
-        let root = root.as_usize() as u64;
+        let root = walk::alloc_frame::<A, H>(&mut handler, Self::ROOT_BYTES)?;
         // SAFETY: the handler just gave us this block; it is linked nowhere.
         unsafe { TableRef::<A, A::Root>::from_pa(&handler, root).zero_fresh() };
         Ok(Self {
             root,
-            meta: 0,
+            state: TableState::default(),
             handler,
             _arch: PhantomData,
         })
     }
 
     /// Takes over the table tree rooted at `root`: from now on it is edited, and freed on drop,
-    /// through `handler`.
+    /// through `handler`. The table starts [`Offline`](Liveness::Offline), borrowing and
+    /// sharing nothing; to adopt a tree an MMU is walking (the one a bootloader left in CR3),
+    /// call [`set_liveness`](Self::set_liveness) next.
     ///
     /// # Errors
     ///
     /// * [`PagingError::UnalignedPa`] if `root` is not aligned to the root table's size.
     /// * [`PagingError::PaTooWide`] if `root` does not fit the mode's physical-address width.
+    /// * [`PagingError::BadFrame`] if `handler` reaches `root` through a pointer that is not
+    ///   8-aligned, or (LoongArch) `root` is physical address 0, where no table can be.
     ///
     /// # Safety
     ///
@@ -147,30 +150,62 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// is reachable through `handler.phys_to_virt`, and is owned by nothing else: no other
     /// `PageTable` and no other code will edit or free it.
     pub unsafe fn from_root(root: PhysAddr, handler: H) -> Result<Self, PagingError> {
+        // SAFETY: forwarded; a default state claims no borrowed or shared entries.
+        unsafe { Self::from_raw(root, handler, TableState::default()) }
+    }
+
+    /// Takes back a table that [`into_raw`](Self::into_raw) gave up, with everything it knew.
+    ///
+    /// # Errors
+    ///
+    /// As for [`from_root`](Self::from_root).
+    ///
+    /// # Safety
+    ///
+    /// As for [`from_root`](Self::from_root), and `state` is what `into_raw` returned with
+    /// `root` (or [`TableState::default`]): the root entries it says are borrowed still link
+    /// their owner's tables, which this table will never free, and those it says are shared
+    /// are still linked by whoever borrowed them.
+    pub unsafe fn from_raw(
+        root: PhysAddr,
+        handler: H,
+        state: TableState,
+    ) -> Result<Self, PagingError> {
         let () = Self::GEOMETRY_OK;
         let raw = root.as_usize() as u64;
         if raw % Self::ROOT_BYTES as u64 != 0 {
             return Err(PagingError::UnalignedPa(root));
         }
-        if raw & !arch::pa_mask::<A>() != 0 {
+        if (raw + Self::ROOT_BYTES as u64 - 1) & !arch::pa_mask::<A>() != 0 {
             return Err(PagingError::PaTooWide(root));
+        }
+        if (!A::TABLE_AT_PA_0 && raw == 0) || handler.phys_to_virt(root).as_ptr() as usize % 8 != 0
+        {
+            return Err(PagingError::BadFrame(root));
         }
         Ok(Self {
             root: raw,
-            meta: 0,
+            state,
             handler,
             _arch: PhantomData,
         })
     }
 
-    /// Gives up the tree without freeing it: the root's address and the handler. Borrowed
-    /// ranges stay linked.
+    /// Gives up the tree without freeing it: the root's address, the handler, and the
+    /// [`TableState`] that [`from_raw`](Self::from_raw) needs to take it back as it was.
+    /// Borrowed ranges stay linked.
     #[must_use]
-    pub fn into_raw(self) -> (PhysAddr, H) {
+    pub fn into_raw(self) -> (PhysAddr, H, TableState) {
         let this = core::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so moving the handler out is a move.
         let handler = unsafe { core::ptr::read(&this.handler) };
-        (PhysAddr::from(this.root as usize), handler)
+        (PhysAddr::from(this.root as usize), handler, this.state)
+    }
+
+    /// What the table knows besides its tree.
+    #[must_use]
+    pub fn state(&self) -> TableState {
+        self.state
     }
 
     /// The physical address of the root table: what goes into CR3, TTBRn_EL1, satp's PPN
@@ -184,6 +219,18 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     #[must_use]
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The handler, to change (refill its pool, arm a test hook, ...).
+    ///
+    /// # Safety
+    ///
+    /// The handler must stay one that reaches every table of this tree through
+    /// [`PagingHandler::phys_to_virt`] and takes them back through
+    /// [`PagingHandler::free_table`]: the caller neither replaces it by one that does not, nor
+    /// frees through it a frame the table still uses.
+    pub unsafe fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     /// A read-only view of the root table.
@@ -312,7 +359,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need = unsafe { walk::map_check::<A, A::Root, H>(&self.handler, root, s, e, &req)? };
-        let mut stash = Stash::reserve(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        let mut stash =
+            Stash::reserve::<A, H>(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
         // SAFETY: as above; the check pass passed and the stash holds what it counted.
         unsafe {
             walk::map_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, &req, false)
@@ -336,7 +384,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
         // Unmapping one whole leaf splits nothing: no frames needed, cannot fail.
-        let mut stash = Stash::reserve(&mut self.handler, 0, TableRef::<A, NonRoot<A>>::BYTES)?;
+        let mut stash =
+            Stash::reserve::<A, H>(&mut self.handler, 0, TableRef::<A, NonRoot<A>>::BYTES)?;
         let root = self.root_ref();
         // SAFETY: the root is live and ours; `[s, e)` is one leaf, not borrowed.
         unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
@@ -429,7 +478,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
+        let mut stash =
+            Stash::reserve::<A, H>(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
         // SAFETY: as above; the stash holds what the check pass counted.
         unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
         debug_assert!(stash.is_empty());
@@ -475,7 +525,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false, refuse)? };
         let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash = Stash::reserve(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
+        let mut stash =
+            Stash::reserve::<A, H>(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
         let handler = &mut self.handler;
         // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
         // make leaves more settled between the two passes, so `hw_live` still holds.
@@ -564,12 +615,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             TableRef::<A, A::Root>::index(s),
             TableRef::<A, A::Root>::index(e - 1) + 1,
         );
-        let (old_lo, old_hi) = self.borrowed_range();
-        let (new_lo, new_hi) = if old_lo == old_hi {
-            (lo, hi)
-        } else if hi == old_lo || lo == old_hi {
-            (lo.min(old_lo), hi.max(old_hi))
-        } else {
+        let Some(borrowed) = self.state.borrowed.joined(lo, hi) else {
             return Err(PagingError::Borrowed(va));
         };
         let (ours, theirs) = (self.root_ref(), other.root_ref());
@@ -585,7 +631,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             // SAFETY: in bounds; both roots are live; the caller keeps `other`'s tables alive.
             unsafe { ours.store(i, theirs.load(i)) };
         }
-        self.set_borrowed(new_lo, new_hi);
+        self.state.borrowed = borrowed;
         Ok(Flush::range(s, e))
     }
 
@@ -608,28 +654,27 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn borrowed_range(&self) -> (usize, usize) {
         (
-            (self.meta & 0xff_ffff) as usize,
-            ((self.meta >> 24) & 0xff_ffff) as usize,
+            self.state.borrowed.lo as usize,
+            self.state.borrowed.hi as usize,
         )
     }
 
     fn set_borrowed(&mut self, lo: usize, hi: usize) {
-        // Root indices fit 24 bits: a root has at most 2^17 entries (`geometry_ok`).
-        self.meta = (self.meta & !((1 << 48) - 1)) | lo as u64 | (hi as u64) << 24;
+        self.state.borrowed = RootRange::new(lo, hi);
     }
 
     /// Whether an MMU may be walking this table, which decides how changes that need
     /// break-before-make are made ([`Liveness`]).
     #[must_use]
     pub fn liveness(&self) -> Liveness {
-        Liveness::from_bits((self.meta >> 56) as u8)
+        self.state.liveness
     }
 
     /// Tells the table whether an MMU may be walking it: set [`Liveness::Live`] (or
     /// [`LiveNoBreak`](Liveness::LiveNoBreak)) before loading the root into a translation
     /// base register, [`Offline`](Liveness::Offline) once no CPU uses it.
     pub fn set_liveness(&mut self, liveness: Liveness) {
-        self.meta = (self.meta & ((1 << 56) - 1)) | (liveness as u64) << 56;
+        self.state.liveness = liveness;
     }
 
     /// What the walk does about changes that need break-before-make.
@@ -642,17 +687,16 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     fn is_borrowed(&self, root_index: usize) -> bool {
-        let (lo, hi) = self.borrowed_range();
-        (lo..hi).contains(&root_index)
+        self.state.borrowed.contains(root_index)
     }
 
     pub(crate) fn check_not_borrowed(&self, s: u64, e: u64) -> Result<(), PagingError> {
-        let (lo, hi) = self.borrowed_range();
         let (first, last) = (
             TableRef::<A, A::Root>::index(s),
             TableRef::<A, A::Root>::index(e - 1),
         );
-        if lo < hi && first < hi && last >= lo {
+        if self.state.borrowed.meets(first, last + 1) {
+            let lo = self.state.borrowed.lo as usize;
             let at = (first.max(lo) as u64 * TableRef::<A, A::Root>::SIZE).max(s);
             return Err(PagingError::Borrowed(A::unfold(at)));
         }

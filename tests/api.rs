@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
-use common::{Frames, fails_cleanly_at_every_allocation};
+use common::{Frames, Shared, fails_cleanly_at_every_allocation};
 use memory_addr::{pa, va};
 use pagetable::{
     AArch64, AccessState, Arch, EntryKind, Flush, HugePages, LoongArch64, MappingFlags as F,
@@ -126,9 +123,9 @@ fn unmap_and_protect_region_that_split_huge_leaves_fail_cleanly_when_out_of_fram
 
 #[test]
 fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
-    let memory = Rc::new(RefCell::new(Frames::new(64, 0x10_0000_0000)));
-    let live = || memory.borrow().live_frames();
-    let mut kernel = PageTable::<Sv48, _>::new(Shared(memory.clone())).unwrap();
+    let memory = Shared::new(Frames::new(64, 0x10_0000_0000));
+    let live = || memory.0.borrow().live_frames();
+    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
     let kva = va!(0xffff_8000_0000_0000);
     kernel
         .map_region(
@@ -142,7 +139,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
         .ignore();
     let kernel_frames = live();
 
-    let mut user = PageTable::<Sv48, _>::new(Shared(memory.clone())).unwrap();
+    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
     user.map(va!(0x1000), pa!(0x1000), PageSize::SIZE_4K, RW | F::USER)
         .unwrap()
         .ignore();
@@ -192,24 +189,6 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
     assert_eq!(kernel.query(kva).unwrap().pa, pa!(0x8000_0000));
     drop(kernel);
     assert_eq!(live(), 0);
-}
-
-/// Several tables over one test memory.
-struct Shared(Rc<RefCell<Frames>>);
-
-// SAFETY: forwards to `Frames`, whose memory never moves; `RefCell` borrows end within each
-// call.
-unsafe impl pagetable::PagingHandler for Shared {
-    fn alloc_table(&mut self, bytes: usize) -> Option<pagetable::PhysAddr> {
-        self.0.borrow_mut().alloc_table(bytes)
-    }
-    unsafe fn free_table(&mut self, pa: pagetable::PhysAddr, bytes: usize) {
-        // SAFETY: forwarded from the caller.
-        unsafe { self.0.borrow_mut().free_table(pa, bytes) }
-    }
-    fn phys_to_virt(&self, pa: pagetable::PhysAddr) -> std::ptr::NonNull<u8> {
-        self.0.borrow().phys_to_virt(pa)
-    }
 }
 
 #[test]

@@ -500,7 +500,10 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     fn flush_page(va: VirtAddr) {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: barriers and a TLB invalidation by VA, all ASIDs, EL1, inner shareable: they
         // drop cached translations and touch no memory.
         unsafe {
@@ -513,12 +516,18 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
                 options(nostack, preserves_flags),
             );
         }
-        #[cfg(not(target_arch = "aarch64"))]
+        #[cfg(not(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        )))]
         let _ = va;
     }
 
     fn flush_all() {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: as for `flush_page`, for every EL1 translation.
         unsafe {
             core::arch::asm!(

@@ -334,7 +334,10 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     fn flush_page(va: VirtAddr) {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: at EL2, with the guest's VMID in VTTBR_EL2: barriers, the stage 2 entries for
         // the IPA, then every combined stage 1+2 entry of the VMID (they may hold the old
         // output address); no memory is touched.
@@ -350,12 +353,18 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
                 options(nostack, preserves_flags),
             );
         }
-        #[cfg(not(target_arch = "aarch64"))]
+        #[cfg(not(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        )))]
         let _ = va;
     }
 
     fn flush_all() {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: at EL2: every stage 1 and stage 2 entry of the current VMID.
         unsafe {
             core::arch::asm!(

@@ -141,6 +141,7 @@ impl Arch for LoongArch64 {
     const VA_BITS: u32 = 48;
     const PA_BITS: u32 = 48;
     const VA_SPACE: VaSpace = VaSpace::Canonical;
+    const TABLE_AT_PA_0: bool = false;
 
     #[inline(always)]
     fn entry_kind(pte: u64, depth: u8) -> EntryKind {
@@ -304,7 +305,10 @@ impl Arch for LoongArch64 {
     }
 
     fn flush_page(va: VirtAddr) {
-        #[cfg(target_arch = "loongarch64")]
+        #[cfg(all(
+            target_arch = "loongarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: `dbar 0` orders the table writes; `invtlb 0x6` drops the TLB entries for `va`
         // that are global or tagged with the current ASID (read from CSR.ASID). No memory is
         // touched.
@@ -319,12 +323,18 @@ impl Arch for LoongArch64 {
                 options(nostack, preserves_flags),
             );
         }
-        #[cfg(not(target_arch = "loongarch64"))]
+        #[cfg(not(all(
+            target_arch = "loongarch64",
+            any(target_os = "none", feature = "privileged")
+        )))]
         let _ = va;
     }
 
     fn flush_all() {
-        #[cfg(target_arch = "loongarch64")]
+        #[cfg(all(
+            target_arch = "loongarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         // SAFETY: as above; `invtlb 0x0` drops every TLB entry.
         unsafe {
             core::arch::asm!(

@@ -127,6 +127,11 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// case; on false the caller looks at the entries one by one.
     fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool;
 
+    /// Whether a table may sit at physical address 0. False on LoongArch, where an empty
+    /// directory entry is zero and `lddir` reads it as a table at 0: a table there could not
+    /// be told from no table, so the crate refuses such a frame from the handler.
+    const TABLE_AT_PA_0: bool = true;
+
     /// Whether the TLB can be invalidated page by page; if not (EPT), every
     /// [`Flush`](crate::Flush) flushes everything.
     const PAGE_FLUSH: bool = true;
@@ -147,9 +152,10 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     }
 
     /// Invalidates the TLB entries for the page at `va`. A no-op unless built for this
-    /// architecture.
+    /// architecture and for bare metal (`target_os = "none"`, or the `privileged` feature).
     fn flush_page(va: VirtAddr);
-    /// Invalidates every TLB entry. A no-op unless built for this architecture.
+    /// Invalidates every TLB entry. A no-op unless built for this architecture and for bare
+    /// metal, as for [`flush_page`](Self::flush_page).
     fn flush_all();
 
     /// `va` folded into the index space `[0, 2^VA_BITS)`, or `None` if the table does not

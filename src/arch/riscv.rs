@@ -284,7 +284,10 @@ macro_rules! sv_mode {
 
 /// `sfence.vma` for `va`, or for every address.
 fn sfence_vma(va: Option<VirtAddr>) {
-    #[cfg(any(target_arch = "riscv64", target_arch = "riscv32"))]
+    #[cfg(all(
+        any(target_arch = "riscv64", target_arch = "riscv32"),
+        any(target_os = "none", feature = "privileged")
+    ))]
     // SAFETY: `sfence.vma` orders earlier table writes before later walks and drops cached
     // translations; it touches no memory.
     unsafe {
@@ -295,13 +298,19 @@ fn sfence_vma(va: Option<VirtAddr>) {
             None => core::arch::asm!("sfence.vma", options(nostack, preserves_flags)),
         }
     }
-    #[cfg(not(any(target_arch = "riscv64", target_arch = "riscv32")))]
+    #[cfg(not(all(
+        any(target_arch = "riscv64", target_arch = "riscv32"),
+        any(target_os = "none", feature = "privileged")
+    )))]
     let _ = va;
 }
 
 /// `hfence.gvma` for guest physical address `gpa`, or for every one (HS-mode, H extension).
 fn hfence_gvma(gpa: Option<VirtAddr>) {
-    #[cfg(target_arch = "riscv64")]
+    #[cfg(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    ))]
     // SAFETY: `hfence.gvma` (written as `.insn` so that no `h` target feature is needed) orders
     // earlier G-stage table writes before later walks and drops cached G-stage translations;
     // its rs1 holds the guest physical address shifted right by 2. It touches no memory.
@@ -316,7 +325,10 @@ fn hfence_gvma(gpa: Option<VirtAddr>) {
             ),
         }
     }
-    #[cfg(not(target_arch = "riscv64"))]
+    #[cfg(not(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    )))]
     let _ = gpa;
 }
 

@@ -296,20 +296,29 @@ x86_mode!(
 
 /// `invlpg`: drops the translations of the page at `va`, global ones included.
 fn flush_page(va: VirtAddr) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    ))]
     // SAFETY: `invlpg` only drops TLB entries; it reads no memory. It is privileged: a user-mode
     // caller faults, which is the documented contract of flushing a live table.
     unsafe {
         core::arch::asm!("invlpg [{}]", in(reg) va.as_usize(), options(nostack, preserves_flags));
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    )))]
     let _ = va;
 }
 
 /// Drops every translation, global ones included: toggling CR4.PGE does that (a CR3 reload
 /// would keep global entries); without PGE, a CR3 reload.
 fn flush_all() {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    ))]
     // SAFETY: rewriting CR4 with PGE toggled and back, or CR3 with its own value, changes no
     // translation, only drops cached ones. Privileged, as above.
     unsafe {

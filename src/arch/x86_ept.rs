@@ -248,7 +248,10 @@ impl Arch for Ept {
     }
 
     fn flush_all() {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(
+            target_arch = "x86_64",
+            any(target_os = "none", feature = "privileged")
+        ))]
         {
             let descriptor = [0u64; 2];
             // SAFETY: INVEPT type 2 (all contexts) with a 128-bit descriptor it only reads; it

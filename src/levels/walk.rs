@@ -13,7 +13,7 @@
 use memory_addr::PhysAddr;
 
 use super::{EntryKind, Level, TableRef};
-use crate::arch::Arch;
+use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::handler::PagingHandler;
@@ -63,35 +63,88 @@ pub(crate) struct Stash {
 
 const NO_FRAME: u64 = u64::MAX;
 
+/// One table frame of `bytes` from the handler, checked before anything uses it: aligned to
+/// `bytes`, inside the mode's physical-address width, reached through an 8-aligned pointer, and
+/// not at physical address 0 where the mode cannot link a table there.
+///
+/// # Errors
+///
+/// [`PagingError::OutOfFrames`] if the handler has none; [`PagingError::BadFrame`] if the frame
+/// fails a check, after giving it back.
+pub(crate) fn alloc_frame<A: Arch, H: PagingHandler>(
+    h: &mut H,
+    bytes: usize,
+) -> Result<u64, PagingError> {
+    let frame = h.alloc_table(bytes).ok_or(PagingError::OutOfFrames)?;
+    let pa = frame.as_usize() as u64;
+    let fits = pa
+        .checked_add(bytes as u64 - 1)
+        .is_some_and(|last| last & !arch::pa_mask::<A>() == 0);
+    let ok = pa % bytes as u64 == 0
+        && fits
+        && (A::TABLE_AT_PA_0 || pa != 0)
+        && h.phys_to_virt(frame).as_ptr() as usize % 8 == 0;
+    if !ok {
+        // SAFETY: the frame came from `alloc_table(bytes)` a moment ago and nothing uses it.
+        unsafe { h.free_table(frame, bytes) };
+        return Err(PagingError::BadFrame(frame));
+    }
+    Ok(pa)
+}
+
 impl Stash {
-    /// Allocates `count` frames of `bytes`, or none at all.
+    /// Allocates `count` frames of `bytes` for tables of mode `A`, or none at all. Each frame
+    /// is checked ([`alloc_frame`]); if the handler panics, what was taken is given back as the
+    /// panic unwinds.
     ///
     /// # Errors
     ///
-    /// [`PagingError::OutOfFrames`] if the handler runs out; what was taken is given back.
-    pub(crate) fn reserve<H: PagingHandler>(
+    /// [`PagingError::OutOfFrames`] if the handler runs out, [`PagingError::BadFrame`] if it
+    /// returns a frame the mode cannot use; what was taken is given back.
+    pub(crate) fn reserve<A: Arch, H: PagingHandler>(
         h: &mut H,
         count: usize,
         bytes: usize,
     ) -> Result<Self, PagingError> {
-        let mut stash = Self {
+        /// Gives the frames back if the reservation does not finish.
+        struct Unfinished<'h, H: PagingHandler> {
+            h: &'h mut H,
+            stash: Stash,
+        }
+        impl<H: PagingHandler> Drop for Unfinished<'_, H> {
+            fn drop(&mut self) {
+                let bytes = self.stash.bytes;
+                let stash = core::mem::replace(&mut self.stash, Stash::empty(bytes));
+                stash.release(self.h);
+            }
+        }
+        let mut taking = Unfinished {
+            h,
+            stash: Self::empty(bytes),
+        };
+        while taking.stash.count < count {
+            let pa = alloc_frame::<A, H>(taking.h, bytes)?;
+            let link = taking
+                .h
+                .phys_to_virt(PhysAddr::from(pa as usize))
+                .as_ptr()
+                .cast::<u64>();
+            // SAFETY: the handler just gave us this frame, checked 8-aligned; its first word is
+            // ours to use.
+            unsafe { link.write(taking.stash.head) };
+            taking.stash.head = pa;
+            taking.stash.count += 1;
+        }
+        Ok(core::mem::replace(&mut taking.stash, Self::empty(bytes)))
+    }
+
+    const fn empty(bytes: usize) -> Self {
+        Self {
             head: NO_FRAME,
             count: 0,
             bytes,
             breaks: Breaks::InPlace,
-        };
-        while stash.count < count {
-            let Some(pa) = h.alloc_table(bytes) else {
-                stash.release(h);
-                return Err(PagingError::OutOfFrames);
-            };
-            let link = h.phys_to_virt(pa).as_ptr().cast::<u64>();
-            // SAFETY: the handler just gave us this frame; its first word is ours to use.
-            unsafe { link.write(stash.head) };
-            stash.head = pa.as_usize() as u64;
-            stash.count += 1;
         }
-        Ok(stash)
     }
 
     /// Takes a reserved frame, zeroed unless the caller will write every entry. The check pass
@@ -461,7 +514,7 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
         },
         EntryKind::Empty => {
             let need = (L::DEPTH - req.exact_depth) as usize;
-            let mut stash = Stash::reserve(h, need, TableRef::<A, L::Below>::BYTES)?;
+            let mut stash = Stash::reserve::<A, H>(h, need, TableRef::<A, L::Below>::BYTES)?;
             // SAFETY: live table owned by the caller; the stash holds one table per level
             // between here and the leaf.
             unsafe { map_apply::<A, L, H>(h, &mut stash, t, s, e, req, false) };

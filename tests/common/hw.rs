@@ -16,6 +16,8 @@ pub trait Hardware: Manual {
     fn mark_read(pte: u64) -> u64;
     /// The leaf after a write through it; only called for a writable leaf.
     fn mark_write(pte: u64) -> u64;
+    /// Whether a store through the leaf goes through (and so marks it) rather than faulting.
+    fn writable(pte: u64) -> bool;
 }
 
 /// SDM 4.8: the processor sets A (bit 5) on any access and D (bit 6) on a write.
@@ -59,8 +61,25 @@ fn ept_write(pte: u64) -> u64 {
     pte | 1 << 8 | 1 << 9
 }
 
+/// SDM 4.6: R/W (bit 1). EPT (SDM 29.3.3.2): W (bit 1).
+fn bit1(pte: u64) -> bool {
+    pte >> 1 & 1 == 1
+}
+/// Privileged spec 4.3.1: W (bit 2).
+fn riscv_writable(pte: u64) -> bool {
+    pte >> 2 & 1 == 1
+}
+/// D8.4 / D8.5: AP[2] (bit 7) clear, or DBM (bit 51), which the MMU uses to clear AP[2].
+fn arm_writable(pte: u64) -> bool {
+    pte >> 7 & 1 == 0 || pte >> 51 & 1 == 1
+}
+/// Stage 2: S2AP[1] (bit 7) set, or DBM (bit 51), which the MMU uses to set it.
+fn arm_s2_writable(pte: u64) -> bool {
+    pte >> 7 & 1 == 1 || pte >> 51 & 1 == 1
+}
+
 macro_rules! hardware {
-    ($($mode:ty => $read:ident, $write:ident;)*) => {
+    ($($mode:ty => $read:ident, $write:ident, $writable:ident;)*) => {
         $(impl Hardware for $mode {
             fn mark_read(pte: u64) -> u64 {
                 $read(pte)
@@ -68,31 +87,34 @@ macro_rules! hardware {
             fn mark_write(pte: u64) -> u64 {
                 $write(pte)
             }
+            fn writable(pte: u64) -> bool {
+                $writable(pte)
+            }
         })*
     };
 }
 
 hardware! {
-    X86_64 => x86_read, x86_write;
-    X86_64La57 => x86_read, x86_write;
-    AArch64<Va48, Lower> => arm_read, arm_write;
-    AArch64<Va48, Upper> => arm_read, arm_write;
-    AArch64<Va39, Lower> => arm_read, arm_write;
-    AArch64<Va39, Upper> => arm_read, arm_write;
-    AArch64<Va48, Lower, Granule16K> => arm_read, arm_write;
-    AArch64<Va47, Upper, Granule16K> => arm_read, arm_write;
-    AArch64<Va36, Lower, Granule16K> => arm_read, arm_write;
-    AArch64<Va48, Lower, Granule64K> => arm_read, arm_write;
-    AArch64<Va48, Upper, Granule64K> => arm_read, arm_write;
-    AArch64<Va42, Lower, Granule64K> => arm_read, arm_write;
-    AArch64S2<Ipa40> => arm_read, arm_s2_write;
-    AArch64S2<Ipa48> => arm_read, arm_s2_write;
-    Sv39x4 => riscv_read, riscv_write;
-    Sv48x4 => riscv_read, riscv_write;
-    Ept => ept_read, ept_write;
-    Sv39 => riscv_read, riscv_write;
-    Sv48 => riscv_read, riscv_write;
-    Sv57 => riscv_read, riscv_write;
+    X86_64 => x86_read, x86_write, bit1;
+    X86_64La57 => x86_read, x86_write, bit1;
+    AArch64<Va48, Lower> => arm_read, arm_write, arm_writable;
+    AArch64<Va48, Upper> => arm_read, arm_write, arm_writable;
+    AArch64<Va39, Lower> => arm_read, arm_write, arm_writable;
+    AArch64<Va39, Upper> => arm_read, arm_write, arm_writable;
+    AArch64<Va48, Lower, Granule16K> => arm_read, arm_write, arm_writable;
+    AArch64<Va47, Upper, Granule16K> => arm_read, arm_write, arm_writable;
+    AArch64<Va36, Lower, Granule16K> => arm_read, arm_write, arm_writable;
+    AArch64<Va48, Lower, Granule64K> => arm_read, arm_write, arm_writable;
+    AArch64<Va48, Upper, Granule64K> => arm_read, arm_write, arm_writable;
+    AArch64<Va42, Lower, Granule64K> => arm_read, arm_write, arm_writable;
+    AArch64S2<Ipa40> => arm_read, arm_s2_write, arm_s2_writable;
+    AArch64S2<Ipa48> => arm_read, arm_s2_write, arm_s2_writable;
+    Sv39x4 => riscv_read, riscv_write, riscv_writable;
+    Sv48x4 => riscv_read, riscv_write, riscv_writable;
+    Ept => ept_read, ept_write, bit1;
+    Sv39 => riscv_read, riscv_write, riscv_writable;
+    Sv48 => riscv_read, riscv_write, riscv_writable;
+    Sv57 => riscv_read, riscv_write, riscv_writable;
 }
 
 /// LoongArch has no accessed bit, and its MMU writes nothing: the kernel's page-modify
@@ -105,5 +127,9 @@ impl Hardware for LoongArch64 {
     }
     fn mark_write(pte: u64) -> u64 {
         pte | 1 << 1
+    }
+    /// W (bit 8): the kernel's handler lets the store through and sets D only where W is set.
+    fn writable(pte: u64) -> bool {
+        pte >> 8 & 1 == 1
     }
 }

@@ -1,7 +1,7 @@
 //! Test support: a frame handler that keeps books, and helpers shared by the test files.
 #![allow(dead_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use pagetable::{PagingHandler, PhysAddr};
 
 pub mod hw;
+pub mod mmu;
 pub mod model;
 pub mod raw;
 
@@ -253,15 +254,36 @@ pub fn fails_cleanly_at_every_allocation<A: pagetable::Arch>(
     unreachable!()
 }
 
-/// The test handler is reached mutably by taking the table apart and putting it back.
+/// Arms (or disarms) the test handler's allocation failures.
 pub fn set_fail_from<A: pagetable::Arch>(
     pt: &mut pagetable::PageTable<A, Frames>,
     n: Option<usize>,
 ) {
-    // A stand-in for the moment: room for the largest root (a 64 KiB table).
-    let taken = std::mem::replace(pt, pagetable::PageTable::new(Frames::new(16, 0)).unwrap());
-    let (root, mut frames) = taken.into_raw();
-    frames.fail_from(n);
-    // SAFETY: `root` and its tree came from this very handler and nothing else owns them.
-    *pt = unsafe { pagetable::PageTable::from_root(root, frames) }.unwrap();
+    // SAFETY: only the failure point changes; the handler stays the one that owns the tree.
+    unsafe { pt.handler_mut() }.fail_from(n);
+}
+
+/// Several tables over one test memory (a kernel table and process tables that borrow from it).
+#[derive(Clone)]
+pub struct Shared(pub Rc<RefCell<Frames>>);
+
+impl Shared {
+    pub fn new(frames: Frames) -> Self {
+        Self(Rc::new(RefCell::new(frames)))
+    }
+}
+
+// SAFETY: forwards to `Frames`, whose memory never moves; `RefCell` borrows end within each
+// call.
+unsafe impl PagingHandler for Shared {
+    fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr> {
+        self.0.borrow_mut().alloc_table(bytes)
+    }
+    unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.0.borrow_mut().free_table(pa, bytes) }
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+        self.0.borrow().phys_to_virt(pa)
+    }
 }
