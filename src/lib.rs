@@ -53,6 +53,7 @@ mod handler;
 pub mod levels;
 mod liveness;
 mod page_table;
+mod retired;
 mod state;
 
 pub use arch::aarch64::{
@@ -74,6 +75,7 @@ pub use handler::PagingHandler;
 pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableFrame};
 pub use liveness::Liveness;
 pub use page_table::{HugePages, Mapping, PageTable, Translation};
+pub use retired::Retired;
 pub use state::TableState;
 
 /// Re-exported so that callers name the same address types the API takes.

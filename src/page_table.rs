@@ -11,9 +11,10 @@ use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
-use crate::levels::walk::{self, Breaks, MapReq, Modify, RawLeaf, Refuse, Stash};
+use crate::levels::walk::{self, Breaks, Ctx, MapReq, Modify, RawLeaf, Refuse, Stash};
 use crate::levels::{EntryKind, Level, Table, TableRef};
 use crate::liveness::Liveness;
+use crate::retired::{self, Retired};
 use crate::state::{RootRange, TableState};
 
 /// Whether [`PageTable::map_region`] may use leaves larger than the granule.
@@ -310,10 +311,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             flags,
             exact_depth: depth,
         };
-        let root = self.root_ref();
+        let (root, ctx) = (self.root_ref(), self.ctx());
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, root, s, e, &req)? };
-        Ok(Flush::range(s, e))
+        let retired =
+            unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)? };
+        Ok(Flush::range(s, e).with_retired(retired))
     }
 
     /// Maps `[va, va + len)` to `[pa, pa + len)`, with the largest leaves that alignment allows
@@ -356,22 +358,37 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     fn map_folded(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {
-        let root = self.root_ref();
+        let (root, ctx) = (self.root_ref(), self.ctx());
+        let refuse = ctx.breaks == Breaks::Refuse;
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let need = unsafe { walk::map_check::<A, A::Root, H>(&self.handler, root, s, e, &req)? };
-        let mut stash =
-            Stash::reserve::<A, H>(&mut self.handler, need, TableRef::<A, NonRoot<A>>::BYTES)?;
+        let need =
+            unsafe { walk::map_check::<A, A::Root, H>(&self.handler, root, s, e, &req, refuse)? };
+        let h = &mut self.handler;
+        let mut stash = Stash::reserve::<A, H>(h, need.tables, TableRef::<A, NonRoot<A>>::BYTES)?
+            .for_change::<A, H>(h, ctx, need.unlinks)?;
         // SAFETY: as above; the check pass passed and the stash holds what it counted.
-        unsafe {
-            walk::map_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e, &req, false)
-        };
+        unsafe { walk::map_apply::<A, A::Root, H>(h, &mut stash, root, s, e, &req, false) };
         debug_assert!(stash.is_empty());
-        stash.release(&mut self.handler);
-        Ok(Flush::range(s, e))
+        Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }
 
-    /// Unmaps the leaf that starts at `va`, frees the tables that this empties, and returns
-    /// what the leaf mapped.
+    /// What the walk must know of this table besides its tree.
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            breaks: self.breaks(),
+            defer: self.state.liveness != Liveness::Offline,
+            owner: self.root,
+            shared: self.state.shared,
+        }
+    }
+
+    /// Unmaps the leaf that starts at `va`, unlinks the tables that this empties, and returns
+    /// what the leaf mapped, with its access state as the atomic exchange that cleared it found
+    /// it: a store another CPU made up to that moment is reported dirty.
+    ///
+    /// On an [`Offline`](Liveness::Offline) table the emptied tables are freed at once; on a
+    /// live one the returned [`Flush`] owns them until the TLB invalidation is done (if the
+    /// handler has no frame to record them in, they stay linked, empty, and are freed later).
     ///
     /// # Errors
     ///
@@ -383,14 +400,22 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let leaf = self.leaf_at(va)?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
-        // Unmapping one whole leaf splits nothing: no frames needed, cannot fail.
-        let mut stash =
-            Stash::reserve::<A, H>(&mut self.handler, 0, TableRef::<A, NonRoot<A>>::BYTES)?;
-        let root = self.root_ref();
-        // SAFETY: the root is live and ours; `[s, e)` is one leaf, not borrowed.
-        unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
-        stash.release(&mut self.handler);
-        Ok((Mapping::from_raw::<A>(leaf), Flush::range(s, e)))
+        let depth = leaf_depth::<A>(leaf.size).ok_or(PagingError::NotMapped(va))?;
+        let (root, ctx) = (self.root_ref(), self.ctx());
+        let h = &mut self.handler;
+        // Clearing one whole leaf splits nothing: no frames reserved, so this cannot fail.
+        let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, NonRoot<A>>::BYTES)?
+            .for_change::<A, H>(h, ctx, 0)?;
+        // SAFETY: the root is live and ours; `[s, e)` is one leaf of `depth`, not borrowed.
+        let (old, _) = unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, depth) };
+        let gone = RawLeaf {
+            state: A::leaf_state(old, depth),
+            ..leaf
+        };
+        Ok((
+            Mapping::from_raw::<A>(gone),
+            Flush::range(s, e).with_retired(stash.finish(h)),
+        ))
     }
 
     /// Points the leaf that starts at `va` at `pa`, keeping its flags and access state.
@@ -408,8 +433,18 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let delta = self
             .check_pa(pa, leaf.size.bytes(), leaf.size.bytes() as u64)?
             .wrapping_sub(s);
-        self.modify_leaves(s, e, Modify::Remap(delta))?;
+        self.edit_leaf(&leaf, Modify::Remap(delta))?;
         Ok(Flush::range(s, e))
+    }
+
+    /// `op` on the leaf `leaf` in one atomic step; the leaf as that step found it.
+    fn edit_leaf(&mut self, leaf: &RawLeaf, op: Modify) -> Result<u64, PagingError> {
+        let depth = leaf_depth::<A>(leaf.size).ok_or(PagingError::NotMapped(A::unfold(leaf.va)))?;
+        let (root, breaks) = (self.root_ref(), self.breaks());
+        // SAFETY: the root is live and ours; `leaf` is a leaf of `depth` starting at its `va`.
+        unsafe {
+            walk::edit_one::<A, A::Root, H>(&mut self.handler, breaks, root, leaf.va, depth, op)
+        }
     }
 
     /// Gives the leaf that starts at `va` new flags. Its address and access state stay (a leaf
@@ -425,13 +460,14 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
         A::check_flags(flags)?;
-        self.modify_leaves(s, e, Modify::Protect(flags))?;
+        self.edit_leaf(&leaf, Modify::Protect(flags))?;
         Ok(Flush::range(s, e))
     }
 
     /// Clears the state bits set in `clear` in the leaf that translates `va`, and returns the
-    /// state before. This is how a kernel samples accessed and dirty bits for reclaim and
-    /// dirty tracking; the update is atomic against the hardware setting them.
+    /// state before, as the atomic update that cleared it found it. This is how a kernel samples
+    /// accessed and dirty bits for reclaim and dirty tracking: a store another CPU makes is
+    /// either in the state returned or left in the leaf, never lost.
     ///
     /// # Errors
     ///
@@ -448,8 +484,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             .ok_or(PagingError::NotMapped(va))?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
-        self.modify_leaves(s, e, Modify::ClearState(clear))?;
-        Ok((leaf.state, Flush::range(s, e)))
+        let old = self.edit_leaf(&leaf, Modify::ClearState(clear))?;
+        let depth = leaf_depth::<A>(leaf.size).unwrap_or(1);
+        Ok((A::leaf_state(old, depth), Flush::range(s, e)))
     }
 
     /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers
@@ -477,14 +514,17 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true, refuse)? };
-        let bytes = TableRef::<A, NonRoot<A>>::BYTES;
+        let (bytes, ctx, h) = (
+            TableRef::<A, NonRoot<A>>::BYTES,
+            self.ctx(),
+            &mut self.handler,
+        );
         let mut stash =
-            Stash::reserve::<A, H>(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
+            Stash::reserve::<A, H>(h, need.tables, bytes)?.for_change::<A, H>(h, ctx, 0)?;
         // SAFETY: as above; the stash holds what the check pass counted.
-        unsafe { walk::unmap_apply::<A, A::Root, H>(&mut self.handler, &mut stash, root, s, e) };
+        unsafe { walk::unmap_apply::<A, A::Root, H>(h, &mut stash, root, s, e) };
         debug_assert!(stash.is_empty());
-        stash.release(&mut self.handler);
-        Ok(Flush::range(s, e))
+        Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }
 
     /// Gives every leaf in `[va, va + len)` new flags, splitting leaves that the range covers
@@ -524,10 +564,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need =
             unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false, refuse)? };
-        let bytes = TableRef::<A, NonRoot<A>>::BYTES;
-        let mut stash =
-            Stash::reserve::<A, H>(&mut self.handler, need.tables, bytes)?.with_breaks(breaks);
-        let handler = &mut self.handler;
+        let (bytes, ctx, handler) = (
+            TableRef::<A, NonRoot<A>>::BYTES,
+            self.ctx(),
+            &mut self.handler,
+        );
+        let mut stash = Stash::reserve::<A, H>(handler, need.tables, bytes)?
+            .for_change::<A, H>(handler, ctx, 0)?;
         // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
         // make leaves more settled between the two passes, so `hw_live` still holds.
         unsafe {
@@ -633,6 +676,36 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         }
         self.state.borrowed = borrowed;
         Ok(Flush::range(s, e))
+    }
+
+    /// Invalidates what `token` covers ([`Flush::flush`]) and then frees the tables the change
+    /// retired, through this table's handler: the end of every change to a live table.
+    ///
+    /// Retired tables of other page tables (in a token merged from several) are not freed here:
+    /// for those, call [`Flush::flush`] and give the [`Retired`] to each table's
+    /// [`free_retired`](Self::free_retired).
+    pub fn flush(&mut self, token: Flush<A>) {
+        let mut retired = token.flush();
+        self.free_retired(&mut retired);
+    }
+
+    /// Gives the tables in `retired` that this table retired back to its handler (and the
+    /// frames that recorded them), leaving those of other tables in `retired`.
+    pub fn free_retired(&mut self, retired: &mut Retired<A>) {
+        let h = &mut self.handler;
+        // SAFETY: every record of this owner is a subtree this table unlinked and owns alone
+        // (the TLB invalidation that covers it is done: `Retired` comes from `Flush::flush` or
+        // `into_retired`); each retire frame came from this handler with the size of a table
+        // below the root.
+        unsafe {
+            retired.chain.drain_owner(self.root, |frame, records| {
+                for &record in records {
+                    let (pa, depth) = (record & !0xfff, (record & 0xfff) as u8);
+                    walk::free_at_depth::<A, NonRoot<A>, H>(h, pa, depth);
+                }
+                h.free_table(PhysAddr::from(frame as usize), retired::frame_bytes::<A>());
+            });
+        }
     }
 
     /// Unlinks the borrowed range (without freeing anything) and returns its flush.

@@ -80,7 +80,7 @@ impl TableState {
     }
 
     /// The root-entry indices this table shares with borrowers
-    /// ([`PageTable::share`](crate::PageTable::share)); empty if none.
+    /// (`PageTable::share`); empty if none.
     #[must_use]
     pub fn shared(&self) -> Range<usize> {
         self.shared.range()

@@ -213,3 +213,82 @@ fn stage2_and_64k_blocks_break_too() {
     assert_eq!(breaks(&pt), [(0x2000_0000, 512 << 20)]);
     assert_eq!(pt.query(va!(0x2002_0000)).unwrap().size, PageSize::SIZE_64K);
 }
+
+/// A 4 KiB page at 0x4020_0000 whose leaf is then zeroed behind the library's back (as in an
+/// adopted tree): its last-level table is linked and empty.
+fn with_empty_table(liveness: Liveness) -> PageTable<A, Watch<A>> {
+    let mut pt = populated::<A>(liveness);
+    pt.map(va!(0x4020_0000), pa!(0x9200_0000), PageSize::SIZE_4K, RW)
+        .unwrap()
+        .ignore();
+    let root = pt.root_paddr().as_usize() as u64;
+    let tree = raw::walk::<A>(&pt.handler().frames, root).unwrap();
+    let k = tree.leaves.iter().position(|l| l.0 == 0x4020_0000).unwrap();
+    pt.handler().frames.write_phys(tree.entries[k], 0);
+    pt
+}
+
+#[test]
+fn a_block_over_a_table_breaks_first_or_is_refused() {
+    // Table to block: the table entry goes invalid and is flushed before the block is written.
+    let mut pt = with_empty_table(Liveness::Live);
+    pt.map_region(
+        va!(0x4020_0000),
+        pa!(0xa000_0000),
+        M2,
+        RW,
+        HugePages::Allowed,
+    )
+    .unwrap()
+    .ignore();
+    assert_eq!(breaks(&pt), [(0x4020_0000, M2)]);
+    assert_eq!(pt.query(va!(0x4020_0000)).unwrap().size, PageSize::SIZE_2M);
+    let mut pt = with_empty_table(Liveness::Live);
+    pt.map(va!(0x4020_0000), pa!(0xa000_0000), PageSize::SIZE_2M, RW)
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt), [(0x4020_0000, M2)]);
+    // Refused where no address may fault, with nothing changed.
+    let mut pt = with_empty_table(Liveness::LiveNoBreak);
+    let before = pt.handler().frames.snapshot();
+    assert_eq!(
+        pt.map_region(
+            va!(0x4020_0000),
+            pa!(0xa000_0000),
+            M2,
+            RW,
+            HugePages::Allowed
+        )
+        .err(),
+        Some(PagingError::NeedsBreak(va!(0x4020_0000)))
+    );
+    assert_eq!(
+        pt.map(va!(0x4020_0000), pa!(0xa000_0000), PageSize::SIZE_2M, RW)
+            .err(),
+        Some(PagingError::NeedsBreak(va!(0x4020_0000)))
+    );
+    assert!(pt.handler().frames.snapshot() == before);
+    assert!(breaks(&pt).is_empty());
+}
+
+#[test]
+fn a_change_of_the_contiguous_bit_breaks_first_or_is_refused() {
+    for liveness in [Liveness::Live, Liveness::LiveNoBreak] {
+        let mut pt = populated::<A>(liveness);
+        // An adopted leaf with the Contiguous hint (bit 52); a protect drops it.
+        let root = pt.root_paddr().as_usize() as u64;
+        let tree = raw::walk::<A>(&pt.handler().frames, root).unwrap();
+        let k = tree.leaves.iter().position(|l| l.0 == 0x1000_0000).unwrap();
+        let entry = tree.entries[k];
+        let pte = pt.handler().frames.read_phys(entry);
+        pt.handler().frames.write_phys(entry, pte | 1 << 52);
+        let result = pt.protect(va!(0x1000_0000), F::READ).map(|f| f.ignore());
+        if liveness == Liveness::Live {
+            assert_eq!(result, Ok(()));
+            assert_eq!(breaks(&pt), [(0x1000_0000, 0x1000)]);
+        } else {
+            assert_eq!(result, Err(PagingError::NeedsBreak(va!(0x1000_0000))));
+            assert_eq!(pt.handler().frames.read_phys(entry), pte | 1 << 52);
+        }
+    }
+}

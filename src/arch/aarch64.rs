@@ -113,11 +113,14 @@ pub(super) const TABLE_OR_PAGE: u64 = 1 << AArch64Pte::TABLE_OR_PAGE_OFFSET;
 const ATTR_INDX: u64 = 0b111 << AArch64Pte::ATTR_INDX_OFFSET;
 const AP_EL0: u64 = 1 << AArch64Pte::AP_EL0_OFFSET;
 const AP_RO: u64 = 1 << AArch64Pte::AP_RO_OFFSET;
-pub(super) const SH: u64 = 0b11 << AArch64Pte::SH_OFFSET;
 pub(super) const SH_INNER: u64 = 0b11 << AArch64Pte::SH_OFFSET;
 pub(super) const SH_OUTER: u64 = 0b10 << AArch64Pte::SH_OFFSET;
 pub(super) const AF: u64 = 1 << AArch64Pte::AF_OFFSET;
 const NG: u64 = 1 << AArch64Pte::NG_OFFSET;
+const NS: u64 = 1 << AArch64Pte::NS_OFFSET;
+const GP: u64 = 1 << AArch64Pte::GP_OFFSET;
+/// Bits 59-63: ignored in a leaf; APTable, XNTable, NSTable in a table descriptor.
+const UPPER: u64 = ((1 << AArch64Pte::UPPER_BITS) - 1) << AArch64Pte::UPPER_OFFSET;
 pub(super) const OA: u64 = ((1 << AArch64Pte::OA_BITS) - 1) << AArch64Pte::OA_OFFSET;
 pub(super) const DBM: u64 = 1 << AArch64Pte::DBM_OFFSET;
 pub(super) const CONTIGUOUS: u64 = 1 << AArch64Pte::CONTIGUOUS_OFFSET;
@@ -281,15 +284,23 @@ pub(super) const fn entry_kind(pte: u64, depth: u8, max_leaf: u8) -> EntryKind {
     }
 }
 
-/// Whether replacing a valid `old` by a valid `new` needs break-before-make (Arm ARM D8.16.1):
-/// a change between block and table, of the output address, of the memory attributes or
-/// shareability (`attrs` selects the attribute bits of the stage), or of nG.
+/// Whether replacing a valid `old` by a valid `new` needs break-before-make (Arm ARM D8.16.1),
+/// stated as an allow-list: a change of any bit outside `no_break` (the stage's access
+/// permissions, AF, DBM and the software bits) needs one. That covers block to table and table
+/// to block (bit 1, and the output address), the output address, memory attributes,
+/// shareability, nG, NS, GP and the Contiguous hint, and any bit nobody thought to list.
 #[inline(always)]
-pub(super) const fn needs_break(old: u64, new: u64, attrs: u64) -> bool {
+pub(super) const fn needs_break(old: u64, new: u64, no_break: u64) -> bool {
     let both_valid = old & new & VALID != 0;
-    let changed = old ^ new;
-    both_valid && changed & (TABLE_OR_PAGE | OA | attrs | SH) != 0
+    both_valid && (old ^ new) & !no_break != 0
 }
+
+/// The software bits, 55-58, in a block or page descriptor (stage 1 and 2 alike).
+pub(super) const SW: u64 = 0b1111 << AArch64Pte::SW_OFFSET;
+
+/// What a stage 1 leaf may change without break-before-make: AP[2:1], PXN, UXN, AF, DBM and the
+/// software bits.
+const NO_BREAK: u64 = AP_EL0 | AP_RO | PXN | UXN | AF | DBM | SW;
 
 const fn is_writable(pte: u64) -> bool {
     pte & DBM != 0 || pte & AP_RO == 0
@@ -434,12 +445,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
-        let keep = leaf_addr_mask(G::SHIFT, depth)
-            | AF
-            | (0b1110 << AArch64Pte::SW_OFFSET)
-            | (0x1f << 59)
-            | (1 << 50)
-            | (1 << 5);
+        let keep = leaf_addr_mask(G::SHIFT, depth) | AF | (SW & !SW_DIRTY) | UPPER | GP | NS;
         let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts
@@ -496,7 +502,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
 
     #[inline(always)]
     fn needs_break(old: u64, new: u64, _depth: u8) -> bool {
-        needs_break(old, new, ATTR_INDX | NG)
+        needs_break(old, new, NO_BREAK)
     }
 
     fn flush_page(va: VirtAddr) {

@@ -32,8 +32,8 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use super::aarch64::{
-    self, AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
-    needs_break,
+    self, AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE, VALID,
+    entry_kind, needs_break,
 };
 use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
@@ -104,6 +104,11 @@ const SW_DIRTY_BIT: u32 = SW_DIRTY.trailing_zeros();
 /// XN\[1\]: execute-never at both exception levels.
 const XN: u64 = 1 << (AArch64S2Pte::XN_OFFSET + 1);
 const XN_BOTH: u64 = 0b11 << AArch64S2Pte::XN_OFFSET;
+/// Bits 59-63: ignored in a stage 2 leaf.
+const UPPER: u64 = 0x1f << 59;
+/// What a stage 2 leaf may change without break-before-make (D8.16.1): S2AP, XN, AF, DBM and
+/// the software bits.
+const NO_BREAK: u64 = S2AP_R | S2AP_W | XN_BOTH | AF | DBM | SW;
 
 /// MemAttr for each memory type (D8.6.5, FWB = 0).
 const fn mem_attr(mem: MemType) -> u64 {
@@ -276,7 +281,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
         // Keep the address, AF, the other software bits and the ignored ones; the contiguous
         // hint goes, since a protect may cover part of a run.
-        let keep = leaf_addr_mask(depth) | AF | (0b1110 << AArch64S2Pte::SW_OFFSET) | (0x1f << 59);
+        let keep = leaf_addr_mask(depth) | AF | (SW & !SW_DIRTY) | UPPER;
         let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !AF);
         // Shifts and masks instead of branches on `old`, so that a run of leaves vectorizes.
         if flags.contains(MappingFlags::WRITE) {
@@ -330,7 +335,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
 
     #[inline(always)]
     fn needs_break(old: u64, new: u64, _depth: u8) -> bool {
-        needs_break(old, new, MEM_ATTR)
+        needs_break(old, new, NO_BREAK)
     }
 
     fn flush_page(va: VirtAddr) {

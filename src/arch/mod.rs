@@ -132,6 +132,12 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// be told from no table, so the crate refuses such a frame from the handler.
     const TABLE_AT_PA_0: bool = true;
 
+    /// Whether invalidating a page also drops the cached non-leaf entries used to reach it
+    /// (x86 `invlpg`, Arm `TLBI VA*` without "last level", LoongArch has no such caches).
+    /// False on RISC-V, where `sfence.vma` with an address orders only leaf entries: a
+    /// [`Flush`](crate::Flush) that unlinked tables then flushes everything.
+    const PAGE_FLUSH_DROPS_WALKS: bool = true;
+
     /// Whether the TLB can be invalidated page by page; if not (EPT), every
     /// [`Flush`](crate::Flush) flushes everything.
     const PAGE_FLUSH: bool = true;

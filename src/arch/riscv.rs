@@ -197,6 +197,7 @@ macro_rules! sv_mode {
             const VA_BITS: u32 = $va_bits;
             const PA_BITS: u32 = 56;
             const VA_SPACE: VaSpace = VaSpace::$space;
+            const PAGE_FLUSH_DROPS_WALKS: bool = false;
             const ROOT_CONCAT_BITS: u32 = $concat;
 
             #[inline(always)]

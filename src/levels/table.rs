@@ -391,20 +391,24 @@ impl<A: Arch, L: Level> TableRef<A, L> {
     }
 
     /// Replaces the leaf `i`, which the caller just loaded as `old`, by `f(old)`, atomically if
-    /// the hardware may write it meanwhile.
+    /// the hardware may write it meanwhile; returns the value it replaced.
     ///
     /// # Safety
     ///
     /// As for [`store`](Self::store).
     #[inline(always)]
-    pub(crate) unsafe fn update_loaded(self, i: usize, old: u64, f: impl Fn(u64) -> u64) {
+    pub(crate) unsafe fn update_loaded(self, i: usize, old: u64, f: impl Fn(u64) -> u64) -> u64 {
         // SAFETY: as for `load`.
         let entry = unsafe { &*self.base.add(i) };
         if !A::hw_may_update(old, L::DEPTH) {
-            // No hardware writer left: a plain store cannot lose an accessed or dirty bit.
+            // No hardware writer left: a plain store cannot lose an accessed or dirty bit, and
+            // `old` is still the entry.
             entry.store(f(old), Ordering::Release);
+            old
         } else {
-            let _ = entry.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |old| Some(f(old)));
+            match entry.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |old| Some(f(old))) {
+                Ok(replaced) | Err(replaced) => replaced,
+            }
         }
     }
 

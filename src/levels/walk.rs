@@ -17,6 +17,8 @@ use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::handler::PagingHandler;
+use crate::retired::{self, Chain};
+use crate::state::RootRange;
 
 /// A leaf as the walk reports it; `va` is folded.
 #[derive(Clone, Copy, Debug)]
@@ -52,16 +54,57 @@ pub(crate) enum Breaks {
     Refuse,
 }
 
-/// Table frames reserved for a change, chained through their first word, and how the change
-/// makes breaks.
+/// What a change must know of the table besides its tree.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx {
+    /// What to do about changes that need break-before-make.
+    pub breaks: Breaks,
+    /// Whether an MMU may walk the table, so that unlinked tables are retired (kept until the
+    /// flush) instead of freed at once.
+    pub defer: bool,
+    /// The root's physical address, which names the table in retire records.
+    pub owner: u64,
+    /// Root entries shared with borrowers: the tables they link are never unlinked.
+    pub shared: RootRange,
+}
+
+impl Ctx {
+    /// An offline table that shares nothing: entries replaced in place, tables freed at once.
+    pub(crate) const OFFLINE: Self = Self {
+        breaks: Breaks::InPlace,
+        defer: false,
+        owner: 0,
+        shared: RootRange::new(0, 0),
+    };
+
+    /// Whether the table that entry `i` of a level-`L` table links must stay linked.
+    #[inline(always)]
+    fn keeps<A: Arch, L: Level>(&self, i: usize) -> bool {
+        L::DEPTH == arch::root_depth::<A>() && self.shared.contains(i)
+    }
+}
+
+/// Table frames reserved for a change, chained through their first word (and a second chain
+/// of spare frames for retire records), the change's [`Ctx`], and the tables it retired.
 pub(crate) struct Stash {
     head: u64,
     count: usize,
     bytes: usize,
-    pub(crate) breaks: Breaks,
+    /// Frames reserved for retire records, chained like `head`.
+    spare: u64,
+    pub(crate) ctx: Ctx,
+    /// The tables the change unlinked from a live table, for its `Flush`.
+    retired: Chain,
 }
 
 const NO_FRAME: u64 = u64::MAX;
+
+/// The first word of the frame at `pa`, through the handler.
+fn frame_ptr<H: PagingHandler>(h: &H, pa: u64) -> *mut u64 {
+    h.phys_to_virt(PhysAddr::from(pa as usize))
+        .as_ptr()
+        .cast::<u64>()
+}
 
 /// One table frame of `bytes` from the handler, checked before anything uses it: aligned to
 /// `bytes`, inside the mode's physical-address width, reached through an 8-aligned pointer, and
@@ -143,8 +186,87 @@ impl Stash {
             head: NO_FRAME,
             count: 0,
             bytes,
-            breaks: Breaks::InPlace,
+            spare: NO_FRAME,
+            ctx: Ctx::OFFLINE,
+            retired: Chain::EMPTY,
         }
+    }
+
+    /// The same stash, for a change in `ctx`, with room reserved for recording `unlinks`
+    /// retired tables if the change retires rather than frees.
+    ///
+    /// # Errors
+    ///
+    /// As for [`reserve`](Self::reserve); the stash is given back first.
+    pub(crate) fn for_change<A: Arch, H: PagingHandler>(
+        mut self,
+        h: &mut H,
+        ctx: Ctx,
+        unlinks: usize,
+    ) -> Result<Self, PagingError> {
+        self.ctx = ctx;
+        if ctx.defer && unlinks > 0 {
+            match Self::reserve::<A, H>(h, unlinks.div_ceil(retired::capacity::<A>()), self.bytes) {
+                // The spares' frames move to this stash, which gives them back.
+                Ok(spares) => self.spare = spares.head,
+                Err(e) => {
+                    self.release(h);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Room for one more retire record: in the last retire frame, a spare one, or (for a change
+    /// that reserved none) a frame taken from the handler now. False if none can be had: the
+    /// caller then leaves the table linked.
+    fn retire_room<A: Arch, H: PagingHandler>(&mut self, h: &mut H) -> bool {
+        if !self.ctx.defer || self.retired.has_room::<A>() {
+            return true;
+        }
+        let pa = if self.spare != NO_FRAME {
+            let pa = self.spare;
+            // SAFETY: the first word of a stashed frame is its link.
+            self.spare = unsafe { frame_ptr(h, pa).read() };
+            pa
+        } else {
+            match alloc_frame::<A, H>(h, self.bytes) {
+                Ok(pa) => pa,
+                Err(_) => return false,
+            }
+        };
+        // SAFETY: the frame is ours alone (spare or just allocated, checked 8-aligned) and of
+        // the size retire frames have.
+        unsafe {
+            self.retired
+                .push_frame(frame_ptr(h, pa), pa, self.ctx.owner)
+        };
+        true
+    }
+
+    /// Hands the table at `pa` (level `L`), just unlinked, to the change's end: freed at once
+    /// with everything below it if the table is offline, else recorded for the `Flush`.
+    ///
+    /// # Safety
+    ///
+    /// The subtree is owned by the caller and linked from nowhere any more, and
+    /// [`retire_room`](Self::retire_room) returned true since the last record.
+    unsafe fn retire<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &mut H, pa: u64) {
+        if self.ctx.defer {
+            // SAFETY: `retire_room` made room (caller).
+            unsafe { self.retired.push(pa, L::DEPTH) };
+        } else {
+            // SAFETY: forwarded from the caller.
+            unsafe { free_subtree::<A, L, H>(h, pa) };
+        }
+    }
+
+    /// The tables the change retired, for its `Flush`; the unused frames go back.
+    pub(crate) fn finish<H: PagingHandler>(mut self, h: &mut H) -> Chain {
+        let retired = self.retired.take();
+        self.release(h);
+        retired
     }
 
     /// Takes a reserved frame, zeroed unless the caller will write every entry. The check pass
@@ -177,28 +299,27 @@ impl Stash {
         (pa, table)
     }
 
-    /// Gives back whatever is left.
+    /// Gives back whatever is left (retired tables are not: see [`finish`](Self::finish)).
     pub(crate) fn release<H: PagingHandler>(mut self, h: &mut H) {
-        while self.head != NO_FRAME {
-            let pa = PhysAddr::from(self.head as usize);
-            // SAFETY: the first word of a stashed frame is its link.
-            self.head = unsafe { h.phys_to_virt(pa).as_ptr().cast::<u64>().read() };
-            // SAFETY: the frame came from `alloc_table(self.bytes)` and is referenced nowhere.
-            unsafe { h.free_table(pa, self.bytes) };
+        for head in [&mut self.head, &mut self.spare] {
+            while *head != NO_FRAME {
+                let pa = *head;
+                // SAFETY: the first word of a stashed frame is its link.
+                *head = unsafe { frame_ptr(h, pa).read() };
+                // SAFETY: the frame came from `alloc_table(self.bytes)` and is referenced
+                // nowhere.
+                unsafe { h.free_table(PhysAddr::from(pa as usize), self.bytes) };
+            }
         }
         self.count = 0;
-    }
-
-    /// The same stash, making breaks as `breaks` says.
-    pub(crate) fn with_breaks(mut self, breaks: Breaks) -> Self {
-        self.breaks = breaks;
-        self
     }
 
     /// Whether a change from `old` to `new` at level `L` is made as break-before-make.
     #[inline(always)]
     fn breaking<A: Arch, L: Level>(&self, old: u64, new: u64) -> bool {
-        A::BREAK_BEFORE_MAKE && self.breaks == Breaks::Make && A::needs_break(old, new, L::DEPTH)
+        A::BREAK_BEFORE_MAKE
+            && self.ctx.breaks == Breaks::Make
+            && A::needs_break(old, new, L::DEPTH)
     }
 
     /// Whether every reserved frame was used.
@@ -322,22 +443,25 @@ impl MapReq {
     }
 }
 
-/// Check pass of a map: errors, and the number of tables the map will create.
+/// Check pass of a map: errors, the number of tables the map will create, and the number of
+/// (empty) tables its leaves replace. `refuse` refuses a leaf over a table where that needs
+/// break-before-make.
 pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
     t: TableRef<A, L>,
     s: u64,
     e: u64,
     req: &MapReq,
-) -> Result<usize, PagingError> {
-    let mut need = 0;
+    refuse: bool,
+) -> Result<EditNeeds, PagingError> {
+    let mut need = EditNeeds::default();
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         let leaf_here = req.leaf_here::<A, L>(a, full);
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty if leaf_here || L::DEPTH == 1 => {}
-            EntryKind::Empty => need += 1 + fresh_tables::<A, L::Below>(a, b, req),
+            EntryKind::Empty => need.tables += 1 + fresh_tables::<A, L::Below>(a, b, req),
             EntryKind::Leaf => return Err(PagingError::AlreadyMapped(A::unfold(a))),
             EntryKind::Table if L::DEPTH == 1 => {
                 return Err(PagingError::AlreadyMapped(A::unfold(a)));
@@ -351,9 +475,14 @@ pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
                     if let Some(va) = unsafe { first_leaf::<A, L::Below, H>(h, next, a) } {
                         return Err(PagingError::AlreadyMapped(A::unfold(va)));
                     }
+                    if refuse && A::BREAK_BEFORE_MAKE {
+                        // Table to block (Arm ARM D8.16.1).
+                        return Err(PagingError::NeedsBreak(A::unfold(a)));
+                    }
+                    need.unlinks += 1;
                 } else {
                     // SAFETY: as above.
-                    need += unsafe { map_check::<A, L::Below, H>(h, next, a, b, req)? };
+                    need.add(unsafe { map_check::<A, L::Below, H>(h, next, a, b, req, refuse)? });
                 }
             }
         }
@@ -440,12 +569,14 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
         let kind = A::entry_kind(pte, L::DEPTH);
         if req.leaf_here::<A, L>(a, full) {
             let leaf = template | A::leaf_addr_bits(a.wrapping_add(req.delta), L::DEPTH);
-            // SAFETY: masked index, live table owned by the caller.
-            unsafe { t.store(i, leaf) };
             if kind == EntryKind::Table {
-                // The check pass found nothing mapped below: free the empty subtree.
-                // SAFETY: the entry no longer links the subtree, which this tree owned.
-                unsafe { free_subtree::<A, L::Below, H>(h, A::table_addr(pte)) };
+                // The check pass found nothing mapped below, and counted the unlink.
+                // SAFETY: masked index, live table owned by the caller; once unlinked, the
+                // empty subtree is ours alone to retire.
+                unsafe { replace_table::<A, L, H>(h, stash, t, i, a, pte, leaf) };
+            } else {
+                // SAFETY: masked index, live table owned by the caller.
+                unsafe { t.store(i, leaf) };
             }
         } else if kind == EntryKind::Table {
             // SAFETY: a table entry leads to a live table one down.
@@ -464,19 +595,57 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
     }
 }
 
+/// Writes `leaf` over entry `i` of `t`, a table entry `pte` for `[va, va + SIZE)` whose subtree
+/// maps nothing, and retires the subtree: as break-before-make where the stash says so (table
+/// to block, Arm ARM D8.16.1). If no retire record can be had (it was reserved, so only a
+/// broken handler gets here), the empty subtree leaks rather than being freed under a walker.
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller, `i` in bounds, and the subtree maps nothing.
+unsafe fn replace_table<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    va: u64,
+    pte: u64,
+    leaf: u64,
+) {
+    let room = stash.retire_room::<A, H>(h);
+    if stash.breaking::<A, L>(pte, leaf) {
+        // SAFETY: as for `store`.
+        unsafe { t.swap(i, 0) };
+        let va = va & !(TableRef::<A, L>::SIZE - 1);
+        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+    }
+    // SAFETY: masked index, live table owned by the caller.
+    unsafe { t.store(i, leaf) };
+    if room {
+        // SAFETY: the entry no longer links the subtree, which this tree owned.
+        unsafe { stash.retire::<A, L::Below, H>(h, A::table_addr(pte)) };
+    }
+}
+
 /// A single-leaf map in one descent: through the tables that exist, checking for conflicts on
 /// the way; at the first missing one, the tables below are reserved (all or none) and made.
+/// Returns what it retired (an empty table a huge leaf replaced).
 pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
+    ctx: Ctx,
     t: TableRef<A, L>,
     s: u64,
     e: u64,
     req: &MapReq,
-) -> Result<(), PagingError> {
+) -> Result<Chain, PagingError> {
     let i = TableRef::<A, L>::index(s);
     // SAFETY: masked index, live table.
     let pte = unsafe { t.load(i) };
     let kind = A::entry_kind(pte, L::DEPTH);
+    let leaf = || {
+        A::leaf_template(req.flags, L::DEPTH)
+            | A::leaf_addr_bits(s.wrapping_add(req.delta), L::DEPTH)
+    };
     if L::DEPTH == req.exact_depth {
         if kind == EntryKind::Leaf {
             return Err(PagingError::AlreadyMapped(A::unfold(s)));
@@ -488,29 +657,24 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
             if let Some(va) = found {
                 return Err(PagingError::AlreadyMapped(A::unfold(va)));
             }
-            // SAFETY: masked index, live table owned by the caller; the subtree is empty and
-            // unlinked before it is freed.
-            unsafe {
-                t.store(
-                    i,
-                    A::leaf_template(req.flags, L::DEPTH)
-                        | A::leaf_addr_bits(s.wrapping_add(req.delta), L::DEPTH),
-                );
-                free_subtree::<A, L::Below, H>(h, A::table_addr(pte));
+            if A::BREAK_BEFORE_MAKE && ctx.breaks == Breaks::Refuse {
+                return Err(PagingError::NeedsBreak(A::unfold(s)));
             }
-            return Ok(());
+            let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, L::Below>::BYTES)?
+                .for_change::<A, H>(h, ctx, 1)?;
+            // SAFETY: masked index, live table owned by the caller; the subtree is empty.
+            unsafe { replace_table::<A, L, H>(h, &mut stash, t, i, s, pte, leaf()) };
+            return Ok(stash.finish(h));
         }
-        let leaf = A::leaf_template(req.flags, L::DEPTH)
-            | A::leaf_addr_bits(s.wrapping_add(req.delta), L::DEPTH);
         // SAFETY: masked index, live table owned by the caller.
-        unsafe { t.store(i, leaf) };
-        return Ok(());
+        unsafe { t.store(i, leaf()) };
+        return Ok(Chain::EMPTY);
     }
     match kind {
         EntryKind::Leaf => Err(PagingError::AlreadyMapped(A::unfold(s))),
         // SAFETY: a table entry leads to a live table one down.
         EntryKind::Table => unsafe {
-            map_one::<A, L::Below, H>(h, child::<A, L, H>(h, pte), s, e, req)
+            map_one::<A, L::Below, H>(h, ctx, child::<A, L, H>(h, pte), s, e, req)
         },
         EntryKind::Empty => {
             let need = (L::DEPTH - req.exact_depth) as usize;
@@ -520,7 +684,7 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
             unsafe { map_apply::<A, L, H>(h, &mut stash, t, s, e, req, false) };
             debug_assert!(stash.is_empty());
             stash.release(h);
-            Ok(())
+            Ok(Chain::EMPTY)
         }
     }
 }
@@ -600,18 +764,22 @@ fn split_cost<A: Arch, L: Level>(a: u64, b: u64) -> usize {
     cost
 }
 
-/// What the check pass of a region edit found: the tables that splitting the leaves at the edges
-/// needs, and whether the MMU may still set an accessed or dirty bit in a leaf of the range.
+/// What the check pass of a change found: the tables it needs (new ones, or splits of leaves at
+/// the edges), whether the MMU may still set an accessed or dirty bit in a leaf of the range,
+/// and how many tables it may unlink.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct EditNeeds {
     pub tables: usize,
     pub hw_live: bool,
+    /// At most how many tables the change unlinks (and so retires, in a live table).
+    pub unlinks: usize,
 }
 
 impl EditNeeds {
     fn add(&mut self, other: EditNeeds) {
         self.tables += other.tables;
         self.hw_live |= other.hw_live;
+        self.unlinks += other.unlinks;
     }
 }
 
@@ -805,7 +973,10 @@ unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
 }
 
 /// Apply pass of `unmap_region`: clears every leaf in `[s, e)`, splitting leaves at the edges,
-/// and frees every table below `t` that it empties.
+/// and unlinks every table below `t` that it empties or covers whole (a covered table is not
+/// visited), retiring it ([`Stash::retire`]). Where a live table's retirement cannot be recorded
+/// (the handler has no frame for the record), a covered table is emptied instead of unlinked,
+/// and an emptied one stays linked: still owned, freed later.
 pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     stash: &mut Stash,
@@ -816,17 +987,19 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
     for Span { i, a, b, full } in spans::<A, L>(s, e) {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
-        match A::entry_kind(pte, L::DEPTH) {
+        let kind = A::entry_kind(pte, L::DEPTH);
+        let unlinkable = L::DEPTH > 1 && kind == EntryKind::Table && !stash.ctx.keeps::<A, L>(i);
+        match kind {
             EntryKind::Empty => {}
             // SAFETY: masked index, live table owned by the caller.
             EntryKind::Leaf if full => unsafe { t.store(i, 0) },
             EntryKind::Table if L::DEPTH == 1 => {}
-            EntryKind::Table if full => {
+            EntryKind::Table if full && unlinkable && stash.retire_room::<A, H>(h) => {
                 // SAFETY: masked index, live table owned by the caller; once unlinked, the
-                // subtree is ours alone to free.
+                // subtree is ours alone to retire.
                 unsafe {
                     t.store(i, 0);
-                    free_subtree::<A, L::Below, H>(h, A::table_addr(pte));
+                    stash.retire::<A, L::Below, H>(h, A::table_addr(pte));
                 }
             }
             kind => {
@@ -838,18 +1011,64 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
                     unsafe { child::<A, L, H>(h, pte) }
                 };
                 // SAFETY: `next` is live and owned by the caller. If the range emptied it, it is
-                // unlinked before it is freed, and it came from `alloc_table` with this size.
+                // unlinked before it is retired.
                 unsafe {
                     unmap_apply::<A, L::Below, H>(h, stash, next, a, b);
-                    if next.is_zero() {
-                        let pa = A::table_addr(t.load(i));
+                    let entry = t.load(i);
+                    if !stash.ctx.keeps::<A, L>(i) && next.is_zero() && stash.retire_room::<A, H>(h)
+                    {
                         t.store(i, 0);
-                        h.free_table(PhysAddr::from(pa as usize), TableRef::<A, L::Below>::BYTES);
+                        stash.retire::<A, L::Below, H>(h, A::table_addr(entry));
                     }
                 }
             }
         }
     }
+}
+
+/// Clears the leaf of depth `depth` that starts at folded `va` and returns it as the swap
+/// that cleared it found it (with every mark the MMU made), and whether `t` is empty now.
+/// The topmost table the clear empties is unlinked and retired, with the chain of emptied
+/// tables below it; the root, and the tables below shared root entries, stay.
+pub(crate) unsafe fn unmap_one<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    va: u64,
+    depth: u8,
+) -> (u64, bool) {
+    let i = TableRef::<A, L>::index(va);
+    let is_root = L::DEPTH == arch::root_depth::<A>();
+    if L::DEPTH == depth || L::DEPTH == 1 {
+        // SAFETY: masked index, live table owned by the caller.
+        let old = unsafe { t.swap(i, 0) };
+        // SAFETY: live table.
+        return (old, !is_root && unsafe { t.is_zero() });
+    }
+    // SAFETY: masked index, live table; the leaf lies below a table entry (the caller found it).
+    let pte = unsafe { t.load(i) };
+    // SAFETY: a table entry leads to a live table one down.
+    let next = unsafe { child::<A, L, H>(h, pte) };
+    // SAFETY: forwarded.
+    let (old, emptied) = unsafe { unmap_one::<A, L::Below, H>(h, stash, next, va, depth) };
+    if !emptied || stash.ctx.keeps::<A, L>(i) {
+        return (old, false);
+    }
+    // SAFETY: in bounds, live table.
+    let only_child =
+        !is_root && (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
+    if only_child {
+        // This table empties with its child: the level above unlinks both at once.
+        return (old, true);
+    }
+    if stash.retire_room::<A, H>(h) {
+        // SAFETY: masked index, live table owned by the caller; the emptied subtree is ours.
+        unsafe {
+            t.store(i, 0);
+            stash.retire::<A, L::Below, H>(h, A::table_addr(pte));
+        }
+    }
+    (old, false)
 }
 
 /// How [`modify_apply`] changes each leaf.
@@ -889,7 +1108,7 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     op: Modify,
     hw_live: bool,
 ) {
-    if L::DEPTH == 1 && stash.breaks == Breaks::Make && A::BREAK_BEFORE_MAKE {
+    if L::DEPTH == 1 && stash.ctx.breaks == Breaks::Make && A::BREAK_BEFORE_MAKE {
         // A live AArch64 table: entry by entry, each change that needs it made as a break.
         let first = TableRef::<A, L>::index(s);
         let count = ((e - s) >> TableRef::<A, L>::SHIFT) as usize;
@@ -1042,6 +1261,65 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
             EntryKind::Table => {}
         }
     }
+}
+
+/// Frees the subtree at `pa`, whose root is at `depth` (at or below level `L`).
+///
+/// # Safety
+///
+/// As for [`free_subtree`].
+pub(crate) unsafe fn free_at_depth<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    pa: u64,
+    depth: u8,
+) {
+    if L::DEPTH == depth {
+        // SAFETY: forwarded.
+        unsafe { free_subtree::<A, L, H>(h, pa) };
+    } else if L::DEPTH > 1 {
+        // SAFETY: forwarded.
+        unsafe { free_at_depth::<A, L::Below, H>(h, pa, depth) };
+    }
+}
+
+/// A single-leaf edit: `op` on the leaf of depth `depth` that starts at folded `va`, in one
+/// atomic step (or as break-before-make where `breaks` says so and the change needs it).
+/// Returns the leaf as the operation that changed it found it, with every mark the MMU made.
+///
+/// # Errors
+///
+/// [`PagingError::NeedsBreak`] if the change needs a break and `breaks` refuses it; nothing
+/// changed.
+pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    breaks: Breaks,
+    t: TableRef<A, L>,
+    va: u64,
+    depth: u8,
+    op: Modify,
+) -> Result<u64, PagingError> {
+    let i = TableRef::<A, L>::index(va);
+    // SAFETY: masked index, live table.
+    let pte = unsafe { t.load(i) };
+    if L::DEPTH == depth || L::DEPTH == 1 {
+        let new = op.apply::<A, L>(pte, va);
+        if A::BREAK_BEFORE_MAKE && breaks != Breaks::InPlace && A::needs_break(pte, new, L::DEPTH) {
+            if breaks == Breaks::Refuse {
+                return Err(PagingError::NeedsBreak(A::unfold(va)));
+            }
+            // SAFETY: masked index, live table owned by the caller. The swap returns the leaf
+            // as last marked; once invalid, no MMU marks it again.
+            let old = unsafe { t.swap(i, 0) };
+            h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+            // SAFETY: as above.
+            unsafe { t.store(i, op.apply::<A, L>(old, va)) };
+            return Ok(old);
+        }
+        // SAFETY: as above.
+        return Ok(unsafe { t.update_loaded(i, pte, |old| op.apply::<A, L>(old, va)) });
+    }
+    // SAFETY: the leaf lies below this table entry (the caller found it); forwarded.
+    unsafe { edit_one::<A, L::Below, H>(h, breaks, child::<A, L, H>(h, pte), va, depth, op) }
 }
 
 /// Counts the tables of the subtree at `t`, itself included.

@@ -1,0 +1,163 @@
+//! Live tables: what holds while an MMU walks the table being edited. No table that was linked
+//! is freed before the flush that covers it; the kernel half that process tables borrow is
+//! never freed under them, and nothing a borrower caches outlives a table; parents let through
+//! what a leaf mapped under them allows; LoongArch never links a table at physical address 0.
+
+mod common;
+
+use common::Frames;
+use common::mmu::{Event, Mmu};
+use common::raw;
+use memory_addr::{pa, va};
+use pagetable::arch::level_shift;
+use pagetable::{
+    AArch64, Arch, HugePages, Liveness, LoongArch64, MappingFlags as F, PageSize, PageTable,
+    PagingError, PagingHandler, Sv39, X86_64,
+};
+
+const RW: F = F::READ.union(F::WRITE);
+
+fn live<M: common::hw::Hardware + Arch>() -> PageTable<M, Mmu<M>> {
+    let mut pt = PageTable::new(Mmu::<M>::new(1100, 0x10_0000_0000)).unwrap();
+    pt.set_liveness(Liveness::Live);
+    pt
+}
+
+/// Every table a raw walk reaches from the root.
+fn tables<M: common::hw::Hardware + Arch>(pt: &PageTable<M, Mmu<M>>) -> Vec<u64> {
+    let root = pt.root_paddr().as_usize() as u64;
+    raw::walk::<M>(&pt.handler().frames, root)
+        .unwrap()
+        .tables
+        .into_iter()
+        .collect()
+}
+
+fn frees<M: common::hw::Hardware>(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Free(pa) => Some(*pa),
+            Event::Break(_) => None,
+        })
+        .collect()
+}
+
+/// In a live table, each call that unlinks tables frees none of them before its flush, and
+/// `PageTable::flush` frees exactly those.
+fn unlinked_tables_outlive_the_call<M: common::hw::Hardware + Arch>() {
+    let page = 1usize << M::PAGE_SHIFT;
+    let small = PageSize::from_shift(M::PAGE_SHIFT).unwrap();
+    let base = M::unfold(1 << 30);
+    let untouched = |pt: &PageTable<M, Mmu<M>>, linked: &[u64], what: &str| {
+        assert_eq!(
+            frees::<M>(&pt.handler().take_events()),
+            [],
+            "{}: {what}",
+            M::NAME
+        );
+        for &t in linked {
+            assert!(
+                pt.handler().frames.is_live(t, page),
+                "{}: {what}: {t:#x} freed",
+                M::NAME
+            );
+        }
+    };
+    // unmap of the last page: the chain of tables above it is unlinked.
+    let mut pt = live::<M>();
+    pt.map(base, pa!(0x8000_0000), small, RW).unwrap().ignore();
+    let linked = tables(&pt);
+    let (_, flush) = pt.unmap(base).unwrap();
+    untouched(&pt, &linked, "unmap");
+    assert!(flush.has_retired());
+    flush_frees_them(&mut pt, flush, &linked);
+    // unmap_region over many tables.
+    let mut pt = live::<M>();
+    pt.map_region(base, pa!(0x8000_0000), 64 * page, RW, HugePages::Never)
+        .unwrap()
+        .ignore();
+    let linked = tables(&pt);
+    let flush = pt.unmap_region(base, 64 * page).unwrap();
+    untouched(&pt, &linked, "unmap_region");
+    flush_frees_them(&mut pt, flush, &linked);
+    // A huge leaf over an empty table retires the table.
+    let mut pt = live::<M>();
+    pt.map(base, pa!(0x8000_0000), small, RW).unwrap().ignore();
+    let linked = tables(&pt);
+    let root = pt.root_paddr().as_usize() as u64;
+    let frames = &pt.handler().frames;
+    let (entry, _) = common::mmu::leaf_entry::<M>(frames, root, base.as_usize() as u64);
+    frames.write_phys(entry, 0);
+    let block = 1usize << level_shift::<M>(2);
+    let flush = pt
+        .map_region(base, pa!(0x8000_0000), block, RW, HugePages::Allowed)
+        .unwrap();
+    untouched(&pt, &linked, "a huge leaf over an empty table");
+    let after = tables(&pt);
+    assert_eq!(linked.iter().filter(|t| !after.contains(t)).count(), 1);
+    flush_frees_them(&mut pt, flush, &linked);
+}
+
+/// `PageTable::flush` frees every table the change unlinked (and the frames that recorded
+/// them), and nothing the table still links.
+fn flush_frees_them<M: common::hw::Hardware + Arch>(
+    pt: &mut PageTable<M, Mmu<M>>,
+    flush: pagetable::Flush<M>,
+    linked_before: &[u64],
+) {
+    pt.flush(flush);
+    let freed = frees::<M>(&pt.handler().take_events());
+    let still = tables(pt);
+    for t in linked_before.iter().filter(|t| !still.contains(t)) {
+        assert!(
+            freed.contains(t),
+            "{}: {t:#x} not freed after the flush",
+            M::NAME
+        );
+    }
+    for t in &still {
+        assert!(
+            !freed.contains(t),
+            "{}: freed {t:#x}, still linked",
+            M::NAME
+        );
+    }
+    let out = pt.handler().frames.live_frames() << 12 >> M::PAGE_SHIFT;
+    assert_eq!(pt.table_frames(), out, "{}: nothing leaked", M::NAME);
+}
+
+#[test]
+fn live_tables_free_no_unlinked_table_before_the_flush() {
+    unlinked_tables_outlive_the_call::<X86_64>();
+    unlinked_tables_outlive_the_call::<AArch64>();
+    unlinked_tables_outlive_the_call::<Sv39>();
+    unlinked_tables_outlive_the_call::<LoongArch64>();
+}
+
+/// `lddir` reads an empty (zero) directory entry as a table at physical address 0, so a table
+/// there would read as unlinked: a handler's frame at 0 is refused and given back.
+#[test]
+fn loongarch_refuses_a_table_frame_at_physical_address_0() {
+    let mut frames = Frames::new(16, 0);
+    let zero = frames.alloc_table(4096).unwrap();
+    assert_eq!(zero, pa!(0));
+    let pt = PageTable::<LoongArch64, _>::new(frames).unwrap();
+    // Frame 0 goes back to the handler, to be the next one it hands out.
+    let mut pt = pt;
+    // SAFETY: `zero` came from this handler and nothing uses it.
+    unsafe { pt.handler_mut().free_table(zero, 4096) };
+    let before = pt.handler().snapshot();
+    let result = pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, RW);
+    assert_eq!(
+        result.err(),
+        Some(PagingError::BadFrame(pa!(0))),
+        "a table at 0 was linked"
+    );
+    assert!(pt.handler().snapshot() == before);
+    assert_eq!(
+        pt.handler().live_frames(),
+        1,
+        "the frame at 0 was given back"
+    );
+}
