@@ -26,8 +26,8 @@ use crate::page_table::{Mapping, PageTable, Translation};
 /// tree meanwhile, and the cursor forgets the table on any call of its own that may free one.
 pub struct Cursor<'a, A: Arch, H: PagingHandler> {
     pt: &'a mut PageTable<A, H>,
-    /// The folded address where the remembered table's span starts, with bit 0 set if the span
-    /// lies in a borrowed range (queries only, then); [`NONE`] if no table is remembered.
+    /// The folded address where the remembered table's span starts; [`NONE`] if no table is
+    /// remembered. A table in a borrowed range is never remembered.
     /// Plain words, not an `Option` of a struct: the fast path compares one of them.
     last_base: u64,
     /// The remembered table (dangling while `last_base` is [`NONE`]).
@@ -38,7 +38,6 @@ pub struct Cursor<'a, A: Arch, H: PagingHandler> {
 
 /// No table remembered: not a span base (those are aligned and below 2^57).
 const NONE: u64 = u64::MAX;
-const BORROWED: u64 = 1;
 
 impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// A [`Cursor`] for single-page calls on neighbouring pages.
@@ -61,8 +60,8 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
     /// the walk reaches one: remembered, or found by one descent and then remembered.
     fn last_table(&mut self, va: u64) -> Option<(TableRef<A, L1>, bool)> {
         let base = va & !(Self::SPAN - 1);
-        if self.last_base & !BORROWED == base {
-            return Some((self.last, self.last_base & BORROWED != 0));
+        if self.last_base == base {
+            return Some((self.last, false));
         }
         let root = self.pt.root_ref();
         let handler = self.pt.handler();
@@ -70,10 +69,15 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         let pa = unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va) }?;
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
-        self.last = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
-        let borrowed = self.pt.check_not_borrowed(base, base + Self::SPAN).is_err();
-        self.last_base = base | if borrowed { BORROWED } else { 0 };
-        Some((self.last, borrowed))
+        let table = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
+        if self.pt.check_not_borrowed(base, base + Self::SPAN).is_err() {
+            // A borrowed table is its owner's, which may free it between two calls here: used
+            // for this call only, never remembered.
+            return Some((table, true));
+        }
+        self.last = table;
+        self.last_base = base;
+        Some((table, false))
     }
 
     /// Forgets the remembered table.
@@ -191,7 +195,7 @@ impl<A: Arch, H: PagingHandler> fmt::Debug for Cursor<'_, A, H> {
             .field("mode", &A::NAME)
             .field(
                 "last_table_span",
-                &(self.last_base != NONE).then(|| A::unfold(self.last_base & !BORROWED)),
+                &(self.last_base != NONE).then(|| A::unfold(self.last_base)),
             )
             .finish_non_exhaustive()
     }

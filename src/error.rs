@@ -60,6 +60,14 @@ pub enum PagingError {
     /// pointer that is not 8-byte aligned, or (LoongArch) at physical address 0. The frame was
     /// given back to the handler.
     BadFrame(PhysAddr),
+    /// The address lies in a range this table shares with borrowers
+    /// ([`PageTable::share`](crate::PageTable::share)), where the change would replace the
+    /// table below a root entry (a root-level leaf); or a second shared range was asked for
+    /// that would not make one contiguous range with the first.
+    Shared(VirtAddr),
+    /// [`PageTable::copy_from`](crate::PageTable::copy_from) of a range the other table does
+    /// not share ([`PageTable::share`](crate::PageTable::share)).
+    NotShared(VirtAddr),
 }
 
 impl fmt::Display for PagingError {
@@ -93,6 +101,13 @@ impl fmt::Display for PagingError {
             }
             Self::SizeNotSupported(size) => write!(f, "no {size} leaves in this paging mode"),
             Self::Borrowed(va) => write!(f, "virtual address {va:#x} is in a borrowed range"),
+            Self::Shared(va) => write!(f, "virtual address {va:#x} is in a shared range"),
+            Self::NotShared(va) => {
+                write!(
+                    f,
+                    "virtual address {va:#x} is not in a range the other table shares"
+                )
+            }
             Self::BadFrame(pa) => write!(
                 f,
                 "the handler returned the frame {pa:#x}, which the mode cannot use as a table"

@@ -234,11 +234,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         &mut self.handler
     }
 
-    /// A read-only view of the root table.
+    /// A read-only view of the root table. It does not lead into borrowed root entries
+    /// ([`Table::next`]).
     #[must_use]
     pub fn root(&self) -> Table<'_, A, A::Root, H> {
         // SAFETY: the root is live while `self` is borrowed.
-        unsafe { Table::new(&self.handler, self.root) }
+        unsafe { Table::new(&self.handler, self.root) }.hiding(self.state.borrowed)
     }
 
     pub(crate) fn root_ref(&self) -> TableRef<A, A::Root> {
@@ -301,6 +302,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ) -> Result<Flush<A>, PagingError> {
         let depth = leaf_depth::<A>(size).ok_or(PagingError::SizeNotSupported(size))?;
         let (s, e) = self.check_range(va, size.bytes(), size.bytes() as u64)?;
+        if depth == arch::root_depth::<A>()
+            && self.state.shared.contains(TableRef::<A, A::Root>::index(s))
+        {
+            return Err(PagingError::Shared(va));
+        }
         let delta = self
             .check_pa(pa, size.bytes(), size.bytes() as u64)?
             .wrapping_sub(s);
@@ -310,6 +316,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             huge: true,
             flags,
             exact_depth: depth,
+            shared: self.state.shared,
         };
         let (root, ctx) = (self.root_ref(), self.ctx());
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
@@ -353,6 +360,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                 huge: huge == HugePages::Allowed,
                 flags,
                 exact_depth: 0,
+                shared: self.state.shared,
             },
         )
     }
@@ -636,16 +644,22 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * A bad range, as for [`unmap_region`](Self::unmap_region).
     /// * [`PagingError::UnalignedVa`] / [`PagingError::UnalignedLen`] unless the range is
     ///   whole root entries.
+    /// * [`PagingError::NotShared`] if `other` does not share the whole range
+    ///   ([`share`](Self::share)).
     /// * [`PagingError::AlreadyMapped`] if a root entry in the range is not empty here.
     /// * [`PagingError::Borrowed`] if this table already borrows a range that this one would
     ///   not extend to one contiguous range.
     ///
     /// # Safety
     ///
-    /// `other` must outlive the borrow: it must not free or unlink the shared tables (drop,
-    /// `unmap_region` over them, …) until this table has called
-    /// [`release_borrowed`](Self::release_borrowed) or been dropped. And this table's handler
-    /// must reach `other`'s tables through [`PagingHandler::phys_to_virt`] for as long.
+    /// * `other` outlives the borrow: it is not dropped (which frees the shared tables) until
+    ///   this table has called [`release_borrowed`](Self::release_borrowed) or been dropped.
+    ///   While it lives, `other` itself never unlinks the tables below a shared root entry.
+    /// * This table's handler reaches `other`'s tables through
+    ///   [`PagingHandler::phys_to_virt`] for as long.
+    /// * Reads of the borrowed range through this table (`query`, `for_each_mapping`, a
+    ///   `Cursor`) do not run at the same time as changes made through `other` (the kernel's
+    ///   lock on its half serialises them): the tables deeper down are `other`'s to free.
     pub unsafe fn copy_from(
         &mut self,
         other: &Self,
@@ -669,6 +683,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                     s + (i - lo) as u64 * root_size,
                 )));
             }
+        }
+        if !other.state.shared.covers(lo, hi) {
+            return Err(PagingError::NotShared(va));
         }
         for i in lo..hi {
             // SAFETY: in bounds; both roots are live; the caller keeps `other`'s tables alive.
@@ -706,6 +723,82 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                 h.free_table(PhysAddr::from(frame as usize), retired::frame_bytes::<A>());
             });
         }
+    }
+
+    /// Marks the root entries covering `[va, va + len)` as shared, so that other tables may
+    /// borrow them ([`copy_from`](Self::copy_from)): each gets a table below it now if it has
+    /// none, and from now on the tables directly below shared root entries are never unlinked
+    /// or freed while this table lives (emptied, they stay linked), nor replaced by a root-level
+    /// leaf. Every borrower then sees, through the same tables, every change made here below
+    /// the root. This is the kernel half that every process table links.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags as F, PageSize, PageTable, Sv48};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 16 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x8000_0000)).unwrap();
+    /// let mut kernel = PageTable::<Sv48, _>::new(frames).unwrap();
+    /// let half = va!(0xffff_8000_0000_0000);
+    /// kernel.share(half, 1 << 39).unwrap().ignore(); // one root entry, its table made now
+    /// kernel.map(half, pa!(0x1000), PageSize::SIZE_4K, F::READ | F::GLOBAL).unwrap().ignore();
+    /// kernel.unmap(half).unwrap().1.ignore();
+    /// // The emptied tables below it went, but not the one a borrower links.
+    /// assert_eq!(kernel.table_frames(), 2);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * A bad range, as for [`unmap_region`](Self::unmap_region).
+    /// * [`PagingError::UnalignedVa`] / [`PagingError::UnalignedLen`] unless the range is
+    ///   whole root entries.
+    /// * [`PagingError::Borrowed`] if the range meets a range this table borrows.
+    /// * [`PagingError::AlreadyMapped`] if a root entry in the range is a leaf.
+    /// * [`PagingError::Shared`] if this table already shares a range that this one would not
+    ///   extend to one contiguous range.
+    /// * [`PagingError::OutOfFrames`] or [`PagingError::BadFrame`] if the tables for the empty
+    ///   root entries cannot be had; nothing changes.
+    pub fn share(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
+        let root_size = TableRef::<A, A::Root>::SIZE;
+        let (s, e) = self.check_range_shape(va, len, root_size)?;
+        self.check_not_borrowed(s, e)?;
+        let (lo, hi) = (
+            TableRef::<A, A::Root>::index(s),
+            TableRef::<A, A::Root>::index(e - 1) + 1,
+        );
+        let shared = self
+            .state
+            .shared
+            .joined(lo, hi)
+            .ok_or(PagingError::Shared(va))?;
+        let root = self.root_ref();
+        let mut empty = 0;
+        for i in lo..hi {
+            // SAFETY: in bounds; our root is live.
+            let pte = unsafe { root.load(i) };
+            match A::entry_kind(pte, arch::root_depth::<A>()) {
+                EntryKind::Empty => empty += 1,
+                EntryKind::Table => {}
+                EntryKind::Leaf => {
+                    return Err(PagingError::AlreadyMapped(A::unfold(
+                        s + (i - lo) as u64 * root_size,
+                    )));
+                }
+            }
+        }
+        let bytes = TableRef::<A, NonRoot<A>>::BYTES;
+        let mut stash = Stash::reserve::<A, H>(&mut self.handler, empty, bytes)?;
+        for i in lo..hi {
+            // SAFETY: in bounds; our root is live.
+            if unsafe { root.load(i) } == 0 {
+                let pa = stash.take_zeroed::<A, NonRoot<A>, H>(&self.handler);
+                // SAFETY: a fresh, zeroed table linked into our root.
+                unsafe { root.store(i, A::table_entry(pa)) };
+            }
+        }
+        stash.release(&mut self.handler);
+        self.state.shared = shared;
+        Ok(Flush::range(s, e))
     }
 
     /// Unlinks the borrowed range (without freeing anything) and returns its flush.

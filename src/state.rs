@@ -34,6 +34,11 @@ impl RootRange {
         !self.is_empty() && lo < self.hi as usize && hi > self.lo as usize
     }
 
+    /// Whether `[lo, hi)` lies inside this run.
+    pub(crate) const fn covers(self, lo: usize, hi: usize) -> bool {
+        self.lo as usize <= lo && hi <= self.hi as usize && lo < hi
+    }
+
     /// This run grown by `[lo, hi)`, if the two make one run (or this one is empty).
     pub(crate) fn joined(self, lo: usize, hi: usize) -> Option<Self> {
         if self.is_empty() {
@@ -80,7 +85,7 @@ impl TableState {
     }
 
     /// The root-entry indices this table shares with borrowers
-    /// (`PageTable::share`); empty if none.
+    /// ([`PageTable::share`](crate::PageTable::share)); empty if none.
     #[must_use]
     pub fn shared(&self) -> Range<usize> {
         self.shared.range()

@@ -143,6 +143,20 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
     user.map(va!(0x1000), pa!(0x1000), PageSize::SIZE_4K, RW | F::USER)
         .unwrap()
         .ignore();
+    // Only what the owner shares can be borrowed.
+    // SAFETY: fails before linking anything.
+    let unshared = unsafe { user.copy_from(&kernel, kva, 1 << 39) };
+    assert_eq!(
+        unshared.map(|f| f.ignore()),
+        Err(PagingError::NotShared(kva))
+    );
+    let before = live();
+    kernel.share(kva, 1 << 39).unwrap().ignore();
+    assert_eq!(
+        live(),
+        before,
+        "the table below the shared entry existed already"
+    );
     // SAFETY: `kernel` outlives `user`, and both reach the same memory.
     unsafe { user.copy_from(&kernel, kva, 1 << 39) }
         .unwrap()

@@ -199,9 +199,23 @@ fn cases() -> Vec<Case> {
                 unsafe { pt.copy_from(&other, va!(0), 1 << 39) }
             }
             => E::AlreadyMapped(va!(0));
-        "map into a borrowed range", X86_64,
+        "borrow of a range the owner does not share", X86_64,
             |pt| {
                 let other = setup::<X86_64>();
+                // SAFETY: the call fails before anything is borrowed.
+                unsafe { pt.copy_from(&other, VirtAddr::from(high), 1 << 39) }
+            }
+            => E::NotShared(VirtAddr::from(high));
+        "a root-level leaf in a shared range", Sv48,
+            |pt| {
+                pt.share(VirtAddr::from(high), 1 << 39).unwrap().ignore();
+                pt.map(VirtAddr::from(high), pa!(0), PageSize::SIZE_512G, RW)
+            }
+            => E::Shared(VirtAddr::from(high));
+        "map into a borrowed range", X86_64,
+            |pt| {
+                let mut other = setup::<X86_64>();
+                other.share(VirtAddr::from(high), 1 << 39).unwrap().ignore();
                 // SAFETY: `other` outlives the borrow, which is released before it is dropped.
                 unsafe { pt.copy_from(&other, VirtAddr::from(high), 1 << 39) }.unwrap().ignore();
                 let got = pt.map(VirtAddr::from(high), pa!(0), PageSize::SIZE_4K, RW).map(|f| f.ignore());

@@ -145,6 +145,7 @@ fn a_round_trip_of_a_borrower_does_not_free_what_it_borrows() {
         .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
         .unwrap()
         .ignore();
+    kernel.share(kva, 1 << 39).unwrap().ignore();
     let kernel_frames = memory.0.borrow().live_frames();
     let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
     // SAFETY: `kernel` outlives `user`; both reach the same memory.

@@ -12,7 +12,7 @@ use memory_addr::{pa, va};
 use pagetable::arch::level_shift;
 use pagetable::{
     AArch64, Arch, HugePages, Liveness, LoongArch64, MappingFlags as F, PageSize, PageTable,
-    PagingError, PagingHandler, Sv39, X86_64,
+    PagingError, PagingHandler, Sv39, Sv48, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
@@ -133,6 +133,77 @@ fn live_tables_free_no_unlinked_table_before_the_flush() {
     unlinked_tables_outlive_the_call::<AArch64>();
     unlinked_tables_outlive_the_call::<Sv39>();
     unlinked_tables_outlive_the_call::<LoongArch64>();
+}
+
+/// The kernel-half pattern: one kernel table, process tables sharing its upper half.
+#[test]
+fn the_owner_of_a_shared_kernel_half_never_frees_a_table_a_borrower_links() {
+    let memory = common::Shared::new(Frames::new(64, 0x10_0000_0000));
+    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    let kva = va!(0xffff_8000_0000_0000);
+    kernel
+        .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
+        .unwrap()
+        .ignore();
+    kernel.share(kva, 1 << 39).unwrap().ignore();
+    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    // SAFETY: `kernel` outlives `user`; both reach the same memory.
+    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
+        .unwrap()
+        .ignore();
+    let linked = user.root().get(256).unwrap().next_table().unwrap().pa();
+    // The kernel unmaps its only page there (a vfree): the table the user links must stay.
+    kernel.unmap(kva).unwrap().1.ignore();
+    assert!(
+        memory.0.borrow().is_live(linked.as_usize() as u64, 4096),
+        "the owner freed the table at {linked:#x}, which the borrower still links"
+    );
+    drop(user);
+}
+
+#[test]
+fn a_borrowers_cursor_never_reads_a_table_the_owner_freed() {
+    let memory = common::Shared::new(Frames::new(64, 0x10_0000_0000));
+    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    let kva = va!(0xffff_8000_0000_0000);
+    kernel
+        .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
+        .unwrap()
+        .ignore();
+    kernel
+        .map(
+            va!(0xffff_8000_4000_0000),
+            pa!(0x8000_1000),
+            PageSize::SIZE_4K,
+            RW | F::GLOBAL,
+        )
+        .unwrap()
+        .ignore();
+    kernel.share(kva, 1 << 39).unwrap().ignore();
+    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    // SAFETY: `kernel` outlives `user`; both reach the same memory.
+    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
+        .unwrap()
+        .ignore();
+    let mut cursor = user.cursor();
+    assert_eq!(cursor.query(kva).unwrap().pa, pa!(0x8000_0000));
+    // The owner frees the last-level table (and the one above it), and reuses both frames
+    // as last-level tables elsewhere, each with a page at index 0.
+    kernel.unmap(kva).unwrap().1.ignore();
+    for (at, to) in [
+        (0xffff_8000_4020_0000, 0x7000_0000),
+        (0xffff_8000_4040_0000, 0x7100_0000),
+    ] {
+        kernel
+            .map(va!(at), pa!(to), PageSize::SIZE_4K, RW | F::GLOBAL)
+            .unwrap()
+            .ignore();
+    }
+    assert_eq!(
+        cursor.query(kva).err(),
+        Some(PagingError::NotMapped(kva)),
+        "the cursor read a table its owner freed"
+    );
 }
 
 /// `lddir` reads an empty (zero) directory entry as a table at physical address 0, so a table

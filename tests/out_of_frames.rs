@@ -93,6 +93,7 @@ fn scenario<A: Arch>(base: usize) -> usize {
     // with a handler that refuses every allocation.
     let root_size = 1usize << level_shift::<A>(root_depth::<A>());
     let entry = base & !(root_size - 1);
+    pt.share(VirtAddr::from(entry), root_size).unwrap().ignore();
     let mut other = PageTable::<A, _>::new(Frames::new(pool, 0x2_0000_0000)).unwrap();
     set_fail_from(&mut other, Some(0));
     let frames = other.handler().live_frames();

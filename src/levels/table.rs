@@ -16,6 +16,7 @@ use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
 use crate::handler::PagingHandler;
+use crate::state::RootRange;
 
 /// The physical address of a table at level `L` of a mode `A`.
 pub struct TableFrame<A: Arch, L: Level> {
@@ -219,6 +220,9 @@ pub struct Table<'a, A: Arch, L: Level, H: PagingHandler> {
     raw: TableRef<A, L>,
     frame: TableFrame<A, L>,
     handler: &'a H,
+    /// Entries whose tables this view does not lead into: a root's borrowed entries, whose
+    /// tables belong to (and may be freed by) another page table.
+    hidden: RootRange,
 }
 
 impl<'a, A: Arch, L: Level, H: PagingHandler> Table<'a, A, L, H> {
@@ -238,7 +242,14 @@ impl<'a, A: Arch, L: Level, H: PagingHandler> Table<'a, A, L, H> {
                 _level: PhantomData,
             },
             handler,
+            hidden: RootRange::new(0, 0),
         }
+    }
+
+    /// The same view, not leading into the tables that entries `hidden` link.
+    pub(crate) fn hiding(mut self, hidden: RootRange) -> Self {
+        self.hidden = hidden;
+        self
     }
 
     /// Where the table is.
@@ -261,9 +272,15 @@ impl<'a, A: Arch, L: Level, H: PagingHandler> Table<'a, A, L, H> {
 }
 
 impl<'a, A: Arch, L: HasNext, H: PagingHandler> Table<'a, A, L, H> {
-    /// The table that entry `index` points to, if it is a table entry.
+    /// The table that entry `index` points to, if it is a table entry, and not one of the
+    /// root entries the page table borrows ([`PageTable::copy_from`](crate::PageTable::copy_from)):
+    /// those tables are their owner's, which may free them while this view lives. Read them
+    /// through the owner.
     #[must_use]
     pub fn next(&self, index: usize) -> Option<Table<'a, A, L::Next, H>> {
+        if self.hidden.contains(index) {
+            return None;
+        }
         let next = self.get(index)?.next_table()?;
         // SAFETY: a table entry of a live table points to a live table one level down, owned
         // by the same page table, which `'a` borrows.

@@ -299,6 +299,11 @@ impl Stash {
         (pa, table)
     }
 
+    /// Takes a reserved frame for a table at level `L`, zeroed; its address.
+    pub(crate) fn take_zeroed<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &H) -> u64 {
+        self.take::<A, L, H>(h, true).0
+    }
+
     /// Gives back whatever is left (retired tables are not: see [`finish`](Self::finish)).
     pub(crate) fn release<H: PagingHandler>(mut self, h: &mut H) {
         for head in [&mut self.head, &mut self.spare] {
@@ -427,6 +432,8 @@ pub(crate) struct MapReq {
     pub flags: MappingFlags,
     /// For a single-leaf map: the depth the leaf must have (0 for a region).
     pub exact_depth: u8,
+    /// Root entries shared with borrowers, which never become leaves.
+    pub shared: RootRange,
 }
 
 impl MapReq {
@@ -435,6 +442,9 @@ impl MapReq {
     fn leaf_here<A: Arch, L: Level>(&self, a: u64, full: bool) -> bool {
         if self.exact_depth != 0 {
             return self.exact_depth == L::DEPTH;
+        }
+        if L::DEPTH == arch::root_depth::<A>() && self.shared.contains(TableRef::<A, L>::index(a)) {
+            return false;
         }
         full && (L::DEPTH == 1
             || (TableRef::<A, L>::LEAF_OK
