@@ -415,7 +415,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, NonRoot<A>>::BYTES)?
             .for_change::<A, H>(h, ctx, 0)?;
         // SAFETY: the root is live and ours; `[s, e)` is one leaf of `depth`, not borrowed.
-        let (old, _) = unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, depth) };
+        let (old, _) =
+            unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, depth, true) };
         let gone = RawLeaf {
             state: A::leaf_state(old, depth),
             ..leaf

@@ -1037,37 +1037,39 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
 }
 
 /// Clears the leaf of depth `depth` that starts at folded `va` and returns it as the swap
-/// that cleared it found it (with every mark the MMU made), and whether `t` is empty now.
-/// The topmost table the clear empties is unlinked and retired, with the chain of emptied
-/// tables below it; the root, and the tables below shared root entries, stay.
+/// that cleared it found it (with every mark the MMU made), and whether `t` is empty now and
+/// may go. The topmost table the clear empties is unlinked and retired, with the chain of
+/// emptied tables below it; a `kept` table (the root, the tables below shared root entries)
+/// stays linked.
 pub(crate) unsafe fn unmap_one<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     stash: &mut Stash,
     t: TableRef<A, L>,
     va: u64,
     depth: u8,
+    kept: bool,
 ) -> (u64, bool) {
     let i = TableRef::<A, L>::index(va);
-    let is_root = L::DEPTH == arch::root_depth::<A>();
     if L::DEPTH == depth || L::DEPTH == 1 {
         // SAFETY: masked index, live table owned by the caller.
         let old = unsafe { t.swap(i, 0) };
         // SAFETY: live table.
-        return (old, !is_root && unsafe { t.is_zero() });
+        return (old, !kept && unsafe { t.is_zero() });
     }
     // SAFETY: masked index, live table; the leaf lies below a table entry (the caller found it).
     let pte = unsafe { t.load(i) };
     // SAFETY: a table entry leads to a live table one down.
     let next = unsafe { child::<A, L, H>(h, pte) };
+    let child_kept = stash.ctx.keeps::<A, L>(i);
     // SAFETY: forwarded.
-    let (old, emptied) = unsafe { unmap_one::<A, L::Below, H>(h, stash, next, va, depth) };
-    if !emptied || stash.ctx.keeps::<A, L>(i) {
+    let (old, emptied) =
+        unsafe { unmap_one::<A, L::Below, H>(h, stash, next, va, depth, child_kept) };
+    if !emptied {
         return (old, false);
     }
     // SAFETY: in bounds, live table.
-    let only_child =
-        !is_root && (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
-    if only_child {
+    let only_child = (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
+    if only_child && !kept {
         // This table empties with its child: the level above unlinks both at once.
         return (old, true);
     }
