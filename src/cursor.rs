@@ -34,6 +34,10 @@ pub struct Cursor<'a, A: Arch, H: PagingHandler> {
     last: TableRef<A, L1>,
     /// The flags last mapped and their last-level leaf template; `None` before the first map.
     template: Option<(MappingFlags, u64)>,
+    /// The table entries above the remembered table, folded ([`Arch::path_step`]).
+    last_path: u64,
+    /// The flags the remembered table's parents were last made to let through, if any.
+    granted: Option<MappingFlags>,
 }
 
 /// No table remembered: not a span base (those are aligned and below 2^57).
@@ -47,6 +51,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             last_base: NONE,
             last: TableRef::dangling(),
             template: None,
+            last_path: A::PATH_START,
+            granted: None,
         }
     }
 }
@@ -56,28 +62,42 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
     /// What one last-level table spans.
     const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
 
-    /// The last-level table on the way to folded `va` and whether its span is borrowed, if
-    /// the walk reaches one: remembered, or found by one descent and then remembered.
-    fn last_table(&mut self, va: u64) -> Option<(TableRef<A, L1>, bool)> {
+    /// The last-level table on the way to folded `va`, whether its span is borrowed, and the
+    /// table entries above it folded ([`Arch::path_step`]), if the walk reaches one:
+    /// remembered, or found by one descent and then remembered. With `grant`, the entries on
+    /// the way are made to let through leaves with those flags ([`Arch::table_grant`]) first,
+    /// unless the remembered path was granted them already.
+    fn last_table(
+        &mut self,
+        va: u64,
+        grant: Option<MappingFlags>,
+    ) -> Option<(TableRef<A, L1>, bool, u64)> {
         let base = va & !(Self::SPAN - 1);
-        if self.last_base == base {
-            return Some((self.last, false));
+        let granted = grant.is_none() || !A::TABLE_GATES || grant == self.granted;
+        if self.last_base == base && granted {
+            return Some((self.last, false, self.last_path));
         }
         let root = self.pt.root_ref();
         let handler = self.pt.handler();
-        // SAFETY: the root is live and ours; the descent only reads.
-        let pa = unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va) }?;
+        // SAFETY: the root is live and ours; with `grant`, the caller holds the table mutably
+        // (it is mapping, in a range it checked is not borrowed).
+        let (pa, path) = unsafe {
+            walk::last_table_pa::<A, A::Root, H>(handler, root, va, A::PATH_START, grant)
+        }?;
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
         let table = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
         if self.pt.check_not_borrowed(base, base + Self::SPAN).is_err() {
             // A borrowed table is its owner's, which may free it between two calls here: used
             // for this call only, never remembered.
-            return Some((table, true));
+            return Some((table, true, path));
         }
         self.last = table;
         self.last_base = base;
-        Some((table, false))
+        self.last_path = path;
+        // A walk that granted nothing (a query's) leaves a new table's parents unknown.
+        self.granted = grant;
+        Some((table, false, path))
     }
 
     /// Forgets the remembered table.
@@ -119,8 +139,10 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         if size.bytes() as u64 == Self::PAGE {
             // An aligned address in the remembered, unborrowed span passes every check of
             // `PageTable::map` on the virtual side; the others follow in its order.
-            let fast = A::fold(va)
-                .filter(|s| s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base);
+            let granted = !A::TABLE_GATES || self.granted == Some(flags);
+            let fast = A::fold(va).filter(|s| {
+                s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base && granted
+            });
             let s = match fast {
                 Some(s) => s,
                 None => self.pt.check_range(va, Self::PAGE as usize, Self::PAGE)?.0,
@@ -128,11 +150,11 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
             let raw_pa = self.pt.check_pa(pa, Self::PAGE as usize, Self::PAGE)?;
             let template = self.template(flags)?;
             let table = if fast.is_some() {
-                Some((self.last, false))
+                Some((self.last, false, self.last_path))
             } else {
-                self.last_table(s)
+                self.last_table(s, Some(flags))
             };
-            if let Some((t, _)) = table {
+            if let Some((t, _, _)) = table {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
@@ -157,7 +179,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
     /// As for [`PageTable::query`].
     pub fn query(&mut self, va: VirtAddr) -> Result<Translation, PagingError> {
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
-        let Some((t, _)) = self.last_table(folded) else {
+        let Some((t, _, path)) = self.last_table(folded, None) else {
             return self.pt.query(va);
         };
         // SAFETY: masked index; the table is live (see `last_table`).
@@ -165,7 +187,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         if A::entry_kind(pte, 1) != EntryKind::Leaf {
             return Err(PagingError::NotMapped(va));
         }
-        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte);
+        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte).through::<A>(path);
         Ok(Translation::from_raw::<A>(leaf, folded))
     }
 

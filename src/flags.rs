@@ -137,6 +137,12 @@ impl MappingFlags {
         Self((self.0 & Self::PERMISSIONS) | code << Self::MEM_SHIFT)
     }
 
+    /// These flags without the permissions of `other`; the memory type stays.
+    #[must_use]
+    pub(crate) const fn without(self, other: Self) -> Self {
+        Self(self.0 & !(other.0 & Self::PERMISSIONS))
+    }
+
     /// Whether `READ`, `WRITE` and `EXECUTE` are all clear.
     #[must_use]
     pub const fn no_access(self) -> bool {

@@ -11,7 +11,7 @@ use common::raw;
 use memory_addr::{pa, va};
 use pagetable::arch::level_shift;
 use pagetable::{
-    AArch64, Arch, HugePages, Liveness, LoongArch64, MappingFlags as F, PageSize, PageTable,
+    AArch64, Arch, Ept, HugePages, Liveness, LoongArch64, MappingFlags as F, PageSize, PageTable,
     PagingError, PagingHandler, Sv39, Sv48, X86_64,
 };
 
@@ -204,6 +204,152 @@ fn a_borrowers_cursor_never_reads_a_table_the_owner_freed() {
         Some(PagingError::NotMapped(kva)),
         "the cursor read a table its owner freed"
     );
+}
+
+/// x86 parents gate U/S, R/W and XD for everything below them: a leaf mapped under an
+/// adopted tree (a bootloader's, whose parents are P | R/W) must be reachable as its flags say.
+#[test]
+fn a_user_page_under_supervisor_parents_is_user_accessible() {
+    let mut frames = Frames::new(16, 0x10_0000);
+    let root = frames.alloc_table(4096).unwrap().as_usize() as u64;
+    let pdpt = frames.alloc_table(4096).unwrap().as_usize() as u64;
+    let pd = frames.alloc_table(4096).unwrap().as_usize() as u64;
+    for t in [root, pdpt, pd] {
+        for i in 0..512 {
+            frames.write_phys(t + 8 * i, 0);
+        }
+    }
+    // P | R/W, supervisor, XD: a kernel's data-only tables.
+    let parent = 1 | 2 | 1 << 63;
+    frames.write_phys(root, pdpt | parent);
+    frames.write_phys(pdpt, pd | parent);
+    // SAFETY: the tree came from `frames` and nothing else owns it.
+    let mut pt = unsafe { PageTable::<X86_64, _>::from_root(pa!(0x10_0000), frames) }.unwrap();
+    pt.map(
+        va!(0x1000),
+        pa!(0x5000),
+        PageSize::SIZE_4K,
+        RW | F::USER | F::EXECUTE,
+    )
+    .unwrap()
+    .ignore();
+    for t in [root, pdpt] {
+        let entry = pt.handler().read_phys(t);
+        assert_eq!(
+            entry & 0b111,
+            0b111,
+            "parent {entry:#x} lets user mode through"
+        );
+        assert_eq!(entry >> 63, 0, "parent {entry:#x} lets fetches through");
+    }
+    let t = pt.query(va!(0x1000)).unwrap();
+    assert_eq!(t.flags, RW | F::USER | F::EXECUTE);
+}
+
+#[test]
+fn a_query_under_restricting_parents_reports_what_the_walk_allows() {
+    let mut pt = PageTable::<X86_64, _>::new(Frames::new(16, 0x10_0000)).unwrap();
+    pt.map(
+        va!(0x1000),
+        pa!(0x5000),
+        PageSize::SIZE_4K,
+        RW | F::USER | F::EXECUTE,
+    )
+    .unwrap()
+    .ignore();
+    // A parent made supervisor-only and read-only behind the library's back.
+    let root = pt.root_paddr().as_usize() as u64;
+    let pml4e = pt.handler().read_phys(root);
+    pt.handler().write_phys(root, pml4e & !0b110);
+    assert_eq!(pt.query(va!(0x1000)).unwrap().flags, F::READ | F::EXECUTE);
+}
+
+/// A tree of `levels` tables from `frames`, each linking the next through entry 0 with
+/// `parent | next` (the last one left empty), as an adopted tree would be; its root.
+fn adopted_chain(frames: &mut Frames, levels: usize, parent: u64) -> u64 {
+    let tables: Vec<u64> = (0..levels)
+        .map(|_| frames.alloc_table(4096).unwrap().as_usize() as u64)
+        .collect();
+    for &t in &tables {
+        for i in 0..512 {
+            frames.write_phys(t + 8 * i, 0);
+        }
+    }
+    for w in tables.windows(2) {
+        frames.write_phys(w[0], w[1] | parent);
+    }
+    tables[0]
+}
+
+#[test]
+fn aarch64_hierarchical_controls_let_a_new_leaf_through() {
+    let mut frames = Frames::new(16, 0x10_0000);
+    // Valid table descriptors with PXNTable, UXNTable, APTable = 0b11 (no EL0, no write).
+    let root = adopted_chain(&mut frames, 3, 0b11 | 0b1111 << 59);
+    // SAFETY: the tree came from `frames` and nothing else owns it.
+    let mut pt = unsafe { PageTable::<AArch64, _>::from_root(pa!(root as usize), frames) }.unwrap();
+    let user = RW | F::USER | F::EXECUTE;
+    assert_eq!(
+        pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, user)
+            .map(|f| f.ignore()),
+        Ok(())
+    );
+    let root_entry = pt.handler().read_phys(root);
+    assert_eq!(
+        root_entry >> 59 & 0b1111,
+        0b0001,
+        "{root_entry:#x}: only PXNTable stays"
+    );
+    assert_eq!(pt.query(va!(0x1000)).unwrap().flags, user);
+    // A kernel leaf next to it: PXNTable goes too.
+    pt.map(va!(0x2000), pa!(0x6000), PageSize::SIZE_4K, RW | F::EXECUTE)
+        .unwrap()
+        .ignore();
+    assert_eq!(pt.handler().read_phys(root) >> 59 & 0b1111, 0);
+    // Set APTable[1] again behind the library's back: the walk reports no write.
+    pt.handler()
+        .write_phys(root, pt.handler().read_phys(root) | 1 << 62);
+    assert_eq!(
+        pt.query(va!(0x1000)).unwrap().flags,
+        F::READ | F::USER | F::EXECUTE
+    );
+}
+
+#[test]
+fn ept_parents_that_allow_only_reads_let_a_new_leaf_through() {
+    let mut frames = Frames::new(16, 0x10_0000);
+    let root = adopted_chain(&mut frames, 3, 0b001);
+    // SAFETY: the tree came from `frames` and nothing else owns it.
+    let mut pt = unsafe { PageTable::<Ept, _>::from_root(pa!(root as usize), frames) }.unwrap();
+    let rwx = RW | F::EXECUTE;
+    pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, rwx)
+        .unwrap()
+        .ignore();
+    assert_eq!(pt.handler().read_phys(root) & 0b111, 0b111);
+    assert_eq!(pt.query(va!(0x1000)).unwrap().flags, rwx);
+}
+
+#[test]
+fn a_cursor_lets_its_pages_through_supervisor_parents_too() {
+    let mut frames = Frames::new(16, 0x10_0000);
+    let root = adopted_chain(&mut frames, 4, 1 | 2 | 1 << 63);
+    // SAFETY: the tree came from `frames` and nothing else owns it.
+    let mut pt = unsafe { PageTable::<X86_64, _>::from_root(pa!(root as usize), frames) }.unwrap();
+    let user = RW | F::USER | F::EXECUTE;
+    let mut cursor = pt.cursor();
+    // The walk finds the last-level table first, for kernel pages.
+    cursor
+        .map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, F::READ)
+        .unwrap()
+        .ignore();
+    assert_eq!(cursor.query(va!(0x1000)).unwrap().flags, F::READ);
+    cursor
+        .map(va!(0x2000), pa!(0x6000), PageSize::SIZE_4K, user)
+        .unwrap()
+        .ignore();
+    assert_eq!(cursor.query(va!(0x2000)).unwrap().flags, user);
+    assert_eq!(pt.query(va!(0x2000)).unwrap().flags, user);
+    assert_eq!(pt.handler().read_phys(root) & 0b111, 0b111);
 }
 
 /// `lddir` reads an empty (zero) directory entry as a table at physical address 0, so a table

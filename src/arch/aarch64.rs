@@ -119,6 +119,14 @@ pub(super) const AF: u64 = 1 << AArch64Pte::AF_OFFSET;
 const NG: u64 = 1 << AArch64Pte::NG_OFFSET;
 const NS: u64 = 1 << AArch64Pte::NS_OFFSET;
 const GP: u64 = 1 << AArch64Pte::GP_OFFSET;
+/// PXNTable (bit 59 of a table descriptor): no privileged fetch below.
+const PXN_TABLE: u64 = 1 << 59;
+/// UXNTable (bit 60): no unprivileged fetch below.
+const UXN_TABLE: u64 = 1 << 60;
+/// APTable\[0\] (bit 61): no EL0 access below.
+const AP_TABLE_NO_EL0: u64 = 1 << 61;
+/// APTable\[1\] (bit 62): no write below.
+const AP_TABLE_RO: u64 = 1 << 62;
 /// Bits 59-63: ignored in a leaf; APTable, XNTable, NSTable in a table descriptor.
 const UPPER: u64 = ((1 << AArch64Pte::UPPER_BITS) - 1) << AArch64Pte::UPPER_OFFSET;
 pub(super) const OA: u64 = ((1 << AArch64Pte::OA_BITS) - 1) << AArch64Pte::OA_OFFSET;
@@ -356,6 +364,46 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     #[inline(always)]
     fn table_addr(pte: u64) -> u64 {
         pte & OA & !((1 << G::SHIFT) - 1)
+    }
+
+    const TABLE_GATES: bool = true;
+
+    #[inline(always)]
+    fn path_step(acc: u64, pte: u64) -> u64 {
+        // The hierarchical controls forbid when set in any table descriptor of the walk.
+        acc | pte
+    }
+
+    #[inline]
+    fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        let user = flags.contains(MappingFlags::USER);
+        let mut gone = MappingFlags::EMPTY;
+        if acc & AP_TABLE_NO_EL0 != 0 {
+            gone |= MappingFlags::USER;
+        }
+        if acc & AP_TABLE_RO != 0 {
+            gone |= MappingFlags::WRITE;
+        }
+        if acc & if user { UXN_TABLE } else { PXN_TABLE } != 0 {
+            gone |= MappingFlags::EXECUTE;
+        }
+        flags.without(gone)
+    }
+
+    #[inline]
+    fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
+        let user = flags.contains(MappingFlags::USER);
+        let mut pte = pte;
+        if user {
+            pte &= !AP_TABLE_NO_EL0;
+        }
+        if flags.contains(MappingFlags::WRITE) {
+            pte &= !AP_TABLE_RO;
+        }
+        if flags.contains(MappingFlags::EXECUTE) {
+            pte &= !if user { UXN_TABLE } else { PXN_TABLE };
+        }
+        pte
     }
 
     #[inline]

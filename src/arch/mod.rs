@@ -127,6 +127,33 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// case; on false the caller looks at the entries one by one.
     fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool;
 
+    /// Whether table entries gate what the leaves below them allow: x86 R/W, U/S and XD,
+    /// AArch64 stage 1 APTable, UXNTable and PXNTable, EPT R/W/X. The tables this crate makes
+    /// gate nothing; an adopted tree's may. False lets the walk drop every gate check.
+    const TABLE_GATES: bool = false;
+    /// The start of the fold over the table entries above a leaf ([`path_step`](Self::path_step)).
+    const PATH_START: u64 = 0;
+    /// The fold `acc` over the table entries above a leaf, one table entry `pte` further down.
+    #[inline(always)]
+    fn path_step(acc: u64, pte: u64) -> u64 {
+        let _ = pte;
+        acc
+    }
+    /// A leaf's `flags` as the table entries folded into `acc` let them through: what the MMU
+    /// allows through the whole walk.
+    #[inline(always)]
+    fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        let _ = acc;
+        flags
+    }
+    /// The table entry `pte`, changed so that it lets through everything a leaf below it with
+    /// `flags` allows (and nothing is taken from what it let through before).
+    #[inline(always)]
+    fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
+        let _ = flags;
+        pte
+    }
+
     /// Whether a table may sit at physical address 0. False on LoongArch, where an empty
     /// directory entry is zero and `lddir` reads it as a table at 0: a table there could not
     /// be told from no table, so the crate refuses such a frame from the handler.

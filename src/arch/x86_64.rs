@@ -187,6 +187,39 @@ impl Encoding {
         new
     }
 
+    /// SDM 4.6.1: a user-mode access needs U/S in every entry of the walk, a write R/W in
+    /// every entry (CR0.WP = 1), a fetch XD clear in every entry. `acc` is the AND of the table
+    /// entries, XD inverted.
+    #[inline]
+    fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        let mut gone = MappingFlags::EMPTY;
+        if acc & RW == 0 {
+            gone |= MappingFlags::WRITE;
+        }
+        if acc & US == 0 {
+            gone |= MappingFlags::USER;
+        }
+        if acc & XD == 0 {
+            gone |= MappingFlags::EXECUTE;
+        }
+        flags.without(gone)
+    }
+
+    #[inline]
+    fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
+        let mut pte = pte;
+        if flags.contains(MappingFlags::WRITE) {
+            pte |= RW;
+        }
+        if flags.contains(MappingFlags::USER) {
+            pte |= US;
+        }
+        if flags.contains(MappingFlags::EXECUTE) {
+            pte &= !XD;
+        }
+        pte
+    }
+
     #[inline]
     fn leaf_split(pte: u64, depth: u8) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask(depth);
@@ -232,6 +265,22 @@ macro_rules! x86_mode {
             #[inline(always)]
             fn table_addr(pte: u64) -> u64 {
                 pte & ADDR
+            }
+            const TABLE_GATES: bool = true;
+            const PATH_START: u64 = u64::MAX;
+            #[inline(always)]
+            fn path_step(acc: u64, pte: u64) -> u64 {
+                // R/W and U/S allow when set in every entry, XD forbids when set in any: AND
+                // them all, XD inverted.
+                acc & (pte ^ XD)
+            }
+            #[inline(always)]
+            fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+                Encoding::path_restrict(acc, flags)
+            }
+            #[inline(always)]
+            fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
+                Encoding::table_grant(pte, flags)
             }
             fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
                 Encoding::check_flags(flags)

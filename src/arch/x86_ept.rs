@@ -143,6 +143,45 @@ impl Arch for Ept {
         pa | RWX
     }
 
+    const TABLE_GATES: bool = true;
+    const PATH_START: u64 = u64::MAX;
+
+    #[inline(always)]
+    fn path_step(acc: u64, pte: u64) -> u64 {
+        // SDM 29.3.3.2: an access needs its R, W or X bit in every entry of the walk.
+        acc & pte
+    }
+
+    #[inline]
+    fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        let mut gone = MappingFlags::EMPTY;
+        for (bit, flag) in [
+            (R, MappingFlags::READ),
+            (W, MappingFlags::WRITE),
+            (X, MappingFlags::EXECUTE),
+        ] {
+            if acc & bit == 0 {
+                gone |= flag;
+            }
+        }
+        flags.without(gone)
+    }
+
+    #[inline]
+    fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
+        let mut pte = pte;
+        for (bit, flag) in [
+            (R, MappingFlags::READ),
+            (W, MappingFlags::WRITE),
+            (X, MappingFlags::EXECUTE),
+        ] {
+            if flags.contains(flag) {
+                pte |= bit;
+            }
+        }
+        pte
+    }
+
     #[inline(always)]
     fn table_addr(pte: u64) -> u64 {
         pte & ADDR

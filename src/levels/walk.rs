@@ -43,6 +43,17 @@ impl RawLeaf {
     }
 }
 
+impl RawLeaf {
+    /// The leaf with the flags that the table entries folded into `path` let through.
+    #[inline(always)]
+    pub(crate) fn through<A: Arch>(mut self, path: u64) -> Self {
+        if A::TABLE_GATES {
+            self.flags = A::path_restrict(path, self.flags);
+        }
+        self
+    }
+}
+
 /// What the apply pass does about a change that needs break-before-make.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breaks {
@@ -381,45 +392,90 @@ unsafe fn child<A: Arch, L: Level, H: PagingHandler>(h: &H, pte: u64) -> TableRe
     unsafe { TableRef::from_pa(h, A::table_addr(pte)) }
 }
 
-/// The leaf translating `va`, if any.
+/// The leaf translating `va`, if any, with the flags the whole walk lets through.
 pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
     t: TableRef<A, L>,
     va: u64,
 ) -> Option<RawLeaf> {
+    // SAFETY: forwarded.
+    unsafe { query_from::<A, L, H>(h, t, va, A::PATH_START) }
+}
+
+/// [`query`] below table entries folded into `path` ([`Arch::path_step`]).
+unsafe fn query_from<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+    path: u64,
+) -> Option<RawLeaf> {
     // SAFETY: the index is masked into bounds; the table is live (function contract).
     let pte = unsafe { t.load(TableRef::<A, L>::index(va)) };
     match A::entry_kind(pte, L::DEPTH) {
         EntryKind::Empty => None,
-        EntryKind::Leaf => Some(RawLeaf::decode::<A, L>(
-            va & !(TableRef::<A, L>::SIZE - 1),
-            pte,
-        )),
+        EntryKind::Leaf => Some(
+            RawLeaf::decode::<A, L>(va & !(TableRef::<A, L>::SIZE - 1), pte).through::<A>(path),
+        ),
         // SAFETY: a table entry at depth > 1 leads to a live table one down.
         EntryKind::Table if L::DEPTH > 1 => unsafe {
-            query::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va)
+            query_from::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va, A::path_step(path, pte))
         },
         EntryKind::Table => None,
     }
 }
 
 /// The physical address of the last-level table on the way to folded `va`, if every entry
-/// from `t` down to it is a table entry. `t` is at depth 2 or more.
+/// from `t` down to it is a table entry, and the table entries on the way folded into `path`
+/// ([`Arch::path_step`]). `t` is at depth 2 or more. Where `grant` is given, each of those
+/// entries is first made to let through what leaves with those flags allow
+/// ([`Arch::table_grant`]), so the walk writes: the caller owns the tree.
 pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
     t: TableRef<A, L>,
     va: u64,
-) -> Option<u64> {
+    path: u64,
+    grant: Option<MappingFlags>,
+) -> Option<(u64, u64)> {
+    let i = TableRef::<A, L>::index(va);
     // SAFETY: masked index, live table.
-    let pte = unsafe { t.load(TableRef::<A, L>::index(va)) };
+    let mut pte = unsafe { t.load(i) };
     if L::DEPTH < 2 || A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
         return None;
     }
+    if let Some(flags) = grant {
+        // SAFETY: masked index, live table owned by the caller (who asked for grants).
+        pte = unsafe { grant_entry::<A, L>(t, i, pte, flags) };
+    }
+    let path = A::path_step(path, pte);
     if L::DEPTH == 2 {
-        return Some(A::table_addr(pte));
+        return Some((A::table_addr(pte), path));
     }
     // SAFETY: a table entry leads to a live table one down.
-    unsafe { last_table_pa::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va) }
+    unsafe { last_table_pa::<A, L::Below, H>(h, child::<A, L, H>(h, pte), va, path, grant) }
+}
+
+/// Makes the table entry `pte` (entry `i` of `t`) let through what a leaf below with `flags`
+/// allows, atomically (an MMU may set its accessed bit meanwhile); returns the entry as it is
+/// now. Nothing happens where the arch's table entries gate nothing or this one lets it
+/// through already.
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller, `i` in bounds, `pte` a table entry just loaded.
+#[inline(always)]
+unsafe fn grant_entry<A: Arch, L: Level>(
+    t: TableRef<A, L>,
+    i: usize,
+    pte: u64,
+    flags: MappingFlags,
+) -> u64 {
+    if A::TABLE_GATES && A::table_grant(pte, flags) != pte {
+        // SAFETY: forwarded.
+        let old = unsafe { t.update_loaded(i, pte, |p| A::table_grant(p, flags)) };
+        A::table_grant(old, flags)
+    } else {
+        pte
+    }
 }
 
 /// What a map asks for.
@@ -589,6 +645,8 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
                 unsafe { t.store(i, leaf) };
             }
         } else if kind == EntryKind::Table {
+            // SAFETY: masked index, live table owned by the caller.
+            let pte = unsafe { grant_entry::<A, L>(t, i, pte, req.flags) };
             // SAFETY: a table entry leads to a live table one down.
             let next = unsafe { child::<A, L, H>(h, pte) };
             // SAFETY: as above.
@@ -682,8 +740,10 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
     }
     match kind {
         EntryKind::Leaf => Err(PagingError::AlreadyMapped(A::unfold(s))),
-        // SAFETY: a table entry leads to a live table one down.
+        // SAFETY: masked index, live table owned by the caller; a table entry leads to a live
+        // table one down.
         EntryKind::Table => unsafe {
+            let pte = grant_entry::<A, L>(t, i, pte, req.flags);
             map_one::<A, L::Below, H>(h, ctx, child::<A, L, H>(h, pte), s, e, req)
         },
         EntryKind::Empty => {
@@ -1183,6 +1243,11 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
                     // SAFETY: as above; the stash holds what `edit_check` counted.
                     unsafe { split::<A, L, H>(h, stash, t, i, a, pte) }
                 } else {
+                    let pte = match op {
+                        // SAFETY: masked index, live table owned by the caller.
+                        Modify::Protect(flags) => unsafe { grant_entry::<A, L>(t, i, pte, flags) },
+                        _ => pte,
+                    };
                     // SAFETY: a table entry leads to a live table one down.
                     unsafe { child::<A, L, H>(h, pte) }
                 };
@@ -1243,16 +1308,28 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     f: &mut impl FnMut(RawLeaf),
 ) {
+    // SAFETY: forwarded.
+    unsafe { for_each_from::<A, L, H>(h, t, s, e, A::PATH_START, f) }
+}
+
+/// [`for_each`] below table entries folded into `path`; each leaf with the flags the walk
+/// lets through.
+unsafe fn for_each_from<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    path: u64,
+    f: &mut impl FnMut(RawLeaf),
+) {
     if L::DEPTH == 1 {
         let first = TableRef::<A, L>::index(s);
         for k in 0..((e - s) >> TableRef::<A, L>::SHIFT) as usize {
             // SAFETY: `[s, e)` lies inside the live table.
             let pte = unsafe { t.load(first + k) };
             if A::entry_kind(pte, 1) == EntryKind::Leaf {
-                f(RawLeaf::decode::<A, L>(
-                    s + ((k as u64) << TableRef::<A, L>::SHIFT),
-                    pte,
-                ));
+                let va = s + ((k as u64) << TableRef::<A, L>::SHIFT);
+                f(RawLeaf::decode::<A, L>(va, pte).through::<A>(path));
             }
         }
         return;
@@ -1262,13 +1339,14 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
         let pte = unsafe { t.load(i) };
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => {}
-            EntryKind::Leaf => f(RawLeaf::decode::<A, L>(
-                a & !(TableRef::<A, L>::SIZE - 1),
-                pte,
-            )),
+            EntryKind::Leaf => {
+                let va = a & !(TableRef::<A, L>::SIZE - 1);
+                f(RawLeaf::decode::<A, L>(va, pte).through::<A>(path));
+            }
             // SAFETY: a table entry leads to a live table one down.
             EntryKind::Table if L::DEPTH > 1 => unsafe {
-                for_each::<A, L::Below, H>(h, child::<A, L, H>(h, pte), a, b, f);
+                let next = child::<A, L, H>(h, pte);
+                for_each_from::<A, L::Below, H>(h, next, a, b, A::path_step(path, pte), f);
             },
             EntryKind::Table => {}
         }
@@ -1330,6 +1408,11 @@ pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
         // SAFETY: as above.
         return Ok(unsafe { t.update_loaded(i, pte, |old| op.apply::<A, L>(old, va)) });
     }
+    let pte = match op {
+        // SAFETY: masked index, live table owned by the caller.
+        Modify::Protect(flags) => unsafe { grant_entry::<A, L>(t, i, pte, flags) },
+        _ => pte,
+    };
     // SAFETY: the leaf lies below this table entry (the caller found it); forwarded.
     unsafe { edit_one::<A, L::Below, H>(h, breaks, child::<A, L, H>(h, pte), va, depth, op) }
 }
