@@ -1,14 +1,18 @@
 //! A tour of `pagetable`: for every paging mode, build the address space a small kernel would
 //! have, print it, and count the table frames it took; then a hypervisor's second-stage tables
-//! for one guest, a live AArch64 table that breaks before it makes, and what is refused.
+//! for one guest, a live AArch64 table that breaks before it makes, a kernel half shared by
+//! two live process tables, and what is refused.
 //!
 //! Run it with `cargo run --example tour`.
+
+use std::cell::RefCell;
+use std::ptr::NonNull;
 
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
     AArch64, AArch64S2, Arch, BufferFrames, Ept, Granule16K, Granule64K, HugePages, Ipa40,
-    Liveness, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError, Sv39,
-    Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    Liveness, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError,
+    PagingHandler, Sv39, Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
 };
 
 const MIB: usize = 1 << 20;
@@ -252,6 +256,7 @@ fn main() -> Result<(), PagingError> {
     guest::<Ept>("x86 EPT (EPTP)")?;
 
     break_before_make()?;
+    kernel_half()?;
 
     // What the types and the checks refuse.
     let mut memory = vec![0u64; 8 * 512];
@@ -352,6 +357,85 @@ fn break_before_make() -> Result<(), PagingError> {
     println!("  live: split done, then {flush:?}");
     flush.ignore();
     print!("{pt:?}");
+    println!();
+    Ok(())
+}
+
+/// One frame pool for several tables, as a kernel's page allocator is.
+#[derive(Clone, Copy)]
+struct Pool<'p, 'b>(&'p RefCell<BufferFrames<'b>>);
+
+// SAFETY: every call forwards to the one `BufferFrames`, whose contract it keeps; the
+// `RefCell` borrow ends inside each call.
+unsafe impl PagingHandler for Pool<'_, '_> {
+    fn alloc_table(&mut self, bytes: usize) -> Option<PhysAddr> {
+        self.0.borrow_mut().alloc_table(bytes)
+    }
+    unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.0.borrow_mut().free_table(pa, bytes) }
+    }
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+        self.0.borrow().phys_to_virt(pa)
+    }
+}
+
+/// The kernel half: one kernel table shares its upper half, every process table borrows it.
+/// The kernel maps and unmaps there (a vmalloc, a vfree) and each process sees it at once;
+/// since the tables are live, a table an unmap empties is freed only after the flush.
+fn kernel_half() -> Result<(), PagingError> {
+    let mut memory = vec![0u64; 64 * 512];
+    let pool = RefCell::new(
+        BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer"),
+    );
+    let frames_out = || pool.borrow().allocated_bytes() / 4096;
+    let half = VirtAddr::from(0xffff_8000_0000_0000);
+    let mut kernel = PageTable::<Sv48, _>::new(Pool(&pool))?;
+    kernel.set_liveness(Liveness::Live);
+    // One root entry (512 GiB) is the kernel's here; a real kernel shares all 256.
+    kernel.share(half, 1 << 39)?.ignore();
+    let mut processes = [
+        PageTable::<Sv48, _>::new(Pool(&pool))?,
+        PageTable::<Sv48, _>::new(Pool(&pool))?,
+    ];
+    for p in &mut processes {
+        p.set_liveness(Liveness::Live);
+        // SAFETY: `kernel` outlives both processes (they are dropped first, below), all three
+        // reach the same memory, and nothing here reads through a process while the kernel
+        // changes its half.
+        unsafe { p.copy_from(&kernel, half, 1 << 39) }?.ignore();
+    }
+    println!(
+        "== a kernel half shared by two live process tables ({} frames out)",
+        frames_out()
+    );
+    let vmalloc = VirtAddr::from(0xffff_8000_1234_5000);
+    let flush = kernel.map(
+        vmalloc,
+        PhysAddr::from(0x9000_0000),
+        PageSize::SIZE_4K,
+        F::READ | F::WRITE | F::GLOBAL,
+    )?;
+    kernel.flush(flush);
+    for p in &processes {
+        println!(
+            "  process sees the kernel's new page: {:#x}",
+            p.query(vmalloc)?.pa
+        );
+    }
+    let (gone, flush) = kernel.unmap(vmalloc)?;
+    println!(
+        "  vfree: unmapped {:#x}; the tables it emptied wait for the flush ({} frames out)",
+        gone.pa,
+        frames_out()
+    );
+    kernel.flush(flush);
+    println!("  after the flush: {} frames out", frames_out());
+    for p in &processes {
+        println!("  process: {:?}", p.query(vmalloc).err());
+    }
+    drop(processes);
+    drop(kernel);
     println!();
     Ok(())
 }

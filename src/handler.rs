@@ -15,6 +15,19 @@ use crate::arch::Arch;
 /// smaller than the paging mode's granule (4 KiB, or 16 or 64 KiB for AArch64's larger granules;
 /// 8 or 16 KiB for the concatenated roots of some stage 2 modes).
 ///
+/// Every frame returned is checked before use (aligned to `bytes`, inside the mode's
+/// physical-address width, `phys_to_virt` 8-aligned, and on LoongArch not at physical address
+/// 0): one that fails is given back and the call fails with
+/// [`PagingError::BadFrame`](crate::PagingError::BadFrame).
+///
+/// # Panics in a handler
+///
+/// A panic in `alloc_table` while a call reserves its frames unwinds after every frame reserved
+/// so far is given back: nothing changed. A panic in `free_table`, `break_flush` or
+/// `phys_to_virt` in the middle of a change leaves every entry either as it was or as it was
+/// going to be, and every table linked whole (a walk never sees a half-built one), but the
+/// change partly made, and the frames it had reserved and not yet used leaked.
+///
 /// # Safety
 ///
 /// The page table reads and writes table memory through the pointers this trait returns, so an
@@ -24,8 +37,9 @@ use crate::arch::Arch;
 ///   its physical address fits the architecture's physical-address width.
 /// * [`phys_to_virt`](Self::phys_to_virt), for any address inside a block that is allocated
 ///   (or that was handed to [`PageTable::from_root`](crate::PageTable::from_root)), returns a
-///   pointer valid for reads and writes of the rest of that block, and the same pointer every
-///   time while the block is allocated.
+///   pointer valid for reads and writes of the rest of that block, aligned to 8 bytes (entries
+///   are `AtomicU64`; the crate checks it of every frame it allocates, and refuses one that is
+///   not), and the same pointer every time while the block is allocated.
 pub unsafe trait PagingHandler {
     /// Allocates one table: `bytes` bytes aligned to `bytes`. Its contents need not be
     /// zeroed; the page table zeroes it. `None` when no memory is left.

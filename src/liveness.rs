@@ -1,8 +1,9 @@
 //! [`Liveness`]: whether an MMU may be walking a table while it changes, and what to do about
 //! changes the architecture allows only with break-before-make. Nothing else lives here.
 
-/// Whether an MMU may be using the table, and so how changes that the architecture allows on a
-/// live table only through break-before-make are made.
+/// Whether an MMU may be using the table: how changes that the architecture allows on a live
+/// table only through break-before-make are made, and whether unlinked tables wait for the
+/// flush.
 ///
 /// Only AArch64 (stage 1 and stage 2) has such changes ([`Arch::needs_break`](crate::Arch::needs_break)):
 /// replacing a valid entry by another valid one with a different output address, memory type,
@@ -15,13 +16,17 @@
 /// Safe on a live table without it, and done in place in every liveness: mapping into empty
 /// entries, unmapping (a valid entry made invalid is the "break" itself), changing only access
 /// permissions (read, write, execute, user), and clearing or setting the access flag and dirty
-/// state. x86, RISC-V and LoongArch need no break for any change, so there every liveness acts
-/// as [`Offline`](Self::Offline).
+/// state. x86, RISC-V and LoongArch need no break for any change.
+///
+/// On every architecture, a table that is not `Offline` also retires the tables a change
+/// unlinks instead of freeing them: the returned [`Flush`](crate::Flush) owns them until the
+/// TLB invalidation that covers them is done ([`PageTable::flush`](crate::PageTable::flush)),
+/// since an MMU that cached a pointer to one may still walk it until then.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Liveness {
     /// No MMU walks the table (it is being built, or is for another machine): entries are
-    /// replaced in place. The default for a new table.
+    /// replaced in place and unlinked tables freed at once. The default for a new table.
     #[default]
     Offline = 0,
     /// An MMU may walk the table: a change that needs it is made as break-before-make. The old
