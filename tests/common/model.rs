@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use pagetable::arch::{level_shift, max_leaf_depth, root_depth};
 use pagetable::{
     AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48,
-    LoongArch64, Lower, Mapping, MappingFlags as F, MemType, PageSize, PageTable, PagingError as E,
-    PhysAddr, Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Translation, Upper, Va36, Va39, Va42, Va47, Va48,
-    VaSpace, VirtAddr, X86_64, X86_64La57,
+    Liveness, LoongArch64, Lower, Mapping, MappingFlags as F, MemType, PageSize, PageTable,
+    PagingError as E, PhysAddr, Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Translation, Upper, Va36, Va39,
+    Va42, Va47, Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
 };
 
 use super::Frames;
@@ -533,6 +533,23 @@ pub enum Op {
         va: VaPick,
         write: bool,
     },
+    /// `set_liveness`: `Live` (breaks made, unlinked tables retired until the flush) or
+    /// `Offline`. Every token of the run goes through `PageTable::flush`, so a retired table
+    /// still out after it is a leak the frame accounting catches.
+    Live {
+        on: bool,
+    },
+    /// `into_raw` then `from_raw`: the table comes back as it was, liveness included.
+    RoundTrip,
+    /// `unmap` through a cursor.
+    CursorUnmap {
+        va: VaPick,
+    },
+    /// `protect` through a cursor.
+    CursorProtect {
+        va: VaPick,
+        flags: u8,
+    },
     /// `n` granule pages mapped one at a time through one cursor, each queried through it.
     CursorRun {
         va: VaPick,
@@ -760,7 +777,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     huge_arg,
                 );
                 let want = model.map_region(va, pa, len, flags, *huge);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::Map {
                 va,
@@ -782,12 +799,12 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     flags,
                 );
                 let want = model.map(va, pa, shift, flags);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::Unmap { va } => {
                 let va = model.pick_va(va).0;
                 let got = pt.unmap(VirtAddr::from(va as usize)).map(|(m, f)| {
-                    f.ignore();
+                    pt.flush(f);
                     m
                 });
                 let want = model.unmap(va);
@@ -798,14 +815,14 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let len = model.pick_len(len, true, va, run_end);
                 let got = pt.unmap_region(VirtAddr::from(va as usize), len as usize);
                 let want = model.unmap_region(va, len);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::Protect { va, flags } => {
                 let va = model.pick_va(va).0;
                 let flags = flags_of(*flags);
                 let got = pt.protect(VirtAddr::from(va as usize), flags);
                 let want = model.protect(va, flags);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::ProtectRegion { va, len, flags } => {
                 let (va, run_end) = model.pick_va(va);
@@ -813,7 +830,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let flags = flags_of(*flags);
                 let got = pt.protect_region(VirtAddr::from(va as usize), len as usize, flags);
                 let want = model.protect_region(va, len, flags);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::Remap { va, pa } => {
                 let picked = model.pick_va(va);
@@ -821,7 +838,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let pa = model.pick_pa(pa, picked);
                 let got = pt.remap(VirtAddr::from(va as usize), PhysAddr::from(pa as usize));
                 let want = model.remap(va, pa);
-                (compare(step, op, got.map(|f| f.ignore()), want)?, Some(va))
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::ClearState {
                 va,
@@ -836,7 +853,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let got = pt
                     .clear_access_state(VirtAddr::from(va as usize), clear)
                     .map(|(s, f)| {
-                        f.ignore();
+                        pt.flush(f);
                         s
                     });
                 let want = model.clear_state(va, clear);
@@ -847,6 +864,48 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let got = pt.query(VirtAddr::from(va as usize));
                 let want = model.query(va);
                 (compare(step, op, got, want)?, Some(va))
+            }
+            Op::Live { on } => {
+                let liveness = if *on {
+                    Liveness::Live
+                } else {
+                    Liveness::Offline
+                };
+                pt.set_liveness(liveness);
+                (Ok(()), None)
+            }
+            Op::RoundTrip => {
+                let liveness = pt.liveness();
+                let (root, frames, state) = pt.into_raw();
+                // SAFETY: the tree and its state came from `into_raw` a moment ago.
+                pt = unsafe { PageTable::from_raw(root, frames, state) }
+                    .map_err(|e| format!("step {step}: from_raw refused its own parts: {e:?}"))?;
+                ensure_eq!(
+                    pt.liveness(),
+                    liveness,
+                    "step {}: the round trip lost the liveness",
+                    step
+                );
+                (Ok(()), None)
+            }
+            Op::CursorUnmap { va } => {
+                let va = model.pick_va(va).0;
+                let got = pt
+                    .cursor()
+                    .unmap(VirtAddr::from(va as usize))
+                    .map(|(m, f)| {
+                        pt.flush(f);
+                        m
+                    });
+                let want = model.unmap(va);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::CursorProtect { va, flags } => {
+                let va = model.pick_va(va).0;
+                let flags = flags_of(*flags);
+                let got = pt.cursor().protect(VirtAddr::from(va as usize), flags);
+                let want = model.protect(va, flags);
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::Touch { va, write } => {
                 let va = model.pick_va(va).0;
@@ -1245,6 +1304,19 @@ impl Op {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,
             },
+            20 => {
+                let (va, bits) = (VaPick::decode(i)?, i.u8()?);
+                match bits % 8 {
+                    0 => Op::Live { on: bits & 8 != 0 },
+                    1 => Op::RoundTrip,
+                    2 | 3 => Op::CursorUnmap { va },
+                    4 | 5 => Op::CursorProtect { va, flags: bits },
+                    _ => Op::Touch {
+                        va,
+                        write: bits & 8 != 0,
+                    },
+                }
+            }
             _ => Op::CursorRun {
                 va: VaPick::decode(i)?,
                 n: i.u8()?,
