@@ -157,6 +157,8 @@ impl Spec {
 pub struct Model {
     pub spec: Spec,
     pub leaves: BTreeMap<u64, Leaf>,
+    /// Root entries shared (`PageTable::share`), by folded index: the table below each stays.
+    pub shared: std::collections::BTreeSet<u64>,
 }
 
 /// What the model expects of a call: success, or one of these errors.
@@ -223,8 +225,42 @@ impl Model {
         }
     }
 
+    /// log2 of what one root entry maps.
+    fn root_shift(&self) -> u32 {
+        *self.spec.level_shifts.last().unwrap()
+    }
+
+    /// The folded index of the root entry holding `va`.
+    fn root_key(&self, va: u64) -> u64 {
+        (va & ((1u64 << self.spec.va_bits) - 1)) >> self.root_shift()
+    }
+
+    /// `PageTable::share` of the one root entry that starts at `va`.
+    fn share(&mut self, va: u64) -> Expect<()> {
+        let len = 1u64 << self.root_shift();
+        let errs = self.spec.range_errors(va, len, len);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let key = self.root_key(va);
+        let (first, last) = (self.shared.first().copied(), self.shared.last().copied());
+        if let (Some(first), Some(last)) = (first, last) {
+            if key + 1 < first || key > last + 1 {
+                return fail(vec![E::Shared(VirtAddr::from(va as usize))]);
+            }
+        }
+        if self
+            .leaf_at(va)
+            .is_some_and(|(_, l)| l.shift == self.root_shift())
+        {
+            return fail(vec![E::AlreadyMapped(VirtAddr::from(va as usize))]);
+        }
+        self.shared.insert(key);
+        Ok(())
+    }
+
     /// The leaves a region map creates: at each address, the largest leaf that fits and that
-    /// both addresses are aligned to.
+    /// both addresses are aligned to (never a root-level leaf in a shared root entry).
     fn decompose(&self, va: u64, pa: u64, len: u64, huge: bool) -> Vec<(u64, u64, u32)> {
         let end = va as u128 + len as u128;
         let mut v = va as u128;
@@ -238,6 +274,8 @@ impl Model {
                 .rev()
                 .find(|&&s| {
                     (huge || 1 << s == self.spec.page)
+                        && !(s == self.root_shift()
+                            && self.shared.contains(&self.root_key(v as u64)))
                         && v % (1u128 << s) == 0
                         && p % (1 << s) == 0
                         && v + (1u128 << s) <= end
@@ -305,6 +343,12 @@ impl Model {
             return fail(vec![E::SizeNotSupported(size)]);
         }
         let len = 1u64 << shift;
+        if shift == self.root_shift()
+            && self.spec.range_errors(va, len, len).is_empty()
+            && self.shared.contains(&self.root_key(va))
+        {
+            return fail(vec![E::Shared(VirtAddr::from(va as usize))]);
+        }
         self.map_errors(va, pa, len, len, flags)?;
         self.insert(vec![(va, pa, shift)], flags);
         Ok(())
@@ -452,13 +496,16 @@ impl Model {
         for depth in 1..shifts.len() {
             // A table at `depth` spans what one entry one level up maps.
             let span = shifts[depth];
-            let mut spans: Vec<u64> = self
+            let mut spans: std::collections::BTreeSet<u64> = self
                 .leaves
                 .iter()
                 .filter(|(_, l)| l.shift <= shifts[depth - 1])
-                .map(|(&v, _)| v >> span)
+                .map(|(&v, _)| (v & ((1u64 << self.spec.va_bits) - 1)) >> span)
                 .collect();
-            spans.dedup();
+            if depth == shifts.len() - 1 {
+                // The tables below shared root entries stay, empty or not.
+                spans.extend(self.shared.iter().copied());
+            }
             n += spans.len();
         }
         n
@@ -541,6 +588,10 @@ pub enum Op {
     },
     /// `into_raw` then `from_raw`: the table comes back as it was, liveness included.
     RoundTrip,
+    /// `share` of the root entry holding `va` (its start).
+    Share {
+        va: VaPick,
+    },
     /// `unmap` through a cursor.
     CursorUnmap {
         va: VaPick,
@@ -744,6 +795,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
     let mut model = Model {
         spec,
         leaves: BTreeMap::new(),
+        shared: Default::default(),
     };
     let mut pt = PageTable::<A, _>::new(Frames::new(6000, 0x4000_0000)).unwrap();
     let sizes = [12u32, 21, 30, 39, 48, 14, 16, 25, 29, 36, 42];
@@ -887,6 +939,13 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     step
                 );
                 (Ok(()), None)
+            }
+            Op::Share { va } => {
+                let va = model.pick_va(va).0 & !((1u64 << model.root_shift()) - 1);
+                let len = 1usize << model.root_shift();
+                let got = pt.share(VirtAddr::from(va as usize), len);
+                let want = model.share(va);
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::CursorUnmap { va } => {
                 let va = model.pick_va(va).0;
@@ -1308,6 +1367,7 @@ impl Op {
                 let (va, bits) = (VaPick::decode(i)?, i.u8()?);
                 match bits % 8 {
                     0 => Op::Live { on: bits & 8 != 0 },
+                    1 if bits & 8 != 0 => Op::Share { va },
                     1 => Op::RoundTrip,
                     2 | 3 => Op::CursorUnmap { va },
                     4 | 5 => Op::CursorProtect { va, flags: bits },
