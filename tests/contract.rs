@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::rc::Rc;
 
-use common::{Frames, Shared};
+use common::Frames;
 use memory_addr::{pa, va};
 use pagetable::{
     AArch64, AArch64S2, BufferFrames, HugePages, Ipa40, Liveness, MappingFlags as F, MemType,
@@ -138,20 +138,8 @@ fn a_round_trip_through_raw_parts_keeps_the_liveness() {
 
 #[test]
 fn a_round_trip_of_a_borrower_does_not_free_what_it_borrows() {
-    let memory = Shared::new(Frames::new(64, 0x10_0000_0000));
-    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    let kva = va!(0xffff_8000_0000_0000);
-    kernel
-        .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
-        .unwrap()
-        .ignore();
-    kernel.share(kva, 1 << 39).unwrap().ignore();
-    let kernel_frames = memory.0.borrow().live_frames();
-    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    // SAFETY: `kernel` outlives `user`; both reach the same memory.
-    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
-        .unwrap()
-        .ignore();
+    let (memory, kernel, user, _) = common::kernel_and_process();
+    let kernel_frames = memory.0.borrow().live_frames() - user.table_frames();
     let (root, handler, state) = user.into_raw();
     assert_eq!(state.borrowed(), 256..257);
     // SAFETY: the tree and its state came from `into_raw`; the borrowed part stays the

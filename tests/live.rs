@@ -12,7 +12,7 @@ use memory_addr::{pa, va};
 use pagetable::arch::level_shift;
 use pagetable::{
     AArch64, Arch, Ept, HugePages, Liveness, LoongArch64, MappingFlags as F, PageSize, PageTable,
-    PagingError, PagingHandler, Sv39, Sv48, X86_64,
+    PagingError, PagingHandler, Sv39, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
@@ -138,19 +138,7 @@ fn live_tables_free_no_unlinked_table_before_the_flush() {
 /// The kernel-half pattern: one kernel table, process tables sharing its upper half.
 #[test]
 fn the_owner_of_a_shared_kernel_half_never_frees_a_table_a_borrower_links() {
-    let memory = common::Shared::new(Frames::new(64, 0x10_0000_0000));
-    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    let kva = va!(0xffff_8000_0000_0000);
-    kernel
-        .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
-        .unwrap()
-        .ignore();
-    kernel.share(kva, 1 << 39).unwrap().ignore();
-    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    // SAFETY: `kernel` outlives `user`; both reach the same memory.
-    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
-        .unwrap()
-        .ignore();
+    let (memory, mut kernel, user, kva) = common::kernel_and_process();
     let linked = user.root().get(256).unwrap().next_table().unwrap().pa();
     // The kernel unmaps its only page there (a vfree): the table the user links must stay.
     kernel.unmap(kva).unwrap().1.ignore();
@@ -163,13 +151,7 @@ fn the_owner_of_a_shared_kernel_half_never_frees_a_table_a_borrower_links() {
 
 #[test]
 fn a_borrowers_cursor_never_reads_a_table_the_owner_freed() {
-    let memory = common::Shared::new(Frames::new(64, 0x10_0000_0000));
-    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    let kva = va!(0xffff_8000_0000_0000);
-    kernel
-        .map(kva, pa!(0x8000_0000), PageSize::SIZE_4K, RW | F::GLOBAL)
-        .unwrap()
-        .ignore();
+    let (_memory, mut kernel, mut user, kva) = common::kernel_and_process();
     kernel
         .map(
             va!(0xffff_8000_4000_0000),
@@ -177,12 +159,6 @@ fn a_borrowers_cursor_never_reads_a_table_the_owner_freed() {
             PageSize::SIZE_4K,
             RW | F::GLOBAL,
         )
-        .unwrap()
-        .ignore();
-    kernel.share(kva, 1 << 39).unwrap().ignore();
-    let mut user = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
-    // SAFETY: `kernel` outlives `user`; both reach the same memory.
-    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
         .unwrap()
         .ignore();
     let mut cursor = user.cursor();
@@ -211,28 +187,15 @@ fn a_borrowers_cursor_never_reads_a_table_the_owner_freed() {
 #[test]
 fn a_user_page_under_supervisor_parents_is_user_accessible() {
     let mut frames = Frames::new(16, 0x10_0000);
-    let root = frames.alloc_table(4096).unwrap().as_usize() as u64;
-    let pdpt = frames.alloc_table(4096).unwrap().as_usize() as u64;
-    let pd = frames.alloc_table(4096).unwrap().as_usize() as u64;
-    for t in [root, pdpt, pd] {
-        for i in 0..512 {
-            frames.write_phys(t + 8 * i, 0);
-        }
-    }
-    // P | R/W, supervisor, XD: a kernel's data-only tables.
-    let parent = 1 | 2 | 1 << 63;
-    frames.write_phys(root, pdpt | parent);
-    frames.write_phys(pdpt, pd | parent);
+    // P | R/W, supervisor, XD: a kernel's data-only tables, PML4 -> PDPT -> PD.
+    let root = adopted_chain(&mut frames, 3, 1 | 2 | 1 << 63);
+    let pdpt = frames.read_phys(root) & 0x000f_ffff_ffff_f000;
     // SAFETY: the tree came from `frames` and nothing else owns it.
-    let mut pt = unsafe { PageTable::<X86_64, _>::from_root(pa!(0x10_0000), frames) }.unwrap();
-    pt.map(
-        va!(0x1000),
-        pa!(0x5000),
-        PageSize::SIZE_4K,
-        RW | F::USER | F::EXECUTE,
-    )
-    .unwrap()
-    .ignore();
+    let mut pt = unsafe { PageTable::<X86_64, _>::from_root(pa!(root as usize), frames) }.unwrap();
+    let user = RW | F::USER | F::EXECUTE;
+    pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, user)
+        .unwrap()
+        .ignore();
     for t in [root, pdpt] {
         let entry = pt.handler().read_phys(t);
         assert_eq!(
@@ -242,8 +205,7 @@ fn a_user_page_under_supervisor_parents_is_user_accessible() {
         );
         assert_eq!(entry >> 63, 0, "parent {entry:#x} lets fetches through");
     }
-    let t = pt.query(va!(0x1000)).unwrap();
-    assert_eq!(t.flags, RW | F::USER | F::EXECUTE);
+    assert_eq!(pt.query(va!(0x1000)).unwrap().flags, user);
 }
 
 #[test]

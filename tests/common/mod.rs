@@ -287,3 +287,33 @@ unsafe impl PagingHandler for Shared {
         self.0.borrow().phys_to_virt(pa)
     }
 }
+
+/// A kernel table (Sv48) with one page at the start of its upper half, the root entry there
+/// shared, and a process table borrowing it, over one memory: the kernel-half pattern.
+pub fn kernel_and_process() -> (
+    Shared,
+    pagetable::PageTable<pagetable::Sv48, Shared>,
+    pagetable::PageTable<pagetable::Sv48, Shared>,
+    pagetable::VirtAddr,
+) {
+    use pagetable::{MappingFlags as F, PageSize, PageTable, Sv48, VirtAddr};
+    let memory = Shared::new(Frames::new(64, 0x10_0000_0000));
+    let mut kernel = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    let kva = VirtAddr::from(0xffff_8000_0000_0000);
+    kernel
+        .map(
+            kva,
+            PhysAddr::from(0x8000_0000),
+            PageSize::SIZE_4K,
+            F::READ | F::WRITE | F::GLOBAL,
+        )
+        .unwrap()
+        .ignore();
+    kernel.share(kva, 1 << 39).unwrap().ignore();
+    let mut process = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
+    // SAFETY: every caller drops `process` before `kernel`; both reach the same memory.
+    unsafe { process.copy_from(&kernel, kva, 1 << 39) }
+        .unwrap()
+        .ignore();
+    (memory, kernel, process, kva)
+}
