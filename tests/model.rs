@@ -59,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|on| Op::Live { on }),
         1 => Just(Op::RoundTrip),
         1 => va_pick().prop_map(|va| Op::Share { va }),
+        1 => va_pick().prop_map(|va| Op::Borrow { va }),
         1 => va_pick().prop_map(|va| Op::CursorUnmap { va }),
         1 => (va_pick(), any::<u8>()).prop_map(|(va, flags)| Op::CursorProtect { va, flags }),
         2 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>()).prop_map(|(va, n, pa, flags)| Op::CursorRun { va, n, pa, flags }),

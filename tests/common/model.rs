@@ -23,9 +23,9 @@ use pagetable::{
     Va42, Va47, Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
 };
 
-use super::Frames;
 use super::hw::Hardware;
 use super::raw;
+use super::{Frames, Shared};
 
 /// Fails the run with a message unless `cond` holds.
 macro_rules! ensure {
@@ -256,6 +256,19 @@ impl Model {
             return fail(vec![E::AlreadyMapped(VirtAddr::from(va as usize))]);
         }
         self.shared.insert(key);
+        Ok(())
+    }
+
+    /// `copy_from` of the root entry that starts at `va` by a fresh table.
+    fn borrow(&self, va: u64) -> Expect<()> {
+        let len = 1u64 << self.root_shift();
+        let errs = self.spec.range_errors(va, len, len);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        if !self.shared.contains(&self.root_key(va)) {
+            return fail(vec![E::NotShared(VirtAddr::from(va as usize))]);
+        }
         Ok(())
     }
 
@@ -592,6 +605,11 @@ pub enum Op {
     Share {
         va: VaPick,
     },
+    /// A second table over the same memory borrows that root entry (`copy_from`), reads it
+    /// through, is refused an edit, releases it and is dropped.
+    Borrow {
+        va: VaPick,
+    },
     /// `unmap` through a cursor.
     CursorUnmap {
         va: VaPick,
@@ -797,11 +815,11 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         leaves: BTreeMap::new(),
         shared: Default::default(),
     };
-    let mut pt = PageTable::<A, _>::new(Frames::new(6000, 0x4000_0000)).unwrap();
+    let mut pt = PageTable::<A, _>::new(Shared::new(Frames::new(6000, 0x4000_0000))).unwrap();
     let sizes = [12u32, 21, 30, 39, 48, 14, 16, 25, 29, 36, 42];
     for (step, op) in ops.iter().enumerate() {
-        let before = pt.handler().digest();
-        let frames_before = pt.handler().live_frames();
+        let before = pt.handler().0.borrow().digest();
+        let frames_before = pt.handler().0.borrow().live_frames();
         let (what, checked_va): (Result<(), E>, Option<u64>) = match op {
             Op::MapRegion {
                 va,
@@ -947,6 +965,50 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.share(va);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
+            Op::Borrow { va } => {
+                let root_size = 1u64 << model.root_shift();
+                let va = model.pick_va(va).0 & !(root_size - 1);
+                let mut other = PageTable::<A, _>::new(pt.handler().clone())
+                    .map_err(|e| format!("step {step}: no root for the borrower: {e:?}"))?;
+                // SAFETY: `other` is dropped in this step, before `pt`; both reach one memory.
+                let got = unsafe {
+                    other.copy_from(&pt, VirtAddr::from(va as usize), root_size as usize)
+                };
+                let want = model.borrow(va);
+                let what = compare(step, op, got.map(|f| other.flush(f)), want)?;
+                if what.is_ok() {
+                    // The borrower reads exactly the owner's leaves there, and may not edit them.
+                    let mut seen = vec![];
+                    other
+                        .for_each_mapping_in(VirtAddr::from(va as usize), root_size as usize, |m| {
+                            seen.push(m)
+                        })
+                        .map_err(|e| format!("step {step}: borrower walk: {e:?}"))?;
+                    ensure_eq!(
+                        seen,
+                        model.for_each_in(va, root_size).unwrap_or_default(),
+                        "step {}: the borrower sees other leaves",
+                        step
+                    );
+                    for m in seen.iter().take(4) {
+                        let _ = compare(
+                            step,
+                            op,
+                            other.query(m.va),
+                            model.query(m.va.as_usize() as u64),
+                        )?;
+                        ensure_eq!(
+                            other.unmap(m.va).map(|(_, f)| f.ignore()).err(),
+                            Some(E::Borrowed(m.va)),
+                            "step {}: the borrower edited a borrowed leaf",
+                            step
+                        );
+                    }
+                    other.release_borrowed().ignore();
+                }
+                drop(other);
+                (what, Some(va))
+            }
             Op::CursorUnmap { va } => {
                 let va = model.pick_va(va).0;
                 let got = pt
@@ -969,7 +1031,10 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             Op::Touch { va, write } => {
                 let va = model.pick_va(va).0;
                 if let Some((start, leaf)) = model.leaf_at(va) {
-                    let raw = raw::walk::<A>(pt.handler(), pt.root_paddr().as_usize() as u64)?;
+                    let raw = raw::walk::<A>(
+                        &pt.handler().0.borrow(),
+                        pt.root_paddr().as_usize() as u64,
+                    )?;
                     let k = raw
                         .leaves
                         .iter()
@@ -980,8 +1045,10 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     let writes = *write && leaf.flags.contains(F::WRITE);
                     let mark = if writes { A::mark_write } else { A::mark_read };
                     let at = raw.entries[k];
-                    pt.handler()
-                        .write_phys(at, mark(pt.handler().read_phys(at)));
+                    {
+                        let mem = pt.handler().0.borrow();
+                        mem.write_phys(at, mark(mem.read_phys(at)));
+                    }
                     let state = &mut model.leaves.get_mut(&start).unwrap().state;
                     state.accessed = true;
                     state.dirty |= writes;
@@ -1011,7 +1078,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                         first.wrapping_add(k * model.spec.page),
                         first_pa.wrapping_add(k * model.spec.page),
                     );
-                    let unchanged = c.table().handler().digest();
+                    let unchanged = c.table().handler().0.borrow().digest();
                     let got = c.map(
                         VirtAddr::from(v as usize),
                         PhysAddr::from(p as usize),
@@ -1021,7 +1088,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     let want = model.map(v, p, A::PAGE_SHIFT, flags);
                     if compare(step, op, got.map(|f| f.ignore()), want)?.is_err() {
                         ensure!(
-                            c.table().handler().digest() == unchanged,
+                            c.table().handler().0.borrow().digest() == unchanged,
                             "step {step}: cursor map {k} of {op:?} failed but changed table memory"
                         );
                     }
@@ -1068,11 +1135,11 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         }
         if what.is_err() {
             ensure!(
-                pt.handler().digest() == before,
+                pt.handler().0.borrow().digest() == before,
                 "step {step}: {op:?} failed but changed table memory"
             );
             ensure_eq!(
-                pt.handler().live_frames(),
+                pt.handler().0.borrow().live_frames(),
                 frames_before,
                 "step {}: a failed call changed the frame count",
                 step
@@ -1080,7 +1147,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         }
         // Table memory, read by the manuals alone, holds the model's leaves, and the tables it
         // reaches are exactly the frames out: none twice, none leaked.
-        let raw = raw::walk::<A>(pt.handler(), pt.root_paddr().as_usize() as u64)
+        let raw = raw::walk::<A>(&pt.handler().0.borrow(), pt.root_paddr().as_usize() as u64)
             .map_err(|e| format!("step {step}: raw walk after {op:?}: {e}"))?;
         let leaves: Vec<(u64, u64, u32)> = model
             .leaves
@@ -1096,7 +1163,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         );
         ensure_eq!(
             raw.tables,
-            pt.handler().live_addrs(),
+            pt.handler().0.borrow().live_addrs(),
             "step {}: tables reached are not the frames out after {:?}",
             step,
             op
@@ -1112,7 +1179,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             op
         );
         ensure_eq!(
-            pt.handler().live_blocks(),
+            pt.handler().0.borrow().live_blocks(),
             model.tables_needed(),
             "step {}: table blocks out after {:?}",
             step,
@@ -1122,7 +1189,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         let root_bytes = pagetable::arch::table_bytes::<A>(root_depth::<A>());
         let bytes = root_bytes + (model.tables_needed() - 1) * model.spec.page as usize;
         ensure_eq!(
-            pt.handler().live_frames() * super::FRAME,
+            pt.handler().0.borrow().live_frames() * super::FRAME,
             bytes,
             "step {}: bytes of table frames out after {:?}",
             step,
@@ -1147,7 +1214,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         }
     }
     // Dropping the table gives back every frame it holds (the handler panics on a double free).
-    let ledger = pt.handler().ledger();
+    let ledger = pt.handler().0.borrow().ledger();
     drop(pt);
     ensure_eq!(ledger.get(), 0, "frames leaked by drop");
     Ok(())
@@ -1368,6 +1435,7 @@ impl Op {
                 match bits % 8 {
                     0 => Op::Live { on: bits & 8 != 0 },
                     1 if bits & 8 != 0 => Op::Share { va },
+                    6 if bits & 8 != 0 => Op::Borrow { va },
                     1 => Op::RoundTrip,
                     2 | 3 => Op::CursorUnmap { va },
                     4 | 5 => Op::CursorProtect { va, flags: bits },
