@@ -718,8 +718,14 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         unsafe {
             retired.chain.drain_owner(self.root, |frame, records| {
                 for &record in records {
-                    let (pa, depth) = (record & !0xfff, (record & 0xfff) as u8);
-                    walk::free_at_depth::<A, NonRoot<A>, H>(h, pa, depth);
+                    let (pa, tag) = (record & !0xfff, (record & 0xfff) as u8);
+                    let depth = tag & !retired::EMPTY;
+                    if tag & retired::EMPTY != 0 {
+                        let bytes = arch::table_bytes::<A>(depth);
+                        h.free_table(PhysAddr::from(pa as usize), bytes);
+                    } else {
+                        walk::free_at_depth::<A, NonRoot<A>, H>(h, pa, depth);
+                    }
                 }
                 h.free_table(PhysAddr::from(frame as usize), retired::frame_bytes::<A>());
             });

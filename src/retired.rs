@@ -24,6 +24,10 @@ const OWNER: usize = 2;
 const COUNT: usize = 3;
 const HEADER: usize = 4;
 
+/// Record flag (with the depth in the low bits): the table held only empty entries, so its
+/// frame alone is freed.
+pub(crate) const EMPTY: u8 = 8;
+
 /// Bytes of a retire frame of mode `A`: one table below the root.
 pub(crate) const fn frame_bytes<A: Arch>() -> usize {
     arch::table_bytes::<A>(arch::root_depth::<A>() - 1)

@@ -376,6 +376,10 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
 
     #[inline]
     fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        if acc & (AP_TABLE_NO_EL0 | AP_TABLE_RO | UXN_TABLE | PXN_TABLE) == 0 {
+            // No table on the way restricts, as none this crate makes does.
+            return flags;
+        }
         let user = flags.contains(MappingFlags::USER);
         let mut gone = MappingFlags::EMPTY;
         if acc & AP_TABLE_NO_EL0 != 0 {

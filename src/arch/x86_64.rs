@@ -192,6 +192,10 @@ impl Encoding {
     /// entries, XD inverted.
     #[inline]
     fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
+        if acc & (RW | US | XD) == RW | US | XD {
+            // Every entry on the way allows everything, as every table this crate makes does.
+            return flags;
+        }
         let mut gone = MappingFlags::EMPTY;
         if acc & RW == 0 {
             gone |= MappingFlags::WRITE;

@@ -273,6 +273,22 @@ impl Stash {
         }
     }
 
+    /// [`retire`](Self::retire) for a table known to hold only empty entries: its frame alone
+    /// goes, without a look at its entries.
+    ///
+    /// # Safety
+    ///
+    /// As for `retire`, and every entry of the table is zero.
+    unsafe fn retire_empty<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &mut H, pa: u64) {
+        if self.ctx.defer {
+            // SAFETY: `retire_room` made room (caller).
+            unsafe { self.retired.push(pa, retired::EMPTY | L::DEPTH) };
+        } else {
+            // SAFETY: the table is unlinked, empty, and came from `alloc_table` with this size.
+            unsafe { h.free_table(PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES) };
+        }
+    }
+
     /// The tables the change retired, for its `Flush`; the unused frames go back.
     pub(crate) fn finish<H: PagingHandler>(mut self, h: &mut H) -> Chain {
         let retired = self.retired.take();
@@ -1088,7 +1104,7 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
                     if !stash.ctx.keeps::<A, L>(i) && next.is_zero() && stash.retire_room::<A, H>(h)
                     {
                         t.store(i, 0);
-                        stash.retire::<A, L::Below, H>(h, A::table_addr(entry));
+                        stash.retire_empty::<A, L::Below, H>(h, A::table_addr(entry));
                     }
                 }
             }
