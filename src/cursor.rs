@@ -82,7 +82,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         // SAFETY: the root is live and ours; with `grant`, the caller holds the table mutably
         // (it is mapping, in a range it checked is not borrowed).
         let (pa, path) = unsafe {
-            walk::last_table_pa::<A, A::Root, H>(handler, root, va, A::PATH_START, grant)
+            walk::last_table_pa::<A, A::Root, H>(handler, root, va, grant)
         }?;
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
@@ -187,7 +187,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         if A::entry_kind(pte, 1) != EntryKind::Leaf {
             return Err(PagingError::NotMapped(va));
         }
-        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte).through::<A>(path);
+        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte, path);
         Ok(Translation::from_raw::<A>(leaf, folded))
     }
 

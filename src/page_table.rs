@@ -12,7 +12,7 @@ use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
 use crate::levels::walk::{self, Breaks, Ctx, MapReq, Modify, RawLeaf, Refuse, Stash};
-use crate::levels::{EntryKind, Level, Table, TableRef};
+use crate::levels::{EntryKind, HasNext, Table, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::{self, Retired};
 use crate::state::{RootRange, TableState};
@@ -375,7 +375,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash = Stash::reserve::<A, H>(h, need.tables, TableRef::<A, NonRoot<A>>::BYTES)?
             .for_change::<A, H>(h, ctx, need.unlinks)?;
         // SAFETY: as above; the check pass passed and the stash holds what it counted.
-        unsafe { walk::map_apply::<A, A::Root, H>(h, &mut stash, root, s, e, &req, false) };
+        unsafe { walk::map_apply::<A, A::Root, H>(h, &mut stash, root, s, e, &req) };
         debug_assert!(stash.is_empty());
         Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }
@@ -956,7 +956,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 }
 
 /// A level below the root: every non-root table has its frame size.
-type NonRoot<A> = <<A as Arch>::Root as Level>::Below;
+type NonRoot<A> = <<A as Arch>::Root as HasNext>::Next;
 
 /// The first address after `va` that the table does not translate (for error reports).
 fn first_outside<A: Arch>(va: u64) -> VirtAddr {
@@ -979,7 +979,7 @@ fn leaf_depth<A: Arch>(size: PageSize) -> Option<u8> {
 unsafe fn count_below_root<A: Arch, H: PagingHandler>(h: &H, pte: u64) -> usize {
     // SAFETY: forwarded: `pte` is a table entry of a live root.
     unsafe {
-        walk::count_tables::<A, <A::Root as Level>::Below, H>(
+        walk::count_tables::<A, NonRoot<A>, H>(
             h,
             TableRef::from_pa(h, A::table_addr(pte)),
         )

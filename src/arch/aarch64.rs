@@ -42,7 +42,7 @@ use static_assertions::const_assert_eq;
 use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L2, L3, L4, Level};
+use crate::levels::{EntryKind, HasNext, L2, L3, L4, Level};
 
 /// A VMSAv8-64 stage 1 descriptor, 48-bit output address (D8.3). One layout serves table,
 /// block and page descriptors of every granule; the docs say which fields each uses.
@@ -199,7 +199,7 @@ pub trait VaSize<G: Granule>:
     Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static
 {
     /// The level the walk starts at.
-    type Root: Level;
+    type Root: HasNext;
     /// VA bits (64 - TnSZ).
     const BITS: u32;
 }

@@ -38,7 +38,7 @@ use super::aarch64::{
 use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4, Level};
+use crate::levels::{EntryKind, HasNext, L3, L4};
 
 /// A VMSAv8-64 stage 2 descriptor, 4 KiB granule, 48-bit output address (D8.3). Table
 /// descriptors use only bits 0-1 and the address; their other bits are ignored at stage 2.
@@ -126,7 +126,7 @@ const fn mem_attr(mem: MemType) -> u64 {
 /// An IPA size of the stage 2 modes; sealed.
 pub trait IpaSize: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
     /// The level the walk starts at.
-    type Root: Level;
+    type Root: HasNext;
     /// IPA bits (64 - VTCR_EL2.T0SZ).
     const BITS: u32;
     /// log2 of the tables concatenated at the root.

@@ -10,7 +10,7 @@ use memory_addr::VirtAddr;
 
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
-use crate::levels::{EntryKind, Level};
+use crate::levels::{EntryKind, HasNext, Level};
 
 pub mod aarch64;
 pub mod aarch64_s2;
@@ -56,7 +56,7 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// The entry as the architecture manual lays it out.
     type Pte: Copy + fmt::Debug + From<u64> + Into<u64>;
     /// The root level: [`L3`](crate::L3), [`L4`](crate::L4) or [`L5`](crate::L5).
-    type Root: Level;
+    type Root: HasNext;
     /// The highest level that may hold a leaf; every level below it may too.
     type MaxLeaf: Level;
 
@@ -254,6 +254,12 @@ pub const fn index_bits<A: Arch>(depth: u8) -> u32 {
 /// Entries in a table at `depth`.
 pub const fn entries<A: Arch>(depth: u8) -> usize {
     1 << index_bits::<A>(depth)
+}
+
+/// The index of the entry translating folded `va` in a table at `depth`.
+#[inline(always)]
+pub const fn index_at<A: Arch>(depth: u8, va: u64) -> usize {
+    (va >> level_shift::<A>(depth)) as usize & (entries::<A>(depth) - 1)
 }
 
 /// Bytes a table at `depth` occupies (and is aligned to): at least one granule.

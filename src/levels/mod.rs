@@ -12,20 +12,38 @@ use crate::arch::sealed::Sealed;
 mod table;
 pub(crate) mod walk;
 
+use walk::Descend;
+
 pub(crate) use table::TableRef;
 pub use table::{Descriptor, Table, TableFrame};
 
-/// A level of the table tree.
-pub trait Level: Sealed + Copy + Default + Debug + Send + Sync + 'static {
+/// A level of the table tree. Only a level with a level below ([`HasNext`]) has entries that
+/// lead anywhere: [`L1`], the last level, has none, and nothing descends from it.
+///
+/// ```compile_fail,E0277
+/// # use pagetable::{levels::HasNext, *};
+/// // Going one level down is defined only where there is a level below, so code that would
+/// // descend from the last level does not compile.
+/// fn frame_below<L: HasNext>(pa: PhysAddr) -> Option<TableFrame<X86_64, L::Next>> {
+///     TableFrame::new(pa)
+/// }
+/// let _ = frame_below::<L1>(memory_addr::pa!(0x1000));
+/// ```
+/// The same descent from `L2` compiles:
+/// ```
+/// # use pagetable::{levels::HasNext, *};
+/// # fn frame_below<L: HasNext>(pa: PhysAddr) -> Option<TableFrame<X86_64, L::Next>> {
+/// #     TableFrame::new(pa)
+/// # }
+/// let l1: Option<TableFrame<X86_64, L1>> = frame_below::<L2>(memory_addr::pa!(0x1000));
+/// assert!(l1.is_some());
+/// ```
+pub trait Level: Sealed + Descend + Copy + Default + Debug + Send + Sync + 'static {
     /// 1 for the last level, up to 5.
     const DEPTH: u8;
-    /// The level one down, for the generic walk; [`L1`] names itself, and the walk never
-    /// descends from it. The public way down is [`HasNext`].
-    #[doc(hidden)]
-    type Below: Level;
 }
 
-/// A level whose entries may point to a table one level down.
+/// A level whose entries may point to a table one level down: every level but [`L1`].
 pub trait HasNext: Level {
     /// The level its table entries point to.
     type Next: Level;
@@ -47,24 +65,23 @@ pub enum EntryKind {
 }
 
 macro_rules! levels {
-    ($($name:ident = $depth:literal below $below:ident;)*) => {$(
+    ($($name:ident = $depth:literal;)*) => {$(
         #[doc = concat!("The level at depth ", $depth, ".")]
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct $name;
         impl Sealed for $name {}
         impl Level for $name {
             const DEPTH: u8 = $depth;
-            type Below = $below;
         }
     )*};
 }
 
 levels! {
-    L1 = 1 below L1;
-    L2 = 2 below L1;
-    L3 = 3 below L2;
-    L4 = 4 below L3;
-    L5 = 5 below L4;
+    L1 = 1;
+    L2 = 2;
+    L3 = 3;
+    L4 = 4;
+    L5 = 5;
 }
 
 impl HasNext for L2 {

@@ -302,9 +302,15 @@ impl<A: Arch, L: Level, H: PagingHandler> fmt::Debug for Table<'_, A, L, H> {
 
 /// The walk's handle on a table: where its entries are. Copy, unchecked; every use is unsafe
 /// and states why the table is live.
-pub(crate) struct TableRef<A: Arch, L: Level> {
+pub struct TableRef<A, L> {
     base: *const AtomicU64,
     _level: PhantomData<(A, L)>,
+}
+
+impl<A, L> fmt::Debug for TableRef<A, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TableRef({:p})", self.base)
+    }
 }
 
 impl<A: Arch, L: Level> Clone for TableRef<A, L> {
@@ -323,8 +329,6 @@ impl<A: Arch, L: Level> TableRef<A, L> {
     pub(crate) const SHIFT: u32 = arch::level_shift::<A>(L::DEPTH);
     /// What one entry maps.
     pub(crate) const SIZE: u64 = 1 << Self::SHIFT;
-    /// Whether an entry of this level may be a leaf.
-    pub(crate) const LEAF_OK: bool = L::DEPTH <= arch::max_leaf_depth::<A>();
 
     /// # Safety
     ///

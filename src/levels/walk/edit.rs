@@ -1,0 +1,556 @@
+//! Changing leaves that exist: the check pass shared by `protect_region` and `unmap_region`,
+//! the apply pass of `protect_region`, splits of leaves, and the single-leaf edits (`protect`,
+//! `remap`, `clear_access_state`).
+
+use core::convert::Infallible;
+use core::marker::PhantomData;
+
+use super::map::grant_entry;
+use super::{Below, Breaks, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base};
+use crate::arch::{self, Arch};
+use crate::error::PagingError;
+use crate::flags::{AccessState, MappingFlags};
+use crate::handler::PagingHandler;
+use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+
+/// How [`ModifyApply`] changes each leaf.
+#[derive(Clone, Copy)]
+pub(crate) enum Modify {
+    /// New flags (already checked).
+    Protect(MappingFlags),
+    /// A new address: `pa = va + delta` (wrapping), for folded `va`.
+    Remap(u64),
+    /// Clear these state bits.
+    ClearState(AccessState),
+}
+
+impl Modify {
+    /// The leaf `old` at level `L`, which maps folded `va`, changed.
+    #[inline(always)]
+    fn apply<A: Arch, L: Level>(self, old: u64, va: u64) -> u64 {
+        match self {
+            Modify::Protect(flags) => A::leaf_protect(old, flags, L::DEPTH),
+            Modify::Remap(delta) => {
+                (old & !A::leaf_addr_mask(L::DEPTH))
+                    | A::leaf_addr_bits(va.wrapping_add(delta), L::DEPTH)
+            }
+            Modify::ClearState(clear) => A::leaf_clear_state(old, clear, L::DEPTH),
+        }
+    }
+
+    /// The table entry `pte` (entry `i` of `t`) on the way down to leaves this changes: made to
+    /// let through what the new flags allow, for a protect.
+    ///
+    /// # Safety
+    ///
+    /// As for [`grant_entry`].
+    #[inline(always)]
+    unsafe fn grant<A: Arch, L: Level>(self, t: TableRef<A, L>, i: usize, pte: u64) -> u64 {
+        match self {
+            // SAFETY: forwarded.
+            Modify::Protect(flags) => unsafe { grant_entry::<A, L>(t, i, pte, flags) },
+            _ => pte,
+        }
+    }
+}
+
+/// What the check pass of a change found: the tables it needs (new ones, or splits of leaves at
+/// the edges), whether the MMU may still set an accessed or dirty bit in a leaf of the range,
+/// and how many tables it may unlink.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct EditNeeds {
+    pub tables: usize,
+    pub hw_live: bool,
+    /// At most how many tables the change unlinks (and so retires, in a live table).
+    pub unlinks: usize,
+}
+
+/// Which changes the check pass refuses because they need break-before-make
+/// ([`Liveness::LiveNoBreak`](crate::Liveness::LiveNoBreak)).
+#[derive(Clone, Copy)]
+pub(crate) enum Refuse {
+    /// None: the table is offline, or breaks are made.
+    Nothing,
+    /// Splits of blocks into tables (`unmap_region`).
+    Splits,
+    /// Splits, and leaves that this change would rewrite.
+    SplitsAnd(Modify),
+}
+
+impl Refuse {
+    /// The error if replacing `old` at level `L`, which maps folded `va`, by `new` is refused.
+    #[inline(always)]
+    fn check<A: Arch, L: Level>(self, old: u64, new: u64, va: u64) -> Result<(), PagingError> {
+        if A::BREAK_BEFORE_MAKE
+            && !matches!(self, Refuse::Nothing)
+            && A::needs_break(old, new, L::DEPTH)
+        {
+            Err(PagingError::NeedsBreak(A::unfold(va)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Check pass of a region change over folded `[s, e)` from `t`; see [`EditCheck`].
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h`, and `[s, e)` lies inside its span.
+pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    holes_ok: bool,
+    refuse: Refuse,
+) -> Result<EditNeeds, PagingError> {
+    let mut v = EditCheck::<A, H>::new(h, holes_ok, refuse);
+    // SAFETY: forwarded.
+    unsafe { L::range::<A, _>(&mut v, t, s, e, ())? };
+    Ok(v.needs)
+}
+
+/// Apply pass of `protect_region` (and of range edits) over folded `[s, e)` from `t`; see
+/// [`ModifyApply`].
+///
+/// # Safety
+///
+/// `t` is a live table of the tree the caller owns (`&mut PageTable`), reached through `h`;
+/// `[s, e)` lies inside its span; [`edit_check`] passed without holes, found `hw_live`, and
+/// `stash` holds what it counted.
+pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    op: Modify,
+    hw_live: bool,
+) {
+    let mut v = ModifyApply::<A, H>::new(h, stash, op, hw_live);
+    // SAFETY: forwarded.
+    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, ()) };
+}
+
+/// Check pass of a region change that must find everything mapped (`protect_region`) or that
+/// skips holes (`unmap_region`): errors, and what the apply pass will need. `hw_live` is only
+/// worked out when holes are errors (the edits that rewrite leaves).
+struct EditCheck<'a, A: Arch, H> {
+    h: &'a H,
+    holes_ok: bool,
+    refuse: Refuse,
+    needs: EditNeeds,
+    _arch: PhantomData<A>,
+}
+
+impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
+    fn new(h: &'a H, holes_ok: bool, refuse: Refuse) -> Self {
+        Self {
+            h,
+            holes_ok,
+            refuse,
+            needs: EditNeeds::default(),
+            _arch: PhantomData,
+        }
+    }
+}
+
+impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
+    type Err = PagingError;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), PagingError> {
+        // SAFETY: the run lies inside the live table, so every index is in bounds.
+        let load = |k: usize| unsafe { t.load(run.first + k) };
+        if let Refuse::SplitsAnd(op) = self.refuse {
+            if A::BREAK_BEFORE_MAKE {
+                for k in 0..run.count {
+                    let (pte, va) = (load(k), run.va::<A>(k));
+                    if A::entry_kind(pte, 1) == EntryKind::Leaf {
+                        self.refuse.check::<A, L1>(pte, op.apply::<A, L1>(pte, va), va)?;
+                    }
+                }
+            }
+        }
+        // Last-level leaves are never split; only holes matter, and only if they are errors.
+        if !self.holes_ok {
+            // The common case in a sweep or two with no branch: fold the run's entries into
+            // their AND (and, if the arch asks, their OR), from which the arch can often tell
+            // that all of them are leaves the MMU will not write. Otherwise, entry by entry.
+            let all = (0..run.count).fold(u64::MAX, |acc, k| acc & load(k));
+            let any = || (0..run.count).fold(0, |acc, k| acc | load(k));
+            if !A::settled_leaves(all, any) {
+                for k in 0..run.count {
+                    let pte = load(k);
+                    if A::entry_kind(pte, 1) != EntryKind::Leaf {
+                        return Err(PagingError::NotMapped(A::unfold(run.va::<A>(k))));
+                    }
+                    self.needs.hw_live |= A::hw_may_update(pte, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        Span { i, a, b, full }: Span,
+        (): (),
+    ) -> Result<Step<A, L::Next, ()>, PagingError> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty if self.holes_ok => {}
+            EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
+            EntryKind::Leaf => {
+                // A split copies the leaf's state into every new leaf.
+                self.needs.hw_live |= A::hw_may_update(pte, L::DEPTH);
+                if !full {
+                    // Any table entry will do: a break is about the kind of entry.
+                    self.refuse.check::<A, L>(pte, A::table_entry(0), a)?;
+                    self.needs.tables += split_cost::<A>(L::DEPTH, a, b);
+                } else if let Refuse::SplitsAnd(op) = self.refuse {
+                    self.refuse.check::<A, L>(pte, op.apply::<A, L>(pte, a), a)?;
+                }
+            }
+            // Unmapping a whole subtree needs no look inside it.
+            EntryKind::Table if full && self.holes_ok => {}
+            EntryKind::Table => {
+                // SAFETY: a table entry leads to a live table one down.
+                let table = unsafe { child::<A, L, H>(self.h, pte) };
+                return Ok(Step::Descend(Below { table, pa: 0, down: () }));
+            }
+        }
+        Ok(Step::Skip)
+    }
+}
+
+/// Tables needed to split the leaf at `depth` that holds `[a, b)` (not all of it) until
+/// `[a, b)` is made of whole leaves. Run-time depth: arithmetic on the range, run once per
+/// leaf at an edge.
+fn split_cost<A: Arch>(depth: u8, a: u64, b: u64) -> usize {
+    if depth == 1 {
+        return 0;
+    }
+    let below = 1u64 << arch::level_shift::<A>(depth - 1);
+    let partial = |x: u64, y: u64| {
+        if x % below == 0 && y - x == below {
+            0
+        } else {
+            split_cost::<A>(depth - 1, x, y)
+        }
+    };
+    let first_end = ((a & !(below - 1)) + below).min(b);
+    let mut cost = 1 + partial(a, first_end);
+    if first_end < b {
+        let last_start = (b - 1) & !(below - 1);
+        if last_start >= first_end {
+            cost += partial(last_start, b);
+        }
+    }
+    cost
+}
+
+/// Replaces leaf `i` of `t`, which maps the (folded) address `va`, by a table of leaves one
+/// level down with the same attributes and access state; returns the new table.
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller, `i` in bounds, `pte` the leaf just loaded there, and
+/// the stash holds a frame the check pass counted for this split.
+pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    va: u64,
+    pte: u64,
+) -> TableRef<A, L::Next> {
+    let va = entry_base::<A, L>(va);
+    let (pa, next) = stash.take::<A, L::Next, H>(h, false);
+    let entry = A::table_entry(pa);
+    let fill = |leaf: u64| {
+        let template = A::leaf_split(leaf, L::DEPTH);
+        let base = A::leaf_addr(leaf, L::DEPTH);
+        for j in 0..TableRef::<A, L::Next>::ENTRIES {
+            let leaf_pa = base + j as u64 * TableRef::<A, L::Next>::SIZE;
+            // SAFETY: in bounds; `next` is fresh and ours.
+            unsafe { next.store(j, template | A::leaf_addr_bits(leaf_pa, L::DEPTH - 1)) };
+        }
+    };
+    if stash.breaking::<A, L>(pte, entry) {
+        // SAFETY: live table owned by the caller. The swap returns the leaf as last marked by
+        // the MMU; once invalid, no MMU marks it again.
+        let old = unsafe { t.swap(i, 0) };
+        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        fill(old);
+        // SAFETY: as above.
+        unsafe { t.store(i, entry) };
+    } else {
+        // Built from the leaf as read; if the MMU marked it (accessed, dirty) meanwhile, the
+        // exchange fails and the table is built again from what it wrote, so no mark is lost.
+        let mut old = pte;
+        loop {
+            fill(old);
+            // SAFETY: as above.
+            match unsafe { t.compare_exchange(i, old, entry) } {
+                Ok(()) => break,
+                Err(now) => old = now,
+            }
+        }
+    }
+    next
+}
+
+/// Writes `change(old)` over the valid leaf `i` of `t`, which maps `[va, va + SIZE)`: in
+/// place (atomically if the MMU may mark it), or as break-before-make where `breaks` says so
+/// and the change needs it; returns the leaf as the step that replaced it found it.
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller, `i` in bounds, `old` the leaf just loaded there.
+#[inline(always)]
+unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    breaks: Breaks,
+    t: TableRef<A, L>,
+    i: usize,
+    va: u64,
+    old: u64,
+    change: impl Fn(u64) -> u64,
+) -> u64 {
+    if A::BREAK_BEFORE_MAKE && breaks == Breaks::Make && A::needs_break(old, change(old), L::DEPTH)
+    {
+        // SAFETY: live table owned by the caller; see `split`.
+        let old = unsafe { t.swap(i, 0) };
+        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        // SAFETY: as above.
+        unsafe { t.store(i, change(old)) };
+        old
+    } else {
+        // SAFETY: as above.
+        unsafe { t.update_loaded(i, old, change) }
+    }
+}
+
+/// Apply pass of `protect_region`: rewrites every leaf in the range, splitting leaves at the
+/// edges. [`EditCheck`] passed without holes and found `hw_live`.
+struct ModifyApply<'a, A: Arch, H> {
+    h: &'a mut H,
+    stash: &'a mut Stash,
+    op: Modify,
+    hw_live: bool,
+    _arch: PhantomData<A>,
+}
+
+impl<'a, A: Arch, H: PagingHandler> ModifyApply<'a, A, H> {
+    fn new(h: &'a mut H, stash: &'a mut Stash, op: Modify, hw_live: bool) -> Self {
+        Self {
+            h,
+            stash,
+            op,
+            hw_live,
+            _arch: PhantomData,
+        }
+    }
+}
+
+impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
+    type Err = Infallible;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
+        let (op, breaks) = (self.op, self.stash.ctx.breaks);
+        if A::BREAK_BEFORE_MAKE && breaks == Breaks::Make {
+            // A live AArch64 table: entry by entry, each change that needs it made as a break.
+            for k in 0..run.count {
+                let va = run.va::<A>(k);
+                // SAFETY: in bounds of the live table the caller owns.
+                let old = unsafe { t.load(run.first + k) };
+                if A::entry_kind(old, 1) == EntryKind::Leaf {
+                    // SAFETY: as above.
+                    unsafe {
+                        rewrite_leaf::<A, L1, H>(self.h, breaks, t, run.first + k, va, old, |o| {
+                            op.apply::<A, L1>(o, va)
+                        })
+                    };
+                }
+            }
+            return Ok(());
+        }
+        // One loop per kind of change, so that the change is worked out once, not per page.
+        let hw_live = self.hw_live;
+        match op {
+            Modify::Protect(flags) => {
+                // SAFETY: the run lies inside the live table the caller owns.
+                unsafe { modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect(old, flags, 1)) }
+            }
+            Modify::Remap(delta) => {
+                let remap = |old: u64, va: u64| {
+                    (old & !A::leaf_addr_mask(1)) | A::leaf_addr_bits(va.wrapping_add(delta), 1)
+                };
+                // SAFETY: as above.
+                unsafe { modify_leaves::<A>(t, run, hw_live, remap) }
+            }
+            Modify::ClearState(clear) => {
+                // SAFETY: as above.
+                unsafe {
+                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_clear_state(old, clear, 1))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        Span { i, a, full, .. }: Span,
+        (): (),
+    ) -> Result<Step<A, L::Next, ()>, Infallible> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(i) };
+        let op = self.op;
+        let table = match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => return Ok(Step::Skip),
+            EntryKind::Leaf if full => {
+                let breaks = self.stash.ctx.breaks;
+                // SAFETY: live table owned by the caller.
+                unsafe {
+                    rewrite_leaf::<A, L, H>(self.h, breaks, t, i, a, pte, |old| op.apply::<A, L>(old, a))
+                };
+                return Ok(Step::Skip);
+            }
+            // SAFETY: live table owned by the caller; the stash holds what the check counted.
+            EntryKind::Leaf => unsafe { split::<A, L, H>(self.h, self.stash, t, i, a, pte) },
+            // SAFETY: live table owned by the caller; a table entry leads to a live table.
+            EntryKind::Table => unsafe { child::<A, L, H>(self.h, op.grant::<A, L>(t, i, pte)) },
+        };
+        Ok(Step::Descend(Below { table, pa: 0, down: () }))
+    }
+}
+
+/// Rewrites every leaf of the last-level table `t` in `run` by `f(old, va)`.
+///
+/// # Safety
+///
+/// The run lies inside the live table `t`, which the caller owns, and holds leaves only (the
+/// check pass found no holes). `hw_live` is false only if the MMU can set no accessed or dirty
+/// bit in any of them.
+#[inline(always)]
+unsafe fn modify_leaves<A: Arch>(
+    t: TableRef<A, L1>,
+    run: Run,
+    hw_live: bool,
+    f: impl Fn(u64, u64) -> u64,
+) {
+    if !hw_live {
+        // Every bit the MMU could set is set already, so it will not write these entries: a
+        // plain loop the compiler may vectorize, with no compare-and-swap.
+        // SAFETY: in bounds, the table is ours, and the MMU will not write these entries.
+        unsafe {
+            t.with_words(run.first, run.count, |words| {
+                for (k, pte) in words.iter_mut().enumerate() {
+                    *pte = f(*pte, run.va::<A>(k));
+                }
+            });
+        }
+        return;
+    }
+    for k in 0..run.count {
+        // SAFETY: in bounds; a leaf only (the check pass found no holes).
+        unsafe {
+            let old = t.load(run.first + k);
+            if A::entry_kind(old, 1) == EntryKind::Leaf {
+                t.update_loaded(run.first + k, old, |old| f(old, run.va::<A>(k)));
+            }
+        }
+    }
+}
+
+/// A single-leaf edit: `op` on the leaf of `depth` that starts at folded `va`, in one atomic
+/// step (or as break-before-make where `breaks` says so and the change needs it). The result
+/// is the leaf as the operation that changed it found it, with every mark the MMU made.
+struct EditOne<'a, H> {
+    h: &'a mut H,
+    breaks: Breaks,
+    va: u64,
+    depth: u8,
+    op: Modify,
+}
+
+impl<H: PagingHandler> EditOne<'_, H> {
+    /// `op` on the leaf `i` of `t`.
+    ///
+    /// # Safety
+    ///
+    /// `t` is live and owned by the caller, `i` in bounds, and entry `i` is the leaf.
+    #[inline(always)]
+    unsafe fn edit<A: Arch, L: Level>(&mut self, t: TableRef<A, L>, i: usize) -> Result<u64, PagingError> {
+        // SAFETY: forwarded.
+        let pte = unsafe { t.load(i) };
+        let (va, op) = (self.va, self.op);
+        if self.breaks == Breaks::Refuse
+            && A::BREAK_BEFORE_MAKE
+            && A::needs_break(pte, op.apply::<A, L>(pte, va), L::DEPTH)
+        {
+            return Err(PagingError::NeedsBreak(A::unfold(va)));
+        }
+        // SAFETY: forwarded.
+        Ok(unsafe { rewrite_leaf::<A, L, H>(self.h, self.breaks, t, i, va, pte, |old| op.apply::<A, L>(old, va)) })
+    }
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
+    type Out = Result<u64, PagingError>;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Self::Out {
+        // SAFETY: forwarded: the leaf lies here.
+        unsafe { self.edit::<A, L1>(t, i) }
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(&mut self, t: TableRef<A, L>, i: usize, (): ()) -> PointStep<A, L::Next, (), Self::Out> {
+        if L::DEPTH == self.depth {
+            // SAFETY: forwarded: the leaf lies here.
+            return PointStep::Stop(unsafe { self.edit::<A, L>(t, i) });
+        }
+        // SAFETY: live table owned by the caller; the leaf lies below this table entry.
+        let pte = unsafe { self.op.grant::<A, L>(t, i, t.load(i)) };
+        // SAFETY: as above.
+        PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ())
+    }
+}
+
+/// `op` on the leaf of `depth` that starts at folded `va`; the leaf as the step that changed
+/// it found it.
+///
+/// # Errors
+///
+/// [`PagingError::NeedsBreak`] if the change needs a break and `breaks` refuses it; nothing
+/// changed.
+///
+/// # Safety
+///
+/// `t` is a live table of the tree the caller owns (`&mut PageTable`), reached through `h`, and
+/// a leaf of `depth` starts at `va` below it.
+pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    breaks: Breaks,
+    t: TableRef<A, L>,
+    va: u64,
+    depth: u8,
+    op: Modify,
+) -> Result<u64, PagingError> {
+    let mut v = EditOne { h, breaks, va, depth, op };
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut v, t, va, ()) }
+}

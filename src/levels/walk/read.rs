@@ -1,0 +1,421 @@
+//! Reading and tearing down: `query`, the cursor's descent to a last-level table,
+//! `for_each_mapping`, the search for a leaf below a table, counting and freeing subtrees.
+
+use core::convert::Infallible;
+use core::marker::PhantomData;
+
+use super::map::grant_entry;
+use super::{AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, entry_base};
+use crate::arch::Arch;
+use crate::flags::{AccessState, MappingFlags, PageSize};
+use crate::handler::PagingHandler;
+use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+
+/// A leaf as the walk reports it; `va` is folded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawLeaf {
+    pub va: u64,
+    pub pa: u64,
+    pub size: PageSize,
+    pub flags: MappingFlags,
+    pub state: AccessState,
+}
+
+impl RawLeaf {
+    /// The leaf `pte` at level `L` whose first address is folded `va`, with the flags that
+    /// the table entries folded into `path` let through ([`Arch::path_restrict`]).
+    #[inline(always)]
+    pub(crate) fn decode<A: Arch, L: Level>(va: u64, pte: u64, path: u64) -> Self {
+        let flags = A::leaf_flags(pte, L::DEPTH);
+        RawLeaf {
+            va,
+            pa: A::leaf_addr(pte, L::DEPTH),
+            size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
+            flags: if A::TABLE_GATES { A::path_restrict(path, flags) } else { flags },
+            state: A::leaf_state(pte, L::DEPTH),
+        }
+    }
+}
+
+/// The leaf translating `va`, if any, with the flags the whole walk lets through; what goes
+/// down is the table entries on the way, folded ([`Arch::path_step`]).
+struct Query<'a, H> {
+    h: &'a H,
+    va: u64,
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
+    type Out = Option<RawLeaf>;
+    type Down = u64;
+
+    #[inline(always)]
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, path: u64) -> Option<RawLeaf> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        (A::entry_kind(pte, 1) == EntryKind::Leaf)
+            .then(|| RawLeaf::decode::<A, L1>(entry_base::<A, L1>(self.va), pte, path))
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        path: u64,
+    ) -> PointStep<A, L::Next, u64, Option<RawLeaf>> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => PointStep::Stop(None),
+            EntryKind::Leaf => PointStep::Stop(Some(RawLeaf::decode::<A, L>(
+                entry_base::<A, L>(self.va),
+                pte,
+                path,
+            ))),
+            // SAFETY: a table entry leads to a live table one down.
+            EntryKind::Table => PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, A::path_step(path, pte)),
+        }
+    }
+}
+
+/// The leaf translating folded `va`, if any, with the flags the whole walk lets through.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h` whose span holds `va`.
+pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<RawLeaf> {
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut Query { h, va }, t, va, A::PATH_START) }
+}
+
+/// The last-level table on the way to an address, if every entry down to it is a table entry,
+/// with the table entries on the way folded ([`Arch::path_step`]). With `grant`, each of those
+/// entries is first made to let through what leaves with those flags allow
+/// ([`Arch::table_grant`]).
+struct LastTable<'a, H> {
+    h: &'a H,
+    grant: Option<MappingFlags>,
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
+    type Out = Option<(u64, u64)>;
+    type Down = u64;
+
+    #[inline(always)]
+    unsafe fn last(&mut self, _: TableRef<A, L1>, _: usize, _: u64) -> Option<(u64, u64)> {
+        // Only reached from a last-level table itself, which has no last-level table below.
+        None
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        path: u64,
+    ) -> PointStep<A, L::Next, u64, Option<(u64, u64)>> {
+        // SAFETY: in bounds, live table.
+        let mut pte = unsafe { t.load(i) };
+        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+            return PointStep::Stop(None);
+        }
+        if let Some(flags) = self.grant {
+            // SAFETY: live table owned by the caller (who asked for grants).
+            pte = unsafe { grant_entry::<A, L>(t, i, pte, flags) };
+        }
+        let path = A::path_step(path, pte);
+        if L::DEPTH == 2 {
+            return PointStep::Stop(Some((A::table_addr(pte), path)));
+        }
+        // SAFETY: a table entry leads to a live table one down.
+        PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, path)
+    }
+}
+
+/// The physical address of the last-level table on the way to folded `va`, if every entry
+/// from `t` down to it is a table entry, and the table entries on the way folded into `path`.
+/// Where `grant` is given, each of those entries is first made to let through what leaves
+/// with those flags allow, so the walk writes.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h` whose span holds `va`; with `grant`, the
+/// caller owns the tree (`&mut PageTable`).
+pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+    grant: Option<MappingFlags>,
+) -> Option<(u64, u64)> {
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut LastTable { h, grant }, t, va, A::PATH_START) }
+}
+
+/// Calls `f` for every leaf of the range, in address order; what goes down is the table
+/// entries on the way, folded.
+struct ForEach<'a, A, H, F> {
+    h: &'a H,
+    f: &'a mut F,
+    _arch: PhantomData<A>,
+}
+
+impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A, H, F> {
+    type Err = Infallible;
+    type Down = u64;
+
+    #[inline(always)]
+    unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, path: u64) -> Result<(), Infallible> {
+        for k in 0..run.count {
+            // SAFETY: the run lies inside the live table.
+            let pte = unsafe { t.load(run.first + k) };
+            if A::entry_kind(pte, 1) == EntryKind::Leaf {
+                (self.f)(RawLeaf::decode::<A, L1>(run.va::<A>(k), pte, path));
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        at: Span,
+        path: u64,
+    ) -> Result<Step<A, L::Next, u64>, Infallible> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(at.i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => {}
+            EntryKind::Leaf => (self.f)(RawLeaf::decode::<A, L>(entry_base::<A, L>(at.a), pte, path)),
+            EntryKind::Table => {
+                // SAFETY: a table entry leads to a live table one down.
+                let table = unsafe { child::<A, L, H>(self.h, pte) };
+                return Ok(Step::Descend(Below { table, pa: 0, down: A::path_step(path, pte) }));
+            }
+        }
+        Ok(Step::Skip)
+    }
+}
+
+/// Calls `f` for every leaf that overlaps folded `[s, e)`, in address order.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h`, and `[s, e)` lies inside its span.
+pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    s: u64,
+    e: u64,
+    f: &mut impl FnMut(RawLeaf),
+) {
+    let mut v = ForEach { h, f, _arch: PhantomData };
+    // SAFETY: forwarded.
+    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, A::PATH_START) };
+}
+
+/// Stops at the first leaf: its folded address is the error.
+struct FirstLeaf<'a, A, H> {
+    h: &'a H,
+    _arch: PhantomData<A>,
+}
+
+impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
+    type Err = u64;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), u64> {
+        for k in 0..run.count {
+            // SAFETY: the run lies inside the live table.
+            if A::entry_kind(unsafe { t.load(run.first + k) }, 1) == EntryKind::Leaf {
+                return Err(run.va::<A>(k));
+            }
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        at: Span,
+        (): (),
+    ) -> Result<Step<A, L::Next, ()>, u64> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(at.i) };
+        match A::entry_kind(pte, L::DEPTH) {
+            EntryKind::Empty => Ok(Step::Skip),
+            EntryKind::Leaf => Err(at.a),
+            // SAFETY: a table entry leads to a live table one down.
+            EntryKind::Table => Ok(Step::Descend(Below { table: unsafe { child::<A, L, H>(self.h, pte) }, pa: 0, down: () })),
+        }
+    }
+}
+
+/// What one table of level `L` spans.
+const fn span<A: Arch, L: Level>() -> u64 {
+    TableRef::<A, L>::SIZE * TableRef::<A, L>::ENTRIES as u64
+}
+
+/// The first leaf in the subtree `t`, whose span starts at folded `base`, if any.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h`.
+pub(crate) unsafe fn first_leaf<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    base: u64,
+) -> Option<u64> {
+    let mut v = FirstLeaf { h, _arch: PhantomData };
+    // SAFETY: forwarded; the table's whole span.
+    unsafe { L::range::<A, _>(&mut v, t, base, base + span::<A, L>(), ()) }.err()
+}
+
+/// Counts the tables below the range.
+struct CountTables<'a, A, H> {
+    h: &'a H,
+    n: usize,
+    _arch: PhantomData<A>,
+}
+
+impl<A: Arch, H: PagingHandler> Visitor<A> for CountTables<'_, A, H> {
+    type Err = Infallible;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        at: Span,
+        (): (),
+    ) -> Result<Step<A, L::Next, ()>, Infallible> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(at.i) };
+        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+            return Ok(Step::Skip);
+        }
+        self.n += 1;
+        // SAFETY: a table entry leads to a live table one down.
+        let table = unsafe { child::<A, L, H>(self.h, pte) };
+        Ok(Step::Descend(Below { table, pa: 0, down: () }))
+    }
+}
+
+/// Counts the tables of the subtree at `t`, itself included.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h`.
+pub(crate) unsafe fn count_tables<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+) -> usize {
+    let mut v = CountTables { h, n: 1, _arch: PhantomData };
+    // SAFETY: forwarded; the table's whole span.
+    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
+    v.n
+}
+
+/// Frees every table below the range, each after the tables below it; last-level tables
+/// without a look at their entries.
+struct FreeBelow<'a, A, H> {
+    h: &'a mut H,
+    _arch: PhantomData<A>,
+}
+
+impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
+    type Err = Infallible;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        at: Span,
+        (): (),
+    ) -> Result<Step<A, L::Next, ()>, Infallible> {
+        // SAFETY: an entry of the live table.
+        let pte = unsafe { t.load(at.i) };
+        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+            return Ok(Step::Skip);
+        }
+        let pa = A::table_addr(pte);
+        // SAFETY: a table entry leads to a live table one down.
+        let table = unsafe { child::<A, L, H>(self.h, pte) };
+        Ok(Step::Descend(Below { table, pa, down: () }))
+    }
+
+    #[inline(always)]
+    unsafe fn ascend<L: HasNext>(
+        &mut self,
+        _: TableRef<A, L>,
+        _: Span,
+        below: Below<A, L::Next, ()>,
+    ) -> Result<(), Infallible> {
+        // SAFETY: every table of the tree came from `alloc_table` with its level's size; the
+        // subtree is unlinked (contract of `free_subtree`) and its tables below are gone.
+        unsafe {
+            self.h.free_table(
+                memory_addr::PhysAddr::from(below.pa as usize),
+                TableRef::<A, L::Next>::BYTES,
+            )
+        };
+        Ok(())
+    }
+}
+
+/// Frees the table at `pa` (level `L`) and every table below it, without visiting the entries
+/// of last-level tables.
+///
+/// # Safety
+///
+/// The subtree is owned by the caller and linked from nowhere any more.
+pub(crate) unsafe fn free_subtree<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
+    // SAFETY: the caller owns the live subtree.
+    let t = unsafe { TableRef::<A, L>::from_pa(h, pa) };
+    let mut v = FreeBelow { h, _arch: PhantomData };
+    // SAFETY: as above; the table's whole span.
+    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
+    // SAFETY: every table of the tree came from `alloc_table` with this size.
+    unsafe { h.free_table(memory_addr::PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES) };
+}
+
+/// Frees the subtree at `pa`, whose root is at `depth`, at or below level `L`.
+///
+/// # Safety
+///
+/// As for [`free_subtree`].
+pub(crate) unsafe fn free_at_depth<A: Arch, L: Level, H: PagingHandler>(
+    h: &mut H,
+    pa: u64,
+    depth: u8,
+) {
+    struct Free<'a, H> {
+        h: &'a mut H,
+        pa: u64,
+    }
+    impl<A: Arch, H: PagingHandler> AtLevel<A> for Free<'_, H> {
+        type Out = ();
+        fn at<L: Level>(self) {
+            // SAFETY: forwarded from `free_at_depth`'s caller.
+            unsafe { free_subtree::<A, L, H>(self.h, self.pa) }
+        }
+    }
+    <L as Descend>::at_depth::<A, _>(depth, Free { h, pa });
+}
