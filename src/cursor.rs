@@ -81,9 +81,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         let handler = self.pt.handler();
         // SAFETY: the root is live and ours; with `grant`, the caller holds the table mutably
         // (it is mapping, in a range it checked is not borrowed).
-        let (pa, path) = unsafe {
-            walk::last_table_pa::<A, A::Root, H>(handler, root, va, grant)
-        }?;
+        let (pa, path) = unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va, grant) }?;
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
         let table = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };

@@ -978,12 +978,7 @@ fn leaf_depth<A: Arch>(size: PageSize) -> Option<u8> {
 /// Tables below the root reached through root entry `pte`.
 unsafe fn count_below_root<A: Arch, H: PagingHandler>(h: &H, pte: u64) -> usize {
     // SAFETY: forwarded: `pte` is a table entry of a live root.
-    unsafe {
-        walk::count_tables::<A, NonRoot<A>, H>(
-            h,
-            TableRef::from_pa(h, A::table_addr(pte)),
-        )
-    }
+    unsafe { walk::count_tables::<A, NonRoot<A>, H>(h, TableRef::from_pa(h, A::table_addr(pte))) }
 }
 
 impl<A: Arch, H: PagingHandler> Drop for PageTable<A, H> {

@@ -6,7 +6,9 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::map::grant_entry;
-use super::{Below, Breaks, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base};
+use super::{
+    Below, Breaks, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base,
+};
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
@@ -169,7 +171,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                 for k in 0..run.count {
                     let (pte, va) = (load(k), run.va::<A>(k));
                     if A::entry_kind(pte, 1) == EntryKind::Leaf {
-                        self.refuse.check::<A, L1>(pte, op.apply::<A, L1>(pte, va), va)?;
+                        self.refuse
+                            .check::<A, L1>(pte, op.apply::<A, L1>(pte, va), va)?;
                     }
                 }
             }
@@ -214,7 +217,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                     self.refuse.check::<A, L>(pte, A::table_entry(0), a)?;
                     self.needs.tables += split_cost::<A>(L::DEPTH, a, b);
                 } else if let Refuse::SplitsAnd(op) = self.refuse {
-                    self.refuse.check::<A, L>(pte, op.apply::<A, L>(pte, a), a)?;
+                    self.refuse
+                        .check::<A, L>(pte, op.apply::<A, L>(pte, a), a)?;
                 }
             }
             // Unmapping a whole subtree needs no look inside it.
@@ -222,7 +226,11 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 let table = unsafe { child::<A, L, H>(self.h, pte) };
-                return Ok(Step::Descend(Below { table, pa: 0, down: () }));
+                return Ok(Step::Descend(Below {
+                    table,
+                    pa: 0,
+                    down: (),
+                }));
             }
         }
         Ok(Step::Skip)
@@ -388,7 +396,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
         match op {
             Modify::Protect(flags) => {
                 // SAFETY: the run lies inside the live table the caller owns.
-                unsafe { modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect(old, flags, 1)) }
+                unsafe {
+                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect(old, flags, 1))
+                }
             }
             Modify::Remap(delta) => {
                 let remap = |old: u64, va: u64| {
@@ -423,7 +433,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
                 let breaks = self.stash.ctx.breaks;
                 // SAFETY: live table owned by the caller.
                 unsafe {
-                    rewrite_leaf::<A, L, H>(self.h, breaks, t, i, a, pte, |old| op.apply::<A, L>(old, a))
+                    rewrite_leaf::<A, L, H>(self.h, breaks, t, i, a, pte, |old| {
+                        op.apply::<A, L>(old, a)
+                    })
                 };
                 return Ok(Step::Skip);
             }
@@ -432,7 +444,11 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
             // SAFETY: live table owned by the caller; a table entry leads to a live table.
             EntryKind::Table => unsafe { child::<A, L, H>(self.h, op.grant::<A, L>(t, i, pte)) },
         };
-        Ok(Step::Descend(Below { table, pa: 0, down: () }))
+        Ok(Step::Descend(Below {
+            table,
+            pa: 0,
+            down: (),
+        }))
     }
 }
 
@@ -492,7 +508,11 @@ impl<H: PagingHandler> EditOne<'_, H> {
     ///
     /// `t` is live and owned by the caller, `i` in bounds, and entry `i` is the leaf.
     #[inline(always)]
-    unsafe fn edit<A: Arch, L: Level>(&mut self, t: TableRef<A, L>, i: usize) -> Result<u64, PagingError> {
+    unsafe fn edit<A: Arch, L: Level>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+    ) -> Result<u64, PagingError> {
         // SAFETY: forwarded.
         let pte = unsafe { t.load(i) };
         let (va, op) = (self.va, self.op);
@@ -503,7 +523,11 @@ impl<H: PagingHandler> EditOne<'_, H> {
             return Err(PagingError::NeedsBreak(A::unfold(va)));
         }
         // SAFETY: forwarded.
-        Ok(unsafe { rewrite_leaf::<A, L, H>(self.h, self.breaks, t, i, va, pte, |old| op.apply::<A, L>(old, va)) })
+        Ok(unsafe {
+            rewrite_leaf::<A, L, H>(self.h, self.breaks, t, i, va, pte, |old| {
+                op.apply::<A, L>(old, va)
+            })
+        })
     }
 }
 
@@ -518,7 +542,12 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
     }
 
     #[inline(always)]
-    unsafe fn entry<L: HasNext>(&mut self, t: TableRef<A, L>, i: usize, (): ()) -> PointStep<A, L::Next, (), Self::Out> {
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (): (),
+    ) -> PointStep<A, L::Next, (), Self::Out> {
         if L::DEPTH == self.depth {
             // SAFETY: forwarded: the leaf lies here.
             return PointStep::Stop(unsafe { self.edit::<A, L>(t, i) });
@@ -550,7 +579,13 @@ pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
     depth: u8,
     op: Modify,
 ) -> Result<u64, PagingError> {
-    let mut v = EditOne { h, breaks, va, depth, op };
+    let mut v = EditOne {
+        h,
+        breaks,
+        va,
+        depth,
+        op,
+    };
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut v, t, va, ()) }
 }

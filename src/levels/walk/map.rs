@@ -3,7 +3,10 @@
 use core::convert::Infallible;
 
 use super::read::first_leaf;
-use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base};
+use super::{
+    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child,
+    entry_base,
+};
 use super::{Breaks, Ctx};
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -52,7 +55,8 @@ impl MapReq {
     /// The leaf at level `L` that maps folded `va`.
     #[inline(always)]
     fn leaf<A: Arch, L: Level>(&self, va: u64) -> u64 {
-        A::leaf_template(self.flags, L::DEPTH) | A::leaf_addr_bits(va.wrapping_add(self.delta), L::DEPTH)
+        A::leaf_template(self.flags, L::DEPTH)
+            | A::leaf_addr_bits(va.wrapping_add(self.delta), L::DEPTH)
     }
 }
 
@@ -60,7 +64,7 @@ impl MapReq {
 /// leaves replace. With `refuse`, a leaf over a table that needs break-before-make is refused.
 struct MapCheck<'a, A: Arch, H> {
     h: &'a H,
-    req: &'a MapReq,
+    req: MapReq,
     refuse: bool,
     need: super::EditNeeds,
     _arch: core::marker::PhantomData<A>,
@@ -95,18 +99,23 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty if leaf_here => {}
             EntryKind::Empty => {
-                self.need.tables += 1 + fresh_tables::<A>(L::DEPTH - 1, a, b, self.req);
+                self.need.tables += 1 + fresh_tables::<A, L::Next>(a, b, &self.req);
             }
             EntryKind::Leaf => return Err(PagingError::AlreadyMapped(A::unfold(a))),
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 let next = unsafe { child::<A, L, H>(self.h, pte) };
                 if !leaf_here {
-                    return Ok(Step::Descend(Below { table: next, pa: 0, down: () }));
+                    return Ok(Step::Descend(Below {
+                        table: next,
+                        pa: 0,
+                        down: (),
+                    }));
                 }
                 // A leaf may replace a table only if nothing is mapped below it.
-                // SAFETY: as above.
-                if let Some(va) = unsafe { first_leaf::<A, L::Next, H>(self.h, next, entry_base::<A, L>(a)) } {
+                let base = entry_base::<A, L>(a);
+                // SAFETY: `next` is a live table of the tree.
+                if let Some(va) = unsafe { first_leaf::<A, L::Next, H>(self.h, next, base) } {
                     return Err(PagingError::AlreadyMapped(A::unfold(va)));
                 }
                 if self.refuse && A::BREAK_BEFORE_MAKE {
@@ -133,32 +142,37 @@ pub(crate) unsafe fn map_check<A: Arch, L: Level, H: PagingHandler>(
     req: &MapReq,
     refuse: bool,
 ) -> Result<super::EditNeeds, PagingError> {
-    let mut v = MapCheck { h, req, refuse, need: super::EditNeeds::default(), _arch: core::marker::PhantomData };
+    let mut v = MapCheck {
+        h,
+        req: *req,
+        refuse,
+        need: super::EditNeeds::default(),
+        _arch: core::marker::PhantomData,
+    };
     // SAFETY: forwarded.
     unsafe { L::range::<A, _>(&mut v, t, s, e, ())? };
     Ok(v.need)
 }
 
-/// Tables a map of `[s, e)` creates below a new (empty) table at `depth`. Run-time depth: it
-/// is arithmetic on the range, run once per empty entry of the check pass.
-fn fresh_tables<A: Arch>(depth: u8, s: u64, e: u64, req: &MapReq) -> usize {
-    if depth == 1 {
+/// Tables a map of `[s, e)` creates below a new (empty) table at level `L`.
+fn fresh_tables<A: Arch, L: Level>(s: u64, e: u64, req: &MapReq) -> usize {
+    if L::DEPTH == 1 {
         return 0;
     }
-    let size = 1u64 << arch::level_shift::<A>(depth);
+    let size = TableRef::<A, L>::SIZE;
     let cost = |a: u64, b: u64| {
         let full = a % size == 0 && b - a == size;
-        if req.leaf_here_at::<A>(depth, a, full) {
+        if req.leaf_here::<A, L>(a, full) {
             0
         } else {
-            1 + fresh_tables::<A>(depth - 1, a, b, req)
+            1 + fresh_tables_below::<A, L>(a, b, req)
         }
     };
-    let first_end = ((s & !(size - 1)) + size).min(e);
+    let first_end = (entry_base::<A, L>(s) + size).min(e);
     if first_end == e {
         return cost(s, e);
     }
-    let last_start = (e - 1) & !(size - 1);
+    let last_start = entry_base::<A, L>(e - 1);
     // Entries strictly between the first and the last are covered whole, and all alike: the
     // alignment of `pa` to the entry size is the same for each.
     let middle = ((last_start - first_end) / size) as usize;
@@ -170,6 +184,21 @@ fn fresh_tables<A: Arch>(depth: u8, s: u64, e: u64, req: &MapReq) -> usize {
     cost(s, first_end) + middle_cost + cost(last_start, e)
 }
 
+/// [`fresh_tables`] one level below `L` (which is above the last level).
+#[inline(always)]
+fn fresh_tables_below<A: Arch, L: Level>(s: u64, e: u64, req: &MapReq) -> usize {
+    struct Below<'a>(u64, u64, &'a MapReq);
+    impl<A: Arch> AtLevel<A> for Below<'_> {
+        type Out = usize;
+        #[inline(always)]
+        fn at<L: Level>(self) -> usize {
+            fresh_tables::<A, L>(self.0, self.1, self.2)
+        }
+    }
+    // The level below `L`, chosen at compile time once inlined.
+    <A::Root as Descend>::at_depth::<A, _>(L::DEPTH - 1, Below(s, e, req))
+}
+
 /// Apply pass of a map; [`map_check`] passed and the stash holds what it counted. What goes
 /// down is whether the table is fresh: just taken from the stash and linked nowhere yet, so
 /// no walker sees it; it is filled with plain stores, and if the range covers it whole it was
@@ -177,20 +206,24 @@ fn fresh_tables<A: Arch>(depth: u8, s: u64, e: u64, req: &MapReq) -> usize {
 struct MapApply<'a, A: Arch, H> {
     h: &'a mut H,
     stash: &'a mut Stash,
-    req: &'a MapReq,
+    /// A copy, so that the compiler sees it does not change as the table is written.
+    req: MapReq,
     _arch: core::marker::PhantomData<A>,
 }
 
 impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
     type Err = Infallible;
     type Down = bool;
+    const WHOLE_TABLES: bool = true;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, fresh: bool) -> Result<(), Infallible> {
         // One store per page, nothing else: the check pass found every slot empty.
         let template = A::leaf_template(self.req.flags, 1);
         let pa = run.s.wrapping_add(self.req.delta);
-        let leaf = |k: usize| template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L1>::SHIFT), 1);
+        let leaf = |k: usize| {
+            template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L1>::SHIFT), 1)
+        };
         if fresh {
             // SAFETY: a fresh table is ours alone; the run lies inside it.
             unsafe {
@@ -237,11 +270,19 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
             let pte = unsafe { grant_entry::<A, L>(t, i, pte, self.req.flags) };
             // SAFETY: a table entry leads to a live table one down.
             let table = unsafe { child::<A, L, H>(self.h, pte) };
-            Ok(Step::Descend(Below { table, pa: 0, down: false }))
+            Ok(Step::Descend(Below {
+                table,
+                pa: 0,
+                down: false,
+            }))
         } else {
             // A child the range covers whole gets every entry written: no zeroing.
             let (pa, table) = self.stash.take::<A, L::Next, H>(self.h, !full);
-            Ok(Step::Descend(Below { table, pa, down: true }))
+            Ok(Step::Descend(Below {
+                table,
+                pa,
+                down: true,
+            }))
         }
     }
 
@@ -275,7 +316,12 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     req: &MapReq,
 ) {
-    let mut v = MapApply { h, stash, req, _arch: core::marker::PhantomData };
+    let mut v = MapApply {
+        h,
+        stash,
+        req: *req,
+        _arch: core::marker::PhantomData,
+    };
     // SAFETY: forwarded.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, false) };
 }
@@ -325,7 +371,10 @@ unsafe fn replace_table<A: Arch, L: HasNext, H: PagingHandler>(
     if stash.breaking::<A, L>(pte, leaf) {
         // SAFETY: as for `store`.
         unsafe { t.swap(i, 0) };
-        h.break_flush::<A>(A::unfold(entry_base::<A, L>(va)), TableRef::<A, L>::SIZE as usize);
+        h.break_flush::<A>(
+            A::unfold(entry_base::<A, L>(va)),
+            TableRef::<A, L>::SIZE as usize,
+        );
     }
     // SAFETY: live table owned by the caller.
     unsafe { t.store(i, leaf) };
@@ -350,7 +399,12 @@ struct MapOne<'a, A: Arch, H> {
 impl<A: Arch, H: PagingHandler> MapOne<'_, A, H> {
     /// The last table on the way: entry `i` of `t` takes the leaf.
     #[inline(always)]
-    unsafe fn store_leaf<L: Level>(&mut self, t: TableRef<A, L>, i: usize, pte: u64) -> Result<Chain, PagingError> {
+    unsafe fn store_leaf<L: Level>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        pte: u64,
+    ) -> Result<Chain, PagingError> {
         if A::entry_kind(pte, L::DEPTH) != EntryKind::Empty {
             return Err(PagingError::AlreadyMapped(A::unfold(self.s)));
         }
@@ -373,7 +427,12 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
     }
 
     #[inline(always)]
-    unsafe fn entry<L: HasNext>(&mut self, t: TableRef<A, L>, i: usize, (): ()) -> PointStep<A, L::Next, (), Self::Out> {
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (): (),
+    ) -> PointStep<A, L::Next, (), Self::Out> {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
         let kind = A::entry_kind(pte, L::DEPTH);
@@ -385,7 +444,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             }
             // A leaf may replace a table only if nothing is mapped below it.
             // SAFETY: a table entry leads to a live table one down.
-            let found = unsafe { first_leaf::<A, L::Next, H>(self.h, child::<A, L, H>(self.h, pte), self.s) };
+            let found = unsafe {
+                first_leaf::<A, L::Next, H>(self.h, child::<A, L, H>(self.h, pte), self.s)
+            };
             if let Some(va) = found {
                 return stop(Err(PagingError::AlreadyMapped(A::unfold(va))));
             }
@@ -414,10 +475,11 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             }
             EntryKind::Empty => {
                 let need = (L::DEPTH - self.req.exact_depth) as usize;
-                let mut stash = match Stash::reserve::<A, H>(self.h, need, TableRef::<A, L::Next>::BYTES) {
-                    Ok(stash) => stash,
-                    Err(e) => return stop(Err(e)),
-                };
+                let mut stash =
+                    match Stash::reserve::<A, H>(self.h, need, TableRef::<A, L::Next>::BYTES) {
+                        Ok(stash) => stash,
+                        Err(e) => return stop(Err(e)),
+                    };
                 // SAFETY: live table owned by the caller; the stash holds one table per level
                 // between here and the leaf.
                 unsafe { map_apply::<A, L, H>(self.h, &mut stash, t, self.s, self.e, self.req) };
@@ -444,7 +506,14 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     req: &MapReq,
 ) -> Result<Chain, PagingError> {
-    let mut v = MapOne { h, ctx, s, e, req, _arch: core::marker::PhantomData };
+    let mut v = MapOne {
+        h,
+        ctx,
+        s,
+        e,
+        req,
+        _arch: core::marker::PhantomData,
+    };
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut v, t, s, ()) }
 }

@@ -5,7 +5,10 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::map::grant_entry;
-use super::{AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, entry_base};
+use super::{
+    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, entry_base,
+    span,
+};
 use crate::arch::Arch;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::handler::PagingHandler;
@@ -31,7 +34,11 @@ impl RawLeaf {
             va,
             pa: A::leaf_addr(pte, L::DEPTH),
             size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
-            flags: if A::TABLE_GATES { A::path_restrict(path, flags) } else { flags },
+            flags: if A::TABLE_GATES {
+                A::path_restrict(path, flags)
+            } else {
+                flags
+            },
             state: A::leaf_state(pte, L::DEPTH),
         }
     }
@@ -73,7 +80,10 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
                 path,
             ))),
             // SAFETY: a table entry leads to a live table one down.
-            EntryKind::Table => PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, A::path_step(path, pte)),
+            EntryKind::Table => PointStep::Descend(
+                unsafe { child::<A, L, H>(self.h, pte) },
+                A::path_step(path, pte),
+            ),
         }
     }
 }
@@ -169,11 +179,12 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, path: u64) -> Result<(), Infallible> {
+        let f = &mut *self.f;
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
             let pte = unsafe { t.load(run.first + k) };
             if A::entry_kind(pte, 1) == EntryKind::Leaf {
-                (self.f)(RawLeaf::decode::<A, L1>(run.va::<A>(k), pte, path));
+                f(RawLeaf::decode::<A, L1>(run.va::<A>(k), pte, path));
             }
         }
         Ok(())
@@ -190,11 +201,17 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
         let pte = unsafe { t.load(at.i) };
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => {}
-            EntryKind::Leaf => (self.f)(RawLeaf::decode::<A, L>(entry_base::<A, L>(at.a), pte, path)),
+            EntryKind::Leaf => {
+                (self.f)(RawLeaf::decode::<A, L>(entry_base::<A, L>(at.a), pte, path))
+            }
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 let table = unsafe { child::<A, L, H>(self.h, pte) };
-                return Ok(Step::Descend(Below { table, pa: 0, down: A::path_step(path, pte) }));
+                return Ok(Step::Descend(Below {
+                    table,
+                    pa: 0,
+                    down: A::path_step(path, pte),
+                }));
             }
         }
         Ok(Step::Skip)
@@ -213,7 +230,11 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     f: &mut impl FnMut(RawLeaf),
 ) {
-    let mut v = ForEach { h, f, _arch: PhantomData };
+    let mut v = ForEach {
+        h,
+        f,
+        _arch: PhantomData,
+    };
     // SAFETY: forwarded.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, A::PATH_START) };
 }
@@ -227,6 +248,7 @@ struct FirstLeaf<'a, A, H> {
 impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
     type Err = u64;
     type Down = ();
+    const WHOLE_TABLES: bool = true;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), u64> {
@@ -251,15 +273,17 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
         match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => Ok(Step::Skip),
             EntryKind::Leaf => Err(at.a),
-            // SAFETY: a table entry leads to a live table one down.
-            EntryKind::Table => Ok(Step::Descend(Below { table: unsafe { child::<A, L, H>(self.h, pte) }, pa: 0, down: () })),
+            EntryKind::Table => {
+                // SAFETY: a table entry leads to a live table one down.
+                let table = unsafe { child::<A, L, H>(self.h, pte) };
+                Ok(Step::Descend(Below {
+                    table,
+                    pa: 0,
+                    down: (),
+                }))
+            }
         }
     }
-}
-
-/// What one table of level `L` spans.
-const fn span<A: Arch, L: Level>() -> u64 {
-    TableRef::<A, L>::SIZE * TableRef::<A, L>::ENTRIES as u64
 }
 
 /// The first leaf in the subtree `t`, whose span starts at folded `base`, if any.
@@ -272,7 +296,10 @@ pub(crate) unsafe fn first_leaf<A: Arch, L: Level, H: PagingHandler>(
     t: TableRef<A, L>,
     base: u64,
 ) -> Option<u64> {
-    let mut v = FirstLeaf { h, _arch: PhantomData };
+    let mut v = FirstLeaf {
+        h,
+        _arch: PhantomData,
+    };
     // SAFETY: forwarded; the table's whole span.
     unsafe { L::range::<A, _>(&mut v, t, base, base + span::<A, L>(), ()) }.err()
 }
@@ -287,6 +314,7 @@ struct CountTables<'a, A, H> {
 impl<A: Arch, H: PagingHandler> Visitor<A> for CountTables<'_, A, H> {
     type Err = Infallible;
     type Down = ();
+    const WHOLE_TABLES: bool = true;
 
     #[inline(always)]
     unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {
@@ -306,9 +334,17 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for CountTables<'_, A, H> {
             return Ok(Step::Skip);
         }
         self.n += 1;
+        if L::DEPTH == 2 {
+            // A last-level table has none below it: no need to go in.
+            return Ok(Step::Skip);
+        }
         // SAFETY: a table entry leads to a live table one down.
         let table = unsafe { child::<A, L, H>(self.h, pte) };
-        Ok(Step::Descend(Below { table, pa: 0, down: () }))
+        Ok(Step::Descend(Below {
+            table,
+            pa: 0,
+            down: (),
+        }))
     }
 }
 
@@ -321,7 +357,11 @@ pub(crate) unsafe fn count_tables<A: Arch, L: Level, H: PagingHandler>(
     h: &H,
     t: TableRef<A, L>,
 ) -> usize {
-    let mut v = CountTables { h, n: 1, _arch: PhantomData };
+    let mut v = CountTables {
+        h,
+        n: 1,
+        _arch: PhantomData,
+    };
     // SAFETY: forwarded; the table's whole span.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
     v.n
@@ -337,6 +377,7 @@ struct FreeBelow<'a, A, H> {
 impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
     type Err = Infallible;
     type Down = ();
+    const WHOLE_TABLES: bool = true;
 
     #[inline(always)]
     unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {
@@ -356,9 +397,19 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
             return Ok(Step::Skip);
         }
         let pa = A::table_addr(pte);
+        if L::DEPTH == 2 {
+            // A last-level table has none below it: freed without going in.
+            // SAFETY: as in `ascend`.
+            unsafe { free_table::<A, L::Next, H>(self.h, pa) };
+            return Ok(Step::Skip);
+        }
         // SAFETY: a table entry leads to a live table one down.
         let table = unsafe { child::<A, L, H>(self.h, pte) };
-        Ok(Step::Descend(Below { table, pa, down: () }))
+        Ok(Step::Descend(Below {
+            table,
+            pa,
+            down: (),
+        }))
     }
 
     #[inline(always)]
@@ -368,16 +419,27 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
         _: Span,
         below: Below<A, L::Next, ()>,
     ) -> Result<(), Infallible> {
-        // SAFETY: every table of the tree came from `alloc_table` with its level's size; the
-        // subtree is unlinked (contract of `free_subtree`) and its tables below are gone.
-        unsafe {
-            self.h.free_table(
-                memory_addr::PhysAddr::from(below.pa as usize),
-                TableRef::<A, L::Next>::BYTES,
-            )
-        };
+        // SAFETY: the subtree is unlinked (contract of `free_subtree`) and the tables below
+        // this one are gone.
+        unsafe { free_table::<A, L::Next, H>(self.h, below.pa) };
         Ok(())
     }
+}
+
+/// Gives the table at `pa` (level `L`) back to the handler.
+///
+/// # Safety
+///
+/// The table came from `alloc_table` with its level's size, and nothing links or uses it.
+#[inline(always)]
+unsafe fn free_table<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
+    // SAFETY: forwarded.
+    unsafe {
+        h.free_table(
+            memory_addr::PhysAddr::from(pa as usize),
+            TableRef::<A, L>::BYTES,
+        )
+    };
 }
 
 /// Frees the table at `pa` (level `L`) and every table below it, without visiting the entries
@@ -389,11 +451,14 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
 pub(crate) unsafe fn free_subtree<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
     // SAFETY: the caller owns the live subtree.
     let t = unsafe { TableRef::<A, L>::from_pa(h, pa) };
-    let mut v = FreeBelow { h, _arch: PhantomData };
+    let mut v = FreeBelow {
+        h,
+        _arch: PhantomData,
+    };
     // SAFETY: as above; the table's whole span.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
     // SAFETY: every table of the tree came from `alloc_table` with this size.
-    unsafe { h.free_table(memory_addr::PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES) };
+    unsafe { free_table::<A, L, H>(h, pa) };
 }
 
 /// Frees the subtree at `pa`, whose root is at `depth`, at or below level `L`.

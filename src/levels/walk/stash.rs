@@ -221,7 +221,11 @@ impl Stash {
     ///
     /// The subtree is owned by the caller and linked from nowhere any more, and
     /// [`retire_room`](Self::retire_room) returned true since the last record.
-    pub(super) unsafe fn retire<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &mut H, pa: u64) {
+    pub(super) unsafe fn retire<A: Arch, L: Level, H: PagingHandler>(
+        &mut self,
+        h: &mut H,
+        pa: u64,
+    ) {
         if self.ctx.defer {
             // SAFETY: `retire_room` made room (caller).
             unsafe { self.retired.push(pa, L::DEPTH) };
@@ -237,7 +241,11 @@ impl Stash {
     /// # Safety
     ///
     /// As for `retire`, and every entry of the table is zero.
-    pub(super) unsafe fn retire_empty<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &mut H, pa: u64) {
+    pub(super) unsafe fn retire_empty<A: Arch, L: Level, H: PagingHandler>(
+        &mut self,
+        h: &mut H,
+        pa: u64,
+    ) {
         if self.ctx.defer {
             // SAFETY: `retire_room` made room (caller).
             unsafe { self.retired.push(pa, retired::EMPTY | L::DEPTH) };
@@ -317,4 +325,3 @@ impl Stash {
         self.count == 0
     }
 }
-

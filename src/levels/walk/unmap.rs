@@ -63,7 +63,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
                 // alone to retire.
                 unsafe {
                     t.store(i, 0);
-                    self.stash.retire::<A, L::Next, H>(self.h, A::table_addr(pte));
+                    self.stash
+                        .retire::<A, L::Next, H>(self.h, A::table_addr(pte));
                 }
                 return Ok(Step::Skip);
             }
@@ -72,7 +73,11 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
             // SAFETY: a table entry leads to a live table one down.
             EntryKind::Table => unsafe { child::<A, L, H>(self.h, pte) },
         };
-        Ok(Step::Descend(Below { table, pa: 0, down: () }))
+        Ok(Step::Descend(Below {
+            table,
+            pa: 0,
+            down: (),
+        }))
     }
 
     #[inline(always)]
@@ -112,7 +117,11 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
 ) {
-    let mut v = UnmapApply { h, stash, _arch: PhantomData };
+    let mut v = UnmapApply {
+        h,
+        stash,
+        _arch: PhantomData,
+    };
     // SAFETY: forwarded.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, ()) };
 }
@@ -192,7 +201,8 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
             unsafe {
                 let pte = t.load(i);
                 t.store(i, 0);
-                self.stash.retire::<A, L::Next, H>(self.h, A::table_addr(pte));
+                self.stash
+                    .retire::<A, L::Next, H>(self.h, A::table_addr(pte));
             }
         }
         (old, false)
