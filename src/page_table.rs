@@ -11,7 +11,7 @@ use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
-use crate::levels::walk::{self, Breaks, Ctx, MapReq, Modify, RawLeaf, Refuse, Stash};
+use crate::levels::walk::{self, Ctx, MapReq, Modify, RawLeaf, Stash};
 use crate::levels::{EntryKind, HasNext, Table, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::{self, Retired};
@@ -367,7 +367,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn map_folded(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {
         let (root, ctx) = (self.root_ref(), self.ctx());
-        let refuse = ctx.breaks == Breaks::Refuse;
+        let refuse = ctx.liveness == Liveness::LiveNoBreak;
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need =
             unsafe { walk::map_check::<A, A::Root, H>(&self.handler, root, s, e, &req, refuse)? };
@@ -383,8 +383,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// What the walk must know of this table besides its tree.
     fn ctx(&self) -> Ctx {
         Ctx {
-            breaks: self.breaks(),
-            defer: self.state.liveness != Liveness::Offline,
+            liveness: self.state.liveness,
             owner: self.root,
             shared: self.state.shared,
         }
@@ -449,10 +448,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// `op` on the leaf `leaf` in one atomic step; the leaf as that step found it.
     fn edit_leaf(&mut self, leaf: &RawLeaf, op: Modify) -> Result<u64, PagingError> {
         let depth = leaf_depth::<A>(leaf.size).ok_or(PagingError::NotMapped(A::unfold(leaf.va)))?;
-        let (root, breaks) = (self.root_ref(), self.breaks());
+        let (root, liveness) = (self.root_ref(), self.state.liveness);
         // SAFETY: the root is live and ours; `leaf` is a leaf of `depth` starting at its `va`.
         unsafe {
-            walk::edit_one::<A, A::Root, H>(&mut self.handler, breaks, root, leaf.va, depth, op)
+            walk::edit_one::<A, A::Root, H>(&mut self.handler, liveness, root, leaf.va, depth, op)
         }
     }
 
@@ -515,14 +514,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let root = self.root_ref();
-        let breaks = self.breaks();
-        let refuse = match breaks {
-            Breaks::Refuse => Refuse::Splits,
-            _ => Refuse::Nothing,
-        };
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let need =
-            unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, true, refuse)? };
+        let need = unsafe {
+            walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, self.state.liveness, None)?
+        };
         let (bytes, ctx, h) = (
             TableRef::<A, NonRoot<A>>::BYTES,
             self.ctx(),
@@ -565,14 +560,17 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     fn modify_leaves(&mut self, s: u64, e: u64, op: Modify) -> Result<(), PagingError> {
         let root = self.root_ref();
-        let breaks = self.breaks();
-        let refuse = match breaks {
-            Breaks::Refuse => Refuse::SplitsAnd(op),
-            _ => Refuse::Nothing,
-        };
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let need =
-            unsafe { walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, false, refuse)? };
+        let need = unsafe {
+            walk::edit_check::<A, A::Root, H>(
+                &self.handler,
+                root,
+                s,
+                e,
+                self.state.liveness,
+                Some(op),
+            )?
+        };
         let (bytes, ctx, handler) = (
             TableRef::<A, NonRoot<A>>::BYTES,
             self.ctx(),
@@ -848,15 +846,6 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// base register, [`Offline`](Liveness::Offline) once no CPU uses it.
     pub fn set_liveness(&mut self, liveness: Liveness) {
         self.state.liveness = liveness;
-    }
-
-    /// What the walk does about changes that need break-before-make.
-    fn breaks(&self) -> Breaks {
-        match self.liveness() {
-            Liveness::Offline => Breaks::InPlace,
-            Liveness::Live => Breaks::Make,
-            Liveness::LiveNoBreak => Breaks::Refuse,
-        }
     }
 
     fn is_borrowed(&self, root_index: usize) -> bool {

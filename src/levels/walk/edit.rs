@@ -6,14 +6,13 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::map::grant_entry;
-use super::{
-    Below, Breaks, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base,
-};
+use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base};
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+use crate::liveness::Liveness;
 
 /// How [`ModifyApply`] changes each leaf.
 #[derive(Clone, Copy)]
@@ -67,30 +66,22 @@ pub(crate) struct EditNeeds {
     pub unlinks: usize,
 }
 
-/// Which changes the check pass refuses because they need break-before-make
-/// ([`Liveness::LiveNoBreak`](crate::Liveness::LiveNoBreak)).
-#[derive(Clone, Copy)]
-pub(crate) enum Refuse {
-    /// None: the table is offline, or breaks are made.
-    Nothing,
-    /// Splits of blocks into tables (`unmap_region`).
-    Splits,
-    /// Splits, and leaves that this change would rewrite.
-    SplitsAnd(Modify),
-}
-
-impl Refuse {
-    /// The error if replacing `old` at level `L`, which maps folded `va`, by `new` is refused.
-    #[inline(always)]
-    fn check<A: Arch, L: Level>(self, old: u64, new: u64, va: u64) -> Result<(), PagingError> {
-        if A::BREAK_BEFORE_MAKE
-            && !matches!(self, Refuse::Nothing)
-            && A::needs_break(old, new, L::DEPTH)
-        {
-            Err(PagingError::NeedsBreak(A::unfold(va)))
-        } else {
-            Ok(())
-        }
+/// The error if replacing `old` at level `L`, which maps folded `va`, by `new` needs
+/// break-before-make and the table refuses breaks ([`Liveness::LiveNoBreak`]).
+#[inline(always)]
+fn refused<A: Arch, L: Level>(
+    liveness: Liveness,
+    old: u64,
+    new: u64,
+    va: u64,
+) -> Result<(), PagingError> {
+    if A::BREAK_BEFORE_MAKE
+        && liveness == Liveness::LiveNoBreak
+        && A::needs_break(old, new, L::DEPTH)
+    {
+        Err(PagingError::NeedsBreak(A::unfold(va)))
+    } else {
+        Ok(())
     }
 }
 
@@ -104,10 +95,10 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     t: TableRef<A, L>,
     s: u64,
     e: u64,
-    holes_ok: bool,
-    refuse: Refuse,
+    liveness: Liveness,
+    rewrite: Option<Modify>,
 ) -> Result<EditNeeds, PagingError> {
-    let mut v = EditCheck::<A, H>::new(h, holes_ok, refuse);
+    let mut v = EditCheck::<A, H>::new(h, liveness, rewrite);
     // SAFETY: forwarded.
     unsafe { L::range::<A, _>(&mut v, t, s, e, ())? };
     Ok(v.needs)
@@ -140,18 +131,24 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
 /// worked out when holes are errors (the edits that rewrite leaves).
 struct EditCheck<'a, A: Arch, H> {
     h: &'a H,
+    /// Whether breaks are refused.
+    liveness: Liveness,
+    /// The change made to every leaf, for a change that rewrites leaves (holes are errors);
+    /// `None` for one that clears them (holes are skipped).
+    rewrite: Option<Modify>,
+    /// Whether holes are skipped.
     holes_ok: bool,
-    refuse: Refuse,
     needs: EditNeeds,
     _arch: PhantomData<A>,
 }
 
 impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
-    fn new(h: &'a H, holes_ok: bool, refuse: Refuse) -> Self {
+    fn new(h: &'a H, liveness: Liveness, rewrite: Option<Modify>) -> Self {
         Self {
             h,
-            holes_ok,
-            refuse,
+            liveness,
+            rewrite,
+            holes_ok: rewrite.is_none(),
             needs: EditNeeds::default(),
             _arch: PhantomData,
         }
@@ -166,13 +163,12 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), PagingError> {
         // SAFETY: the run lies inside the live table, so every index is in bounds.
         let load = |k: usize| unsafe { t.load(run.first + k) };
-        if let Refuse::SplitsAnd(op) = self.refuse {
-            if A::BREAK_BEFORE_MAKE {
+        if let Some(op) = self.rewrite {
+            if A::BREAK_BEFORE_MAKE && self.liveness == Liveness::LiveNoBreak {
                 for k in 0..run.count {
                     let (pte, va) = (load(k), run.va::<A>(k));
                     if A::entry_kind(pte, 1) == EntryKind::Leaf {
-                        self.refuse
-                            .check::<A, L1>(pte, op.apply::<A, L1>(pte, va), va)?;
+                        refused::<A, L1>(self.liveness, pte, op.apply::<A, L1>(pte, va), va)?;
                     }
                 }
             }
@@ -214,11 +210,10 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                 self.needs.hw_live |= A::hw_may_update(pte, L::DEPTH);
                 if !full {
                     // Any table entry will do: a break is about the kind of entry.
-                    self.refuse.check::<A, L>(pte, A::table_entry(0), a)?;
+                    refused::<A, L>(self.liveness, pte, A::table_entry(0), a)?;
                     self.needs.tables += split_cost::<A>(L::DEPTH, a, b);
-                } else if let Refuse::SplitsAnd(op) = self.refuse {
-                    self.refuse
-                        .check::<A, L>(pte, op.apply::<A, L>(pte, a), a)?;
+                } else if let Some(op) = self.rewrite {
+                    refused::<A, L>(self.liveness, pte, op.apply::<A, L>(pte, a), a)?;
                 }
             }
             // Unmapping a whole subtree needs no look inside it.
@@ -315,7 +310,7 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
 }
 
 /// Writes `change(old)` over the valid leaf `i` of `t`, which maps `[va, va + SIZE)`: in
-/// place (atomically if the MMU may mark it), or as break-before-make where `breaks` says so
+/// place (atomically if the MMU may mark it), or as break-before-make where the table is [`Liveness::Live`]
 /// and the change needs it; returns the leaf as the step that replaced it found it.
 ///
 /// # Safety
@@ -324,14 +319,16 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
 #[inline(always)]
 unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
-    breaks: Breaks,
+    liveness: Liveness,
     t: TableRef<A, L>,
     i: usize,
     va: u64,
     old: u64,
     change: impl Fn(u64) -> u64,
 ) -> u64 {
-    if A::BREAK_BEFORE_MAKE && breaks == Breaks::Make && A::needs_break(old, change(old), L::DEPTH)
+    if A::BREAK_BEFORE_MAKE
+        && liveness == Liveness::Live
+        && A::needs_break(old, change(old), L::DEPTH)
     {
         // SAFETY: live table owned by the caller; see `split`.
         let old = unsafe { t.swap(i, 0) };
@@ -373,8 +370,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
-        let (op, breaks) = (self.op, self.stash.ctx.breaks);
-        if A::BREAK_BEFORE_MAKE && breaks == Breaks::Make {
+        let (op, liveness) = (self.op, self.stash.ctx.liveness);
+        if A::BREAK_BEFORE_MAKE && liveness == Liveness::Live {
             // A live AArch64 table: entry by entry, each change that needs it made as a break.
             for k in 0..run.count {
                 let va = run.va::<A>(k);
@@ -383,7 +380,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
                 if A::entry_kind(old, 1) == EntryKind::Leaf {
                     // SAFETY: as above.
                     unsafe {
-                        rewrite_leaf::<A, L1, H>(self.h, breaks, t, run.first + k, va, old, |o| {
+                        rewrite_leaf::<A, L1, H>(self.h, liveness, t, run.first + k, va, old, |o| {
                             op.apply::<A, L1>(o, va)
                         })
                     };
@@ -430,10 +427,10 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
         let table = match A::entry_kind(pte, L::DEPTH) {
             EntryKind::Empty => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
-                let breaks = self.stash.ctx.breaks;
+                let liveness = self.stash.ctx.liveness;
                 // SAFETY: live table owned by the caller.
                 unsafe {
-                    rewrite_leaf::<A, L, H>(self.h, breaks, t, i, a, pte, |old| {
+                    rewrite_leaf::<A, L, H>(self.h, liveness, t, i, a, pte, |old| {
                         op.apply::<A, L>(old, a)
                     })
                 };
@@ -491,11 +488,11 @@ unsafe fn modify_leaves<A: Arch>(
 }
 
 /// A single-leaf edit: `op` on the leaf of `depth` that starts at folded `va`, in one atomic
-/// step (or as break-before-make where `breaks` says so and the change needs it). The result
+/// step (or as break-before-make where the table is [`Liveness::Live`] and the change needs it). The result
 /// is the leaf as the operation that changed it found it, with every mark the MMU made.
 struct EditOne<'a, H> {
     h: &'a mut H,
-    breaks: Breaks,
+    liveness: Liveness,
     va: u64,
     depth: u8,
     op: Modify,
@@ -516,7 +513,7 @@ impl<H: PagingHandler> EditOne<'_, H> {
         // SAFETY: forwarded.
         let pte = unsafe { t.load(i) };
         let (va, op) = (self.va, self.op);
-        if self.breaks == Breaks::Refuse
+        if self.liveness == Liveness::LiveNoBreak
             && A::BREAK_BEFORE_MAKE
             && A::needs_break(pte, op.apply::<A, L>(pte, va), L::DEPTH)
         {
@@ -524,7 +521,7 @@ impl<H: PagingHandler> EditOne<'_, H> {
         }
         // SAFETY: forwarded.
         Ok(unsafe {
-            rewrite_leaf::<A, L, H>(self.h, self.breaks, t, i, va, pte, |old| {
+            rewrite_leaf::<A, L, H>(self.h, self.liveness, t, i, va, pte, |old| {
                 op.apply::<A, L>(old, va)
             })
         })
@@ -564,7 +561,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
 ///
 /// # Errors
 ///
-/// [`PagingError::NeedsBreak`] if the change needs a break and `breaks` refuses it; nothing
+/// [`PagingError::NeedsBreak`] if the change needs a break and the table is [`Liveness::LiveNoBreak`]; nothing
 /// changed.
 ///
 /// # Safety
@@ -573,7 +570,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
 /// a leaf of `depth` starts at `va` below it.
 pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
-    breaks: Breaks,
+    liveness: Liveness,
     t: TableRef<A, L>,
     va: u64,
     depth: u8,
@@ -581,7 +578,7 @@ pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
 ) -> Result<u64, PagingError> {
     let mut v = EditOne {
         h,
-        breaks,
+        liveness,
         va,
         depth,
         op,

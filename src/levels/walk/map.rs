@@ -2,17 +2,18 @@
 
 use core::convert::Infallible;
 
+use super::Ctx;
 use super::read::first_leaf;
 use super::{
     AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child,
     entry_base,
 };
-use super::{Breaks, Ctx};
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::MappingFlags;
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+use crate::liveness::Liveness;
 use crate::retired::Chain;
 use crate::state::RootRange;
 
@@ -450,7 +451,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             if let Some(va) = found {
                 return stop(Err(PagingError::AlreadyMapped(A::unfold(va))));
             }
-            if A::BREAK_BEFORE_MAKE && self.ctx.breaks == Breaks::Refuse {
+            if A::BREAK_BEFORE_MAKE && self.ctx.liveness == Liveness::LiveNoBreak {
                 return stop(Err(PagingError::NeedsBreak(A::unfold(self.s))));
             }
             let h = &mut *self.h;

@@ -30,12 +30,12 @@ mod read;
 mod stash;
 mod unmap;
 
-pub(crate) use edit::{EditNeeds, Modify, Refuse, edit_check, edit_one, modify_apply};
+pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
 pub(crate) use map::{MapReq, map_apply, map_check, map_one};
 pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, query,
 };
-pub(crate) use stash::{Breaks, Ctx, Stash, alloc_frame};
+pub(crate) use stash::{Ctx, Stash, alloc_frame};
 pub(crate) use unmap::{unmap_apply, unmap_one};
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the

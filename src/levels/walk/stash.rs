@@ -9,28 +9,17 @@ use super::read::free_subtree;
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::handler::PagingHandler;
+use crate::liveness::Liveness;
 use crate::retired::{self, Chain};
 use crate::state::RootRange;
-
-/// What the apply pass does about a change that needs break-before-make.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Breaks {
-    /// The table is offline: write the new entry over the old one.
-    InPlace,
-    /// Invalid entry, [`PagingHandler::break_flush`], new entry.
-    Make,
-    /// The check pass refused every such change, so the apply pass meets none.
-    Refuse,
-}
 
 /// What a change must know of the table besides its tree.
 #[derive(Clone, Copy)]
 pub(crate) struct Ctx {
-    /// What to do about changes that need break-before-make.
-    pub breaks: Breaks,
-    /// Whether an MMU may walk the table, so that unlinked tables are retired (kept until the
-    /// flush) instead of freed at once.
-    pub defer: bool,
+    /// Whether an MMU may walk the table: how changes that need break-before-make are made
+    /// (in place, as a break, or refused by the check pass), and whether unlinked tables are
+    /// retired (kept until the flush) instead of freed at once.
+    pub liveness: Liveness,
     /// The root's physical address, which names the table in retire records.
     pub owner: u64,
     /// Root entries shared with borrowers: the tables they link are never unlinked.
@@ -40,11 +29,16 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// An offline table that shares nothing: entries replaced in place, tables freed at once.
     pub(crate) const OFFLINE: Self = Self {
-        breaks: Breaks::InPlace,
-        defer: false,
+        liveness: Liveness::Offline,
         owner: 0,
         shared: RootRange::new(0, 0),
     };
+
+    /// Whether unlinked tables wait for the flush.
+    #[inline(always)]
+    pub(crate) fn defers(&self) -> bool {
+        self.liveness != Liveness::Offline
+    }
 
     /// Whether the table that entry `i` of a level-`L` table links must stay linked.
     #[inline(always)]
@@ -174,7 +168,7 @@ impl Stash {
         unlinks: usize,
     ) -> Result<Self, PagingError> {
         self.ctx = ctx;
-        if ctx.defer && unlinks > 0 {
+        if ctx.defers() && unlinks > 0 {
             match Self::reserve::<A, H>(h, unlinks.div_ceil(retired::capacity::<A>()), self.bytes) {
                 // The spares' frames move to this stash, which gives them back.
                 Ok(spares) => self.spare = spares.head,
@@ -191,7 +185,7 @@ impl Stash {
     /// that reserved none) a frame taken from the handler now. False if none can be had: the
     /// caller then leaves the table linked.
     pub(super) fn retire_room<A: Arch, H: PagingHandler>(&mut self, h: &mut H) -> bool {
-        if !self.ctx.defer || self.retired.has_room::<A>() {
+        if !self.ctx.defers() || self.retired.has_room::<A>() {
             return true;
         }
         let pa = if self.spare != NO_FRAME {
@@ -226,7 +220,7 @@ impl Stash {
         h: &mut H,
         pa: u64,
     ) {
-        if self.ctx.defer {
+        if self.ctx.defers() {
             // SAFETY: `retire_room` made room (caller).
             unsafe { self.retired.push(pa, L::DEPTH) };
         } else {
@@ -246,7 +240,7 @@ impl Stash {
         h: &mut H,
         pa: u64,
     ) {
-        if self.ctx.defer {
+        if self.ctx.defers() {
             // SAFETY: `retire_room` made room (caller).
             unsafe { self.retired.push(pa, retired::EMPTY | L::DEPTH) };
         } else {
@@ -316,7 +310,7 @@ impl Stash {
     #[inline(always)]
     pub(super) fn breaking<A: Arch, L: Level>(&self, old: u64, new: u64) -> bool {
         A::BREAK_BEFORE_MAKE
-            && self.ctx.breaks == Breaks::Make
+            && self.ctx.liveness == Liveness::Live
             && A::needs_break(old, new, L::DEPTH)
     }
 
