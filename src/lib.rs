@@ -54,6 +54,7 @@ pub mod levels;
 mod liveness;
 mod page_table;
 mod retired;
+mod size;
 mod state;
 
 pub use arch::aarch64::{
@@ -76,6 +77,10 @@ pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableF
 pub use liveness::Liveness;
 pub use page_table::{HugePages, Mapping, PageTable, Translation};
 pub use retired::Retired;
+pub use size::{
+    HasLeaf, LeafSize, Size1G, Size2M, Size4K, Size16K, Size32M, Size64K, Size256T, Size512G,
+    Size512M,
+};
 pub use state::TableState;
 
 /// Re-exported so that callers name the same address types the API takes.

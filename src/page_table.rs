@@ -15,6 +15,7 @@ use crate::levels::walk::{self, Ctx, MapReq, Modify, RawLeaf, Stash};
 use crate::levels::{EntryKind, HasNext, Table, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::{self, Retired};
+use crate::size::{self, HasLeaf, LeafSize};
 use crate::state::{RootRange, TableState};
 
 /// Whether [`PageTable::map_region`] may use leaves larger than the granule.
@@ -323,6 +324,51 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let retired =
             unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)? };
         Ok(Flush::range(s, e).with_retired(retired))
+    }
+
+    /// [`map`](Self::map) with the leaf size as a type (the x86_64 crate's `Page<S>` idea): a
+    /// size the mode does not have is a compile error, not a
+    /// [`SizeNotSupported`](PagingError::SizeNotSupported).
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags as F, PageTable, Size2M, X86_64};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<X86_64, _>::new(frames).unwrap();
+    /// pt.map_page::<Size2M>(va!(0x20_0000), pa!(0x4000_0000), F::READ).unwrap().ignore();
+    /// assert_eq!(pt.query(va!(0x20_1000)).unwrap().pa, pa!(0x4000_1000));
+    /// ```
+    /// ```compile_fail,E0277
+    /// # use pagetable::{BufferFrames, MappingFlags as F, PageTable, Size512G, X86_64};
+    /// # use memory_addr::{pa, va};
+    /// # let mut memory = vec![0u64; 8 << 9];
+    /// # let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// # let mut pt = PageTable::<X86_64, _>::new(frames).unwrap();
+    /// // x86_64 has no 512 GiB leaves (Sv48 has).
+    /// let _ = pt.map_page::<Size512G>(va!(0), pa!(0), F::READ);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Self::map), but never [`PagingError::SizeNotSupported`].
+    pub fn map_page<S: LeafSize>(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError>
+    where
+        A: HasLeaf<S>,
+    {
+        const {
+            assert!(
+                size::has_leaf::<A, S>(),
+                "HasLeaf implemented for a size the mode lacks"
+            )
+        };
+        self.map(va, pa, S::SIZE, flags)
     }
 
     /// Maps `[va, va + len)` to `[pa, pa + len)`, with the largest leaves that alignment allows

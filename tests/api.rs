@@ -587,3 +587,38 @@ fn cursor_forgets_a_table_that_a_huge_map_replaced() {
         Err(PagingError::AlreadyMapped(va!(0x20_3000)))
     );
 }
+
+/// Maps one leaf of each size type the mode has with `map_page` and checks that `query`
+/// reports exactly that size (1 << shift, written out) at the address mapped.
+macro_rules! typed_sizes_map_as_their_page_size {
+    ($mode:ty: $($size:ident = $shift:literal),*) => {{
+        let mut pt = table::<$mode>(64);
+        $(
+            let bytes = 1usize << $shift;
+            // Each leaf at twice its size: leaves of different sizes never overlap.
+            let at = bytes * 2;
+            pt.map_page::<pagetable::$size>(va!(at), pa!(bytes), F::READ).unwrap().ignore();
+            let t = pt.query(va!(at)).unwrap();
+            let what = (<$mode as Arch>::NAME, stringify!($size));
+            assert_eq!((t.size.bytes(), t.pa), (bytes, pa!(bytes)), "{what:?}");
+        )*
+    }};
+}
+
+#[test]
+fn map_page_maps_one_leaf_of_the_typed_size_in_every_mode_family() {
+    typed_sizes_map_as_their_page_size!(X86_64: Size4K = 12, Size2M = 21, Size1G = 30);
+    typed_sizes_map_as_their_page_size!(Sv48: Size4K = 12, Size2M = 21, Size1G = 30, Size512G = 39);
+    typed_sizes_map_as_their_page_size!(pagetable::Sv57: Size4K = 12, Size256T = 48);
+    typed_sizes_map_as_their_page_size!(LoongArch64: Size4K = 12, Size2M = 21, Size1G = 30);
+    typed_sizes_map_as_their_page_size!(AArch64: Size4K = 12, Size2M = 21, Size1G = 30);
+    typed_sizes_map_as_their_page_size!(
+        AArch64<Va48, pagetable::Lower, pagetable::Granule16K>: Size16K = 14, Size32M = 25
+    );
+    typed_sizes_map_as_their_page_size!(
+        AArch64<Va48, pagetable::Lower, pagetable::Granule64K>: Size64K = 16, Size512M = 29
+    );
+    typed_sizes_map_as_their_page_size!(pagetable::AArch64S2<pagetable::Ipa48>: Size4K = 12, Size2M = 21, Size1G = 30);
+    typed_sizes_map_as_their_page_size!(pagetable::Ept: Size4K = 12, Size2M = 21, Size1G = 30);
+    typed_sizes_map_as_their_page_size!(pagetable::Sv48x4: Size4K = 12, Size512G = 39);
+}
