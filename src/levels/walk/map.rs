@@ -209,7 +209,23 @@ struct MapApply<'a, A: Arch, H> {
     stash: &'a mut Stash,
     /// A copy, so that the compiler sees it does not change as the table is written.
     req: MapReq,
+    /// The leaf template (no address) of the level `template_depth` (0: none yet), worked out
+    /// once per level rather than once per leaf.
+    template: u64,
+    template_depth: u8,
     _arch: core::marker::PhantomData<A>,
+}
+
+impl<A: Arch, H: PagingHandler> MapApply<'_, A, H> {
+    /// The leaf at level `L` that maps folded `va`.
+    #[inline(always)]
+    fn leaf<L: Level>(&mut self, va: u64) -> u64 {
+        if self.template_depth != L::DEPTH {
+            self.template = A::leaf_template(self.req.flags, L::DEPTH);
+            self.template_depth = L::DEPTH;
+        }
+        self.template | A::leaf_addr_bits(va.wrapping_add(self.req.delta), L::DEPTH)
+    }
 }
 
 impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
@@ -255,7 +271,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
         let pte = if fresh { 0 } else { unsafe { t.load(i) } };
         let kind = A::entry_kind(pte, L::DEPTH);
         if self.req.leaf_here::<A, L>(a, full) {
-            let leaf = self.req.leaf::<A, L>(a);
+            let leaf = self.leaf::<L>(a);
             if kind == EntryKind::Table {
                 // The check pass found nothing mapped below, and counted the unlink.
                 // SAFETY: live table owned by the caller; once unlinked, the empty subtree
@@ -321,6 +337,8 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
         h,
         stash,
         req: *req,
+        template: 0,
+        template_depth: 0,
         _arch: core::marker::PhantomData,
     };
     // SAFETY: forwarded.

@@ -304,77 +304,28 @@ pub(crate) unsafe fn first_leaf<A: Arch, L: Level, H: PagingHandler>(
     unsafe { L::range::<A, _>(&mut v, t, base, base + span::<A, L>(), ()) }.err()
 }
 
-/// Counts the tables below the range.
-struct CountTables<'a, A, H> {
-    h: &'a H,
-    n: usize,
+/// What [`TablesBelow`] does with each table it finds, and the handler it reads them through.
+trait TableSink {
+    /// The handler.
+    type H: PagingHandler;
+    /// The handler that reaches the tables.
+    fn handler(&self) -> &Self::H;
+    /// The table at `pa` of `bytes`, after every table below it.
+    ///
+    /// # Safety
+    ///
+    /// A table of the visited subtree, whose tables below were all handed over already.
+    unsafe fn table(&mut self, pa: u64, bytes: usize);
+}
+
+/// Hands every table below the range to a [`TableSink`], each after the tables below it;
+/// last-level tables without a look at their entries.
+struct TablesBelow<A, S> {
+    sink: S,
     _arch: PhantomData<A>,
 }
 
-impl<A: Arch, H: PagingHandler> Visitor<A> for CountTables<'_, A, H> {
-    type Err = Infallible;
-    type Down = ();
-    const WHOLE_TABLES: bool = true;
-
-    #[inline(always)]
-    unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {
-        Ok(())
-    }
-
-    #[inline(always)]
-    unsafe fn entry<L: HasNext>(
-        &mut self,
-        t: TableRef<A, L>,
-        at: Span,
-        (): (),
-    ) -> Result<Step<A, L::Next, ()>, Infallible> {
-        // SAFETY: an entry of the live table.
-        let pte = unsafe { t.load(at.i) };
-        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
-            return Ok(Step::Skip);
-        }
-        self.n += 1;
-        if L::DEPTH == 2 {
-            // A last-level table has none below it: no need to go in.
-            return Ok(Step::Skip);
-        }
-        // SAFETY: a table entry leads to a live table one down.
-        let table = unsafe { child::<A, L, H>(self.h, pte) };
-        Ok(Step::Descend(Below {
-            table,
-            pa: 0,
-            down: (),
-        }))
-    }
-}
-
-/// Counts the tables of the subtree at `t`, itself included.
-///
-/// # Safety
-///
-/// `t` is a live table of a tree reached through `h`.
-pub(crate) unsafe fn count_tables<A: Arch, L: Level, H: PagingHandler>(
-    h: &H,
-    t: TableRef<A, L>,
-) -> usize {
-    let mut v = CountTables {
-        h,
-        n: 1,
-        _arch: PhantomData,
-    };
-    // SAFETY: forwarded; the table's whole span.
-    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
-    v.n
-}
-
-/// Frees every table below the range, each after the tables below it; last-level tables
-/// without a look at their entries.
-struct FreeBelow<'a, A, H> {
-    h: &'a mut H,
-    _arch: PhantomData<A>,
-}
-
-impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
+impl<A: Arch, S: TableSink> Visitor<A> for TablesBelow<A, S> {
     type Err = Infallible;
     type Down = ();
     const WHOLE_TABLES: bool = true;
@@ -398,13 +349,13 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
         }
         let pa = A::table_addr(pte);
         if L::DEPTH == 2 {
-            // A last-level table has none below it: freed without going in.
-            // SAFETY: as in `ascend`.
-            unsafe { free_table::<A, L::Next, H>(self.h, pa) };
+            // A last-level table has no tables below it: no need to go in.
+            // SAFETY: a table of the subtree, with none below it.
+            unsafe { self.sink.table(pa, TableRef::<A, L::Next>::BYTES) };
             return Ok(Step::Skip);
         }
         // SAFETY: a table entry leads to a live table one down.
-        let table = unsafe { child::<A, L, H>(self.h, pte) };
+        let table = unsafe { child::<A, L, S::H>(self.sink.handler(), pte) };
         Ok(Step::Descend(Below {
             table,
             pa,
@@ -419,27 +370,67 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FreeBelow<'_, A, H> {
         _: Span,
         below: Below<A, L::Next, ()>,
     ) -> Result<(), Infallible> {
-        // SAFETY: the subtree is unlinked (contract of `free_subtree`) and the tables below
-        // this one are gone.
-        unsafe { free_table::<A, L::Next, H>(self.h, below.pa) };
+        // SAFETY: the tables below this one were handed over in the descent.
+        unsafe { self.sink.table(below.pa, TableRef::<A, L::Next>::BYTES) };
         Ok(())
     }
 }
 
-/// Gives the table at `pa` (level `L`) back to the handler.
+/// Hands `t`'s subtree below it to `sink`.
 ///
 /// # Safety
 ///
-/// The table came from `alloc_table` with its level's size, and nothing links or uses it.
-#[inline(always)]
-unsafe fn free_table<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
-    // SAFETY: forwarded.
-    unsafe {
-        h.free_table(
-            memory_addr::PhysAddr::from(pa as usize),
-            TableRef::<A, L>::BYTES,
-        )
+/// `t` is a live table of the tree the sink's handler reaches, and the sink's own contract
+/// holds for every table below it.
+unsafe fn tables_below<A: Arch, L: Level, S: TableSink>(t: TableRef<A, L>, sink: S) -> S {
+    let mut v = TablesBelow::<A, S> {
+        sink,
+        _arch: PhantomData,
     };
+    // SAFETY: forwarded; the table's whole span.
+    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
+    v.sink
+}
+
+/// Counts the tables of the subtree at `t`, itself included.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h`.
+pub(crate) unsafe fn count_tables<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+) -> usize {
+    struct Count<'a, H>(&'a H, usize);
+    impl<H: PagingHandler> TableSink for Count<'_, H> {
+        type H = H;
+        fn handler(&self) -> &H {
+            self.0
+        }
+        unsafe fn table(&mut self, _: u64, _: usize) {
+            self.1 += 1;
+        }
+    }
+    // SAFETY: forwarded; counting reads nothing more.
+    unsafe { tables_below::<A, L, _>(t, Count(h, 1)) }.1
+}
+
+/// Gives a table back to the handler.
+struct Free<'a, H>(&'a mut H);
+
+impl<H: PagingHandler> TableSink for Free<'_, H> {
+    type H = H;
+    fn handler(&self) -> &H {
+        self.0
+    }
+    unsafe fn table(&mut self, pa: u64, bytes: usize) {
+        // SAFETY: a table of a subtree being freed (contract of `free_subtree`), none below it
+        // left; it came from `alloc_table` with its level's size.
+        unsafe {
+            self.0
+                .free_table(memory_addr::PhysAddr::from(pa as usize), bytes)
+        };
+    }
 }
 
 /// Frees the table at `pa` (level `L`) and every table below it, without visiting the entries
@@ -451,14 +442,10 @@ unsafe fn free_table<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
 pub(crate) unsafe fn free_subtree<A: Arch, L: Level, H: PagingHandler>(h: &mut H, pa: u64) {
     // SAFETY: the caller owns the live subtree.
     let t = unsafe { TableRef::<A, L>::from_pa(h, pa) };
-    let mut v = FreeBelow {
-        h,
-        _arch: PhantomData,
-    };
-    // SAFETY: as above; the table's whole span.
-    let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, 0, span::<A, L>(), ()) };
-    // SAFETY: every table of the tree came from `alloc_table` with this size.
-    unsafe { free_table::<A, L, H>(h, pa) };
+    // SAFETY: as above: every table below goes, each after those below it.
+    let Free(h) = unsafe { tables_below::<A, L, _>(t, Free(h)) };
+    // SAFETY: the root of the subtree, last.
+    unsafe { Free(h).table(pa, TableRef::<A, L>::BYTES) };
 }
 
 /// Frees the subtree at `pa`, whose root is at `depth`, at or below level `L`.
