@@ -109,7 +109,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
             Some((f, t)) if *f == flags => Ok(*t),
             _ => {
                 A::check_flags(flags)?;
-                let t = A::leaf_template(flags, 1);
+                let t = A::leaf_template::<L1>(flags);
                 self.template = Some((flags, t));
                 Ok(t)
             }
@@ -156,11 +156,11 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
-                if A::entry_kind(old, 1) == EntryKind::Leaf {
+                if A::entry_kind::<L1>(old) == EntryKind::Leaf {
                     return Err(PagingError::AlreadyMapped(A::unfold(s)));
                 }
                 // SAFETY: as above.
-                unsafe { t.store(i, template | A::leaf_addr_bits(raw_pa, 1)) };
+                unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(raw_pa)) };
                 return Ok(Flush::range(s, s + Self::PAGE));
             }
             return self.pt.map(va, pa, size, flags);
@@ -182,7 +182,7 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
         };
         // SAFETY: masked index; the table is live (see `last_table`).
         let pte = unsafe { t.load(TableRef::<A, L1>::index(folded)) };
-        if A::entry_kind(pte, 1) != EntryKind::Leaf {
+        if A::entry_kind::<L1>(pte) != EntryKind::Leaf {
             return Err(PagingError::NotMapped(va));
         }
         let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte, path);

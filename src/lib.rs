@@ -63,8 +63,8 @@ pub use arch::aarch64::{
 };
 pub use arch::aarch64_s2::{AArch64S2, Ipa40, Ipa48, IpaSize};
 pub use arch::loongarch64::LoongArch64;
-pub use arch::riscv::{Sv39, Sv39x4, Sv48, Sv48x4, Sv57};
-pub use arch::x86_64::{X86_64, X86_64La57};
+pub use arch::riscv::{Riscv, RiscvMode, Sv39, Sv39x4, Sv48, Sv48x4, Sv57};
+pub use arch::x86_64::{X86, X86_64, X86_64La57, X86Mode};
 pub use arch::x86_ept::Ept;
 pub use arch::{Arch, VaSpace};
 pub use cursor::Cursor;

@@ -256,9 +256,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         for i in 0..TableRef::<A, A::Root>::ENTRIES {
             // SAFETY: in bounds, live root.
             let pte = unsafe { root.load(i) };
-            if !self.is_borrowed(i)
-                && A::entry_kind(pte, arch::root_depth::<A>()) == EntryKind::Table
-            {
+            if !self.is_borrowed(i) && A::entry_kind::<A::Root>(pte) == EntryKind::Table {
                 // SAFETY: a table entry of our root leads to a live table we own.
                 n += unsafe { count_below_root::<A, H>(&self.handler, pte) };
             }
@@ -460,12 +458,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, NonRoot<A>>::BYTES)?
             .for_change::<A, H>(h, ctx, 0)?;
         // SAFETY: the root is live and ours; `[s, e)` is one leaf of `depth`, not borrowed.
-        let (old, _) =
+        let (state, _) =
             unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, depth, true) };
-        let gone = RawLeaf {
-            state: A::leaf_state(old, depth),
-            ..leaf
-        };
+        let gone = RawLeaf { state, ..leaf };
         Ok((
             Mapping::from_raw::<A>(gone),
             Flush::range(s, e).with_retired(stash.finish(h)),
@@ -491,8 +486,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Ok(Flush::range(s, e))
     }
 
-    /// `op` on the leaf `leaf` in one atomic step; the leaf as that step found it.
-    fn edit_leaf(&mut self, leaf: &RawLeaf, op: Modify) -> Result<u64, PagingError> {
+    /// `op` on the leaf `leaf` in one atomic step; its access state as that step found it.
+    fn edit_leaf(&mut self, leaf: &RawLeaf, op: Modify) -> Result<AccessState, PagingError> {
         let depth = leaf_depth::<A>(leaf.size).ok_or(PagingError::NotMapped(A::unfold(leaf.va)))?;
         let (root, liveness) = (self.root_ref(), self.state.liveness);
         // SAFETY: the root is live and ours; `leaf` is a leaf of `depth` starting at its `va`.
@@ -539,8 +534,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
         let old = self.edit_leaf(&leaf, Modify::ClearState(clear))?;
-        let depth = leaf_depth::<A>(leaf.size).unwrap_or(1);
-        Ok((A::leaf_state(old, depth), Flush::range(s, e)))
+        Ok((old, Flush::range(s, e)))
     }
 
     /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers
@@ -827,7 +821,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         for i in lo..hi {
             // SAFETY: in bounds; our root is live.
             let pte = unsafe { root.load(i) };
-            match A::entry_kind(pte, arch::root_depth::<A>()) {
+            match A::entry_kind::<A::Root>(pte) {
                 EntryKind::Empty => empty += 1,
                 EntryKind::Table => {}
                 EntryKind::Leaf => {

@@ -42,11 +42,11 @@ leaf_sizes! {
 
 /// Implemented for a mode that has leaves of size `S`: a size the mode lacks does not compile
 /// on the typed calls. Each implementation is checked against the mode's geometry at compile
-/// time ([`has_leaf`]).
+/// time.
 pub trait HasLeaf<S: LeafSize>: Arch {}
 
 /// Whether mode `A` has a leaf of `S`'s size at some level that may hold a leaf.
-pub const fn has_leaf<A: Arch, S: LeafSize>() -> bool {
+pub(crate) const fn has_leaf<A: Arch, S: LeafSize>() -> bool {
     let mut depth = 1;
     while depth <= arch::max_leaf_depth::<A>() {
         if arch::level_shift::<A>(depth) == S::SIZE.shift() {

@@ -4,7 +4,7 @@
 //! accessed or dirty bit. Checked here against the per-entry predicates on random runs built from
 //! the bits that matter, for every arch.
 
-use pagetable::{AArch64, Arch, EntryKind, LoongArch64, Sv39, X86_64};
+use pagetable::{AArch64, Arch, EntryKind, L1, LoongArch64, Sv39, X86_64};
 use proptest::prelude::*;
 
 /// Runs of 1..16 entries, each mostly made of low flag bits and the top bits, where the
@@ -27,8 +27,13 @@ fn check<A: Arch>(run: &[u64]) {
     let any = run.iter().fold(0, |a, &e| a | e);
     if A::settled_leaves(all, || any) {
         for &e in run {
-            assert_eq!(A::entry_kind(e, 1), EntryKind::Leaf, "{} {e:#x}", A::NAME);
-            assert!(!A::hw_may_update(e, 1), "{} {e:#x}", A::NAME);
+            assert_eq!(
+                A::entry_kind::<L1>(e),
+                EntryKind::Leaf,
+                "{} {e:#x}",
+                A::NAME
+            );
+            assert!(!A::hw_may_update::<L1>(e), "{} {e:#x}", A::NAME);
         }
     }
 }

@@ -39,7 +39,7 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L2, L3, L4, Level};
@@ -263,13 +263,6 @@ pub struct AArch64<V: VaSize<G> = Va48, R: VaRange = Lower, G: Granule = Granule
 
 impl<V: VaSize<G>, R: VaRange, G: Granule> Sealed for AArch64<V, R, G> {}
 
-/// The output-address bits of a leaf at `depth` of granule `2^granule` (stage 1 and 2 alike):
-/// the OA field above the leaf's size.
-pub(super) const fn leaf_addr_mask(granule: u32, depth: u8) -> u64 {
-    let size = granule + (granule - 3) * (depth as u32 - 1);
-    OA & !((1 << size) - 1)
-}
-
 /// What a descriptor at `depth` is, where blocks may sit up to `max_leaf` (stage 1 and 2 alike).
 #[inline(always)]
 pub(super) const fn entry_kind(pte: u64, depth: u8, max_leaf: u8) -> EntryKind {
@@ -351,8 +344,8 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     const VA_SPACE: VaSpace = R::SPACE;
 
     #[inline(always)]
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-        entry_kind(pte, depth, <G::MaxLeaf as Level>::DEPTH)
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
+        entry_kind(pte, L::DEPTH, <G::MaxLeaf as Level>::DEPTH)
     }
 
     #[inline(always)]
@@ -422,7 +415,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline(always)]
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let mem = flags.mem_type();
         let mut pte = VALID | AF | attr_index(mem) << AArch64Pte::ATTR_INDX_OFFSET;
         pte |= if mem == MemType::Normal {
@@ -430,7 +423,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
         } else {
             SH_OUTER
         };
-        if depth == 1 {
+        if L::DEPTH == 1 {
             pte |= TABLE_OR_PAGE;
         }
         let user = flags.contains(MappingFlags::USER);
@@ -456,12 +449,13 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline(always)]
-    fn leaf_addr_mask(depth: u8) -> u64 {
-        leaf_addr_mask(G::SHIFT, depth)
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        // The OA field above the leaf's size.
+        OA & !arch::leaf_offset_mask::<Self, L>()
     }
 
     #[inline]
-    fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
         let mut flags = MappingFlags::READ;
         let user = pte & AP_EL0 != 0;
         if is_writable(pte) {
@@ -486,7 +480,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline(always)]
-    fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
         AccessState {
             accessed: pte & AF != 0,
             dirty: is_dirty(pte),
@@ -494,11 +488,11 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline]
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
-        let keep = leaf_addr_mask(G::SHIFT, depth) | AF | (SW & !SW_DIRTY) | UPPER | GP | NS;
-        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !AF);
+        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !SW_DIRTY) | UPPER | GP | NS;
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts
             // dirty like a new one.
@@ -512,7 +506,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline]
-    fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
         let mut new = old;
         if clear.accessed {
             new &= !AF;
@@ -528,16 +522,16 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline]
-    fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let mut template = pte & !leaf_addr_mask(G::SHIFT, depth) & !CONTIGUOUS;
-        if depth == 2 {
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        let mut template = pte & !Self::leaf_addr_mask::<L>() & !CONTIGUOUS;
+        if L::DEPTH == 2 {
             template |= TABLE_OR_PAGE;
         }
         template
     }
 
     #[inline(always)]
-    fn hw_may_update(pte: u64, _depth: u8) -> bool {
+    fn hw_may_update<L: Level>(pte: u64) -> bool {
         // With FEAT_HAFDBS the MMU sets AF, and clears `AP[2]` of a DBM leaf on a store.
         (pte & VALID != 0) & ((pte & AF == 0) | (pte & (DBM | AP_RO) == DBM | AP_RO))
     }
@@ -553,7 +547,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline(always)]
-    fn needs_break(old: u64, new: u64, _depth: u8) -> bool {
+    fn needs_break<L: Level>(old: u64, new: u64) -> bool {
         needs_break(old, new, NO_BREAK)
     }
 

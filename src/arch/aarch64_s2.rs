@@ -32,13 +32,13 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use super::aarch64::{
-    self, AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE, VALID,
-    entry_kind, needs_break,
+    AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
+    needs_break,
 };
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, HasNext, L3, L4};
+use crate::levels::{EntryKind, HasNext, L3, L4, Level};
 
 /// A VMSAv8-64 stage 2 descriptor, 4 KiB granule, 48-bit output address (D8.3). Table
 /// descriptors use only bits 0-1 and the address; their other bits are ignored at stage 2.
@@ -160,11 +160,6 @@ pub struct AArch64S2<I: IpaSize = Ipa40>(PhantomData<I>);
 
 impl<I: IpaSize> Sealed for AArch64S2<I> {}
 
-/// The output-address bits of a leaf at `depth`: the 4 KiB granule's.
-const fn leaf_addr_mask(depth: u8) -> u64 {
-    aarch64::leaf_addr_mask(12, depth)
-}
-
 const fn is_writable(pte: u64) -> bool {
     pte & (DBM | S2AP_W) != 0
 }
@@ -189,8 +184,8 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     const BREAK_BEFORE_MAKE: bool = true;
 
     #[inline(always)]
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-        entry_kind(pte, depth, 3)
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
+        entry_kind(pte, L::DEPTH, 3)
     }
 
     #[inline(always)]
@@ -214,7 +209,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline(always)]
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let mem = flags.mem_type();
         let mut pte = VALID | AF | mem_attr(mem);
         pte |= if mem == MemType::Normal {
@@ -222,7 +217,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
         } else {
             SH_OUTER
         };
-        if depth == 1 {
+        if L::DEPTH == 1 {
             pte |= TABLE_OR_PAGE;
         }
         if flags.contains(MappingFlags::READ) {
@@ -239,12 +234,13 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline(always)]
-    fn leaf_addr_mask(depth: u8) -> u64 {
-        leaf_addr_mask(depth)
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        // The OA field above the leaf's size.
+        OA & !arch::leaf_offset_mask::<Self, L>()
     }
 
     #[inline]
-    fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
         let mut flags = MappingFlags::EMPTY;
         if pte & S2AP_R != 0 {
             flags |= MappingFlags::READ;
@@ -270,7 +266,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline(always)]
-    fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
         AccessState {
             accessed: pte & AF != 0,
             dirty: is_dirty(pte),
@@ -278,11 +274,11 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline]
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, the other software bits and the ignored ones; the contiguous
         // hint goes, since a protect may cover part of a run.
-        let keep = leaf_addr_mask(depth) | AF | (SW & !SW_DIRTY) | UPPER;
-        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !AF);
+        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !SW_DIRTY) | UPPER;
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         // Shifts and masks instead of branches on `old`, so that a run of leaves vectorizes.
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean (S2AP[1] clear) only if it was writable and clean: DBM set, S2AP[1]
@@ -297,7 +293,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline]
-    fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
         let mut new = old;
         if clear.accessed {
             new &= !AF;
@@ -312,16 +308,16 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline]
-    fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let mut template = pte & !leaf_addr_mask(depth) & !CONTIGUOUS;
-        if depth == 2 {
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        let mut template = pte & !Self::leaf_addr_mask::<L>() & !CONTIGUOUS;
+        if L::DEPTH == 2 {
             template |= TABLE_OR_PAGE;
         }
         template
     }
 
     #[inline(always)]
-    fn hw_may_update(pte: u64, _depth: u8) -> bool {
+    fn hw_may_update<L: Level>(pte: u64) -> bool {
         // The MMU sets AF, and S2AP[1] of a DBM leaf on a store (VTCR_EL2.HA, HD).
         (pte & VALID != 0) & ((pte & AF == 0) | (pte & (DBM | S2AP_W) == DBM))
     }
@@ -334,7 +330,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline(always)]
-    fn needs_break(old: u64, new: u64, _depth: u8) -> bool {
+    fn needs_break<L: Level>(old: u64, new: u64) -> bool {
         needs_break(old, new, NO_BREAK)
     }
 

@@ -25,10 +25,10 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4};
+use crate::levels::{EntryKind, HasNext, L3, L4, Level};
 
 /// A LoongArch64 page-table entry (vol. 1, 5.4): the TLBELO layout plus the software bits the
 /// walk carries along. Bit 6 and bit 12 change meaning in huge leaves, as their docs say.
@@ -106,16 +106,10 @@ pub const PWCL: u32 = 12 | 9 << 5 | 21 << 10 | 9 << 15 | 30 << 20 | 9 << 25;
 /// CSR.PWCH for this layout: Dir3 base 39 width 9, no Dir4.
 pub const PWCH: u32 = 39 | 9 << 6;
 
-const fn leaf_shift(depth: u8) -> u32 {
-    12 + 9 * (depth as u32 - 1)
-}
-
-const fn leaf_addr_mask(depth: u8) -> u64 {
-    PPN & !((1 << leaf_shift(depth)) - 1)
-}
-
-const fn global_bit(depth: u8) -> u64 {
-    if depth == 1 { G } else { HUGE_G }
+/// The G bit of a leaf at level `L`: bit 6 in a page, bit 12 (where a page's G would be
+/// address) in a huge page, whose bit 6 is HUGE.
+const fn global_bit<L: Level>() -> u64 {
+    if L::DEPTH == 1 { G } else { HUGE_G }
 }
 
 const fn is_writable(pte: u64) -> bool {
@@ -144,15 +138,15 @@ impl Arch for LoongArch64 {
     const TABLE_AT_PA_0: bool = false;
 
     #[inline(always)]
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-        if depth == 1 {
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
+        if L::DEPTH == 1 {
             if pte & V != 0 {
                 EntryKind::Leaf
             } else {
                 EntryKind::Empty
             }
         } else if pte & HUGE != 0 {
-            if pte & V != 0 && depth <= 3 {
+            if pte & V != 0 && L::DEPTH <= 3 {
                 EntryKind::Leaf
             } else {
                 EntryKind::Empty
@@ -185,14 +179,14 @@ impl Arch for LoongArch64 {
     }
 
     #[inline(always)]
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let mat = match flags.mem_type() {
             MemType::Device => 0,
             MemType::Normal => 1,
             MemType::Uncached => 2,
         };
         let mut pte = V | P | mat << LoongArchPte::MAT_OFFSET;
-        if depth > 1 {
+        if L::DEPTH > 1 {
             pte |= HUGE;
         }
         if flags.contains(MappingFlags::WRITE) {
@@ -208,18 +202,18 @@ impl Arch for LoongArch64 {
             pte |= PLV_USER;
         }
         if flags.contains(MappingFlags::GLOBAL) {
-            pte |= global_bit(depth);
+            pte |= global_bit::<L>();
         }
         pte
     }
 
     #[inline(always)]
-    fn leaf_addr_mask(depth: u8) -> u64 {
-        leaf_addr_mask(depth)
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        PPN & !arch::leaf_offset_mask::<Self, L>()
     }
 
     #[inline]
-    fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
         let mut flags = MappingFlags::EMPTY;
         if pte & NR == 0 {
             flags |= MappingFlags::READ;
@@ -233,7 +227,7 @@ impl Arch for LoongArch64 {
         if pte & PLV == PLV_USER {
             flags |= MappingFlags::USER;
         }
-        if pte & global_bit(depth) != 0 {
+        if pte & global_bit::<L>() != 0 {
             flags |= MappingFlags::GLOBAL;
         }
         let mem = match (pte & MAT) >> LoongArchPte::MAT_OFFSET {
@@ -246,7 +240,7 @@ impl Arch for LoongArch64 {
     }
 
     #[inline(always)]
-    fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
         AccessState {
             accessed: true,
             dirty: is_dirty(pte),
@@ -254,10 +248,10 @@ impl Arch for LoongArch64 {
     }
 
     #[inline]
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, RPLV and the software bits other than the dirty bit.
-        let keep = leaf_addr_mask(depth) | RPLV | (SW & !SW_DIRTY);
-        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !D);
+        let keep = Self::leaf_addr_mask::<L>() | RPLV | (SW & !SW_DIRTY);
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !D);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; one becoming writable starts dirty.
             if is_dirty(old) || !is_writable(old) {
@@ -270,7 +264,7 @@ impl Arch for LoongArch64 {
     }
 
     #[inline]
-    fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
         if clear.dirty {
             old & !(D | SW_DIRTY)
         } else {
@@ -279,9 +273,9 @@ impl Arch for LoongArch64 {
     }
 
     #[inline]
-    fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let mut template = pte & !leaf_addr_mask(depth);
-        if depth == 2 {
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        let mut template = pte & !Self::leaf_addr_mask::<L>();
+        if L::DEPTH == 2 {
             // 2 MiB to 4 KiB: no HUGE, and G moves from bit 12 to bit 6.
             let global = template & HUGE_G != 0;
             template &= !(HUGE | HUGE_G);
@@ -293,7 +287,7 @@ impl Arch for LoongArch64 {
     }
 
     #[inline(always)]
-    fn hw_may_update(_pte: u64, _depth: u8) -> bool {
+    fn hw_may_update<L: Level>(_pte: u64) -> bool {
         // `lddir` and `ldpte` only read: nothing but software writes a table.
         false
     }

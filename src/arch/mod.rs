@@ -76,8 +76,8 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// concatenated tables (AArch64 VTCR_EL2.SL0, RISC-V's x4 modes).
     const ROOT_CONCAT_BITS: u32 = 0;
 
-    /// What a raw entry at level `depth` is.
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind;
+    /// What a raw entry at level `L` is.
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind;
     /// An entry pointing to the next-level table at `pa`.
     fn table_entry(pa: u64) -> u64;
     /// The table address held by a table entry.
@@ -89,39 +89,39 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     ///
     /// [`PagingError::FlagsNotExpressible`] when they cannot.
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError>;
-    /// A new leaf at `depth` with `flags` (already checked) and no address: OR in
+    /// A new leaf at level `L` with `flags` (already checked) and no address: OR in
     /// [`leaf_addr_bits`](Self::leaf_addr_bits). New leaves start accessed and, if writable,
     /// dirty (see [`AccessState`]).
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64;
-    /// The address field of a leaf at `depth` mapping `pa` (aligned to the leaf size): `pa`
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64;
+    /// The address field of a leaf at level `L` mapping `pa` (aligned to the leaf size): `pa`
     /// itself unless the arch shifts addresses into the entry.
     #[inline(always)]
-    fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
+    fn leaf_addr_bits<L: Level>(pa: u64) -> u64 {
         pa
     }
-    /// The bits of a leaf at `depth` that hold its address.
-    fn leaf_addr_mask(depth: u8) -> u64;
-    /// The address a leaf at `depth` maps: its address bits, unless the arch shifts them.
+    /// The bits of a leaf at level `L` that hold its address.
+    fn leaf_addr_mask<L: Level>() -> u64;
+    /// The address a leaf at level `L` maps: its address bits, unless the arch shifts them.
     #[inline(always)]
-    fn leaf_addr(pte: u64, depth: u8) -> u64 {
-        pte & Self::leaf_addr_mask(depth)
+    fn leaf_addr<L: Level>(pte: u64) -> u64 {
+        pte & Self::leaf_addr_mask::<L>()
     }
-    /// The flags of a leaf at `depth`.
-    fn leaf_flags(pte: u64, depth: u8) -> MappingFlags;
-    /// What the hardware recorded in a leaf at `depth`.
-    fn leaf_state(pte: u64, depth: u8) -> AccessState;
+    /// The flags of a leaf at level `L`.
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags;
+    /// What the hardware recorded in a leaf at level `L`.
+    fn leaf_state<L: Level>(pte: u64) -> AccessState;
     /// `old` with new `flags` (already checked): the address and the access state stay, except
     /// that a leaf that becomes writable starts dirty, as a new writable leaf does.
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64;
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64;
     /// `old` with the state bits set in `clear` cleared.
-    fn leaf_clear_state(old: u64, clear: AccessState, depth: u8) -> u64;
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64;
     /// The template (no address) of the leaves one level down that together map what the leaf
-    /// `pte` at `depth` maps, with the same attributes and state.
-    fn leaf_split(pte: u64, depth: u8) -> u64;
+    /// `pte` at level `L` maps, with the same attributes and state.
+    fn leaf_split<L: HasNext>(pte: u64) -> u64;
     /// Whether the hardware may still write this leaf (set an accessed or dirty bit), so that a
     /// read-modify-write of it must be atomic. Written without short-circuits: the check pass
     /// folds it over whole runs of leaves.
-    fn hw_may_update(pte: u64, depth: u8) -> bool;
+    fn hw_may_update<L: Level>(pte: u64) -> bool;
     /// Given the AND of a run of last-level entries, and their OR on demand: true only if every
     /// one of them is a leaf that the hardware will not write. A sufficient test, for the common
     /// case; on false the caller looks at the entries one by one.
@@ -173,14 +173,14 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// [`needs_break`](Self::needs_break)); false lets the walk drop every check for it.
     const BREAK_BEFORE_MAKE: bool = false;
 
-    /// Whether replacing the valid entry `old` at `depth` by the valid entry `new` in a live
+    /// Whether replacing the valid entry `old` at level `L` by the valid entry `new` in a live
     /// table needs break-before-make: `old` made invalid and its TLB entries invalidated before
     /// `new` is written. True on AArch64 for a change of output address, memory type,
     /// shareability or nG, and between block and table (Arm ARM D8.16.1); false on the other
     /// architectures, whose MMUs tolerate seeing either entry.
     #[inline(always)]
-    fn needs_break(old: u64, new: u64, depth: u8) -> bool {
-        let _ = (old, new, depth);
+    fn needs_break<L: Level>(old: u64, new: u64) -> bool {
+        let _ = (old, new);
         false
     }
 
@@ -260,6 +260,12 @@ pub const fn entries<A: Arch>(depth: u8) -> usize {
 #[inline(always)]
 pub const fn index_at<A: Arch>(depth: u8, va: u64) -> usize {
     (va >> level_shift::<A>(depth)) as usize & (entries::<A>(depth) - 1)
+}
+
+/// The offset bits of a leaf at level `L`: what lies below its size.
+#[inline(always)]
+pub const fn leaf_offset_mask<A: Arch, L: Level>() -> u64 {
+    (1 << level_shift::<A>(L::DEPTH)) - 1
 }
 
 /// Bytes a table at `depth` occupies (and is aligned to): at least one granule.

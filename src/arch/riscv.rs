@@ -13,6 +13,8 @@
 //! satp.MODE = 8, 9 or 10; a G-stage root (16 KiB-aligned) into hgatp.PPN with hgatp.MODE = 8
 //! or 9.
 
+use core::marker::PhantomData;
+
 use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
@@ -20,7 +22,7 @@ use static_assertions::const_assert_eq;
 use super::{Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4, L5};
+use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
 
 /// Not expressible in any RISC-V mode: EPT's attribute.
 const NEVER: MappingFlags = MappingFlags::IGNORE_PAT;
@@ -102,185 +104,271 @@ const fn pbmt(mem: MemType) -> u64 {
     code << RiscvPte::PBMT_OFFSET
 }
 
-#[inline]
-fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-    if pte & V == 0 {
-        EntryKind::Empty
-    } else if pte & (R | W | X) != 0 {
-        EntryKind::Leaf
-    } else if depth > 1 {
-        EntryKind::Table
+/// The geometry of one RISC-V mode: its levels, address width, and which translation stage
+/// (and so which root register) it is for. One marker per mode, each a plain impl below.
+pub trait RiscvMode: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
+    /// The root level.
+    type Root: HasNext;
+    /// The mode's name, for dumps.
+    const NAME: &'static str;
+    /// Virtual (guest physical, for the G-stage) address bits.
+    const VA_BITS: u32;
+    /// Whether this is a G-stage (hgatp) mode: U forced, G reserved, a root four times the
+    /// size, zero-extended addresses, `hfence.gvma`.
+    const G_STAGE: bool;
+}
+
+/// A RISC-V paging mode; name it by its alias ([`Sv39`], [`Sv48`], [`Sv57`], [`Sv39x4`],
+/// [`Sv48x4`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Riscv<M: RiscvMode>(PhantomData<M>);
+
+impl<M: RiscvMode> Sealed for Riscv<M> {}
+
+/// Sv39: 39-bit VA, 3 levels; 4 KiB, 2 MiB and 1 GiB leaves. satp.MODE = 8.
+pub type Sv39 = Riscv<Sv39Mode>;
+/// Sv48: 48-bit VA, 4 levels; 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves. satp.MODE = 9.
+pub type Sv48 = Riscv<Sv48Mode>;
+/// Sv57: 57-bit VA, 5 levels; 4 KiB, 2 MiB, 1 GiB, 512 GiB and 256 TiB leaves. satp.MODE = 10.
+pub type Sv57 = Riscv<Sv57Mode>;
+/// Sv39x4: the G-stage of the hypervisor extension for 41-bit guest physical addresses
+/// (zero-extended); 3 levels, the root 2048 entries (16 KiB); 4 KiB, 2 MiB and 1 GiB leaves,
+/// all with U set. hgatp.MODE = 8.
+pub type Sv39x4 = Riscv<Sv39x4Mode>;
+/// Sv48x4: the G-stage for 50-bit guest physical addresses; 4 levels, the root 2048 entries
+/// (16 KiB); 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves, all with U set. hgatp.MODE = 9.
+pub type Sv48x4 = Riscv<Sv48x4Mode>;
+
+/// [`Sv39`]'s geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sv39Mode;
+/// [`Sv48`]'s geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sv48Mode;
+/// [`Sv57`]'s geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sv57Mode;
+/// [`Sv39x4`]'s geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sv39x4Mode;
+/// [`Sv48x4`]'s geometry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sv48x4Mode;
+
+impl Sealed for Sv39Mode {}
+impl Sealed for Sv48Mode {}
+impl Sealed for Sv57Mode {}
+impl Sealed for Sv39x4Mode {}
+impl Sealed for Sv48x4Mode {}
+
+impl RiscvMode for Sv39Mode {
+    type Root = L3;
+    const NAME: &'static str = "sv39";
+    const VA_BITS: u32 = 39;
+    const G_STAGE: bool = false;
+}
+
+impl RiscvMode for Sv48Mode {
+    type Root = L4;
+    const NAME: &'static str = "sv48";
+    const VA_BITS: u32 = 48;
+    const G_STAGE: bool = false;
+}
+
+impl RiscvMode for Sv57Mode {
+    type Root = L5;
+    const NAME: &'static str = "sv57";
+    const VA_BITS: u32 = 57;
+    const G_STAGE: bool = false;
+}
+
+impl RiscvMode for Sv39x4Mode {
+    type Root = L3;
+    const NAME: &'static str = "sv39x4";
+    /// Sv39 plus the two bits of the root's wider index.
+    const VA_BITS: u32 = 41;
+    const G_STAGE: bool = true;
+}
+
+impl RiscvMode for Sv48x4Mode {
+    type Root = L4;
+    const NAME: &'static str = "sv48x4";
+    const VA_BITS: u32 = 50;
+    const G_STAGE: bool = true;
+}
+
+/// The G-stage's U bit: set in every G-stage leaf, as every guest access counts as a U-mode
+/// one there.
+const fn g_stage_user<M: RiscvMode>() -> u64 {
+    if M::G_STAGE { U } else { 0 }
+}
+
+impl<M: RiscvMode> Arch for Riscv<M> {
+    type Pte = RiscvPte;
+    type Root = M::Root;
+    /// Every level may hold a leaf.
+    type MaxLeaf = M::Root;
+    const NAME: &'static str = M::NAME;
+    const VA_BITS: u32 = M::VA_BITS;
+    const PA_BITS: u32 = 56;
+    const VA_SPACE: VaSpace = if M::G_STAGE {
+        VaSpace::Lower
     } else {
-        // A pointer at the last level is a page fault.
-        EntryKind::Empty
-    }
-}
+        VaSpace::Canonical
+    };
+    const PAGE_FLUSH_DROPS_WALKS: bool = false;
+    /// The G-stage root is four tables (16 KiB, 2048 entries).
+    const ROOT_CONCAT_BITS: u32 = if M::G_STAGE { 2 } else { 0 };
 
-#[inline]
-fn check_flags<const G_STAGE: bool>(flags: MappingFlags) -> Result<(), PagingError> {
-    // R = W = X = 0 is a pointer, and W without R is reserved.
-    let readable = flags.contains(MappingFlags::READ);
-    if flags.no_access()
-        || (flags.contains(MappingFlags::WRITE) && !readable)
-        || flags.intersects(NEVER)
-        || (G_STAGE && flags.intersects(NOT_IN_G_STAGE))
-    {
-        Err(PagingError::FlagsNotExpressible(flags))
-    } else {
-        Ok(())
-    }
-}
-
-#[inline]
-fn leaf_template<const G_STAGE: bool>(flags: MappingFlags) -> u64 {
-    let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
-    let g_stage_user = if G_STAGE { U } else { 0 };
-    g_stage_user
-        | V
-        | A
-        | set(MappingFlags::READ, R)
-        | set(MappingFlags::WRITE, W | D)
-        | set(MappingFlags::EXECUTE, X)
-        | set(MappingFlags::USER, U)
-        | set(MappingFlags::GLOBAL, G)
-        | pbmt(flags.mem_type())
-}
-
-#[inline]
-fn leaf_flags<const G_STAGE: bool>(pte: u64) -> MappingFlags {
-    let set = |bit: u64, flag: MappingFlags| {
-        if pte & bit != 0 {
-            flag
+    #[inline(always)]
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
+        if pte & V == 0 {
+            EntryKind::Empty
+        } else if pte & (R | W | X) != 0 {
+            EntryKind::Leaf
+        } else if L::DEPTH > 1 {
+            EntryKind::Table
         } else {
-            MappingFlags::EMPTY
+            // A pointer at the last level is a page fault.
+            EntryKind::Empty
         }
-    };
-    let mem = match (pte & PBMT) >> RiscvPte::PBMT_OFFSET {
-        0 => MemType::Normal,
-        1 => MemType::Uncached,
-        _ => MemType::Device,
-    };
-    (set(R, MappingFlags::READ)
-        | set(W, MappingFlags::WRITE)
-        | set(X, MappingFlags::EXECUTE)
-        | set(if G_STAGE { 0 } else { U }, MappingFlags::USER)
-        | set(G, MappingFlags::GLOBAL))
-    .with_mem_type(mem)
-}
-
-#[inline]
-fn leaf_protect<const G_STAGE: bool>(old: u64, flags: MappingFlags) -> u64 {
-    // Keep the address, the access state and the software bits; a Svnapot run goes, since a
-    // protect may cover part of it.
-    let mut new = (old & (PPN | A | D | RSW)) | (leaf_template::<G_STAGE>(flags) & !(A | D));
-    if flags.contains(MappingFlags::WRITE) && old & W == 0 {
-        new |= D;
     }
-    new
-}
 
-macro_rules! sv_mode {
-    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal,
-     g_stage: $g:literal, $space:ident, concat: $concat:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct $name;
+    #[inline(always)]
+    fn table_entry(pa: u64) -> u64 {
+        // A, D and U are reserved in pointers and must be zero.
+        ppn_bits(pa) | V
+    }
 
-        impl Sealed for $name {}
+    #[inline(always)]
+    fn table_addr(pte: u64) -> u64 {
+        ppn_addr(pte)
+    }
 
-        impl Arch for $name {
-            type Pte = RiscvPte;
-            type Root = $root;
-            /// Every level may hold a leaf.
-            type MaxLeaf = $root;
-            const NAME: &'static str = $label;
-            const VA_BITS: u32 = $va_bits;
-            const PA_BITS: u32 = 56;
-            const VA_SPACE: VaSpace = VaSpace::$space;
-            const PAGE_FLUSH_DROPS_WALKS: bool = false;
-            const ROOT_CONCAT_BITS: u32 = $concat;
-
-            #[inline(always)]
-            fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-                entry_kind(pte, depth)
-            }
-            #[inline(always)]
-            fn table_entry(pa: u64) -> u64 {
-                // A, D and U are reserved in pointers and must be zero.
-                ppn_bits(pa) | V
-            }
-            #[inline(always)]
-            fn table_addr(pte: u64) -> u64 {
-                ppn_addr(pte)
-            }
-            fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-                check_flags::<$g>(flags)
-            }
-            #[inline(always)]
-            fn leaf_template(flags: MappingFlags, _depth: u8) -> u64 {
-                leaf_template::<$g>(flags)
-            }
-            #[inline(always)]
-            fn leaf_addr_bits(pa: u64, _depth: u8) -> u64 {
-                ppn_bits(pa)
-            }
-            #[inline(always)]
-            fn leaf_addr_mask(_depth: u8) -> u64 {
-                PPN
-            }
-            #[inline(always)]
-            fn leaf_addr(pte: u64, _depth: u8) -> u64 {
-                ppn_addr(pte)
-            }
-            #[inline(always)]
-            fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
-                leaf_flags::<$g>(pte)
-            }
-            #[inline(always)]
-            fn leaf_state(pte: u64, _depth: u8) -> AccessState {
-                AccessState { accessed: pte & A != 0, dirty: pte & D != 0 }
-            }
-            #[inline(always)]
-            fn leaf_protect(old: u64, flags: MappingFlags, _depth: u8) -> u64 {
-                leaf_protect::<$g>(old, flags)
-            }
-            #[inline(always)]
-            fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
-                old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
-            }
-            #[inline(always)]
-            fn leaf_split(pte: u64, _depth: u8) -> u64 {
-                pte & !PPN & !N
-            }
-            #[inline(always)]
-            fn hw_may_update(pte: u64, _depth: u8) -> bool {
-                // With Svadu the MMU sets A, and D on a store through a writable leaf.
-                (pte & V != 0) & ((pte & A == 0) | (pte & (W | D) == W))
-            }
-            #[inline(always)]
-            fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
-                // All valid leaves (one of R, W, X common to all) and accessed, and all dirty or
-                // none writable.
-                all & (V | A) == V | A
-                    && all & (R | W | X) != 0
-                    && (all & D != 0 || any() & W == 0)
-            }
-            fn flush_page(va: VirtAddr) {
-                if $g {
-                    hfence_gvma(Some(va));
-                } else {
-                    sfence_vma(Some(va));
-                }
-            }
-            fn flush_all() {
-                if $g {
-                    hfence_gvma(None);
-                } else {
-                    sfence_vma(None);
-                }
-            }
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+        // R = W = X = 0 is a pointer, and W without R is reserved.
+        let readable = flags.contains(MappingFlags::READ);
+        if flags.no_access()
+            || (flags.contains(MappingFlags::WRITE) && !readable)
+            || flags.intersects(NEVER)
+            || (M::G_STAGE && flags.intersects(NOT_IN_G_STAGE))
+        {
+            Err(PagingError::FlagsNotExpressible(flags))
+        } else {
+            Ok(())
         }
-    };
+    }
+
+    #[inline(always)]
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
+        let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
+        g_stage_user::<M>()
+            | V
+            | A
+            | set(MappingFlags::READ, R)
+            | set(MappingFlags::WRITE, W | D)
+            | set(MappingFlags::EXECUTE, X)
+            | set(MappingFlags::USER, U)
+            | set(MappingFlags::GLOBAL, G)
+            | pbmt(flags.mem_type())
+    }
+
+    #[inline(always)]
+    fn leaf_addr_bits<L: Level>(pa: u64) -> u64 {
+        ppn_bits(pa)
+    }
+
+    #[inline(always)]
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        PPN
+    }
+
+    #[inline(always)]
+    fn leaf_addr<L: Level>(pte: u64) -> u64 {
+        ppn_addr(pte)
+    }
+
+    #[inline(always)]
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
+        let set = |bit: u64, flag: MappingFlags| {
+            if pte & bit != 0 {
+                flag
+            } else {
+                MappingFlags::EMPTY
+            }
+        };
+        let mem = match (pte & PBMT) >> RiscvPte::PBMT_OFFSET {
+            0 => MemType::Normal,
+            1 => MemType::Uncached,
+            _ => MemType::Device,
+        };
+        // In the G-stage, U is forced and says nothing.
+        let user = if M::G_STAGE { 0 } else { U };
+        (set(R, MappingFlags::READ)
+            | set(W, MappingFlags::WRITE)
+            | set(X, MappingFlags::EXECUTE)
+            | set(user, MappingFlags::USER)
+            | set(G, MappingFlags::GLOBAL))
+        .with_mem_type(mem)
+    }
+
+    #[inline(always)]
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
+        AccessState {
+            accessed: pte & A != 0,
+            dirty: pte & D != 0,
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
+        // Keep the address, the access state and the software bits; a Svnapot run goes, since
+        // a protect may cover part of it.
+        let mut new = (old & (PPN | A | D | RSW)) | (Self::leaf_template::<L>(flags) & !(A | D));
+        if flags.contains(MappingFlags::WRITE) && old & W == 0 {
+            new |= D;
+        }
+        new
+    }
+
+    #[inline(always)]
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
+        old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
+    }
+
+    #[inline(always)]
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        pte & !PPN & !N
+    }
+
+    #[inline(always)]
+    fn hw_may_update<L: Level>(pte: u64) -> bool {
+        // With Svadu the MMU sets A, and D on a store through a writable leaf.
+        (pte & V != 0) & ((pte & A == 0) | (pte & (W | D) == W))
+    }
+
+    #[inline(always)]
+    fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+        // All valid leaves (one of R, W, X common to all) and accessed, and all dirty or none
+        // writable.
+        all & (V | A) == V | A && all & (R | W | X) != 0 && (all & D != 0 || any() & W == 0)
+    }
+
+    fn flush_page(va: VirtAddr) {
+        if M::G_STAGE {
+            hfence_gvma(Some(va));
+        } else {
+            sfence_vma(Some(va));
+        }
+    }
+
+    fn flush_all() {
+        if M::G_STAGE {
+            hfence_gvma(None);
+        } else {
+            sfence_vma(None);
+        }
+    }
 }
 
 /// `sfence.vma` for `va`, or for every address.
@@ -332,27 +420,3 @@ fn hfence_gvma(gpa: Option<VirtAddr>) {
     )))]
     let _ = gpa;
 }
-
-sv_mode!(
-    /// Sv39: 39-bit VA, 3 levels; 4 KiB, 2 MiB and 1 GiB leaves.
-    Sv39, L3, 39, "sv39", g_stage: false, Canonical, concat: 0
-);
-sv_mode!(
-    /// Sv48: 48-bit VA, 4 levels; 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves.
-    Sv48, L4, 48, "sv48", g_stage: false, Canonical, concat: 0
-);
-sv_mode!(
-    /// Sv57: 57-bit VA, 5 levels; 4 KiB, 2 MiB, 1 GiB, 512 GiB and 256 TiB leaves.
-    Sv57, L5, 57, "sv57", g_stage: false, Canonical, concat: 0
-);
-sv_mode!(
-    /// Sv39x4: the G-stage of the hypervisor extension for 41-bit guest physical addresses
-    /// (zero-extended); 3 levels, the root 2048 entries (16 KiB); 4 KiB, 2 MiB and 1 GiB leaves,
-    /// all with U set.
-    Sv39x4, L3, 41, "sv39x4", g_stage: true, Lower, concat: 2
-);
-sv_mode!(
-    /// Sv48x4: the G-stage for 50-bit guest physical addresses; 4 levels, the root 2048 entries
-    /// (16 KiB); 4 KiB, 2 MiB, 1 GiB and 512 GiB leaves, all with U set.
-    Sv48x4, L4, 50, "sv48x4", g_stage: true, Lower, concat: 2
-);

@@ -8,14 +8,16 @@
 //! * IA32_PAT = [`PAT`], the layout Linux programs, so that PAT index 1 is write-combining;
 //! * CR4.PGE = 1 for [`MappingFlags::GLOBAL`] to mean anything; CR4.LA57 = 1 for 5-level.
 
+use core::marker::PhantomData;
+
 use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4, L5};
+use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
 
 /// An x86_64 paging-structure entry (SDM tables 4-15 to 4-20): one layout for every level;
 /// bit 7 and bit 12 change meaning with the level, as their docs say.
@@ -82,6 +84,12 @@ const PAT_4K: u64 = PS;
 const PAT_HUGE: u64 = 1 << 12;
 const G: u64 = 1 << X86Pte::GLOBAL_OFFSET;
 const XD: u64 = 1 << X86Pte::XD_OFFSET;
+/// Bits 9-11, ignored by the hardware: software's.
+const AVL: u64 = ((1 << X86Pte::AVL_BITS) - 1) << X86Pte::AVL_OFFSET;
+/// Bits 52-58, ignored by the hardware: software's.
+const AVL_HIGH: u64 = ((1 << X86Pte::AVL_HIGH_BITS) - 1) << X86Pte::AVL_HIGH_OFFSET;
+/// Bits 59-62: the protection key.
+const PK: u64 = ((1 << X86Pte::PK_BITS) - 1) << X86Pte::PK_OFFSET;
 const ADDR: u64 = ((1 << X86Pte::ADDR_BITS) - 1) << X86Pte::ADDR_OFFSET;
 
 /// The IA32_PAT value the memory-type encoding assumes (Linux's layout), entry 0 in the low
@@ -107,90 +115,102 @@ const fn pat_bits(mem: MemType) -> u64 {
 /// device (1).
 const PAT_MEM_TYPE: [u8; 8] = [0, 2, 1, 1, 0, 0, 1, 0];
 
-const fn leaf_shift(depth: u8) -> u32 {
-    12 + 9 * (depth as u32 - 1)
+/// The PAT bit of a leaf at level `L`: bit 7 in a PTE, bit 12 in a 2 MiB or 1 GiB leaf.
+const fn pat_bit<L: Level>() -> u64 {
+    if L::DEPTH == 1 { PAT_4K } else { PAT_HUGE }
 }
 
-const fn pat_bit(depth: u8) -> u64 {
-    if depth == 1 { PAT_4K } else { PAT_HUGE }
+/// The paging structures of one x86_64 mode: how many levels (CR4.LA57).
+pub trait X86Mode: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
+    /// The root level: PML4 or PML5.
+    type Root: HasNext;
+    /// The mode's name, for dumps.
+    const NAME: &'static str;
+    /// Linear-address bits.
+    const VA_BITS: u32;
 }
 
-/// The entry logic both x86_64 modes share.
-struct Encoding;
+/// An x86_64 paging mode; name it by its alias ([`X86_64`], [`X86_64La57`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct X86<M: X86Mode>(PhantomData<M>);
 
-impl Encoding {
-    #[inline]
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+impl<M: X86Mode> Sealed for X86<M> {}
+
+/// x86_64 4-level paging: 48-bit canonical VA, PML4 root, 4 KiB, 2 MiB and 1 GiB leaves.
+pub type X86_64 = X86<Paging4>;
+/// x86_64 5-level paging (CR4.LA57): 57-bit canonical VA, PML5 root, 4 KiB, 2 MiB and 1 GiB
+/// leaves.
+pub type X86_64La57 = X86<Paging5>;
+
+/// 4-level paging (CR4.LA57 = 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Paging4;
+/// 5-level paging (CR4.LA57 = 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Paging5;
+
+impl Sealed for Paging4 {}
+impl Sealed for Paging5 {}
+
+impl X86Mode for Paging4 {
+    type Root = L4;
+    const NAME: &'static str = "x86_64";
+    const VA_BITS: u32 = 48;
+}
+
+impl X86Mode for Paging5 {
+    type Root = L5;
+    const NAME: &'static str = "x86_64-la57";
+    const VA_BITS: u32 = 57;
+}
+
+impl<M: X86Mode> Arch for X86<M> {
+    type Pte = X86Pte;
+    type Root = M::Root;
+    /// PDPTEs (1 GiB), PDEs (2 MiB) and PTEs may map pages.
+    type MaxLeaf = L3;
+    const NAME: &'static str = M::NAME;
+    const VA_BITS: u32 = M::VA_BITS;
+    /// MAXPHYADDR is at most 52.
+    const PA_BITS: u32 = 52;
+    const VA_SPACE: VaSpace = VaSpace::Canonical;
+
+    #[inline(always)]
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
         if pte & P == 0 {
             EntryKind::Empty
-        } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
+        } else if L::DEPTH == 1 || (L::DEPTH <= 3 && pte & PS != 0) {
             EntryKind::Leaf
         } else {
             EntryKind::Table
         }
     }
 
-    #[inline]
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-        // A present entry is always readable; IGNORE_PAT is EPT's.
-        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
-            Ok(())
-        } else {
-            Err(PagingError::FlagsNotExpressible(flags))
-        }
+    #[inline(always)]
+    fn table_entry(pa: u64) -> u64 {
+        // Permissions are decided by the leaves: tables allow everything.
+        pa | P | RW | US
     }
 
-    #[inline]
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
-        let mut pte = P | A | pat_bits(flags.mem_type());
-        if flags.contains(MappingFlags::WRITE) {
-            pte |= RW | D;
-        }
-        if flags.contains(MappingFlags::USER) {
-            pte |= US;
-        }
-        if flags.contains(MappingFlags::GLOBAL) {
-            pte |= G;
-        }
-        if !flags.contains(MappingFlags::EXECUTE) {
-            pte |= XD;
-        }
-        if depth > 1 {
-            pte |= PS;
-        }
-        pte
+    #[inline(always)]
+    fn table_addr(pte: u64) -> u64 {
+        pte & ADDR
     }
 
-    #[inline]
-    fn leaf_addr_mask(depth: u8) -> u64 {
-        ADDR & !((1 << leaf_shift(depth)) - 1)
-    }
+    const TABLE_GATES: bool = true;
+    const PATH_START: u64 = u64::MAX;
 
-    #[inline]
-    fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
-        // Branch-free: READ always; WRITE from R/W, EXECUTE from !XD, USER from U/S, GLOBAL from G.
-        let bit = |mask: u64| (pte & mask != 0) as u8;
-        let perms = 1 | bit(RW) << 1 | (1 - bit(XD)) << 2 | bit(US) << 3 | bit(G) << 4;
-        let index = bit(PWT) | bit(PCD) << 1 | bit(pat_bit(depth)) << 2;
-        MappingFlags::from_bits_valid(perms | PAT_MEM_TYPE[index as usize] << 5)
-    }
-
-    #[inline]
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
-        // Keep the address, the access state, and the bits flags do not speak for (software
-        // bits, protection key).
-        let keep = Self::leaf_addr_mask(depth) | A | D | (0b111 << 9) | (0x7ff << 52);
-        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !(A | D));
-        if flags.contains(MappingFlags::WRITE) && old & RW == 0 {
-            new |= D;
-        }
-        new
+    #[inline(always)]
+    fn path_step(acc: u64, pte: u64) -> u64 {
+        // R/W and U/S allow when set in every entry, XD forbids when set in any: AND them all,
+        // XD inverted.
+        acc & (pte ^ XD)
     }
 
     /// SDM 4.6.1: a user-mode access needs U/S in every entry of the walk, a write R/W in
     /// every entry (CR0.WP = 1), a fetch XD clear in every entry. `acc` is the AND of the table
     /// entries, XD inverted.
-    #[inline]
+    #[inline(always)]
     fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
         if acc & (RW | US | XD) == RW | US | XD {
             // Every entry on the way allows everything, as every table this crate makes does.
@@ -209,7 +229,7 @@ impl Encoding {
         flags.without(gone)
     }
 
-    #[inline]
+    #[inline(always)]
     fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
         let mut pte = pte;
         if flags.contains(MappingFlags::WRITE) {
@@ -224,10 +244,79 @@ impl Encoding {
         pte
     }
 
-    #[inline]
-    fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let mut template = pte & !Self::leaf_addr_mask(depth);
-        if depth == 2 {
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+        // A present entry is always readable; IGNORE_PAT is EPT's.
+        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
+            Ok(())
+        } else {
+            Err(PagingError::FlagsNotExpressible(flags))
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
+        let mut pte = P | A | pat_bits(flags.mem_type());
+        if flags.contains(MappingFlags::WRITE) {
+            pte |= RW | D;
+        }
+        if flags.contains(MappingFlags::USER) {
+            pte |= US;
+        }
+        if flags.contains(MappingFlags::GLOBAL) {
+            pte |= G;
+        }
+        if !flags.contains(MappingFlags::EXECUTE) {
+            pte |= XD;
+        }
+        if L::DEPTH > 1 {
+            pte |= PS;
+        }
+        pte
+    }
+
+    #[inline(always)]
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        ADDR & !arch::leaf_offset_mask::<Self, L>()
+    }
+
+    #[inline(always)]
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
+        // Branch-free: READ always; WRITE from R/W, EXECUTE from !XD, USER from U/S, GLOBAL from G.
+        let bit = |mask: u64| (pte & mask != 0) as u8;
+        let perms = 1 | bit(RW) << 1 | (1 - bit(XD)) << 2 | bit(US) << 3 | bit(G) << 4;
+        let index = bit(PWT) | bit(PCD) << 1 | bit(pat_bit::<L>()) << 2;
+        MappingFlags::from_bits_valid(perms | PAT_MEM_TYPE[index as usize] << 5)
+    }
+
+    #[inline(always)]
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
+        AccessState {
+            accessed: pte & A != 0,
+            dirty: pte & D != 0,
+        }
+    }
+
+    #[inline(always)]
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
+        // Keep the address, the access state, and the bits flags do not speak for (software
+        // bits, protection key).
+        let keep = Self::leaf_addr_mask::<L>() | A | D | AVL | AVL_HIGH | PK;
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !(A | D));
+        if flags.contains(MappingFlags::WRITE) && old & RW == 0 {
+            new |= D;
+        }
+        new
+    }
+
+    #[inline(always)]
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
+        old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
+    }
+
+    #[inline(always)]
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        let mut template = pte & !Self::leaf_addr_mask::<L>();
+        if L::DEPTH == 2 {
             // 2 MiB to 4 KiB: PAT moves from bit 12 to bit 7, which was PS.
             let pat = template & PAT_HUGE != 0;
             template &= !(PS | PAT_HUGE);
@@ -237,115 +326,27 @@ impl Encoding {
         }
         template
     }
+
+    #[inline(always)]
+    fn hw_may_update<L: Level>(pte: u64) -> bool {
+        // The MMU sets A, and D on a store through a writable leaf; it never clears them.
+        (pte & P != 0) & ((pte & A == 0) | (pte & (RW | D) == RW))
+    }
+
+    #[inline(always)]
+    fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
+        // All present and accessed, and all dirty or none writable.
+        all & (P | A) == P | A && (all & D != 0 || any() & RW == 0)
+    }
+
+    fn flush_page(va: VirtAddr) {
+        flush_page(va);
+    }
+
+    fn flush_all() {
+        flush_all();
+    }
 }
-
-macro_rules! x86_mode {
-    ($(#[$doc:meta])* $name:ident, $root:ty, $va_bits:literal, $label:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct $name;
-
-        impl Sealed for $name {}
-
-        impl Arch for $name {
-            type Pte = X86Pte;
-            type Root = $root;
-            type MaxLeaf = L3;
-            const NAME: &'static str = $label;
-            const VA_BITS: u32 = $va_bits;
-            /// MAXPHYADDR is at most 52.
-            const PA_BITS: u32 = 52;
-            const VA_SPACE: VaSpace = VaSpace::Canonical;
-
-            #[inline(always)]
-            fn entry_kind(pte: u64, depth: u8) -> EntryKind {
-                Encoding::entry_kind(pte, depth)
-            }
-            #[inline(always)]
-            fn table_entry(pa: u64) -> u64 {
-                // Permissions are decided by the leaves: tables allow everything.
-                pa | P | RW | US
-            }
-            #[inline(always)]
-            fn table_addr(pte: u64) -> u64 {
-                pte & ADDR
-            }
-            const TABLE_GATES: bool = true;
-            const PATH_START: u64 = u64::MAX;
-            #[inline(always)]
-            fn path_step(acc: u64, pte: u64) -> u64 {
-                // R/W and U/S allow when set in every entry, XD forbids when set in any: AND
-                // them all, XD inverted.
-                acc & (pte ^ XD)
-            }
-            #[inline(always)]
-            fn path_restrict(acc: u64, flags: MappingFlags) -> MappingFlags {
-                Encoding::path_restrict(acc, flags)
-            }
-            #[inline(always)]
-            fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
-                Encoding::table_grant(pte, flags)
-            }
-            fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-                Encoding::check_flags(flags)
-            }
-            #[inline(always)]
-            fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
-                Encoding::leaf_template(flags, depth)
-            }
-            #[inline(always)]
-            fn leaf_addr_mask(depth: u8) -> u64 {
-                Encoding::leaf_addr_mask(depth)
-            }
-            #[inline(always)]
-            fn leaf_flags(pte: u64, depth: u8) -> MappingFlags {
-                Encoding::leaf_flags(pte, depth)
-            }
-            #[inline(always)]
-            fn leaf_state(pte: u64, _depth: u8) -> AccessState {
-                AccessState { accessed: pte & A != 0, dirty: pte & D != 0 }
-            }
-            #[inline(always)]
-            fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
-                Encoding::leaf_protect(old, flags, depth)
-            }
-            #[inline(always)]
-            fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
-                old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
-            }
-            #[inline(always)]
-            fn leaf_split(pte: u64, depth: u8) -> u64 {
-                Encoding::leaf_split(pte, depth)
-            }
-            #[inline(always)]
-            fn hw_may_update(pte: u64, _depth: u8) -> bool {
-                // The MMU sets A, and D on a store through a writable leaf; it never clears them.
-                (pte & P != 0) & ((pte & A == 0) | (pte & (RW | D) == RW))
-            }
-            #[inline(always)]
-            fn settled_leaves(all: u64, any: impl FnOnce() -> u64) -> bool {
-                // All present and accessed, and all dirty or none writable.
-                all & (P | A) == P | A && (all & D != 0 || any() & RW == 0)
-            }
-            fn flush_page(va: VirtAddr) {
-                flush_page(va);
-            }
-            fn flush_all() {
-                flush_all();
-            }
-        }
-    };
-}
-
-x86_mode!(
-    /// x86_64 4-level paging: 48-bit canonical VA, PML4 root, 4 KiB, 2 MiB and 1 GiB leaves.
-    X86_64, L4, 48, "x86_64"
-);
-x86_mode!(
-    /// x86_64 5-level paging (CR4.LA57): 57-bit canonical VA, PML5 root, 4 KiB, 2 MiB and
-    /// 1 GiB leaves.
-    X86_64La57, L5, 57, "x86_64-la57"
-);
 
 /// `invlpg`: drops the translations of the page at `va`, global ones included.
 fn flush_page(va: VirtAddr) {

@@ -25,10 +25,10 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
-use crate::levels::{EntryKind, L3, L4};
+use crate::levels::{EntryKind, HasNext, L3, L4, Level};
 
 /// An EPT paging-structure entry (SDM tables 29-1 to 29-6): one layout for every level.
 #[bitfield(u64)]
@@ -102,10 +102,6 @@ const fn ept_mem_type(mem: MemType) -> u64 {
     code << EptPte::MEM_TYPE_OFFSET
 }
 
-const fn leaf_addr_mask(depth: u8) -> u64 {
-    ADDR & !((1 << (12 + 9 * (depth as u32 - 1))) - 1)
-}
-
 /// x86 EPT with a 4-level walk: 48-bit guest physical addresses (zero-extended), PML4 root;
 /// 4 KiB, 2 MiB and 1 GiB leaves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,12 +120,12 @@ impl Arch for Ept {
     const PAGE_FLUSH: bool = false;
 
     #[inline(always)]
-    fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+    fn entry_kind<L: Level>(pte: u64) -> EntryKind {
         if pte & RWX == 0 {
             EntryKind::Empty
-        } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
+        } else if L::DEPTH == 1 || (L::DEPTH <= 3 && pte & PS != 0) {
             EntryKind::Leaf
-        } else if depth == 4 && pte & PS != 0 {
+        } else if L::DEPTH == 4 && pte & PS != 0 {
             // Bit 7 of a PML4E is reserved: a misconfiguration, never a translation.
             EntryKind::Empty
         } else {
@@ -199,9 +195,9 @@ impl Arch for Ept {
     }
 
     #[inline(always)]
-    fn leaf_template(flags: MappingFlags, depth: u8) -> u64 {
+    fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
-        let size = if depth > 1 { PS } else { 0 };
+        let size = if L::DEPTH > 1 { PS } else { 0 };
         A | size
             | set(MappingFlags::READ, R)
             | set(MappingFlags::WRITE, W | D)
@@ -211,12 +207,12 @@ impl Arch for Ept {
     }
 
     #[inline(always)]
-    fn leaf_addr_mask(depth: u8) -> u64 {
-        leaf_addr_mask(depth)
+    fn leaf_addr_mask<L: Level>() -> u64 {
+        ADDR & !arch::leaf_offset_mask::<Self, L>()
     }
 
     #[inline]
-    fn leaf_flags(pte: u64, _depth: u8) -> MappingFlags {
+    fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
         let set = |bit: u64, flag: MappingFlags| {
             if pte & bit != 0 {
                 flag
@@ -238,7 +234,7 @@ impl Arch for Ept {
     }
 
     #[inline(always)]
-    fn leaf_state(pte: u64, _depth: u8) -> AccessState {
+    fn leaf_state<L: Level>(pte: u64) -> AccessState {
         AccessState {
             accessed: pte & A != 0,
             dirty: pte & D != 0,
@@ -246,9 +242,9 @@ impl Arch for Ept {
     }
 
     #[inline]
-    fn leaf_protect(old: u64, flags: MappingFlags, depth: u8) -> u64 {
-        let keep = leaf_addr_mask(depth) | A | D | KEEP;
-        let mut new = (old & keep) | (Self::leaf_template(flags, depth) & !(A | D));
+    fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
+        let keep = Self::leaf_addr_mask::<L>() | A | D | KEEP;
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !(A | D));
         if flags.contains(MappingFlags::WRITE) && old & W == 0 {
             new |= D;
         }
@@ -256,19 +252,23 @@ impl Arch for Ept {
     }
 
     #[inline]
-    fn leaf_clear_state(old: u64, clear: AccessState, _depth: u8) -> u64 {
+    fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64 {
         old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
     }
 
     #[inline]
-    fn leaf_split(pte: u64, depth: u8) -> u64 {
-        let template = pte & !leaf_addr_mask(depth);
+    fn leaf_split<L: HasNext>(pte: u64) -> u64 {
+        let template = pte & !Self::leaf_addr_mask::<L>();
         // A 2 MiB leaf becomes 4 KiB ones, where bit 7 means nothing: cleared.
-        if depth == 2 { template & !PS } else { template }
+        if L::DEPTH == 2 {
+            template & !PS
+        } else {
+            template
+        }
     }
 
     #[inline(always)]
-    fn hw_may_update(pte: u64, _depth: u8) -> bool {
+    fn hw_may_update<L: Level>(pte: u64) -> bool {
         // With EPTP bit 6 the MMU sets A, and D on a write through a writable leaf.
         (pte & RWX != 0) & ((pte & A == 0) | (pte & (W | D) == W))
     }

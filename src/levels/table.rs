@@ -132,7 +132,7 @@ impl<A: Arch, L: Level> Descriptor<A, L> {
     /// What the entry holds.
     #[must_use]
     pub fn kind(self) -> EntryKind {
-        A::entry_kind(self.bits, L::DEPTH)
+        A::entry_kind::<L>(self.bits)
     }
 
     /// A leaf mapping `pa` with `flags`.
@@ -155,7 +155,7 @@ impl<A: Arch, L: Level> Descriptor<A, L> {
         }
         A::check_flags(flags)?;
         Ok(Self::from_bits(
-            A::leaf_template(flags, L::DEPTH) | A::leaf_addr_bits(raw, L::DEPTH),
+            A::leaf_template::<L>(flags) | A::leaf_addr_bits::<L>(raw),
         ))
     }
 
@@ -164,9 +164,9 @@ impl<A: Arch, L: Level> Descriptor<A, L> {
     pub fn leaf_info(self) -> Option<(PhysAddr, MappingFlags, AccessState)> {
         (self.kind() == EntryKind::Leaf).then(|| {
             (
-                PhysAddr::from(A::leaf_addr(self.bits, L::DEPTH) as usize),
-                A::leaf_flags(self.bits, L::DEPTH),
-                A::leaf_state(self.bits, L::DEPTH),
+                PhysAddr::from(A::leaf_addr::<L>(self.bits) as usize),
+                A::leaf_flags::<L>(self.bits),
+                A::leaf_state::<L>(self.bits),
             )
         })
     }
@@ -421,7 +421,7 @@ impl<A: Arch, L: Level> TableRef<A, L> {
     pub(crate) unsafe fn update_loaded(self, i: usize, old: u64, f: impl Fn(u64) -> u64) -> u64 {
         // SAFETY: as for `load`.
         let entry = unsafe { &*self.base.add(i) };
-        if !A::hw_may_update(old, L::DEPTH) {
+        if !A::hw_may_update::<L>(old) {
             // No hardware writer left: a plain store cannot lose an accessed or dirty bit, and
             // `old` is still the entry.
             entry.store(f(old), Ordering::Release);

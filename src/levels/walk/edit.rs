@@ -30,12 +30,11 @@ impl Modify {
     #[inline(always)]
     fn apply<A: Arch, L: Level>(self, old: u64, va: u64) -> u64 {
         match self {
-            Modify::Protect(flags) => A::leaf_protect(old, flags, L::DEPTH),
+            Modify::Protect(flags) => A::leaf_protect::<L>(old, flags),
             Modify::Remap(delta) => {
-                (old & !A::leaf_addr_mask(L::DEPTH))
-                    | A::leaf_addr_bits(va.wrapping_add(delta), L::DEPTH)
+                (old & !A::leaf_addr_mask::<L>()) | A::leaf_addr_bits::<L>(va.wrapping_add(delta))
             }
-            Modify::ClearState(clear) => A::leaf_clear_state(old, clear, L::DEPTH),
+            Modify::ClearState(clear) => A::leaf_clear_state::<L>(old, clear),
         }
     }
 
@@ -75,10 +74,7 @@ fn refused<A: Arch, L: Level>(
     new: u64,
     va: u64,
 ) -> Result<(), PagingError> {
-    if A::BREAK_BEFORE_MAKE
-        && liveness == Liveness::LiveNoBreak
-        && A::needs_break(old, new, L::DEPTH)
-    {
+    if A::BREAK_BEFORE_MAKE && liveness == Liveness::LiveNoBreak && A::needs_break::<L>(old, new) {
         Err(PagingError::NeedsBreak(A::unfold(va)))
     } else {
         Ok(())
@@ -167,7 +163,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             if A::BREAK_BEFORE_MAKE && self.liveness == Liveness::LiveNoBreak {
                 for k in 0..run.count {
                     let (pte, va) = (load(k), run.va::<A>(k));
-                    if A::entry_kind(pte, 1) == EntryKind::Leaf {
+                    if A::entry_kind::<L1>(pte) == EntryKind::Leaf {
                         refused::<A, L1>(self.liveness, pte, op.apply::<A, L1>(pte, va), va)?;
                     }
                 }
@@ -183,10 +179,10 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             if !A::settled_leaves(all, any) {
                 for k in 0..run.count {
                     let pte = load(k);
-                    if A::entry_kind(pte, 1) != EntryKind::Leaf {
+                    if A::entry_kind::<L1>(pte) != EntryKind::Leaf {
                         return Err(PagingError::NotMapped(A::unfold(run.va::<A>(k))));
                     }
-                    self.needs.hw_live |= A::hw_may_update(pte, 1);
+                    self.needs.hw_live |= A::hw_may_update::<L1>(pte);
                 }
             }
         }
@@ -202,12 +198,12 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
     ) -> Result<Step<A, L::Next, ()>, PagingError> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
-        match A::entry_kind(pte, L::DEPTH) {
+        match A::entry_kind::<L>(pte) {
             EntryKind::Empty if self.holes_ok => {}
             EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
             EntryKind::Leaf => {
                 // A split copies the leaf's state into every new leaf.
-                self.needs.hw_live |= A::hw_may_update(pte, L::DEPTH);
+                self.needs.hw_live |= A::hw_may_update::<L>(pte);
                 if !full {
                     // Any table entry will do: a break is about the kind of entry.
                     refused::<A, L>(self.liveness, pte, A::table_entry(0), a)?;
@@ -277,12 +273,12 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
     let (pa, next) = stash.take::<A, L::Next, H>(h, false);
     let entry = A::table_entry(pa);
     let fill = |leaf: u64| {
-        let template = A::leaf_split(leaf, L::DEPTH);
-        let base = A::leaf_addr(leaf, L::DEPTH);
+        let template = A::leaf_split::<L>(leaf);
+        let base = A::leaf_addr::<L>(leaf);
         for j in 0..TableRef::<A, L::Next>::ENTRIES {
             let leaf_pa = base + j as u64 * TableRef::<A, L::Next>::SIZE;
             // SAFETY: in bounds; `next` is fresh and ours.
-            unsafe { next.store(j, template | A::leaf_addr_bits(leaf_pa, L::DEPTH - 1)) };
+            unsafe { next.store(j, template | A::leaf_addr_bits::<L::Next>(leaf_pa)) };
         }
     };
     if stash.breaking::<A, L>(pte, entry) {
@@ -326,10 +322,7 @@ unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
     old: u64,
     change: impl Fn(u64) -> u64,
 ) -> u64 {
-    if A::BREAK_BEFORE_MAKE
-        && liveness == Liveness::Live
-        && A::needs_break(old, change(old), L::DEPTH)
-    {
+    if A::BREAK_BEFORE_MAKE && liveness == Liveness::Live && A::needs_break::<L>(old, change(old)) {
         // SAFETY: live table owned by the caller; see `split`.
         let old = unsafe { t.swap(i, 0) };
         h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
@@ -377,7 +370,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
                 let va = run.va::<A>(k);
                 // SAFETY: in bounds of the live table the caller owns.
                 let old = unsafe { t.load(run.first + k) };
-                if A::entry_kind(old, 1) == EntryKind::Leaf {
+                if A::entry_kind::<L1>(old) == EntryKind::Leaf {
                     // SAFETY: as above.
                     unsafe {
                         rewrite_leaf::<A, L1, H>(self.h, liveness, t, run.first + k, va, old, |o| {
@@ -394,12 +387,13 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
             Modify::Protect(flags) => {
                 // SAFETY: the run lies inside the live table the caller owns.
                 unsafe {
-                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect(old, flags, 1))
+                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect::<L1>(old, flags))
                 }
             }
             Modify::Remap(delta) => {
                 let remap = |old: u64, va: u64| {
-                    (old & !A::leaf_addr_mask(1)) | A::leaf_addr_bits(va.wrapping_add(delta), 1)
+                    (old & !A::leaf_addr_mask::<L1>())
+                        | A::leaf_addr_bits::<L1>(va.wrapping_add(delta))
                 };
                 // SAFETY: as above.
                 unsafe { modify_leaves::<A>(t, run, hw_live, remap) }
@@ -407,7 +401,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
             Modify::ClearState(clear) => {
                 // SAFETY: as above.
                 unsafe {
-                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_clear_state(old, clear, 1))
+                    modify_leaves::<A>(t, run, hw_live, |old, _| {
+                        A::leaf_clear_state::<L1>(old, clear)
+                    })
                 }
             }
         }
@@ -424,7 +420,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
         let op = self.op;
-        let table = match A::entry_kind(pte, L::DEPTH) {
+        let table = match A::entry_kind::<L>(pte) {
             EntryKind::Empty => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
                 let liveness = self.stash.ctx.liveness;
@@ -480,7 +476,7 @@ unsafe fn modify_leaves<A: Arch>(
         // SAFETY: in bounds; a leaf only (the check pass found no holes).
         unsafe {
             let old = t.load(run.first + k);
-            if A::entry_kind(old, 1) == EntryKind::Leaf {
+            if A::entry_kind::<L1>(old) == EntryKind::Leaf {
                 t.update_loaded(run.first + k, old, |old| f(old, run.va::<A>(k)));
             }
         }
@@ -509,27 +505,28 @@ impl<H: PagingHandler> EditOne<'_, H> {
         &mut self,
         t: TableRef<A, L>,
         i: usize,
-    ) -> Result<u64, PagingError> {
+    ) -> Result<AccessState, PagingError> {
         // SAFETY: forwarded.
         let pte = unsafe { t.load(i) };
         let (va, op) = (self.va, self.op);
         if self.liveness == Liveness::LiveNoBreak
             && A::BREAK_BEFORE_MAKE
-            && A::needs_break(pte, op.apply::<A, L>(pte, va), L::DEPTH)
+            && A::needs_break::<L>(pte, op.apply::<A, L>(pte, va))
         {
             return Err(PagingError::NeedsBreak(A::unfold(va)));
         }
         // SAFETY: forwarded.
-        Ok(unsafe {
+        let old = unsafe {
             rewrite_leaf::<A, L, H>(self.h, self.liveness, t, i, va, pte, |old| {
                 op.apply::<A, L>(old, va)
             })
-        })
+        };
+        Ok(A::leaf_state::<L>(old))
     }
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
-    type Out = Result<u64, PagingError>;
+    type Out = Result<AccessState, PagingError>;
     type Down = ();
 
     #[inline(always)]
@@ -575,7 +572,7 @@ pub(crate) unsafe fn edit_one<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     depth: u8,
     op: Modify,
-) -> Result<u64, PagingError> {
+) -> Result<AccessState, PagingError> {
     let mut v = EditOne {
         h,
         liveness,

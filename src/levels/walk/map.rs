@@ -56,8 +56,7 @@ impl MapReq {
     /// The leaf at level `L` that maps folded `va`.
     #[inline(always)]
     fn leaf<A: Arch, L: Level>(&self, va: u64) -> u64 {
-        A::leaf_template(self.flags, L::DEPTH)
-            | A::leaf_addr_bits(va.wrapping_add(self.delta), L::DEPTH)
+        A::leaf_template::<L>(self.flags) | A::leaf_addr_bits::<L>(va.wrapping_add(self.delta))
     }
 }
 
@@ -80,7 +79,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
             let pte = unsafe { t.load(run.first + k) };
-            if A::entry_kind(pte, 1) != EntryKind::Empty {
+            if A::entry_kind::<L1>(pte) != EntryKind::Empty {
                 return Err(PagingError::AlreadyMapped(A::unfold(run.va::<A>(k))));
             }
         }
@@ -97,7 +96,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
         let leaf_here = self.req.leaf_here::<A, L>(a, full);
-        match A::entry_kind(pte, L::DEPTH) {
+        match A::entry_kind::<L>(pte) {
             EntryKind::Empty if leaf_here => {}
             EntryKind::Empty => {
                 self.need.tables += 1 + fresh_tables::<A, L::Next>(a, b, &self.req);
@@ -221,10 +220,10 @@ impl<A: Arch, H: PagingHandler> MapApply<'_, A, H> {
     #[inline(always)]
     fn leaf<L: Level>(&mut self, va: u64) -> u64 {
         if self.template_depth != L::DEPTH {
-            self.template = A::leaf_template(self.req.flags, L::DEPTH);
+            self.template = A::leaf_template::<L>(self.req.flags);
             self.template_depth = L::DEPTH;
         }
-        self.template | A::leaf_addr_bits(va.wrapping_add(self.req.delta), L::DEPTH)
+        self.template | A::leaf_addr_bits::<L>(va.wrapping_add(self.req.delta))
     }
 }
 
@@ -236,10 +235,10 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, fresh: bool) -> Result<(), Infallible> {
         // One store per page, nothing else: the check pass found every slot empty.
-        let template = A::leaf_template(self.req.flags, 1);
+        let template = A::leaf_template::<L1>(self.req.flags);
         let pa = run.s.wrapping_add(self.req.delta);
         let leaf = |k: usize| {
-            template | A::leaf_addr_bits(pa + ((k as u64) << TableRef::<A, L1>::SHIFT), 1)
+            template | A::leaf_addr_bits::<L1>(pa + ((k as u64) << TableRef::<A, L1>::SHIFT))
         };
         if fresh {
             // SAFETY: a fresh table is ours alone; the run lies inside it.
@@ -269,7 +268,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
         // A fresh table may hold garbage where the range does not reach: never read it.
         // SAFETY: an entry of the live table.
         let pte = if fresh { 0 } else { unsafe { t.load(i) } };
-        let kind = A::entry_kind(pte, L::DEPTH);
+        let kind = A::entry_kind::<L>(pte);
         if self.req.leaf_here::<A, L>(a, full) {
             let leaf = self.leaf::<L>(a);
             if kind == EntryKind::Table {
@@ -424,7 +423,7 @@ impl<A: Arch, H: PagingHandler> MapOne<'_, A, H> {
         i: usize,
         pte: u64,
     ) -> Result<Chain, PagingError> {
-        if A::entry_kind(pte, L::DEPTH) != EntryKind::Empty {
+        if A::entry_kind::<L>(pte) != EntryKind::Empty {
             return Err(PagingError::AlreadyMapped(A::unfold(self.s)));
         }
         // SAFETY: live table owned by the caller.
@@ -454,7 +453,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
     ) -> PointStep<A, L::Next, (), Self::Out> {
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
-        let kind = A::entry_kind(pte, L::DEPTH);
+        let kind = A::entry_kind::<L>(pte);
         let stop = PointStep::Stop;
         if L::DEPTH == self.req.exact_depth {
             if kind != EntryKind::Table {

@@ -29,17 +29,17 @@ impl RawLeaf {
     /// the table entries folded into `path` let through ([`Arch::path_restrict`]).
     #[inline(always)]
     pub(crate) fn decode<A: Arch, L: Level>(va: u64, pte: u64, path: u64) -> Self {
-        let flags = A::leaf_flags(pte, L::DEPTH);
+        let flags = A::leaf_flags::<L>(pte);
         RawLeaf {
             va,
-            pa: A::leaf_addr(pte, L::DEPTH),
+            pa: A::leaf_addr::<L>(pte),
             size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
             flags: if A::TABLE_GATES {
                 A::path_restrict(path, flags)
             } else {
                 flags
             },
-            state: A::leaf_state(pte, L::DEPTH),
+            state: A::leaf_state::<L>(pte),
         }
     }
 }
@@ -59,7 +59,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, path: u64) -> Option<RawLeaf> {
         // SAFETY: in bounds, live table.
         let pte = unsafe { t.load(i) };
-        (A::entry_kind(pte, 1) == EntryKind::Leaf)
+        (A::entry_kind::<L1>(pte) == EntryKind::Leaf)
             .then(|| RawLeaf::decode::<A, L1>(entry_base::<A, L1>(self.va), pte, path))
     }
 
@@ -72,7 +72,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
     ) -> PointStep<A, L::Next, u64, Option<RawLeaf>> {
         // SAFETY: in bounds, live table.
         let pte = unsafe { t.load(i) };
-        match A::entry_kind(pte, L::DEPTH) {
+        match A::entry_kind::<L>(pte) {
             EntryKind::Empty => PointStep::Stop(None),
             EntryKind::Leaf => PointStep::Stop(Some(RawLeaf::decode::<A, L>(
                 entry_base::<A, L>(self.va),
@@ -130,7 +130,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
     ) -> PointStep<A, L::Next, u64, Option<(u64, u64)>> {
         // SAFETY: in bounds, live table.
         let mut pte = unsafe { t.load(i) };
-        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+        if A::entry_kind::<L>(pte) != EntryKind::Table {
             return PointStep::Stop(None);
         }
         if let Some(flags) = self.grant {
@@ -183,7 +183,7 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
             let pte = unsafe { t.load(run.first + k) };
-            if A::entry_kind(pte, 1) == EntryKind::Leaf {
+            if A::entry_kind::<L1>(pte) == EntryKind::Leaf {
                 f(RawLeaf::decode::<A, L1>(run.va::<A>(k), pte, path));
             }
         }
@@ -199,7 +199,7 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
     ) -> Result<Step<A, L::Next, u64>, Infallible> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(at.i) };
-        match A::entry_kind(pte, L::DEPTH) {
+        match A::entry_kind::<L>(pte) {
             EntryKind::Empty => {}
             EntryKind::Leaf => {
                 (self.f)(RawLeaf::decode::<A, L>(entry_base::<A, L>(at.a), pte, path))
@@ -254,7 +254,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), u64> {
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
-            if A::entry_kind(unsafe { t.load(run.first + k) }, 1) == EntryKind::Leaf {
+            if A::entry_kind::<L1>(unsafe { t.load(run.first + k) }) == EntryKind::Leaf {
                 return Err(run.va::<A>(k));
             }
         }
@@ -270,7 +270,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
     ) -> Result<Step<A, L::Next, ()>, u64> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(at.i) };
-        match A::entry_kind(pte, L::DEPTH) {
+        match A::entry_kind::<L>(pte) {
             EntryKind::Empty => Ok(Step::Skip),
             EntryKind::Leaf => Err(at.a),
             EntryKind::Table => {
@@ -344,7 +344,7 @@ impl<A: Arch, S: TableSink> Visitor<A> for TablesBelow<A, S> {
     ) -> Result<Step<A, L::Next, ()>, Infallible> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(at.i) };
-        if A::entry_kind(pte, L::DEPTH) != EntryKind::Table {
+        if A::entry_kind::<L>(pte) != EntryKind::Table {
             return Ok(Step::Skip);
         }
         let pa = A::table_addr(pte);

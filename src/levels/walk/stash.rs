@@ -309,9 +309,7 @@ impl Stash {
     /// Whether a change from `old` to `new` at level `L` is made as break-before-make.
     #[inline(always)]
     pub(super) fn breaking<A: Arch, L: Level>(&self, old: u64, new: u64) -> bool {
-        A::BREAK_BEFORE_MAKE
-            && self.ctx.liveness == Liveness::Live
-            && A::needs_break(old, new, L::DEPTH)
+        A::BREAK_BEFORE_MAKE && self.ctx.liveness == Liveness::Live && A::needs_break::<L>(old, new)
     }
 
     /// Whether every reserved frame was used.

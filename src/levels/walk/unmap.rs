@@ -7,6 +7,7 @@ use core::marker::PhantomData;
 use super::edit::split;
 use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child};
 use crate::arch::Arch;
+use crate::flags::AccessState;
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
 
@@ -30,7 +31,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
         for k in run.first..run.first + run.count {
             // SAFETY: the run lies inside the live table the caller owns.
             unsafe {
-                if A::entry_kind(t.load(k), 1) == EntryKind::Leaf {
+                if A::entry_kind::<L1>(t.load(k)) == EntryKind::Leaf {
                     t.store(k, 0);
                 }
             }
@@ -47,7 +48,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
     ) -> Result<Step<A, L::Next, ()>, Infallible> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
-        let table = match A::entry_kind(pte, L::DEPTH) {
+        let table = match A::entry_kind::<L>(pte) {
             EntryKind::Empty => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
                 // SAFETY: live table owned by the caller.
@@ -126,8 +127,8 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, ()) };
 }
 
-/// Clears the leaf of `depth` that starts at `va`. The result is the leaf as the swap that
-/// cleared it found it (with every mark the MMU made), and whether the table it was in is empty
+/// Clears the leaf of `depth` that starts at `va`. The result is the leaf's access state as
+/// the swap that cleared it found it (with every mark the MMU made), and whether the table it was in is empty
 /// now and may go. The topmost table the clear empties is unlinked and retired, with the chain
 /// of emptied tables below it; a kept table (the root, the tables below shared root entries:
 /// what goes down) stays linked.
@@ -144,20 +145,24 @@ impl<H: PagingHandler> UnmapOne<'_, H> {
     ///
     /// `t` is live and owned by the caller, `i` in bounds.
     #[inline(always)]
-    unsafe fn clear<A: Arch, L: Level>(t: TableRef<A, L>, i: usize, kept: bool) -> (u64, bool) {
+    unsafe fn clear<A: Arch, L: Level>(
+        t: TableRef<A, L>,
+        i: usize,
+        kept: bool,
+    ) -> (AccessState, bool) {
         // SAFETY: forwarded.
         let old = unsafe { t.swap(i, 0) };
         // SAFETY: live table.
-        (old, !kept && unsafe { t.is_zero() })
+        (A::leaf_state::<L>(old), !kept && unsafe { t.is_zero() })
     }
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
-    type Out = (u64, bool);
+    type Out = (AccessState, bool);
     type Down = bool;
 
     #[inline(always)]
-    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, kept: bool) -> (u64, bool) {
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, kept: bool) -> (AccessState, bool) {
         // SAFETY: forwarded.
         unsafe { Self::clear(t, i, kept) }
     }
@@ -168,7 +173,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
         t: TableRef<A, L>,
         i: usize,
         kept: bool,
-    ) -> PointStep<A, L::Next, bool, (u64, bool)> {
+    ) -> PointStep<A, L::Next, bool, (AccessState, bool)> {
         if L::DEPTH == self.depth {
             // SAFETY: forwarded.
             return PointStep::Stop(unsafe { Self::clear(t, i, kept) });
@@ -184,8 +189,8 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
         t: TableRef<A, L>,
         i: usize,
         kept: bool,
-        (old, emptied): (u64, bool),
-    ) -> (u64, bool) {
+        (old, emptied): (AccessState, bool),
+    ) -> (AccessState, bool) {
         if !emptied {
             return (old, false);
         }
@@ -210,7 +215,8 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
 }
 
 /// Clears the leaf of `depth` that starts at folded `va` below `t` (`kept` if `t` must stay
-/// linked); the leaf as the swap found it, and whether `t` is empty now and may go.
+/// linked); the leaf's access state as the swap found it, and whether `t` is empty now and may
+/// go.
 ///
 /// # Safety
 ///
@@ -223,7 +229,7 @@ pub(crate) unsafe fn unmap_one<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     depth: u8,
     kept: bool,
-) -> (u64, bool) {
+) -> (AccessState, bool) {
     let mut v = UnmapOne { h, stash, depth };
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut v, t, va, kept) }
