@@ -403,7 +403,7 @@ fn kernel_half() -> Result<(), PagingError> {
         // SAFETY: `kernel` outlives both processes (they are dropped first, below), all three
         // reach the same memory, and nothing here reads through a process while the kernel
         // changes its half.
-        unsafe { p.copy_from(&kernel, half, 1 << 39) }?.ignore();
+        unsafe { p.borrow_shared(&kernel, half, 1 << 39) }?.ignore();
     }
     println!(
         "== a kernel half shared by two live process tables ({} frames out)",

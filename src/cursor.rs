@@ -1,4 +1,4 @@
-//! [`Cursor`]: single-page calls that remember the last-level table they went through, so that
+//! [`LastTableCursor`]: single-page calls that remember the last-level table they went through, so that
 //! calls on neighbouring pages skip the descent from the root.
 
 use core::fmt;
@@ -24,7 +24,7 @@ use crate::page_table::{Mapping, PageTable, Translation};
 ///
 /// The memory is sound because the cursor holds the table mutably: nothing else can change the
 /// tree meanwhile, and the cursor forgets the table on any call of its own that may free one.
-pub struct Cursor<'a, A: Arch, H: PagingHandler> {
+pub struct LastTableCursor<'a, A: Arch, H: PagingHandler> {
     pt: &'a mut PageTable<A, H>,
     /// The folded address where the remembered table's span starts; [`NONE`] if no table is
     /// remembered. A table in a borrowed range is never remembered.
@@ -44,9 +44,9 @@ pub struct Cursor<'a, A: Arch, H: PagingHandler> {
 const NONE: u64 = u64::MAX;
 
 impl<A: Arch, H: PagingHandler> PageTable<A, H> {
-    /// A [`Cursor`] for single-page calls on neighbouring pages.
-    pub fn cursor(&mut self) -> Cursor<'_, A, H> {
-        Cursor {
+    /// A [`LastTableCursor`] for single-page calls on neighbouring pages.
+    pub fn cursor(&mut self) -> LastTableCursor<'_, A, H> {
+        LastTableCursor {
             pt: self,
             last_base: NONE,
             last: TableRef::dangling(),
@@ -57,7 +57,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 }
 
-impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
+impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     const PAGE: u64 = 1 << A::PAGE_SHIFT;
     /// What one last-level table spans.
     const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
@@ -209,9 +209,9 @@ impl<A: Arch, H: PagingHandler> Cursor<'_, A, H> {
     }
 }
 
-impl<A: Arch, H: PagingHandler> fmt::Debug for Cursor<'_, A, H> {
+impl<A: Arch, H: PagingHandler> fmt::Debug for LastTableCursor<'_, A, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cursor")
+        f.debug_struct("LastTableCursor")
             .field("mode", &A::NAME)
             .field(
                 "last_table_span",

@@ -48,7 +48,7 @@ pub enum PagingError {
     /// The paging mode has no leaf of this size.
     SizeNotSupported(PageSize),
     /// The address lies in a range this table borrows from another one
-    /// ([`PageTable::copy_from`](crate::PageTable::copy_from)): edit it through its owner.
+    /// ([`PageTable::borrow_shared`](crate::PageTable::borrow_shared)): edit it through its owner.
     Borrowed(VirtAddr),
     /// The change at this address would replace a valid entry in a way the architecture allows
     /// only with break-before-make (AArch64: a new output address, memory type, shareability or
@@ -65,7 +65,7 @@ pub enum PagingError {
     /// table below a root entry (a root-level leaf); or a second shared range was asked for
     /// that would not make one contiguous range with the first.
     Shared(VirtAddr),
-    /// [`PageTable::copy_from`](crate::PageTable::copy_from) of a range the other table does
+    /// [`PageTable::borrow_shared`](crate::PageTable::borrow_shared) of a range the other table does
     /// not share ([`PageTable::share`](crate::PageTable::share)).
     NotShared(VirtAddr),
 }

@@ -67,7 +67,7 @@ pub use arch::riscv::{Riscv, RiscvMode, Sv39, Sv39x4, Sv48, Sv48x4, Sv57};
 pub use arch::x86_64::{X86, X86_64, X86_64La57, X86Mode};
 pub use arch::x86_ept::Ept;
 pub use arch::{Arch, VaSpace};
-pub use cursor::Cursor;
+pub use cursor::LastTableCursor;
 pub use error::PagingError;
 pub use flags::{AccessState, MappingFlags, MemType, PageSize};
 pub use flush::{FLUSH_ALL_THRESHOLD, Flush};

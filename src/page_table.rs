@@ -697,9 +697,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * This table's handler reaches `other`'s tables through
     ///   [`PagingHandler::phys_to_virt`] for as long.
     /// * Reads of the borrowed range through this table (`query`, `for_each_mapping`, a
-    ///   `Cursor`) do not run at the same time as changes made through `other` (the kernel's
+    ///   `LastTableCursor`) do not run at the same time as changes made through `other` (the kernel's
     ///   lock on its half serialises them): the tables deeper down are `other`'s to free.
-    pub unsafe fn copy_from(
+    pub unsafe fn borrow_shared(
         &mut self,
         other: &Self,
         va: VirtAddr,
@@ -771,7 +771,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     /// Marks the root entries covering `[va, va + len)` as shared, so that other tables may
-    /// borrow them ([`copy_from`](Self::copy_from)): each gets a table below it now if it has
+    /// borrow them ([`borrow_shared`](Self::borrow_shared)): each gets a table below it now if it has
     /// none, and from now on the tables directly below shared root entries are never unlinked
     /// or freed while this table lives (emptied, they stay linked), nor replaced by a root-level
     /// leaf. Every borrower then sees, through the same tables, every change made here below

@@ -78,7 +78,7 @@ impl TableState {
     }
 
     /// The root-entry indices this table borrows from another
-    /// ([`PageTable::copy_from`](crate::PageTable::copy_from)); empty if none.
+    /// ([`PageTable::borrow_shared`](crate::PageTable::borrow_shared)); empty if none.
     #[must_use]
     pub fn borrowed(&self) -> Range<usize> {
         self.borrowed.range()

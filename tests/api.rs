@@ -145,7 +145,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
         .ignore();
     // Only what the owner shares can be borrowed.
     // SAFETY: fails before linking anything.
-    let unshared = unsafe { user.copy_from(&kernel, kva, 1 << 39) };
+    let unshared = unsafe { user.borrow_shared(&kernel, kva, 1 << 39) };
     assert_eq!(
         unshared.map(|f| f.ignore()),
         Err(PagingError::NotShared(kva))
@@ -158,7 +158,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
         "the table below the shared entry existed already"
     );
     // SAFETY: `kernel` outlives `user`, and both reach the same memory.
-    unsafe { user.copy_from(&kernel, kva, 1 << 39) }
+    unsafe { user.borrow_shared(&kernel, kva, 1 << 39) }
         .unwrap()
         .ignore();
     assert_eq!(
@@ -188,7 +188,7 @@ fn shared_kernel_half_is_read_through_and_never_freed_by_the_borrower() {
     );
     // A whole root entry is the unit of sharing.
     // SAFETY: fails before linking anything.
-    let partial = unsafe { user.copy_from(&kernel, va!(0xffff_8080_0000_0000), 0x1000) };
+    let partial = unsafe { user.borrow_shared(&kernel, va!(0xffff_8080_0000_0000), 0x1000) };
     assert_eq!(
         partial.map(|f| f.ignore()),
         Err(PagingError::UnalignedLen(0x1000))

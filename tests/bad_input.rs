@@ -189,21 +189,21 @@ fn cases() -> Vec<Case> {
             |pt| {
                 let other = setup::<X86_64>();
                 // SAFETY: the call fails before anything is borrowed.
-                unsafe { pt.copy_from(&other, VirtAddr::from(high), 0x1000) }
+                unsafe { pt.borrow_shared(&other, VirtAddr::from(high), 0x1000) }
             }
             => E::UnalignedLen(0x1000);
         "borrow over a root entry in use", X86_64,
             |pt| {
                 let other = setup::<X86_64>();
                 // SAFETY: the call fails before anything is borrowed.
-                unsafe { pt.copy_from(&other, va!(0), 1 << 39) }
+                unsafe { pt.borrow_shared(&other, va!(0), 1 << 39) }
             }
             => E::AlreadyMapped(va!(0));
         "borrow of a range the owner does not share", X86_64,
             |pt| {
                 let other = setup::<X86_64>();
                 // SAFETY: the call fails before anything is borrowed.
-                unsafe { pt.copy_from(&other, VirtAddr::from(high), 1 << 39) }
+                unsafe { pt.borrow_shared(&other, VirtAddr::from(high), 1 << 39) }
             }
             => E::NotShared(VirtAddr::from(high));
         "a root-level leaf in a shared range", Sv48,
@@ -218,7 +218,7 @@ fn cases() -> Vec<Case> {
                 let mut other = setup::<X86_64>();
                 other.share(VirtAddr::from(high), 1 << 39).unwrap().ignore();
                 // SAFETY: `other` outlives the borrow, which is released before it is dropped.
-                unsafe { pt.copy_from(&other, VirtAddr::from(high), 1 << 39) }.unwrap().ignore();
+                unsafe { pt.borrow_shared(&other, VirtAddr::from(high), 1 << 39) }.unwrap().ignore();
                 let got = pt.map(VirtAddr::from(high), pa!(0), PageSize::SIZE_4K, RW).map(|f| f.ignore());
                 pt.release_borrowed().ignore();
                 got

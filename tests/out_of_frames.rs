@@ -1,7 +1,7 @@
 //! Out-of-frames injection, in every mode: a handler that fails from the N-th allocation on,
 //! for every N until the call succeeds, over `map_region` (tables at every level, huge leaves
 //! and 4K edges), `unmap_region` and `protect_region` that split huge leaves at both ends, and
-//! `copy_from`. Every failure must return `OutOfFrames`, leave every table byte as it was, and
+//! `borrow_shared`. Every failure must return `OutOfFrames`, leave every table byte as it was, and
 //! leak no frame; the call that finally succeeds must do the whole change. The sizes are the
 //! mode's own: its page, the leaf one level up, and the one above that (a run of blocks where
 //! the mode has no leaf there: the 16K and 64K granules).
@@ -99,7 +99,7 @@ fn scenario<A: Arch>(base: usize) -> usize {
     let frames = other.handler().live_frames();
     // SAFETY: `pt` outlives the borrow, which is released before either is dropped. `other`'s
     // handler cannot reach `pt`'s frames, so nothing reads through the borrowed entry here.
-    unsafe { other.copy_from(&pt, VirtAddr::from(entry), root_size) }
+    unsafe { other.borrow_shared(&pt, VirtAddr::from(entry), root_size) }
         .unwrap()
         .ignore();
     tried += 1;

@@ -273,7 +273,7 @@ impl<'a, A: Arch, L: Level, H: PagingHandler> Table<'a, A, L, H> {
 
 impl<'a, A: Arch, L: HasNext, H: PagingHandler> Table<'a, A, L, H> {
     /// The table that entry `index` points to, if it is a table entry, and not one of the
-    /// root entries the page table borrows ([`PageTable::copy_from`](crate::PageTable::copy_from)):
+    /// root entries the page table borrows ([`PageTable::borrow_shared`](crate::PageTable::borrow_shared)):
     /// those tables are their owner's, which may free them while this view lives. Read them
     /// through the owner.
     #[must_use]

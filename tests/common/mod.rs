@@ -312,7 +312,7 @@ pub fn kernel_and_process() -> (
     kernel.share(kva, 1 << 39).unwrap().ignore();
     let mut process = PageTable::<Sv48, _>::new(memory.clone()).unwrap();
     // SAFETY: every caller drops `process` before `kernel`; both reach the same memory.
-    unsafe { process.copy_from(&kernel, kva, 1 << 39) }
+    unsafe { process.borrow_shared(&kernel, kva, 1 << 39) }
         .unwrap()
         .ignore();
     (memory, kernel, process, kva)

@@ -259,7 +259,7 @@ impl Model {
         Ok(())
     }
 
-    /// `copy_from` of the root entry that starts at `va` by a fresh table.
+    /// `borrow_shared` of the root entry that starts at `va` by a fresh table.
     fn borrow(&self, va: u64) -> Expect<()> {
         let len = 1u64 << self.root_shift();
         let errs = self.spec.range_errors(va, len, len);
@@ -605,7 +605,7 @@ pub enum Op {
     Share {
         va: VaPick,
     },
-    /// A second table over the same memory borrows that root entry (`copy_from`), reads it
+    /// A second table over the same memory borrows that root entry (`borrow_shared`), reads it
     /// through, is refused an edit, releases it and is dropped.
     Borrow {
         va: VaPick,
@@ -972,7 +972,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     .map_err(|e| format!("step {step}: no root for the borrower: {e:?}"))?;
                 // SAFETY: `other` is dropped in this step, before `pt`; both reach one memory.
                 let got = unsafe {
-                    other.copy_from(&pt, VirtAddr::from(va as usize), root_size as usize)
+                    other.borrow_shared(&pt, VirtAddr::from(va as usize), root_size as usize)
                 };
                 let want = model.borrow(va);
                 let what = compare(step, op, got.map(|f| other.flush(f)), want)?;
