@@ -182,10 +182,8 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         };
         // SAFETY: masked index; the table is live (see `last_table`).
         let pte = unsafe { t.load(TableRef::<A, L1>::index(folded)) };
-        if A::entry_kind::<L1>(pte) != EntryKind::Leaf {
-            return Err(PagingError::NotMapped(va));
-        }
-        let leaf = RawLeaf::decode::<A, L1>(folded & !(Self::PAGE - 1), pte, path);
+        let leaf = RawLeaf::last::<A>(folded & !(Self::PAGE - 1), pte, path)
+            .ok_or(PagingError::NotMapped(va))?;
         Ok(Translation::from_raw::<A>(leaf, folded))
     }
 

@@ -73,7 +73,9 @@ pub use flags::{AccessState, MappingFlags, MemType, PageSize};
 pub use flush::{FLUSH_ALL_THRESHOLD, Flush};
 pub use frames::BufferFrames;
 pub use handler::PagingHandler;
-pub use levels::{Descriptor, EntryKind, L1, L2, L3, L4, L5, Level, Table, TableFrame};
+pub use levels::{
+    Descriptor, Entry, EntryKind, L1, L2, L3, L4, L5, Leaf, Level, NoTable, Table, TableFrame,
+};
 pub use liveness::Liveness;
 pub use page_table::{HugePages, Mapping, PageTable, Translation};
 pub use retired::Retired;

@@ -12,7 +12,7 @@ use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
 use crate::levels::walk::{self, Ctx, MapReq, Modify, RawLeaf, Stash};
-use crate::levels::{EntryKind, HasNext, Table, TableRef};
+use crate::levels::{Descriptor, EntryKind, HasNext, Table, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::{self, Retired};
 use crate::size::{self, HasLeaf, LeafSize};
@@ -836,9 +836,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         for i in lo..hi {
             // SAFETY: in bounds; our root is live.
             if unsafe { root.load(i) } == 0 {
-                let pa = stash.take_zeroed::<A, NonRoot<A>, H>(&self.handler);
+                let frame = stash.take_zeroed::<A, NonRoot<A>, H>(&self.handler);
                 // SAFETY: a fresh, zeroed table linked into our root.
-                unsafe { root.store(i, A::table_entry(pa)) };
+                unsafe { root.store_entry(i, Descriptor::table(frame)) };
             }
         }
         stash.release(&mut self.handler);

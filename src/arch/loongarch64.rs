@@ -79,6 +79,59 @@ const_assert_eq!(LoongArchPte::PPN_OFFSET + LoongArchPte::PPN_BITS, 48);
 const_assert_eq!(LoongArchPte::NR_OFFSET, 61);
 const_assert_eq!(LoongArchPte::RPLV_OFFSET, 63);
 
+/// A directory-level entry that maps a huge page (vol. 1, 5.4.2: HUGE set): where it differs
+/// from [`LoongArchPte`], bit 6 is HUGE, bit 12 is G (HGLOBAL), and the address starts above
+/// it.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct LoongArchHugePte {
+    /// V (bit 0): valid.
+    pub v: bool,
+    /// D (bit 1): dirty.
+    pub d: bool,
+    /// PLV (bits 2-3): privilege level.
+    #[bits(2)]
+    pub plv: u8,
+    /// MAT (bits 4-5): memory access type.
+    #[bits(2)]
+    pub mat: u8,
+    /// HUGE (bit 6): 1, this directory entry maps a page.
+    pub huge: bool,
+    /// P (bit 7): the physical page exists (software).
+    pub p: bool,
+    /// W (bit 8): writable (software).
+    pub w: bool,
+    /// Bits 9-11: free for software.
+    #[bits(3)]
+    pub sw: u8,
+    /// G (bit 12, HGLOBAL): global.
+    pub g: bool,
+    /// Bits 13-47: the physical address from bit 13 up; the bits below the page size (21 or
+    /// 30) are zero.
+    #[bits(35)]
+    pub ppn: u64,
+    /// Bits 48-60: reserved, zero.
+    #[bits(13)]
+    pub reserved: u16,
+    /// NR (bit 61): not readable.
+    pub nr: bool,
+    /// NX (bit 62): not executable.
+    pub nx: bool,
+    /// RPLV (bit 63): restricted privilege level.
+    pub rplv: bool,
+}
+
+const_assert_eq!(
+    LoongArchHugePte::HUGE_OFFSET,
+    LoongArchPte::G_OR_HUGE_OFFSET
+);
+const_assert_eq!(LoongArchHugePte::G_OFFSET, 12);
+const_assert_eq!(
+    LoongArchHugePte::PPN_OFFSET + LoongArchHugePte::PPN_BITS,
+    48
+);
+const_assert_eq!(LoongArchHugePte::RPLV_OFFSET, LoongArchPte::RPLV_OFFSET);
+
 const V: u64 = 1 << LoongArchPte::V_OFFSET;
 const D: u64 = 1 << LoongArchPte::D_OFFSET;
 const PLV_USER: u64 = 3 << LoongArchPte::PLV_OFFSET;
@@ -87,9 +140,9 @@ const MAT: u64 = 3 << LoongArchPte::MAT_OFFSET;
 /// G in a last-level entry.
 const G: u64 = 1 << LoongArchPte::G_OR_HUGE_OFFSET;
 /// HUGE in a directory-level entry.
-const HUGE: u64 = G;
+const HUGE: u64 = 1 << LoongArchHugePte::HUGE_OFFSET;
 /// G in a huge leaf.
-const HUGE_G: u64 = 1 << 12;
+const HUGE_G: u64 = 1 << LoongArchHugePte::G_OFFSET;
 const P: u64 = 1 << LoongArchPte::P_OFFSET;
 const W: u64 = 1 << LoongArchPte::W_OFFSET;
 /// This crate's software dirty bit: dirtiness of a leaf that is read-only now.

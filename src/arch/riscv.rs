@@ -314,9 +314,10 @@ impl<M: RiscvMode> Arch for Riscv<M> {
 
     #[inline(always)]
     fn leaf_state<L: Level>(pte: u64) -> AccessState {
+        let leaf = RiscvPte::from(pte);
         AccessState {
-            accessed: pte & A != 0,
-            dirty: pte & D != 0,
+            accessed: leaf.a(),
+            dirty: leaf.d(),
         }
     }
 

@@ -70,6 +70,53 @@ const_assert_eq!(X86Pte::ADDR_OFFSET + X86Pte::ADDR_BITS, 52);
 const_assert_eq!(X86Pte::PK_OFFSET, 59);
 const_assert_eq!(X86Pte::XD_OFFSET, 63);
 
+/// A PDPTE or PDE that maps a 1 GiB or 2 MiB page (PS = 1; SDM tables 4-17 and 4-19): where it
+/// differs from [`X86Pte`], bit 12 is PAT and the address starts above it.
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct X86HugePte {
+    /// P (bit 0): present.
+    pub present: bool,
+    /// R/W (bit 1): writes allowed.
+    pub writable: bool,
+    /// U/S (bit 2): user-mode accesses allowed.
+    pub user: bool,
+    /// PWT (bit 3): bit 0 of the PAT index.
+    pub pwt: bool,
+    /// PCD (bit 4): bit 1 of the PAT index.
+    pub pcd: bool,
+    /// A (bit 5): accessed.
+    pub accessed: bool,
+    /// D (bit 6): dirty.
+    pub dirty: bool,
+    /// PS (bit 7): 1, this entry maps a page.
+    pub ps: bool,
+    /// G (bit 8): global.
+    pub global: bool,
+    /// Bits 9-11: ignored by the hardware.
+    #[bits(3)]
+    pub avl: u8,
+    /// PAT (bit 12): bit 2 of the PAT index.
+    pub pat: bool,
+    /// Bits 13-51: the physical address from bit 13 up; the bits below the page size (21 or
+    /// 30) are reserved, zero.
+    #[bits(39)]
+    pub addr: u64,
+    /// Bits 52-58: ignored by the hardware.
+    #[bits(7)]
+    pub avl_high: u8,
+    /// Bits 59-62: protection key.
+    #[bits(4)]
+    pub pk: u8,
+    /// XD (bit 63): execute disable.
+    pub xd: bool,
+}
+
+const_assert_eq!(X86HugePte::PS_OFFSET, X86Pte::PS_OR_PAT_OFFSET);
+const_assert_eq!(X86HugePte::PAT_OFFSET, 12);
+const_assert_eq!(X86HugePte::ADDR_OFFSET + X86HugePte::ADDR_BITS, 52);
+const_assert_eq!(X86HugePte::XD_OFFSET, X86Pte::XD_OFFSET);
+
 const P: u64 = 1 << X86Pte::PRESENT_OFFSET;
 const RW: u64 = 1 << X86Pte::WRITABLE_OFFSET;
 const US: u64 = 1 << X86Pte::USER_OFFSET;
@@ -81,7 +128,7 @@ const D: u64 = 1 << X86Pte::DIRTY_OFFSET;
 const PS: u64 = 1 << X86Pte::PS_OR_PAT_OFFSET;
 const PAT_4K: u64 = PS;
 /// PAT in a 1 GiB or 2 MiB leaf.
-const PAT_HUGE: u64 = 1 << 12;
+const PAT_HUGE: u64 = 1 << X86HugePte::PAT_OFFSET;
 const G: u64 = 1 << X86Pte::GLOBAL_OFFSET;
 const XD: u64 = 1 << X86Pte::XD_OFFSET;
 /// Bits 9-11, ignored by the hardware: software's.
@@ -118,6 +165,23 @@ const PAT_MEM_TYPE: [u8; 8] = [0, 2, 1, 1, 0, 0, 1, 0];
 /// The PAT bit of a leaf at level `L`: bit 7 in a PTE, bit 12 in a 2 MiB or 1 GiB leaf.
 const fn pat_bit<L: Level>() -> u64 {
     if L::DEPTH == 1 { PAT_4K } else { PAT_HUGE }
+}
+
+/// What an entry at `depth` is: PS in a PDPTE or PDE makes a 1 GiB or 2 MiB page.
+///
+/// The depth is a value here on purpose: optimized on its own and inlined into each level of
+/// the walk, this stays two branches; written against the level type, the compiler turns it
+/// into arithmetic on PS that the walk then has to decode again (+15 instructions per
+/// `query`, `scripts/icount`).
+#[inline]
+fn entry_kind(pte: u64, depth: u8) -> EntryKind {
+    if pte & P == 0 {
+        EntryKind::Empty
+    } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
+        EntryKind::Leaf
+    } else {
+        EntryKind::Table
+    }
 }
 
 /// The paging structures of one x86_64 mode: how many levels (CR4.LA57).
@@ -177,13 +241,7 @@ impl<M: X86Mode> Arch for X86<M> {
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
-        if pte & P == 0 {
-            EntryKind::Empty
-        } else if L::DEPTH == 1 || (L::DEPTH <= 3 && pte & PS != 0) {
-            EntryKind::Leaf
-        } else {
-            EntryKind::Table
-        }
+        entry_kind(pte, L::DEPTH)
     }
 
     #[inline(always)]
@@ -290,9 +348,11 @@ impl<M: X86Mode> Arch for X86<M> {
 
     #[inline(always)]
     fn leaf_state<L: Level>(pte: u64) -> AccessState {
+        // A and D sit at the same bits in every leaf format.
+        let leaf = X86Pte::from(pte);
         AccessState {
-            accessed: pte & A != 0,
-            dirty: pte & D != 0,
+            accessed: leaf.accessed(),
+            dirty: leaf.dirty(),
         }
     }
 

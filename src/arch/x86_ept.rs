@@ -235,9 +235,10 @@ impl Arch for Ept {
 
     #[inline(always)]
     fn leaf_state<L: Level>(pte: u64) -> AccessState {
+        let leaf = EptPte::from(pte);
         AccessState {
-            accessed: pte & A != 0,
-            dirty: pte & D != 0,
+            accessed: leaf.accessed(),
+            dirty: leaf.dirty(),
         }
     }
 

@@ -9,11 +9,13 @@ use core::fmt::Debug;
 
 use crate::arch::sealed::Sealed;
 
+mod entry;
 mod table;
 pub(crate) mod walk;
 
 use walk::Descend;
 
+pub use entry::{Entry, Leaf, NoTable};
 pub(crate) use table::TableRef;
 pub use table::{Descriptor, Table, TableFrame};
 

@@ -46,6 +46,22 @@ impl<A: Arch, L: Level> TableFrame<A, L> {
     pub fn pa(self) -> PhysAddr {
         self.pa
     }
+
+    /// The frame at `pa`, unchecked: a table the walk reached through a table entry, or one
+    /// the handler gave and [`alloc_frame`](crate::levels::walk::alloc_frame) checked.
+    #[inline(always)]
+    pub(crate) fn from_raw(pa: u64) -> Self {
+        Self {
+            pa: PhysAddr::from(pa as usize),
+            _level: PhantomData,
+        }
+    }
+
+    /// The physical address as the walk keeps it.
+    #[inline(always)]
+    pub(crate) fn raw(self) -> u64 {
+        self.pa.as_usize() as u64
+    }
 }
 
 impl<A: Arch, L: Level> Clone for TableFrame<A, L> {
@@ -54,6 +70,12 @@ impl<A: Arch, L: Level> Clone for TableFrame<A, L> {
     }
 }
 impl<A: Arch, L: Level> Copy for TableFrame<A, L> {}
+impl<A: Arch, L: Level> PartialEq for TableFrame<A, L> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pa == other.pa
+    }
+}
+impl<A: Arch, L: Level> Eq for TableFrame<A, L> {}
 
 impl<A: Arch, L: Level> fmt::Debug for TableFrame<A, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -381,6 +403,17 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         debug_assert!(i < Self::ENTRIES);
         // SAFETY: as for `load`.
         unsafe { (*self.base.add(i)).store(value, Ordering::Release) }
+    }
+
+    /// [`store`](Self::store) of a typed entry of this table's level.
+    ///
+    /// # Safety
+    ///
+    /// As for [`store`](Self::store).
+    #[inline(always)]
+    pub(crate) unsafe fn store_entry(self, i: usize, entry: Descriptor<A, L>) {
+        // SAFETY: forwarded.
+        unsafe { self.store(i, entry.bits()) }
     }
 
     /// Writes entry `i` and returns what it held, in one atomic step: the last value the MMU

@@ -6,12 +6,14 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::map::grant_entry;
-use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child, entry_base};
+use super::{
+    Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below, child, entry_base,
+};
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
 use crate::handler::PagingHandler;
-use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+use crate::levels::{Descriptor, EntryKind, HasNext, L1, Level, TableRef};
 use crate::liveness::Liveness;
 
 /// How [`ModifyApply`] changes each leaf.
@@ -216,11 +218,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             EntryKind::Table if full && self.holes_ok => {}
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
-                let table = unsafe { child::<A, L, H>(self.h, pte) };
-                return Ok(Step::Descend(Below {
-                    table,
-                    pa: 0,
-                    down: (),
+                return Ok(Step::Descend(unsafe {
+                    below::<A, L, H, ()>(self.h, pte, ())
                 }));
             }
         }
@@ -268,10 +267,10 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
     i: usize,
     va: u64,
     pte: u64,
-) -> TableRef<A, L::Next> {
+) -> Below<A, L::Next, ()> {
     let va = entry_base::<A, L>(va);
-    let (pa, next) = stash.take::<A, L::Next, H>(h, false);
-    let entry = A::table_entry(pa);
+    let (frame, next) = stash.take::<A, L::Next, H>(h, false);
+    let entry = Descriptor::<A, L>::table(frame).bits();
     let fill = |leaf: u64| {
         let template = A::leaf_split::<L>(leaf);
         let base = A::leaf_addr::<L>(leaf);
@@ -302,7 +301,11 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
             }
         }
     }
-    next
+    Below {
+        table: next,
+        frame,
+        down: (),
+    }
 }
 
 /// Writes `change(old)` over the valid leaf `i` of `t`, which maps `[va, va + SIZE)`: in
@@ -435,13 +438,11 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
             // SAFETY: live table owned by the caller; the stash holds what the check counted.
             EntryKind::Leaf => unsafe { split::<A, L, H>(self.h, self.stash, t, i, a, pte) },
             // SAFETY: live table owned by the caller; a table entry leads to a live table.
-            EntryKind::Table => unsafe { child::<A, L, H>(self.h, op.grant::<A, L>(t, i, pte)) },
+            EntryKind::Table => unsafe {
+                below::<A, L, H, ()>(self.h, op.grant::<A, L>(t, i, pte), ())
+            },
         };
-        Ok(Step::Descend(Below {
-            table,
-            pa: 0,
-            down: (),
-        }))
+        Ok(Step::Descend(table))
     }
 }
 

@@ -5,14 +5,14 @@ use core::convert::Infallible;
 use super::Ctx;
 use super::read::first_leaf;
 use super::{
-    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child,
-    entry_base,
+    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below,
+    child, entry_base,
 };
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::MappingFlags;
 use crate::handler::PagingHandler;
-use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+use crate::levels::{Descriptor, EntryKind, HasNext, L1, Level, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::Chain;
 use crate::state::RootRange;
@@ -104,18 +104,14 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
             EntryKind::Leaf => return Err(PagingError::AlreadyMapped(A::unfold(a))),
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
-                let next = unsafe { child::<A, L, H>(self.h, pte) };
+                let next = unsafe { below::<A, L, H, ()>(self.h, pte, ()) };
                 if !leaf_here {
-                    return Ok(Step::Descend(Below {
-                        table: next,
-                        pa: 0,
-                        down: (),
-                    }));
+                    return Ok(Step::Descend(next));
                 }
                 // A leaf may replace a table only if nothing is mapped below it.
                 let base = entry_base::<A, L>(a);
                 // SAFETY: `next` is a live table of the tree.
-                if let Some(va) = unsafe { first_leaf::<A, L::Next, H>(self.h, next, base) } {
+                if let Some(va) = unsafe { first_leaf::<A, L::Next, H>(self.h, next.table, base) } {
                     return Err(PagingError::AlreadyMapped(A::unfold(va)));
                 }
                 if self.refuse && A::BREAK_BEFORE_MAKE {
@@ -208,23 +204,7 @@ struct MapApply<'a, A: Arch, H> {
     stash: &'a mut Stash,
     /// A copy, so that the compiler sees it does not change as the table is written.
     req: MapReq,
-    /// The leaf template (no address) of the level `template_depth` (0: none yet), worked out
-    /// once per level rather than once per leaf.
-    template: u64,
-    template_depth: u8,
     _arch: core::marker::PhantomData<A>,
-}
-
-impl<A: Arch, H: PagingHandler> MapApply<'_, A, H> {
-    /// The leaf at level `L` that maps folded `va`.
-    #[inline(always)]
-    fn leaf<L: Level>(&mut self, va: u64) -> u64 {
-        if self.template_depth != L::DEPTH {
-            self.template = A::leaf_template::<L>(self.req.flags);
-            self.template_depth = L::DEPTH;
-        }
-        self.template | A::leaf_addr_bits::<L>(va.wrapping_add(self.req.delta))
-    }
 }
 
 impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
@@ -270,7 +250,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
         let pte = if fresh { 0 } else { unsafe { t.load(i) } };
         let kind = A::entry_kind::<L>(pte);
         if self.req.leaf_here::<A, L>(a, full) {
-            let leaf = self.leaf::<L>(a);
+            let leaf = self.req.leaf::<A, L>(a);
             if kind == EntryKind::Table {
                 // The check pass found nothing mapped below, and counted the unlink.
                 // SAFETY: live table owned by the caller; once unlinked, the empty subtree
@@ -285,18 +265,15 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
             // SAFETY: live table owned by the caller.
             let pte = unsafe { grant_entry::<A, L>(t, i, pte, self.req.flags) };
             // SAFETY: a table entry leads to a live table one down.
-            let table = unsafe { child::<A, L, H>(self.h, pte) };
-            Ok(Step::Descend(Below {
-                table,
-                pa: 0,
-                down: false,
+            Ok(Step::Descend(unsafe {
+                below::<A, L, H, _>(self.h, pte, false)
             }))
         } else {
             // A child the range covers whole gets every entry written: no zeroing.
-            let (pa, table) = self.stash.take::<A, L::Next, H>(self.h, !full);
+            let (frame, table) = self.stash.take::<A, L::Next, H>(self.h, !full);
             Ok(Step::Descend(Below {
                 table,
-                pa,
+                frame,
                 down: true,
             }))
         }
@@ -312,7 +289,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
         if below.down {
             // The new table is filled: link it, so that no walker sees it half made.
             // SAFETY: live table owned by the caller; the new table is this tree's now.
-            unsafe { t.store(at.i, A::table_entry(below.pa)) };
+            unsafe { t.store_entry(at.i, Descriptor::table(below.frame)) };
         }
         Ok(())
     }
@@ -336,8 +313,6 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
         h,
         stash,
         req: *req,
-        template: 0,
-        template_depth: 0,
         _arch: core::marker::PhantomData,
     };
     // SAFETY: forwarded.

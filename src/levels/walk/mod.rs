@@ -20,7 +20,7 @@
 //! table frames the change will need; the caller reserves those frames in a [`Stash`]; then an
 //! apply pass, which cannot fail, makes the change. So an error changes nothing.
 
-use super::{HasNext, L1, L2, L3, L4, L5, Level, TableRef};
+use super::{Descriptor, Entry, HasNext, L1, L2, L3, L4, L5, Level, TableFrame, TableRef};
 use crate::arch::Arch;
 use crate::handler::PagingHandler;
 
@@ -78,7 +78,7 @@ impl Run {
 #[derive(Debug)]
 pub struct Below<A: Arch, L: Level, D> {
     pub table: TableRef<A, L>,
-    pub pa: u64,
+    pub frame: TableFrame<A, L>,
     pub down: D,
 }
 
@@ -410,6 +410,46 @@ pub(crate) unsafe fn child<A: Arch, L: HasNext, H: PagingHandler>(
 ) -> TableRef<A, L::Next> {
     // SAFETY: a table entry of a live table points to a live table one down.
     unsafe { TableRef::from_pa(h, A::table_addr(pte)) }
+}
+
+/// The table below the table entry `pte` of a level-`L` table, to descend into with `down`.
+///
+/// # Safety
+///
+/// As for [`child`].
+#[inline(always)]
+pub(crate) unsafe fn below<A: Arch, L: HasNext, H: PagingHandler, D>(
+    h: &H,
+    pte: u64,
+    down: D,
+) -> Below<A, L::Next, D> {
+    // SAFETY: forwarded.
+    unsafe { into::<A, L::Next, H, D>(h, TableFrame::from_raw(A::table_addr(pte)), down) }
+}
+
+/// The table `frame`, to descend into with `down`.
+///
+/// # Safety
+///
+/// `frame` is a live table of the tree reached through `h` (a decoded table entry's).
+#[inline(always)]
+pub(crate) unsafe fn into<A: Arch, L: Level, H: PagingHandler, D>(
+    h: &H,
+    frame: TableFrame<A, L>,
+    down: D,
+) -> Below<A, L, D> {
+    Below {
+        // SAFETY: forwarded.
+        table: unsafe { TableRef::from_pa(h, frame.raw()) },
+        frame,
+        down,
+    }
+}
+
+/// Entry `pte` of a level-`L` table, decoded at the arch boundary ([`Descriptor::decode`]).
+#[inline(always)]
+pub(crate) fn decode<A: Arch, L: HasNext>(pte: u64) -> Entry<TableFrame<A, L::Next>> {
+    Descriptor::<A, L>::from_bits(pte).decode()
 }
 
 /// The span of the entry of a level-`L` table that holds folded `a`: `[start, start + SIZE)`.

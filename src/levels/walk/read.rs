@@ -6,13 +6,13 @@ use core::marker::PhantomData;
 
 use super::map::grant_entry;
 use super::{
-    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, entry_base,
-    span,
+    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, decode,
+    entry_base, into, span,
 };
 use crate::arch::Arch;
 use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::handler::PagingHandler;
-use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
+use crate::levels::{Descriptor, Entry, EntryKind, HasNext, L1, Leaf, Level, TableRef};
 
 /// A leaf as the walk reports it; `va` is folded.
 #[derive(Clone, Copy, Debug)]
@@ -25,21 +25,30 @@ pub(crate) struct RawLeaf {
 }
 
 impl RawLeaf {
-    /// The leaf `pte` at level `L` whose first address is folded `va`, with the flags that
-    /// the table entries folded into `path` let through ([`Arch::path_restrict`]).
+    /// The decoded leaf `leaf` at level `L` whose first address is folded `va`, with the flags
+    /// that the table entries folded into `path` let through ([`Arch::path_restrict`]).
     #[inline(always)]
-    pub(crate) fn decode<A: Arch, L: Level>(va: u64, pte: u64, path: u64) -> Self {
-        let flags = A::leaf_flags::<L>(pte);
+    pub(crate) fn at<A: Arch, L: Level>(va: u64, leaf: Leaf, path: u64) -> Self {
         RawLeaf {
             va,
-            pa: A::leaf_addr::<L>(pte),
+            pa: leaf.pa.as_usize() as u64,
             size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
             flags: if A::TABLE_GATES {
-                A::path_restrict(path, flags)
+                A::path_restrict(path, leaf.flags)
             } else {
-                flags
+                leaf.flags
             },
-            state: A::leaf_state::<L>(pte),
+            state: leaf.state,
+        }
+    }
+
+    /// The last-level entry `pte` as a leaf at folded `va`, if it is one.
+    #[inline(always)]
+    pub(crate) fn last<A: Arch>(va: u64, pte: u64, path: u64) -> Option<Self> {
+        match Descriptor::<A, L1>::from_bits(pte).decode() {
+            Entry::Leaf(leaf) => Some(Self::at::<A, L1>(va, leaf, path)),
+            Entry::Empty => None,
+            Entry::Table(never) => match never {},
         }
     }
 }
@@ -58,9 +67,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, path: u64) -> Option<RawLeaf> {
         // SAFETY: in bounds, live table.
-        let pte = unsafe { t.load(i) };
-        (A::entry_kind::<L1>(pte) == EntryKind::Leaf)
-            .then(|| RawLeaf::decode::<A, L1>(entry_base::<A, L1>(self.va), pte, path))
+        RawLeaf::last::<A>(entry_base::<A, L1>(self.va), unsafe { t.load(i) }, path)
     }
 
     #[inline(always)]
@@ -72,18 +79,17 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
     ) -> PointStep<A, L::Next, u64, Option<RawLeaf>> {
         // SAFETY: in bounds, live table.
         let pte = unsafe { t.load(i) };
-        match A::entry_kind::<L>(pte) {
-            EntryKind::Empty => PointStep::Stop(None),
-            EntryKind::Leaf => PointStep::Stop(Some(RawLeaf::decode::<A, L>(
-                entry_base::<A, L>(self.va),
-                pte,
-                path,
-            ))),
-            // SAFETY: a table entry leads to a live table one down.
-            EntryKind::Table => PointStep::Descend(
-                unsafe { child::<A, L, H>(self.h, pte) },
-                A::path_step(path, pte),
-            ),
+        match decode::<A, L>(pte) {
+            Entry::Empty => PointStep::Stop(None),
+            Entry::Leaf(leaf) => {
+                let va = entry_base::<A, L>(self.va);
+                PointStep::Stop(Some(RawLeaf::at::<A, L>(va, leaf, path)))
+            }
+            Entry::Table(frame) => {
+                // SAFETY: a decoded table entry's table is live.
+                let next = unsafe { into::<A, L::Next, H, _>(self.h, frame, ()) };
+                PointStep::Descend(next.table, A::path_step(path, pte))
+            }
         }
     }
 }
@@ -183,8 +189,8 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
             let pte = unsafe { t.load(run.first + k) };
-            if A::entry_kind::<L1>(pte) == EntryKind::Leaf {
-                f(RawLeaf::decode::<A, L1>(run.va::<A>(k), pte, path));
+            if let Some(leaf) = RawLeaf::last::<A>(run.va::<A>(k), pte, path) {
+                f(leaf);
             }
         }
         Ok(())
@@ -199,18 +205,16 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
     ) -> Result<Step<A, L::Next, u64>, Infallible> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(at.i) };
-        match A::entry_kind::<L>(pte) {
-            EntryKind::Empty => {}
-            EntryKind::Leaf => {
-                (self.f)(RawLeaf::decode::<A, L>(entry_base::<A, L>(at.a), pte, path))
+        match decode::<A, L>(pte) {
+            Entry::Empty => {}
+            Entry::Leaf(leaf) => {
+                (self.f)(RawLeaf::at::<A, L>(entry_base::<A, L>(at.a), leaf, path))
             }
-            EntryKind::Table => {
-                // SAFETY: a table entry leads to a live table one down.
-                let table = unsafe { child::<A, L, H>(self.h, pte) };
-                return Ok(Step::Descend(Below {
-                    table,
-                    pa: 0,
-                    down: A::path_step(path, pte),
+            Entry::Table(frame) => {
+                let down = A::path_step(path, pte);
+                // SAFETY: a decoded table entry's table is live.
+                return Ok(Step::Descend(unsafe {
+                    into::<A, L::Next, H, _>(self.h, frame, down)
                 }));
             }
         }
@@ -269,19 +273,13 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
         (): (),
     ) -> Result<Step<A, L::Next, ()>, u64> {
         // SAFETY: an entry of the live table.
-        let pte = unsafe { t.load(at.i) };
-        match A::entry_kind::<L>(pte) {
-            EntryKind::Empty => Ok(Step::Skip),
-            EntryKind::Leaf => Err(at.a),
-            EntryKind::Table => {
-                // SAFETY: a table entry leads to a live table one down.
-                let table = unsafe { child::<A, L, H>(self.h, pte) };
-                Ok(Step::Descend(Below {
-                    table,
-                    pa: 0,
-                    down: (),
-                }))
-            }
+        match decode::<A, L>(unsafe { t.load(at.i) }) {
+            Entry::Empty => Ok(Step::Skip),
+            Entry::Leaf(_) => Err(at.a),
+            // SAFETY: a decoded table entry's table is live.
+            Entry::Table(frame) => Ok(Step::Descend(unsafe {
+                into::<A, L::Next, H, ()>(self.h, frame, ())
+            })),
         }
     }
 }
@@ -343,23 +341,18 @@ impl<A: Arch, S: TableSink> Visitor<A> for TablesBelow<A, S> {
         (): (),
     ) -> Result<Step<A, L::Next, ()>, Infallible> {
         // SAFETY: an entry of the live table.
-        let pte = unsafe { t.load(at.i) };
-        if A::entry_kind::<L>(pte) != EntryKind::Table {
+        let Entry::Table(frame) = decode::<A, L>(unsafe { t.load(at.i) }) else {
             return Ok(Step::Skip);
-        }
-        let pa = A::table_addr(pte);
+        };
         if L::DEPTH == 2 {
             // A last-level table has no tables below it: no need to go in.
             // SAFETY: a table of the subtree, with none below it.
-            unsafe { self.sink.table(pa, TableRef::<A, L::Next>::BYTES) };
+            unsafe { self.sink.table(frame.raw(), TableRef::<A, L::Next>::BYTES) };
             return Ok(Step::Skip);
         }
-        // SAFETY: a table entry leads to a live table one down.
-        let table = unsafe { child::<A, L, S::H>(self.sink.handler(), pte) };
-        Ok(Step::Descend(Below {
-            table,
-            pa,
-            down: (),
+        // SAFETY: a decoded table entry's table is live.
+        Ok(Step::Descend(unsafe {
+            into::<A, L::Next, S::H, ()>(self.sink.handler(), frame, ())
         }))
     }
 
@@ -371,7 +364,10 @@ impl<A: Arch, S: TableSink> Visitor<A> for TablesBelow<A, S> {
         below: Below<A, L::Next, ()>,
     ) -> Result<(), Infallible> {
         // SAFETY: the tables below this one were handed over in the descent.
-        unsafe { self.sink.table(below.pa, TableRef::<A, L::Next>::BYTES) };
+        unsafe {
+            self.sink
+                .table(below.frame.raw(), TableRef::<A, L::Next>::BYTES)
+        };
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use memory_addr::PhysAddr;
 
-use super::super::{Level, TableRef};
+use super::super::{Level, TableFrame, TableRef};
 use super::read::free_subtree;
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -256,13 +256,13 @@ impl Stash {
         retired
     }
 
-    /// Takes a reserved frame, zeroed unless the caller will write every entry. The check pass
-    /// counted it, so one is there.
+    /// Takes a reserved frame for a table of level `L`, zeroed unless the caller will write
+    /// every entry. The check pass counted it, so one is there.
     pub(super) fn take<A: Arch, L: Level, H: PagingHandler>(
         &mut self,
         h: &H,
         zero: bool,
-    ) -> (u64, TableRef<A, L>) {
+    ) -> (TableFrame<A, L>, TableRef<A, L>) {
         debug_assert!(
             self.count > 0 && self.head != NO_FRAME,
             "check pass under-counted frames"
@@ -283,11 +283,14 @@ impl Stash {
             // SAFETY: the frame is unlinked and ours.
             unsafe { table.zero_fresh() };
         }
-        (pa, table)
+        (TableFrame::from_raw(pa), table)
     }
 
-    /// Takes a reserved frame for a table at level `L`, zeroed; its address.
-    pub(crate) fn take_zeroed<A: Arch, L: Level, H: PagingHandler>(&mut self, h: &H) -> u64 {
+    /// Takes a reserved frame for a table at level `L`, zeroed.
+    pub(crate) fn take_zeroed<A: Arch, L: Level, H: PagingHandler>(
+        &mut self,
+        h: &H,
+    ) -> TableFrame<A, L> {
         self.take::<A, L, H>(h, true).0
     }
 

@@ -5,7 +5,7 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::edit::split;
-use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, child};
+use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below, child};
 use crate::arch::Arch;
 use crate::flags::AccessState;
 use crate::handler::PagingHandler;
@@ -72,13 +72,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
             // SAFETY: live table owned by the caller; the stash holds what the check counted.
             EntryKind::Leaf => unsafe { split::<A, L, H>(self.h, self.stash, t, i, a, pte) },
             // SAFETY: a table entry leads to a live table one down.
-            EntryKind::Table => unsafe { child::<A, L, H>(self.h, pte) },
+            EntryKind::Table => unsafe { below::<A, L, H, ()>(self.h, pte, ()) },
         };
-        Ok(Step::Descend(Below {
-            table,
-            pa: 0,
-            down: (),
-        }))
+        Ok(Step::Descend(table))
     }
 
     #[inline(always)]
