@@ -323,13 +323,16 @@ unsafe fn visit_entry<A: Arch, L: HasNext, V: Visitor<A>>(
     down: V::Down,
 ) -> Result<(), V::Err> {
     // SAFETY: `at` is an entry of `t` inside the range (forwarded contract).
-    if let Step::Descend(below) = unsafe { v.entry::<L>(t, at, down)? } {
-        // SAFETY: the visitor hands out a live table one level down, for `[a, b)`.
-        unsafe { L::Next::range::<A, V>(v, below.table, at.a, at.b, below.down)? };
-        // SAFETY: as for `entry`.
-        unsafe { v.ascend::<L>(t, at, below)? };
+    match unsafe { v.entry::<L>(t, at, down) } {
+        Ok(Step::Skip) => Ok(()),
+        Ok(Step::Descend(below)) => {
+            // SAFETY: the visitor hands out a live table one level down, for `[a, b)`.
+            unsafe { L::Next::range::<A, V>(v, below.table, at.a, at.b, below.down)? };
+            // SAFETY: as for `entry`.
+            unsafe { v.ascend::<L>(t, at, below) }
+        }
+        Err(err) => Err(err),
     }
-    Ok(())
 }
 
 /// What one table of level `L` spans.
