@@ -10,9 +10,9 @@ use std::ptr::NonNull;
 
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
-    AArch64, AArch64S2, Arch, BufferFrames, Ept, Granule16K, Granule64K, HugePages, Ipa40,
+    AArch64, AArch64S2, Arch, BufferFrames, Entry, Ept, Granule16K, Granule64K, HugePages, Ipa40,
     Liveness, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError,
-    PagingHandler, Sv39, Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    PagingHandler, Size2M, Sv39, Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
 };
 
 const MIB: usize = 1 << 20;
@@ -200,7 +200,21 @@ fn main() -> Result<(), PagingError> {
         F::USER | F::READ | F::EXECUTE,
     )?
     .ignore();
+    // The leaf size as a type: a 2 MiB block, and a size the mode lacks would not compile.
+    user.map_page::<Size2M>(
+        VirtAddr::from(0x20_0000),
+        PhysAddr::from(0x6020_0000),
+        F::USER | F::READ | F::WRITE,
+    )?
+    .ignore();
     println!("== AArch64 48-bit, a process (TTBR0)\n{user:?}");
+    // Entries decoded at the arch boundary, level by level: the root's first entry points to
+    // a level-1 table (in Arm's numbering), whose first entry points to the table that holds
+    // the 2 MiB block.
+    let root = user.root();
+    if let Some(Entry::Table(l3)) = root.get(0).map(|e| e.decode()) {
+        println!("  root entry 0 -> table at {:#x}", l3.pa().as_usize());
+    }
     let riscv = |kernel_va, linear_va, mmio_va| Layout {
         kernel_va,
         kernel_pa: 0x8020_0000,
