@@ -35,7 +35,7 @@ use super::aarch64::{
     AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
     needs_break,
 };
-use super::{self as arch, Arch, VaSpace, sealed::Sealed};
+use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, Level};
