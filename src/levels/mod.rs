@@ -31,6 +31,15 @@ pub use table::{Descriptor, Table, TableFrame};
 /// }
 /// let _ = frame_below::<L1>(memory_addr::pa!(0x1000));
 /// ```
+/// Nor is there a "level below" of any level, as there was (`Level::Below`, with `L1` below
+/// itself):
+/// ```compile_fail,E0220
+/// # use pagetable::*;
+/// fn frame_below<L: Level>(pa: PhysAddr) -> Option<TableFrame<X86_64, L::Below>> {
+///     TableFrame::new(pa)
+/// }
+/// let _ = frame_below::<L1>(memory_addr::pa!(0x1000));
+/// ```
 /// The same descent from `L2` compiles:
 /// ```
 /// # use pagetable::{levels::HasNext, *};
