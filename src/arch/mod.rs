@@ -38,7 +38,7 @@ pub(crate) mod sealed {
 
 /// A paging mode: the shape of its tables and how its entries encode.
 ///
-/// Implemented by the zero-sized markers [`X86_64`](crate::X86_64),
+/// Implemented by the zero-sized mode types [`X86_64`](crate::X86_64),
 /// [`X86_64La57`](crate::X86_64La57), [`AArch64`](crate::AArch64), [`Sv39`](crate::Sv39),
 /// [`Sv48`](crate::Sv48), [`Sv57`](crate::Sv57), [`LoongArch64`](crate::LoongArch64) and the
 /// stage 2 modes [`AArch64S2`](crate::AArch64S2), [`Sv39x4`](crate::Sv39x4),
@@ -49,9 +49,12 @@ pub(crate) mod sealed {
 /// the rest, up to `VA_BITS`. Each helper below derives from these, and [`geometry_ok`] checks
 /// them at compile time for every mode a [`PageTable`](crate::PageTable) is built for.
 ///
-/// The methods work on raw `u64` entries so that the generic walk stays one piece of code;
-/// the typed views are [`Descriptor`](crate::Descriptor) and the arch's `Pte` bitfield. An
-/// entry whose raw value is zero is empty on every architecture.
+/// The methods are asked about a level as a type (`entry_kind::<L>`) and work on raw `u64`
+/// entries, so that the generic walk stays one piece of code and its hot loops keep
+/// precomputed templates; [`Descriptor::decode`](crate::Descriptor::decode) turns an entry
+/// into a typed [`Entry`](crate::Entry) through them, and the arch's `Pte` bitfields lay the
+/// entries out as the manual does. An entry whose raw value is zero is empty on every
+/// architecture, and no entry of the last level is a table.
 pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'static {
     /// The entry as the architecture manual lays it out.
     type Pte: Copy + fmt::Debug + From<u64> + Into<u64>;
