@@ -428,3 +428,35 @@ fn aarch64_ttbr1_table_translates_only_upper_range() {
     // The lowest upper address indexes entry 0 of the level-0 table.
     assert_eq!(pt.root().get(0).unwrap().kind(), EntryKind::Table);
 }
+
+/// Every entry value a last-level table could hold, in one mode: the low 16 bits (every flag
+/// bit of every architecture here, and the low address bits) in every combination, each with
+/// the top bits clear, all set, and one in between.
+fn no_last_level_entry_is_a_table<A: Arch>() {
+    for low in 0..=u64::from(u16::MAX) {
+        for high in [0, u64::MAX << 48, 0x5a5a << 48] {
+            let pte = high | (0x1234_5000 & !0xffff) | low;
+            assert_ne!(
+                A::entry_kind::<L1>(pte),
+                EntryKind::Table,
+                "{} {pte:#x}",
+                A::NAME
+            );
+        }
+    }
+}
+
+#[test]
+fn a_last_level_entry_is_never_a_table_in_any_mode() {
+    no_last_level_entry_is_a_table::<X86_64>();
+    no_last_level_entry_is_a_table::<pagetable::X86_64La57>();
+    no_last_level_entry_is_a_table::<AArch64>();
+    no_last_level_entry_is_a_table::<
+        pagetable::AArch64<pagetable::Va48, pagetable::Lower, pagetable::Granule64K>,
+    >();
+    no_last_level_entry_is_a_table::<Sv39>();
+    no_last_level_entry_is_a_table::<pagetable::Sv39x4>();
+    no_last_level_entry_is_a_table::<LoongArch64>();
+    no_last_level_entry_is_a_table::<pagetable::AArch64S2<pagetable::Ipa40>>();
+    no_last_level_entry_is_a_table::<pagetable::Ept>();
+}
