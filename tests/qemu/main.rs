@@ -24,5 +24,6 @@ mod aarch64;
 mod aarch64_granules;
 mod loongarch64;
 mod riscv;
+mod rust_guests;
 mod stage2;
 mod x86_64;
