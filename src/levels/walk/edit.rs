@@ -134,8 +134,6 @@ struct EditCheck<'a, A: Arch, H> {
     /// The change made to every leaf, for a change that rewrites leaves (holes are errors);
     /// `None` for one that clears them (holes are skipped).
     rewrite: Option<Modify>,
-    /// Whether holes are skipped.
-    holes_ok: bool,
     needs: EditNeeds,
     _arch: PhantomData<A>,
 }
@@ -146,10 +144,15 @@ impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
             h,
             liveness,
             rewrite,
-            holes_ok: rewrite.is_none(),
             needs: EditNeeds::default(),
             _arch: PhantomData,
         }
+    }
+
+    /// Whether holes are skipped: for a change that clears leaves, not one that rewrites them.
+    #[inline(always)]
+    fn holes_ok(&self) -> bool {
+        self.rewrite.is_none()
     }
 }
 
@@ -172,7 +175,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             }
         }
         // Last-level leaves are never split; only holes matter, and only if they are errors.
-        if !self.holes_ok {
+        if !self.holes_ok() {
             // The common case in a sweep or two with no branch: fold the run's entries into
             // their AND (and, if the arch asks, their OR), from which the arch can often tell
             // that all of them are leaves the MMU will not write. Otherwise, entry by entry.
@@ -201,7 +204,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
         match A::entry_kind::<L>(pte) {
-            EntryKind::Empty if self.holes_ok => {}
+            EntryKind::Empty if self.holes_ok() => {}
             EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
             EntryKind::Leaf => {
                 // A split copies the leaf's state into every new leaf.
@@ -215,7 +218,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                 }
             }
             // Unmapping a whole subtree needs no look inside it.
-            EntryKind::Table if full && self.holes_ok => {}
+            EntryKind::Table if full && self.holes_ok() => {}
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 return Ok(Step::Descend(unsafe {
