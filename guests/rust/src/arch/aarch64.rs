@@ -1,18 +1,35 @@
-//! AArch64 under QEMU `virt` at EL1: boot, an exception vector that turns a data abort into a
-//! skipped instruction, the MMU registers, the PL011 console, PSCI power-off.
+//! AArch64 under QEMU `virt` at EL1: boot, the exception vector that hands aborts to the
+//! kernel's fault handler, the probes, the MMU registers, the PL011 console, PSCI power-off.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use pagetable::{AArch64, Lower, Va48};
 
+use crate::Access;
+
 /// The paging mode: 48-bit VA, 4 KiB granule, TTBR0.
 pub type Mode = AArch64<Va48, Lower>;
-/// QEMU virt's RAM, and how much of it the kernel maps (QEMU's default is 128 MiB).
+/// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
-pub const RAM_LEN: u64 = 128 << 20;
-/// The PL011 UART's data register.
-pub const CONSOLE: u64 = 0x0900_0000;
+/// The PL011 UART's data register, mapped as device memory.
+const CONSOLE: u64 = 0x0900_0000;
+pub const DEVICES: &[u64] = &[CONSOLE];
+/// The root entry the kernel shares with processes (512 GiB, RAM and the UART in it), a page
+/// the kernel maps in it while a process runs, and a process's own page (the next root entry).
+pub const KERNEL_HALF: (u64, u64) = (0, 1 << 39);
+pub const KERNEL_EXTRA_VA: u64 = RAM + (256 << 20);
+pub const USER_VA: u64 = 1 << 39;
+/// The tables a process table with one page in its own root entry has: root, L3, L2, L1.
+pub const PROCESS_TABLES: u64 = 4;
+/// Under `-cpu max` (FEAT_HAFDBS), the MMU sets AF and clears AP[2] of a DBM leaf itself.
+pub const HW_ACCESS_STATE: bool = true;
+/// Splitting a live block needs break-before-make here.
+pub const BREAKS_BEFORE_SPLIT: bool = true;
+
+/// Where the kernel reaches physical memory: one to one.
+pub fn phys(pa: u64) -> u64 {
+    pa
+}
 
 core::arch::global_asm!(
     ".section .text.boot",
@@ -45,7 +62,8 @@ core::arch::global_asm!(
     ".balign 128",
     "b .",
     ".endr",
-    // Saves every register a Rust call may clobber, reports, skips the faulting instruction.
+    // Saves every register a Rust call may clobber, lets the kernel handle the fault and
+    // resumes where it says.
     "sync_current:",
     "    sub sp, sp, #176",
     "    stp x0, x1, [sp, #0]",
@@ -61,9 +79,9 @@ core::arch::global_asm!(
     "    str x30, [sp, #160]",
     "    mrs x0, esr_el1",
     "    mrs x1, far_el1",
-    "    bl on_sync",
-    "    mrs x0, elr_el1",
-    "    add x0, x0, #4",
+    "    mrs x2, elr_el1",
+    "    mov x3, x30",
+    "    bl trap",
     "    msr elr_el1, x0",
     "    ldp x0, x1, [sp, #0]",
     "    ldp x2, x3, [sp, #16]",
@@ -78,25 +96,62 @@ core::arch::global_asm!(
     "    ldr x30, [sp, #160]",
     "    add sp, sp, #176",
     "    eret",
+    // The probes: one access each, at a label the trap entry knows.
+    ".global probe_load",
+    "probe_load:",
+    "probe_load_at:",
+    "    ldr x0, [x0]",
+    "    ret",
+    ".global probe_store",
+    "probe_store:",
+    "probe_store_at:",
+    "    str x1, [x0]",
+    "    ret",
+    ".global probe_exec",
+    "probe_exec:",
+    "    br x0",
 );
 
-/// Data aborts taken so far, and the address of the last one.
-static FAULTS: AtomicU64 = AtomicU64::new(0);
-static LAST_FAR: AtomicU64 = AtomicU64::new(0);
+unsafe extern "C" {
+    /// A load from `va` (0 if it faulted).
+    pub fn probe_load(va: u64) -> u64;
+    /// A store of `value` to `va`.
+    pub fn probe_store(va: u64, value: u64);
+    /// A tail call to `va`, which returns to the caller (directly, or through the trap
+    /// entry if the fetch faults).
+    pub fn probe_exec(va: u64);
+    static probe_load_at: u8;
+    static probe_store_at: u8;
+}
 
-/// The synchronous exception handler: a data abort from EL1 (EC 0x25) is counted and skipped;
-/// anything else ends the run.
+/// The synchronous exception handler: a data or instruction abort from EL1 goes to the
+/// kernel's fault handler; it returns where execution resumes (the same instruction when the
+/// kernel mapped the page, else past the probe). Anything else ends the run.
 #[unsafe(no_mangle)]
-extern "C" fn on_sync(esr: u64, far: u64) {
-    if esr >> 26 != 0x25 {
-        let _ = fmt::Write::write_fmt(
-            &mut super::Console,
-            format_args!("guest: FAIL unexpected exception esr={esr:#x} far={far:#x}\nDONE\n"),
-        );
-        power_off();
+extern "C" fn trap(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
+    let access = match esr >> 26 {
+        0x25 if esr & (1 << 6) != 0 => Access::Store,
+        0x25 => Access::Load,
+        0x21 => Access::Fetch,
+        _ => unexpected(esr, far, elr),
+    };
+    if crate::on_fault(far, access) {
+        return elr;
     }
-    LAST_FAR.store(far, Ordering::SeqCst);
-    FAULTS.fetch_add(1, Ordering::SeqCst);
+    match access {
+        Access::Fetch if elr == far => lr,
+        Access::Load if elr == &raw const probe_load_at as u64 => elr + 4,
+        Access::Store if elr == &raw const probe_store_at as u64 => elr + 4,
+        _ => unexpected(esr, far, elr),
+    }
+}
+
+fn unexpected(esr: u64, far: u64, elr: u64) -> ! {
+    let _ = fmt::Write::write_fmt(
+        &mut Console,
+        format_args!("guest: FAIL unexpected exception esr={esr:#x} far={far:#x} elr={elr:#x}\nDONE\n"),
+    );
+    power_off()
 }
 
 /// The console: QEMU virt's PL011, written a byte at a time.
@@ -112,26 +167,24 @@ impl fmt::Write for Console {
     }
 }
 
-/// The first free frame after the image and its stack.
-pub fn frames_start() -> u64 {
-    unsafe extern "C" {
-        static __frames: u8;
-    }
-    // Only the symbol's address is taken; the linker script places it.
-    &raw const __frames as u64
-}
-
 /// Turns the MMU on with the table at `root` in TTBR0_EL1, with the MAIR layout the crate
-/// assumes.
+/// assumes and hardware management of the access flag and dirty state (TCR_EL1.HA, HD) where
+/// the CPU has it.
 ///
 /// # Safety
 ///
 /// The tables map the running code, its stack, its frames and the console one to one.
 pub unsafe fn mmu_on(root: u64) {
+    let mmfr1: u64;
+    // SAFETY: reads an ID register.
+    unsafe { core::arch::asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1) };
+    let hafdbs = mmfr1 & 0xf;
     let tcr: u64 = 16 // T0SZ: 48-bit VA
         | 1 << 8 | 1 << 10 | 3 << 12 // IRGN0, ORGN0 write-back; SH0 inner shareable
         | 1 << 23 // EPD1: no TTBR1 walks
-        | 2 << 32; // IPS: 40-bit PA
+        | 2 << 32 // IPS: 40-bit PA
+        | if hafdbs >= 1 { 1 << 39 } else { 0 } // HA
+        | if hafdbs >= 2 { 1 << 40 } else { 0 }; // HD
     // SAFETY: the caller's tables translate everything that runs next, at the same address.
     unsafe {
         core::arch::asm!(
@@ -156,22 +209,35 @@ pub unsafe fn mmu_on(root: u64) {
     };
 }
 
-/// A load from `va`, or `None` if it faulted.
-pub fn read(va: u64) -> Option<u64> {
-    let before = FAULTS.load(Ordering::SeqCst);
-    let mut value: u64 = 0;
-    // SAFETY: a load that may fault; the vector then skips it and `value` stays as it was.
-    unsafe { core::arch::asm!("ldr {v}, [{a}]", a = in(reg) va, v = inout(reg) value) };
-    (FAULTS.load(Ordering::SeqCst) == before).then_some(value)
+/// Makes `root` the table the MMU walks (no ASIDs: every translation is dropped).
+///
+/// # Safety
+///
+/// The table maps the running code, its stack and the console where they are.
+pub unsafe fn switch_root(root: u64) {
+    // SAFETY: the caller's table translates everything that runs next.
+    unsafe {
+        core::arch::asm!(
+            "dsb ish",
+            "msr ttbr0_el1, {root}",
+            "isb",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            root = in(reg) root,
+        )
+    };
 }
 
-/// A store of `value` to `va`; whether it went through.
-pub fn write(va: u64, value: u64) -> bool {
-    let before = FAULTS.load(Ordering::SeqCst);
-    // SAFETY: a store that may fault; the vector then skips it. Only a page the kernel maps
-    // for this purpose is written.
-    unsafe { core::arch::asm!("str {v}, [{a}]", a = in(reg) va, v = in(reg) value) };
-    FAULTS.load(Ordering::SeqCst) == before
+/// Writes a `ret` at the start of the data page `pa` and makes it visible to instruction
+/// fetches.
+pub fn write_ret(pa: u64) {
+    // SAFETY: a data page of the kernel's, mapped one to one; the cache maintenance only
+    // cleans and invalidates.
+    unsafe {
+        core::ptr::write_volatile(pa as *mut u32, 0xd65f_03c0);
+        core::arch::asm!("dc cvau, {a}", "dsb ish", "ic iallu", "dsb ish", "isb", a = in(reg) pa);
+    }
 }
 
 /// PSCI SYSTEM_OFF; QEMU virt's conduit at EL1 is HVC.

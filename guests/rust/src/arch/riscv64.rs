@@ -1,0 +1,246 @@
+//! RISC-V under QEMU `virt` with `-bios none`: M-mode boot (PMP open, page faults delegated,
+//! Svpbmt and Svadu enabled), the kernel in S-mode with Sv39, the trap entry that hands page
+//! faults to the kernel's fault handler, the probes, the NS16550 console, power-off through
+//! the SiFive test device.
+
+use core::fmt;
+
+use pagetable::Sv39;
+
+use crate::Access;
+
+/// The paging mode.
+pub type Mode = Sv39;
+/// QEMU virt's RAM.
+pub const RAM: u64 = 0x8000_0000;
+/// The NS16550 UART and the SiFive test device (power-off), mapped as device memory.
+const CONSOLE: u64 = 0x1000_0000;
+const TEST_DEVICE: u64 = 0x10_0000;
+pub const DEVICES: &[u64] = &[CONSOLE, TEST_DEVICE];
+/// The root entries the kernel shares with processes: Sv39's are 1 GiB, and the devices (in
+/// the first) and RAM (in the third) must both be in the kernel's half.
+pub const KERNEL_HALF: (u64, u64) = (0, 3 << 30);
+pub const KERNEL_EXTRA_VA: u64 = RAM + (256 << 20);
+pub const USER_VA: u64 = 0x20_0000_0000;
+/// The tables a process table with one page in its own root entry has: root, L2, L1.
+pub const PROCESS_TABLES: u64 = 3;
+/// With Svadu (`svadu=true`, menvcfg.ADUE) the MMU sets A and D itself.
+pub const HW_ACCESS_STATE: bool = true;
+/// RISC-V needs no break to split a leaf.
+pub const BREAKS_BEFORE_SPLIT: bool = false;
+
+/// Where the kernel reaches physical memory: one to one.
+pub fn phys(pa: u64) -> u64 {
+    pa
+}
+
+core::arch::global_asm!(
+    ".section .text.boot",
+    ".global _start",
+    "_start:",
+    // One hart runs the kernel; any other waits.
+    "    csrr t0, mhartid",
+    "    bnez t0, 9f",
+    "    la sp, __stack_top",
+    "    la t0, m_trap",
+    "    csrw mtvec, t0",
+    // PMP: all of memory, RWX, for S-mode.
+    "    li t0, -1",
+    "    csrw pmpaddr0, t0",
+    "    li t0, 0x1f",
+    "    csrw pmpcfg0, t0",
+    // menvcfg: PBMTE (bit 62) for Svpbmt, ADUE (bit 61) for Svadu.
+    "    li t0, 3",
+    "    slli t0, t0, 61",
+    "    csrs 0x30a, t0",
+    // Instruction, load and store page faults go to S-mode.
+    "    li t0, (1 << 12) | (1 << 13) | (1 << 15)",
+    "    csrw medeleg, t0",
+    "    la t0, s_trap",
+    "    csrw stvec, t0",
+    "    csrw satp, zero",
+    "    li t0, 3 << 11",
+    "    csrc mstatus, t0",
+    "    li t0, 1 << 11", // MPP = S
+    "    csrs mstatus, t0",
+    "    la t0, kmain",
+    "    csrw mepc, t0",
+    "    mret",
+    "9:  wfi",
+    "    j 9b",
+    // S-mode traps: saves every register a Rust call may clobber, lets the kernel handle the
+    // fault and resumes where it says.
+    ".balign 4",
+    "s_trap:",
+    "    addi sp, sp, -128",
+    "    sd ra, 0(sp)",
+    "    sd t0, 8(sp)",
+    "    sd t1, 16(sp)",
+    "    sd t2, 24(sp)",
+    "    sd t3, 32(sp)",
+    "    sd t4, 40(sp)",
+    "    sd t5, 48(sp)",
+    "    sd t6, 56(sp)",
+    "    sd a0, 64(sp)",
+    "    sd a1, 72(sp)",
+    "    sd a2, 80(sp)",
+    "    sd a3, 88(sp)",
+    "    sd a4, 96(sp)",
+    "    sd a5, 104(sp)",
+    "    sd a6, 112(sp)",
+    "    sd a7, 120(sp)",
+    "    csrr a0, scause",
+    "    csrr a1, stval",
+    "    csrr a2, sepc",
+    "    mv a3, ra",
+    "    call trap",
+    "    csrw sepc, a0",
+    "    ld ra, 0(sp)",
+    "    ld t0, 8(sp)",
+    "    ld t1, 16(sp)",
+    "    ld t2, 24(sp)",
+    "    ld t3, 32(sp)",
+    "    ld t4, 40(sp)",
+    "    ld t5, 48(sp)",
+    "    ld t6, 56(sp)",
+    "    ld a0, 64(sp)",
+    "    ld a1, 72(sp)",
+    "    ld a2, 80(sp)",
+    "    ld a3, 88(sp)",
+    "    ld a4, 96(sp)",
+    "    ld a5, 104(sp)",
+    "    ld a6, 112(sp)",
+    "    ld a7, 120(sp)",
+    "    addi sp, sp, 128",
+    "    sret",
+    // M-mode traps are not expected: report and stop.
+    ".balign 4",
+    "m_trap:",
+    "    csrr a0, mcause",
+    "    csrr a1, mtval",
+    "    csrr a2, mepc",
+    "    j m_trap_report",
+    // The probes: one uncompressed access each, at a label the trap entry knows.
+    ".option push",
+    ".option norvc",
+    ".global probe_load",
+    "probe_load:",
+    "probe_load_at:",
+    "    ld a0, 0(a0)",
+    "    ret",
+    ".global probe_store",
+    "probe_store:",
+    "probe_store_at:",
+    "    sd a1, 0(a0)",
+    "    ret",
+    ".global probe_exec",
+    "probe_exec:",
+    "    jr a0",
+    ".option pop",
+);
+
+unsafe extern "C" {
+    /// A load from `va` (0 if it faulted).
+    pub fn probe_load(va: u64) -> u64;
+    /// A store of `value` to `va`.
+    pub fn probe_store(va: u64, value: u64);
+    /// A tail call to `va`, which returns to the caller (directly, or through the trap
+    /// entry if the fetch faults).
+    pub fn probe_exec(va: u64);
+    static probe_load_at: u8;
+    static probe_store_at: u8;
+}
+
+/// The S-mode trap handler: a page fault goes to the kernel's fault handler; it returns where
+/// execution resumes (the same instruction when the kernel mapped the page, else past the
+/// probe). Anything else ends the run.
+#[unsafe(no_mangle)]
+extern "C" fn trap(scause: u64, stval: u64, sepc: u64, ra: u64) -> u64 {
+    let access = match scause {
+        12 => Access::Fetch,
+        13 => Access::Load,
+        15 => Access::Store,
+        _ => unexpected("S", scause, stval, sepc),
+    };
+    if crate::on_fault(stval, access) {
+        return sepc;
+    }
+    match access {
+        Access::Fetch if sepc == stval => ra,
+        Access::Load if sepc == &raw const probe_load_at as u64 => sepc + 4,
+        Access::Store if sepc == &raw const probe_store_at as u64 => sepc + 4,
+        _ => unexpected("S", scause, stval, sepc),
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn m_trap_report(mcause: u64, mtval: u64, mepc: u64) -> ! {
+    unexpected("M", mcause, mtval, mepc)
+}
+
+fn unexpected(mode: &str, cause: u64, tval: u64, epc: u64) -> ! {
+    let _ = fmt::Write::write_fmt(
+        &mut Console,
+        format_args!(
+            "guest: FAIL unexpected {mode}-mode trap cause={cause:#x} tval={tval:#x} epc={epc:#x}\nDONE\n"
+        ),
+    );
+    power_off()
+}
+
+/// The console: QEMU virt's NS16550, written a byte at a time.
+pub struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            // SAFETY: the UART's transmit register, mapped one to one (or not translated).
+            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
+        }
+        Ok(())
+    }
+}
+
+/// satp for Sv39 with `root`, ASID 0.
+fn satp(root: u64) -> u64 {
+    8 << 60 | root >> 12
+}
+
+/// Turns the MMU on with the table at `root`.
+///
+/// # Safety
+///
+/// The tables map the running code, its stack, its frames and the devices one to one.
+pub unsafe fn mmu_on(root: u64) {
+    // SAFETY: as for `switch_root`.
+    unsafe { switch_root(root) }
+}
+
+/// Makes `root` the table the MMU walks, and drops every cached translation.
+///
+/// # Safety
+///
+/// The table maps the running code, its stack and the devices where they are.
+pub unsafe fn switch_root(root: u64) {
+    // SAFETY: the caller's table translates everything that runs next.
+    unsafe { core::arch::asm!("sfence.vma", "csrw satp, {}", "sfence.vma", in(reg) satp(root)) };
+}
+
+/// Writes a `ret` at the start of the data page `pa` and makes it visible to instruction
+/// fetches.
+pub fn write_ret(pa: u64) {
+    // SAFETY: a data page of the kernel's, mapped one to one; `fence.i` only orders fetches.
+    unsafe {
+        core::ptr::write_volatile(pa as *mut u32, 0x0000_8067); // jalr x0, 0(ra)
+        core::arch::asm!("fence.i");
+    }
+}
+
+/// Ends the machine through the SiFive test device.
+pub fn power_off() -> ! {
+    // SAFETY: the test device's register, mapped as device memory (or not translated).
+    unsafe { core::ptr::write_volatile(TEST_DEVICE as *mut u32, 0x5555) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
