@@ -96,8 +96,9 @@ fn toolchain() -> Option<String> {
     lld
 }
 
-/// Builds the guest for `target`, linked by `lld` with `script`; the kernel's path.
-fn build(target: &str, lld: &str, script: &str) -> PathBuf {
+/// Builds the guest for `target`, linked by `lld` with `script` (and `flags` added to the
+/// compiler's); the kernel's path.
+fn build(target: &str, lld: &str, script: &str, flags: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("guests/rust");
     let out = root.join("target/rust-guests");
@@ -117,7 +118,7 @@ fn build(target: &str, lld: &str, script: &str) -> PathBuf {
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1")
         .env(linker_var, lld)
-        .env("RUSTFLAGS", format!("-D warnings -C link-arg=-T{script}"))
+        .env("RUSTFLAGS", format!("-D warnings -C link-arg=-T{script} {flags}"))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_TARGET_DIR")
@@ -194,7 +195,7 @@ fn rust_guest_aarch64_edits_the_tables_its_own_cpu_walks() {
         return;
     }
     let Some(lld) = toolchain() else { return };
-    let kernel = build("aarch64-unknown-none-softfloat", &lld, "aarch64.ld");
+    let kernel = build("aarch64-unknown-none-softfloat", &lld, "aarch64.ld", "");
     // `-cpu max`: FEAT_HAFDBS, so the MMU sets the access flag and dirty state itself.
     let lines = run("qemu-system-aarch64", &["-M", "virt", "-cpu", "max"], &kernel);
     assert_plan("aarch64", &plan(true, true), &lines);
@@ -206,7 +207,7 @@ fn rust_guest_riscv64_edits_the_tables_its_own_cpu_walks() {
         return;
     }
     let Some(lld) = toolchain() else { return };
-    let kernel = build("riscv64imac-unknown-none-elf", &lld, "riscv64.ld");
+    let kernel = build("riscv64imac-unknown-none-elf", &lld, "riscv64.ld", "");
     // Svadu: the MMU sets A and D itself; Svpbmt: the console's device type.
     let lines = run(
         "qemu-system-riscv64",
@@ -214,4 +215,29 @@ fn rust_guest_riscv64_edits_the_tables_its_own_cpu_walks() {
         &kernel,
     );
     assert_plan("riscv64", &plan(false, true), &lines);
+}
+
+#[test]
+fn rust_guest_x86_64_edits_the_tables_its_own_cpu_walks() {
+    if !qemu_available("qemu-system-x86_64") {
+        return;
+    }
+    let Some(lld) = toolchain() else { return };
+    let elf = build(
+        "x86_64-unknown-none",
+        &lld,
+        "x86_64.ld",
+        "-C relocation-model=static",
+    );
+    // QEMU's multiboot loader takes ELF32 only: the same image, in a 32-bit container.
+    let kernel = elf.with_extension("elf32");
+    let status = Command::new("objcopy")
+        .args(["-O", "elf32-i386"])
+        .arg(&elf)
+        .arg(&kernel)
+        .status()
+        .expect("running binutils' objcopy");
+    assert!(status.success(), "objcopy to ELF32 failed");
+    let lines = run("qemu-system-x86_64", &["-M", "q35", "-cpu", "max"], &kernel);
+    assert_plan("x86_64", &plan(false, true), &lines);
 }

@@ -1,0 +1,320 @@
+//! x86_64 under QEMU `q35`: multiboot boot (32-bit protected mode, paging off) into long mode
+//! on boot tables, an IDT whose page-fault entry hands faults to the kernel's fault handler,
+//! the probes, IA32_PAT and CR3, the COM1 console (port I/O, not through the tables),
+//! ACPI power-off.
+
+use core::fmt;
+
+use pagetable::X86_64;
+
+use crate::Access;
+
+/// The paging mode: 4-level.
+pub type Mode = X86_64;
+/// The RAM the kernel maps, from its image at 2 MiB.
+pub const RAM: u64 = 0x20_0000;
+/// No device memory: the console is an I/O port.
+pub const DEVICES: &[u64] = &[];
+/// The root entry the kernel shares with processes (512 GiB, RAM in it), a page the kernel maps
+/// in it while a process runs, and a process's own page (the next root entry).
+pub const KERNEL_HALF: (u64, u64) = (0, 1 << 39);
+pub const KERNEL_EXTRA_VA: u64 = RAM + (256 << 20);
+pub const USER_VA: u64 = 1 << 39;
+/// The tables a process table with one page in its own root entry has: PML4, PDPT, PD, PT.
+pub const PROCESS_TABLES: u64 = 4;
+/// The MMU sets A and D itself.
+pub const HW_ACCESS_STATE: bool = true;
+/// x86 needs no break to split a leaf.
+pub const BREAKS_BEFORE_SPLIT: bool = false;
+
+const COM1: u16 = 0x3f8;
+
+/// Where the kernel reaches physical memory: one to one.
+pub fn phys(pa: u64) -> u64 {
+    pa
+}
+
+core::arch::global_asm!(
+    ".section .text.boot, \"ax\"",
+    ".code32",
+    ".balign 4",
+    // Multiboot v1 header: no flags, the loader reads the ELF32 headers.
+    ".long 0x1BADB002",
+    ".long 0",
+    ".long -0x1BADB002",
+    ".global _start",
+    "_start:",
+    "    cli",
+    "    movl $__stack_top, %esp",
+    // Boot tables: the first 1 GiB one to one in 2 MiB pages (P | RW | PS).
+    "    movl $boot_pd, %edi",
+    "    xorl %ecx, %ecx",
+    "1:  movl %ecx, %eax",
+    "    shll $21, %eax",
+    "    orl $0x83, %eax",
+    "    movl %eax, (%edi,%ecx,8)",
+    "    movl $0, 4(%edi,%ecx,8)",
+    "    incl %ecx",
+    "    cmpl $512, %ecx",
+    "    jb 1b",
+    "    movl $boot_pd + 3, boot_pdpt",
+    "    movl $boot_pdpt + 3, boot_pml4",
+    // CR4: PAE | PGE; EFER: LME | NXE; CR0: PG | WP (ring 0 obeys read-only).
+    "    movl %cr4, %eax",
+    "    orl $((1 << 5) | (1 << 7)), %eax",
+    "    movl %eax, %cr4",
+    "    movl $boot_pml4, %eax",
+    "    movl %eax, %cr3",
+    "    movl $0xC0000080, %ecx",
+    "    rdmsr",
+    "    orl $((1 << 8) | (1 << 11)), %eax",
+    "    wrmsr",
+    "    movl %cr0, %eax",
+    "    orl $((1 << 31) | (1 << 16)), %eax",
+    "    movl %eax, %cr0",
+    "    lgdt gdt_ptr",
+    "    ljmp $0x08, $2f",
+    ".code64",
+    "2:  movw $0x10, %ax",
+    "    movw %ax, %ds",
+    "    movw %ax, %es",
+    "    movw %ax, %ss",
+    "    movw %ax, %fs",
+    "    movw %ax, %gs",
+    "    movq $__stack_top, %rsp",
+    "    call kmain",
+    "3:  hlt",
+    "    jmp 3b",
+    // #PF: saves every register a Rust call may clobber and lets the kernel handle the fault
+    // with the interrupt frame in hand (it may change RIP and RSP).
+    ".text",
+    ".global vec_pf",
+    "vec_pf:",
+    "    pushq %rax",
+    "    pushq %rcx",
+    "    pushq %rdx",
+    "    pushq %rsi",
+    "    pushq %rdi",
+    "    pushq %r8",
+    "    pushq %r9",
+    "    pushq %r10",
+    "    pushq %r11",
+    "    movq %rsp, %rdi",
+    "    subq $8, %rsp",
+    "    call page_fault",
+    "    addq $8, %rsp",
+    "    popq %r11",
+    "    popq %r10",
+    "    popq %r9",
+    "    popq %r8",
+    "    popq %rdi",
+    "    popq %rsi",
+    "    popq %rdx",
+    "    popq %rcx",
+    "    popq %rax",
+    "    addq $8, %rsp",
+    "    iretq",
+    // Every other exception: its vector, then a report (no return).
+    ".global vec_other",
+    "vec_other:",
+    ".irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+    "    .balign 16",
+    "    movq $\\v, %rdi",
+    "    movq %rsp, %rsi",
+    "    jmp other_exception",
+    ".endr",
+    // The probes: one access each, at a label the trap entry knows, and the label after it.
+    ".global probe_load",
+    "probe_load:",
+    "probe_load_at:",
+    "    movq (%rdi), %rax",
+    "probe_load_after:",
+    "    ret",
+    ".global probe_store",
+    "probe_store:",
+    "probe_store_at:",
+    "    movq %rsi, (%rdi)",
+    "probe_store_after:",
+    "    ret",
+    ".global probe_exec",
+    "probe_exec:",
+    "    jmp *%rdi",
+    ".section .rodata",
+    ".balign 8",
+    "gdt:",
+    ".quad 0",
+    ".quad 0x00209A0000000000", // 64-bit code
+    ".quad 0x0000920000000000", // data
+    "gdt_ptr:",
+    ".word gdt_ptr - gdt - 1",
+    ".long gdt",
+    ".section .bss",
+    ".balign 4096",
+    "boot_pml4: .skip 4096",
+    "boot_pdpt: .skip 4096",
+    "boot_pd: .skip 4096",
+    options(att_syntax),
+);
+
+unsafe extern "C" {
+    /// A load from `va` (0 if it faulted).
+    pub fn probe_load(va: u64) -> u64;
+    /// A store of `value` to `va`.
+    pub fn probe_store(va: u64, value: u64);
+    /// A tail jump to `va`, whose `ret` returns to the caller (directly, or through the trap
+    /// entry if the fetch faults).
+    pub fn probe_exec(va: u64);
+    static probe_load_at: u8;
+    static probe_load_after: u8;
+    static probe_store_at: u8;
+    static probe_store_after: u8;
+    static vec_pf: u8;
+    static vec_other: u8;
+}
+
+/// What `vec_pf` leaves on the stack: the saved registers, the error code, the CPU's frame.
+#[repr(C)]
+struct Frame {
+    regs: [u64; 9],
+    error: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+/// The page-fault handler: the kernel's fault handler first; if it did not map the page, the
+/// probe is skipped (a fetch returns to its caller). A fault anywhere else ends the run.
+#[unsafe(no_mangle)]
+extern "C" fn page_fault(frame: &mut Frame) {
+    let cr2: u64;
+    // SAFETY: reads the faulting address.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2) };
+    let access = if frame.error & (1 << 4) != 0 {
+        Access::Fetch
+    } else if frame.error & (1 << 1) != 0 {
+        Access::Store
+    } else {
+        Access::Load
+    };
+    if crate::on_fault(cr2, access) {
+        return;
+    }
+    let rip = frame.rip;
+    if access == Access::Fetch && rip == cr2 {
+        // SAFETY: the fetch came from `probe_exec`'s jump: the return address is on top of
+        // the interrupted stack.
+        frame.rip = unsafe { *(frame.rsp as *const u64) };
+        frame.rsp += 8;
+    } else if access == Access::Load && rip == &raw const probe_load_at as u64 {
+        frame.rip = &raw const probe_load_after as u64;
+    } else if access == Access::Store && rip == &raw const probe_store_at as u64 {
+        frame.rip = &raw const probe_store_after as u64;
+    } else {
+        report_unexpected(14, frame.error, cr2, rip);
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn other_exception(vector: u64, stack: *const u64) -> ! {
+    // SAFETY: the stack holds the CPU's frame (after the error code, for the vectors with one).
+    let rip = unsafe { *stack.add(usize::from(matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30))) };
+    report_unexpected(vector, 0, 0, rip)
+}
+
+fn report_unexpected(vector: u64, error: u64, cr2: u64, rip: u64) -> ! {
+    let _ = fmt::Write::write_fmt(
+        &mut Console,
+        format_args!(
+            "guest: FAIL unexpected exception {vector} error={error:#x} cr2={cr2:#x} rip={rip:#x}\nDONE\n"
+        ),
+    );
+    power_off()
+}
+
+/// The IDT: every vector to its report, #PF to `vec_pf`.
+static mut IDT: [[u64; 2]; 32] = [[0; 2]; 32];
+
+fn gate(handler: u64) -> [u64; 2] {
+    let low = (handler & 0xffff) | 0x08 << 16 | 0x8e00 << 32 | (handler >> 16 & 0xffff) << 48;
+    [low, handler >> 32]
+}
+
+fn load_idt() {
+    let other = &raw const vec_other as u64;
+    // SAFETY: the boot CPU fills the IDT once, before any exception is expected, and loads it.
+    unsafe {
+        let idt = &mut *(&raw mut IDT);
+        for (v, entry) in idt.iter_mut().enumerate() {
+            *entry = gate(other + 16 * v as u64);
+        }
+        idt[14] = gate(&raw const vec_pf as u64);
+        let pointer: [u16; 5] = {
+            let base = idt.as_ptr() as u64;
+            [
+                (32 * 16 - 1) as u16,
+                base as u16,
+                (base >> 16) as u16,
+                (base >> 32) as u16,
+                (base >> 48) as u16,
+            ]
+        };
+        core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr());
+    }
+}
+
+/// The console: COM1, a byte at a time.
+pub struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            // SAFETY: the UART's transmit register, an I/O port.
+            unsafe { core::arch::asm!("out dx, al", in("dx") COM1, in("al") b) };
+        }
+        Ok(())
+    }
+}
+
+/// Loads the IDT, IA32_PAT with the layout the crate assumes, and CR3 with `root`.
+///
+/// # Safety
+///
+/// The tables map the running code, its stack and its frames one to one.
+pub unsafe fn mmu_on(root: u64) {
+    load_idt();
+    let pat = pagetable::arch::x86_64::PAT;
+    // SAFETY: IA32_PAT is written before any leaf of the crate's is used; the caller's tables
+    // translate everything that runs next.
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") 0x277, in("eax") pat as u32, in("edx") (pat >> 32) as u32);
+        switch_root(root);
+    }
+}
+
+/// Makes `root` the table the MMU walks (which drops every non-global translation).
+///
+/// # Safety
+///
+/// The table maps the running code and its stack where they are.
+pub unsafe fn switch_root(root: u64) {
+    // SAFETY: the caller's table translates everything that runs next.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) root) };
+}
+
+/// Writes a `ret` at the start of the data page `pa` (x86 keeps fetches coherent with stores).
+pub fn write_ret(pa: u64) {
+    // SAFETY: a data page of the kernel's, mapped one to one.
+    unsafe { core::ptr::write_volatile(pa as *mut u8, 0xc3) };
+}
+
+/// ACPI S5 through QEMU's PM1a control register, else halts.
+pub fn power_off() -> ! {
+    // SAFETY: an I/O port write; QEMU powers off, or nothing happens.
+    unsafe { core::arch::asm!("out dx, ax", in("dx") 0x604u16, in("ax") 0x2000u16) };
+    loop {
+        // SAFETY: waits with interrupts off.
+        unsafe { core::arch::asm!("cli", "hlt") };
+    }
+}
