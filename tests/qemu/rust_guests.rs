@@ -23,7 +23,7 @@ const PLAN: &[&str] = &[
     "and still reads",
     "remapped live, it reads the new frame",
     "a page mapped executable runs",
-    "made non-executable, a fetch faults",
+    NX,
     "and it still reads",
     "demand paging: each first store faults once, the handler maps a page, the store completes",
     "the stores read back, on zeroed pages, with no further fault",
@@ -43,6 +43,8 @@ const PLAN: &[&str] = &[
     "the rest of RAM still reads",
 ];
 
+/// A fetch from a no-execute page: not on LoongArch, whose exception QEMU 10 cannot deliver.
+const NX: &str = "made non-executable, a fetch faults";
 /// Break-before-make made visible: AArch64 only (elsewhere a split needs no break).
 const BREAK: &str = "the split broke the block first: in break_flush, a load from it faults";
 /// Accessed and dirty marks set by the MMU: where the hardware manages them.
@@ -52,10 +54,10 @@ const ACCESS: [&str; 2] = [
 ];
 
 /// The plan of a guest: every check, less those its architecture does not have.
-fn plan(breaks: bool, access: bool) -> Vec<&'static str> {
+fn plan(nx: bool, breaks: bool, access: bool) -> Vec<&'static str> {
     PLAN.iter()
         .copied()
-        .filter(|&c| (breaks || c != BREAK) && (access || !ACCESS.contains(&c)))
+        .filter(|&c| (nx || c != NX) && (breaks || c != BREAK) && (access || !ACCESS.contains(&c)))
         .collect()
 }
 
@@ -198,7 +200,7 @@ fn rust_guest_aarch64_edits_the_tables_its_own_cpu_walks() {
     let kernel = build("aarch64-unknown-none-softfloat", &lld, "aarch64.ld", "");
     // `-cpu max`: FEAT_HAFDBS, so the MMU sets the access flag and dirty state itself.
     let lines = run("qemu-system-aarch64", &["-M", "virt", "-cpu", "max"], &kernel);
-    assert_plan("aarch64", &plan(true, true), &lines);
+    assert_plan("aarch64", &plan(true, true, true), &lines);
 }
 
 #[test]
@@ -214,7 +216,7 @@ fn rust_guest_riscv64_edits_the_tables_its_own_cpu_walks() {
         &["-M", "virt", "-bios", "none", "-cpu", "rv64,svadu=true,svpbmt=true"],
         &kernel,
     );
-    assert_plan("riscv64", &plan(false, true), &lines);
+    assert_plan("riscv64", &plan(true, false, true), &lines);
 }
 
 #[test]
@@ -239,5 +241,25 @@ fn rust_guest_x86_64_edits_the_tables_its_own_cpu_walks() {
         .expect("running binutils' objcopy");
     assert!(status.success(), "objcopy to ELF32 failed");
     let lines = run("qemu-system-x86_64", &["-M", "q35", "-cpu", "max"], &kernel);
-    assert_plan("x86_64", &plan(false, true), &lines);
+    assert_plan("x86_64", &plan(true, false, true), &lines);
+}
+
+#[test]
+fn rust_guest_loongarch64_edits_the_tables_its_own_cpu_walks() {
+    if !qemu_available("qemu-system-loongarch64") {
+        return;
+    }
+    let Some(lld) = toolchain() else { return };
+    let kernel = build(
+        "loongarch64-unknown-none-softfloat",
+        &lld,
+        "loongarch64.ld",
+        "",
+    );
+    let lines = run(
+        "qemu-system-loongarch64",
+        &["-M", "virt", "-cpu", "la464", "-m", "1G"],
+        &kernel,
+    );
+    assert_plan("loongarch64", &plan(false, false, false), &lines);
 }

@@ -25,6 +25,8 @@ pub const PROCESS_TABLES: u64 = 4;
 pub const HW_ACCESS_STATE: bool = true;
 /// Splitting a live block needs break-before-make here.
 pub const BREAKS_BEFORE_SPLIT: bool = true;
+/// A fetch from a no-execute page faults (and the fault is delivered).
+pub const NX_FETCH_FAULTS: bool = true;
 
 /// Where the kernel reaches physical memory: one to one.
 pub fn phys(pa: u64) -> u64 {

@@ -28,6 +28,8 @@ pub const PROCESS_TABLES: u64 = 3;
 pub const HW_ACCESS_STATE: bool = true;
 /// RISC-V needs no break to split a leaf.
 pub const BREAKS_BEFORE_SPLIT: bool = false;
+/// A fetch from a no-execute page faults (and the fault is delivered).
+pub const NX_FETCH_FAULTS: bool = true;
 
 /// Where the kernel reaches physical memory: one to one.
 pub fn phys(pa: u64) -> u64 {

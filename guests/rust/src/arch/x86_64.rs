@@ -26,6 +26,8 @@ pub const PROCESS_TABLES: u64 = 4;
 pub const HW_ACCESS_STATE: bool = true;
 /// x86 needs no break to split a leaf.
 pub const BREAKS_BEFORE_SPLIT: bool = false;
+/// A fetch from a no-execute page faults (and the fault is delivered).
+pub const NX_FETCH_FAULTS: bool = true;
 
 const COM1: u16 = 0x3f8;
 
