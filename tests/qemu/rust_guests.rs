@@ -98,41 +98,212 @@ fn toolchain() -> Option<String> {
     lld
 }
 
-/// Builds the guest for `target`, linked by `lld` with `script` (and `flags` added to the
-/// compiler's); the kernel's path.
-fn build(target: &str, lld: &str, script: &str, flags: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("guests/rust");
-    let out = root.join("target/rust-guests");
-    let linker_var = format!(
-        "CARGO_TARGET_{}_LINKER",
-        target.to_uppercase().replace('-', "_")
-    );
-    let status = Command::new("/usr/bin/cargo")
-        .current_dir(&dir)
-        .args(["build", "--quiet", "--release", "--target", target])
-        .args([
-            "-Zbuild-std=core",
-            "-Zbuild-std-features=compiler-builtins-mem",
-        ])
-        .arg("--target-dir")
-        .arg(&out)
-        .env("RUSTC", "/usr/bin/rustc")
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env(linker_var, lld)
-        .env("RUSTFLAGS", format!("-D warnings -C link-arg=-T{script} {flags}"))
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("running Debian's cargo");
-    assert!(status.success(), "the {target} guest did not build");
-    out.join(target).join("release/pagetable-guest")
+/// One architecture's guest: how it is built and run, and which checks it has.
+struct Guest {
+    arch: &'static str,
+    target: &'static str,
+    script: &'static str,
+    rustflags: &'static str,
+    /// QEMU's multiboot loader takes ELF32 only (x86): the same image, in a 32-bit container.
+    elf32: bool,
+    qemu: &'static str,
+    machine: &'static [&'static str],
+    nx: bool,
+    breaks: bool,
+    access: bool,
 }
 
-/// Runs `kernel` under `qemu` and returns what it printed up to `DONE`.
-fn run(qemu: &str, machine: &[&str], kernel: &Path) -> Vec<String> {
+const AARCH64: Guest = Guest {
+    arch: "aarch64",
+    target: "aarch64-unknown-none-softfloat",
+    script: "aarch64.ld",
+    rustflags: "",
+    elf32: false,
+    qemu: "qemu-system-aarch64",
+    // `-cpu max`: FEAT_HAFDBS, so the MMU sets the access flag and dirty state itself.
+    machine: &["-M", "virt", "-cpu", "max"],
+    nx: true,
+    breaks: true,
+    access: true,
+};
+
+const RISCV64: Guest = Guest {
+    arch: "riscv64",
+    target: "riscv64imac-unknown-none-elf",
+    script: "riscv64.ld",
+    rustflags: "",
+    elf32: false,
+    qemu: "qemu-system-riscv64",
+    // Svadu: the MMU sets A and D itself; Svpbmt: the console's device type.
+    machine: &[
+        "-M",
+        "virt",
+        "-bios",
+        "none",
+        "-cpu",
+        "rv64,svadu=true,svpbmt=true",
+    ],
+    nx: true,
+    breaks: false,
+    access: true,
+};
+
+const X86_64: Guest = Guest {
+    arch: "x86_64",
+    target: "x86_64-unknown-none",
+    script: "x86_64.ld",
+    rustflags: "-C relocation-model=static",
+    elf32: true,
+    qemu: "qemu-system-x86_64",
+    machine: &["-M", "q35", "-cpu", "max"],
+    nx: true,
+    breaks: false,
+    access: true,
+};
+
+const LOONGARCH64: Guest = Guest {
+    arch: "loongarch64",
+    target: "loongarch64-unknown-none-softfloat",
+    script: "loongarch64.ld",
+    rustflags: "",
+    elf32: false,
+    qemu: "qemu-system-loongarch64",
+    machine: &["-M", "virt", "-cpu", "la464", "-m", "1G"],
+    nx: false,
+    breaks: false,
+    access: false,
+};
+
+impl Guest {
+    /// Builds the guest in `dir` (a copy of the crate's `guests/rust`, or that itself) into
+    /// `out`, with `lld`; the kernel's path, ready for QEMU.
+    fn build(&self, dir: &Path, out: &Path, lld: &str) -> PathBuf {
+        let linker_var = format!(
+            "CARGO_TARGET_{}_LINKER",
+            self.target.to_uppercase().replace('-', "_")
+        );
+        let status = Command::new("/usr/bin/cargo")
+            .current_dir(dir)
+            .args(["build", "--quiet", "--release", "--target", self.target])
+            .args([
+                "-Zbuild-std=core",
+                "-Zbuild-std-features=compiler-builtins-mem",
+            ])
+            .arg("--target-dir")
+            .arg(out)
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env(linker_var, lld)
+            .env(
+                "RUSTFLAGS",
+                format!(
+                    "-D warnings -C link-arg=-T{} {}",
+                    self.script, self.rustflags
+                ),
+            )
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("running Debian's cargo");
+        assert!(status.success(), "the {} guest did not build", self.arch);
+        let elf = out.join(self.target).join("release/pagetable-guest");
+        if !self.elf32 {
+            return elf;
+        }
+        let kernel = elf.with_extension("elf32");
+        let status = Command::new("objcopy")
+            .args(["-O", "elf32-i386"])
+            .arg(&elf)
+            .arg(&kernel)
+            .status()
+            .expect("running binutils' objcopy");
+        assert!(status.success(), "objcopy to ELF32 failed");
+        kernel
+    }
+
+    /// Builds the guest against the crate as it is and runs it: every check of its plan must
+    /// come back ok.
+    fn passes_its_plan(&self) {
+        if !qemu_available(self.qemu) {
+            return;
+        }
+        let Some(lld) = toolchain() else { return };
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let kernel = self.build(
+            &root.join("guests/rust"),
+            &root.join("target/rust-guests"),
+            &lld,
+        );
+        let (lines, done) = run(self.qemu, self.machine, &kernel);
+        assert!(done, "{} guest: no DONE; it printed {lines:#?}", self.arch);
+        assert_plan(self.arch, &plan(self.nx, self.breaks, self.access), &lines);
+    }
+
+    /// Negative control: builds the guest against a copy of the crate in which `needle`, found
+    /// exactly once in `file`, is replaced by `with` (a flush or a break taken out), runs it,
+    /// and wants the guest to report `check` as failed.
+    fn fails_without(&self, name: &str, file: &str, needle: &str, with: &str, check: &str) {
+        if !qemu_available(self.qemu) {
+            return;
+        }
+        let Some(lld) = toolchain() else { return };
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let copy = root.join("target/mutants").join(name);
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_tree(&root.join("src"), &copy.join("src"));
+        copy_tree(&root.join("guests/rust/src"), &copy.join("guests/rust/src"));
+        for f in ["Cargo.toml", "Cargo.lock", self.script] {
+            std::fs::copy(
+                root.join("guests/rust").join(f),
+                copy.join("guests/rust").join(f),
+            )
+            .expect("copying the guest");
+        }
+        // The crate's manifest, without its benchmarks (not copied, not needed).
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+        let manifest = manifest.replace("[[bench]]\nname = \"paging\"\nharness = false\n", "");
+        std::fs::write(copy.join("Cargo.toml"), manifest).expect("writing Cargo.toml");
+        let path = copy.join("src").join(file);
+        let source = std::fs::read_to_string(&path).expect("the file to mutate");
+        assert_eq!(
+            source.matches(needle).count(),
+            1,
+            "{name}: `{needle}` must occur exactly once in src/{file}"
+        );
+        std::fs::write(&path, source.replace(needle, with)).expect("writing the mutant");
+        let kernel = self.build(
+            &copy.join("guests/rust"),
+            &root.join("target/rust-guests-mutants"),
+            &lld,
+        );
+        let (lines, _) = run(self.qemu, self.machine, &kernel);
+        let want = format!("guest: FAIL {check}");
+        assert!(
+            lines.contains(&want),
+            "{name}: the {} guest did not notice; it printed {lines:#?}",
+            self.arch
+        );
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a directory");
+    for entry in std::fs::read_dir(from).expect("reading a directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copying a file");
+        }
+    }
+}
+
+/// Runs `kernel` under `qemu` and returns what it printed up to `DONE`, and whether `DONE` came
+/// (within a minute of silence).
+fn run(qemu: &str, machine: &[&str], kernel: &Path) -> (Vec<String>, bool) {
     let mut child = Command::new(qemu)
         .args(machine)
         .args([
@@ -162,19 +333,16 @@ fn run(qemu: &str, machine: &[&str], kernel: &Path) -> Vec<String> {
         }
     });
     let mut lines = vec![];
-    loop {
+    let done = loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line == "DONE" => break,
+            Ok(line) if line == "DONE" => break true,
             Ok(line) => lines.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no DONE from the guest; it printed {lines:#?}");
-            }
+            Err(_) => break false,
         }
-    }
+    };
     let _ = child.kill();
     let _ = child.wait();
-    lines
+    (lines, done)
 }
 
 /// Every check of the plan came back ok, and nothing failed.
@@ -193,73 +361,82 @@ fn assert_plan(arch: &str, plan: &[&str], lines: &[String]) {
 
 #[test]
 fn rust_guest_aarch64_edits_the_tables_its_own_cpu_walks() {
-    if !qemu_available("qemu-system-aarch64") {
-        return;
-    }
-    let Some(lld) = toolchain() else { return };
-    let kernel = build("aarch64-unknown-none-softfloat", &lld, "aarch64.ld", "");
-    // `-cpu max`: FEAT_HAFDBS, so the MMU sets the access flag and dirty state itself.
-    let lines = run("qemu-system-aarch64", &["-M", "virt", "-cpu", "max"], &kernel);
-    assert_plan("aarch64", &plan(true, true, true), &lines);
+    AARCH64.passes_its_plan();
 }
 
 #[test]
 fn rust_guest_riscv64_edits_the_tables_its_own_cpu_walks() {
-    if !qemu_available("qemu-system-riscv64") {
-        return;
-    }
-    let Some(lld) = toolchain() else { return };
-    let kernel = build("riscv64imac-unknown-none-elf", &lld, "riscv64.ld", "");
-    // Svadu: the MMU sets A and D itself; Svpbmt: the console's device type.
-    let lines = run(
-        "qemu-system-riscv64",
-        &["-M", "virt", "-bios", "none", "-cpu", "rv64,svadu=true,svpbmt=true"],
-        &kernel,
-    );
-    assert_plan("riscv64", &plan(true, false, true), &lines);
+    RISCV64.passes_its_plan();
 }
 
 #[test]
 fn rust_guest_x86_64_edits_the_tables_its_own_cpu_walks() {
-    if !qemu_available("qemu-system-x86_64") {
-        return;
-    }
-    let Some(lld) = toolchain() else { return };
-    let elf = build(
-        "x86_64-unknown-none",
-        &lld,
-        "x86_64.ld",
-        "-C relocation-model=static",
-    );
-    // QEMU's multiboot loader takes ELF32 only: the same image, in a 32-bit container.
-    let kernel = elf.with_extension("elf32");
-    let status = Command::new("objcopy")
-        .args(["-O", "elf32-i386"])
-        .arg(&elf)
-        .arg(&kernel)
-        .status()
-        .expect("running binutils' objcopy");
-    assert!(status.success(), "objcopy to ELF32 failed");
-    let lines = run("qemu-system-x86_64", &["-M", "q35", "-cpu", "max"], &kernel);
-    assert_plan("x86_64", &plan(true, false, true), &lines);
+    X86_64.passes_its_plan();
 }
 
 #[test]
 fn rust_guest_loongarch64_edits_the_tables_its_own_cpu_walks() {
-    if !qemu_available("qemu-system-loongarch64") {
-        return;
-    }
-    let Some(lld) = toolchain() else { return };
-    let kernel = build(
-        "loongarch64-unknown-none-softfloat",
-        &lld,
-        "loongarch64.ld",
-        "",
+    LOONGARCH64.passes_its_plan();
+}
+
+// Negative controls: the same guests against a crate with one flush or one break taken out.
+// Each must fail the check that shows it.
+
+const REFUSES: &str = "flushed, it refuses a store";
+
+#[test]
+fn rust_guest_aarch64_fails_without_the_crates_tlbi() {
+    AARCH64.fails_without(
+        "aarch64-no-tlbi",
+        "arch/aarch64.rs",
+        "\"tlbi vaae1is, {page}\",",
+        "\"orr xzr, xzr, {page}\",",
+        REFUSES,
     );
-    let lines = run(
-        "qemu-system-loongarch64",
-        &["-M", "virt", "-cpu", "la464", "-m", "1G"],
-        &kernel,
+}
+
+#[test]
+fn rust_guest_aarch64_fails_without_the_break_of_a_split() {
+    AARCH64.fails_without(
+        "aarch64-no-break",
+        "levels/walk/edit.rs",
+        "if stash.breaking::<A, L>(pte, entry) {",
+        "if false && stash.breaking::<A, L>(pte, entry) {",
+        BREAK,
     );
-    assert_plan("loongarch64", &plan(false, false, false), &lines);
+}
+
+#[test]
+fn rust_guest_riscv64_fails_without_the_crates_sfence() {
+    RISCV64.fails_without(
+        "riscv64-no-sfence",
+        "arch/riscv.rs",
+        "\"sfence.vma {}, zero\"",
+        "\"add zero, zero, {}\"",
+        REFUSES,
+    );
+}
+
+#[test]
+fn rust_guest_x86_64_fails_without_the_crates_invlpg() {
+    X86_64.fails_without(
+        "x86_64-no-invlpg",
+        "arch/x86_64.rs",
+        "\"invlpg [{}]\"",
+        "\"/* {} */\"",
+        REFUSES,
+    );
+}
+
+#[test]
+fn rust_guest_loongarch64_fails_without_the_crates_invtlb() {
+    LOONGARCH64.fails_without(
+        "loongarch64-no-invtlb",
+        "arch/loongarch64.rs",
+        "\"invtlb 0x6, {asid}, {va}\",",
+        "\"or $zero, {asid}, {va}\",",
+        // The TLB keeps the invalid entry the refill loaded before the map: even a new page
+        // needs its flush here.
+        "a page mapped live reads its frame",
+    );
 }

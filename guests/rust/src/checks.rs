@@ -4,7 +4,9 @@
 
 use core::sync::atomic::Ordering;
 
-use pagetable::{AccessState, Liveness, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr};
+use pagetable::{
+    AccessState, Liveness, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr,
+};
 
 use crate::frames::{self, BREAKS, BREAKS_SEEN, FREED, Frames};
 use crate::{KERNEL, RW, arch, exec, read, report, write};
@@ -50,7 +52,9 @@ pub fn map_protect_remap() {
     {
         let mut k = kernel();
         let pt = pt!(k);
-        let flush = pt.map(va(PAGE), pa(frame), PageSize::SIZE_4K, RW).expect("map");
+        let flush = pt
+            .map(va(PAGE), pa(frame), PageSize::SIZE_4K, RW)
+            .expect("map");
         pt.flush(flush);
     }
     report(
@@ -87,7 +91,10 @@ pub fn map_protect_remap() {
         let flush = pt.remap(va(PAGE), pa(other)).expect("remap");
         pt.flush(flush);
     }
-    report("remapped live, it reads the new frame", read(PAGE) == Some(99));
+    report(
+        "remapped live, it reads the new frame",
+        read(PAGE) == Some(99),
+    );
 }
 
 pub fn execute() {
@@ -140,7 +147,10 @@ pub fn split_live_block() {
         poke(crate::SPLIT + page * 0x1000, 0x5151_0000 + page);
     }
     let target = crate::SPLIT + 0x3000;
-    let (breaks, seen) = (BREAKS.load(Ordering::SeqCst), BREAKS_SEEN.load(Ordering::SeqCst));
+    let (breaks, seen) = (
+        BREAKS.load(Ordering::SeqCst),
+        BREAKS_SEEN.load(Ordering::SeqCst),
+    );
     {
         let mut k = kernel();
         let pt = pt!(k);
@@ -177,7 +187,12 @@ pub fn access_state() {
         let pt = pt!(k);
         for i in 0..PAGES {
             let flush = pt
-                .map(va(BASE + i * 0x1000), pa(frames::data_page()), PageSize::SIZE_4K, RW)
+                .map(
+                    va(BASE + i * 0x1000),
+                    pa(frames::data_page()),
+                    PageSize::SIZE_4K,
+                    RW,
+                )
                 .expect("map");
             pt.flush(flush);
         }
@@ -247,7 +262,7 @@ pub fn shared_kernel_half(kernel_root: u64) {
     unsafe { arch::switch_root(proc.root_paddr().as_usize() as u64) };
     report(
         "a process table that borrows the kernel half runs the kernel and its own page",
-        read(arch::USER_VA) == Some(0x0_5e55_10e5) && read(crate::DATA) .is_some(),
+        read(arch::USER_VA) == Some(0x0_5e55_10e5) && read(crate::DATA).is_some(),
     );
 
     let kpage = frames::data_page();
@@ -256,7 +271,9 @@ pub fn shared_kernel_half(kernel_root: u64) {
     {
         let mut k = kernel();
         let pt = pt!(k);
-        let flush = pt.map(va(kva), pa(kpage), PageSize::SIZE_4K, RW).expect("kernel page");
+        let flush = pt
+            .map(va(kva), pa(kpage), PageSize::SIZE_4K, RW)
+            .expect("kernel page");
         pt.flush(flush);
     }
     report(
@@ -302,7 +319,10 @@ pub fn unmap_and_free() {
         freed = FREED.load(Ordering::SeqCst);
         flush = pt.unmap(va(PAGE)).expect("unmap").1;
     }
-    report("the emptied tables wait for the flush", FREED.load(Ordering::SeqCst) == freed);
+    report(
+        "the emptied tables wait for the flush",
+        FREED.load(Ordering::SeqCst) == freed,
+    );
     {
         let mut k = kernel();
         pt!(k).flush(flush);

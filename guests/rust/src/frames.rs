@@ -66,7 +66,13 @@ unsafe impl PagingHandler for Frames {
     unsafe fn free_table(&mut self, pa: PhysAddr, bytes: usize) {
         // SAFETY: the crate gives back a frame no walk reaches any more (contract of
         // `free_table`), RAM of `bytes` reached through `arch::phys`.
-        unsafe { core::ptr::write_bytes(crate::arch::phys(pa.as_usize() as u64) as *mut u8, 0xa5, bytes) };
+        unsafe {
+            core::ptr::write_bytes(
+                crate::arch::phys(pa.as_usize() as u64) as *mut u8,
+                0xa5,
+                bytes,
+            )
+        };
         FREED.fetch_add(1, Ordering::SeqCst);
     }
 

@@ -63,7 +63,9 @@ pub fn on_fault(addr: u64, access: Access) -> bool {
             if let Some(pt) = kernel.as_mut() {
                 let frame = frames::data_page();
                 let page = VirtAddr::from((addr & !0xfff) as usize);
-                if let Ok(flush) = pt.map(page, PhysAddr::from(frame as usize), PageSize::SIZE_4K, RW) {
+                if let Ok(flush) =
+                    pt.map(page, PhysAddr::from(frame as usize), PageSize::SIZE_4K, RW)
+                {
                     pt.flush(flush);
                     DEMAND_MAPS.fetch_add(1, Ordering::SeqCst);
                     return true;

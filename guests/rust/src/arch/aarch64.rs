@@ -151,7 +151,9 @@ extern "C" fn trap(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
 fn unexpected(esr: u64, far: u64, elr: u64) -> ! {
     let _ = fmt::Write::write_fmt(
         &mut Console,
-        format_args!("guest: FAIL unexpected exception esr={esr:#x} far={far:#x} elr={elr:#x}\nDONE\n"),
+        format_args!(
+            "guest: FAIL unexpected exception esr={esr:#x} far={far:#x} elr={elr:#x}\nDONE\n"
+        ),
     );
     power_off()
 }

@@ -54,7 +54,7 @@ core::arch::global_asm!(
     "    csrwr $t0, 0xc", // EENTRY
     "    la.pcrel $t0, refill_entry",
     "    bstrpick.d $t0, $t0, 47, 0",
-    "    csrwr $t0, 0x88", // TLBRENTRY: a physical address
+    "    csrwr $t0, 0x88",  // TLBRENTRY: a physical address
     "    csrwr $zero, 0x4", // ECFG: one entry, no interrupts
     // The walk of an empty directory entry reads physical page 0: keep it zero.
     "    li.d $t0, 0x9000000000000000",
@@ -131,7 +131,7 @@ core::arch::global_asm!(
     "    lddir $t0, $t0, 1",
     "    andi $t1, $t0, 0x40", // HUGE
     "    bnez $t1, 1f",
-    "    csrrd $t1, 0x89", // TLBRBADV
+    "    csrrd $t1, 0x89",             // TLBRBADV
     "    bstrpick.d $t1, $t1, 20, 13", // the even/odd pair
     "    slli.d $t1, $t1, 4",
     "    add.d $t0, $t0, $t1",

@@ -221,7 +221,12 @@ extern "C" fn page_fault(frame: &mut Frame) {
 #[unsafe(no_mangle)]
 extern "C" fn other_exception(vector: u64, stack: *const u64) -> ! {
     // SAFETY: the stack holds the CPU's frame (after the error code, for the vectors with one).
-    let rip = unsafe { *stack.add(usize::from(matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30))) };
+    let rip = unsafe {
+        *stack.add(usize::from(matches!(
+            vector,
+            8 | 10..=14 | 17 | 21 | 29 | 30
+        )))
+    };
     report_unexpected(vector, 0, 0, rip)
 }
 
