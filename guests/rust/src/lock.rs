@@ -3,21 +3,22 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
+/// The lock, and which CPU holds it (0: free, else the CPU's number plus one).
 pub struct Lock<T> {
-    held: AtomicBool,
+    held: AtomicUsize,
     value: UnsafeCell<T>,
 }
 
 // SAFETY: the value is reached only through a guard, and one guard exists at a time (`held`
-// is taken with an acquire swap and given back with a release store).
+// is taken with an acquire compare-exchange and given back with a release store).
 unsafe impl<T> Sync for Lock<T> {}
 
 impl<T> Lock<T> {
     pub const fn new(value: T) -> Self {
         Self {
-            held: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             value: UnsafeCell::new(value),
         }
     }
@@ -32,7 +33,18 @@ impl<T> Lock<T> {
     }
 
     pub fn try_lock(&self) -> Option<Guard<'_, T>> {
-        (!self.held.swap(true, Ordering::Acquire)).then_some(Guard { lock: self })
+        let me = crate::arch::cpu_id() + 1;
+        self.held
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            // `then`, not `then_some`: a guard built and dropped on failure would give back
+            // the lock its holder still has.
+            .then(|| Guard { lock: self })
+    }
+
+    /// Whether the CPU running this holds the lock.
+    pub fn held_here(&self) -> bool {
+        self.held.load(Ordering::Relaxed) == crate::arch::cpu_id() + 1
     }
 }
 
@@ -57,6 +69,6 @@ impl<T> DerefMut for Guard<'_, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        self.lock.held.store(false, Ordering::Release);
+        self.lock.held.store(0, Ordering::Release);
     }
 }

@@ -13,6 +13,7 @@
 mod checks;
 mod frames;
 mod lock;
+mod smp;
 
 #[cfg_attr(target_arch = "aarch64", path = "arch/aarch64.rs")]
 #[cfg_attr(target_arch = "riscv64", path = "arch/riscv64.rs")]
@@ -42,8 +43,15 @@ pub enum Access {
     Fetch,
 }
 
-/// Faults the trap entry resolved by skipping the access (the probe reports a fault).
-static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// Per CPU, the faults the trap entry resolved by skipping the access (the probe reports a
+/// fault).
+static SKIPPED: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
+/// Faults found spurious (another CPU's edit in progress) and retried.
+pub static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+
+fn skipped() -> &'static AtomicU64 {
+    &SKIPPED[arch::cpu_id()]
+}
 /// Faults served by mapping a page (demand paging).
 pub static DEMAND_MAPS: AtomicU64 = AtomicU64::new(0);
 
@@ -52,9 +60,29 @@ pub const DEMAND_VA: u64 = 0x2_0000_0000;
 pub const DEMAND_PAGES: u64 = 16;
 
 /// The kernel's fault handler, called by the architecture's trap entry for every translation
-/// fault: `true` when it mapped the page (the access is retried), `false` when the access is
-/// to be skipped as a failed probe.
+/// fault: `true` when the access is to be retried (it mapped the page, or the fault was
+/// spurious), `false` when it is to be skipped as a failed probe.
 pub fn on_fault(addr: u64, access: Access) -> bool {
+    // With other CPUs editing the table, a fault may come from an edit in progress (the break
+    // of a break-before-make): once the edit is done (its lock given back), the access is
+    // retried if the table allows it. A fault while this CPU holds the lock is not served:
+    // the crate itself never faults, so that would be a fault in a half-done edit.
+    if smp::ACTIVE.load(Ordering::SeqCst) && !KERNEL.held_here() {
+        let kernel = KERNEL.lock();
+        let allowed = kernel
+            .as_ref()
+            .and_then(|pt| pt.query(VirtAddr::from(addr as usize)).ok())
+            .is_some_and(|t| match access {
+                Access::Load => t.flags.contains(F::READ),
+                Access::Store => t.flags.contains(F::WRITE),
+                Access::Fetch => t.flags.contains(F::EXECUTE),
+            });
+        if allowed {
+            arch::invalidate_local(addr);
+            SPURIOUS.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+    }
     let demand = (DEMAND_VA..DEMAND_VA + DEMAND_PAGES * 0x1000).contains(&addr);
     if demand && access != Access::Fetch {
         // A fault taken while the kernel holds its table's lock is not served: the crate
@@ -73,7 +101,7 @@ pub fn on_fault(addr: u64, access: Access) -> bool {
             }
         }
     }
-    SKIPPED.fetch_add(1, Ordering::SeqCst);
+    skipped().fetch_add(1, Ordering::SeqCst);
     false
 }
 
@@ -81,27 +109,27 @@ pub const RW: F = F::READ.union(F::WRITE);
 
 /// A load from `va`, or `None` if it faulted.
 pub fn read(va: u64) -> Option<u64> {
-    let before = SKIPPED.load(Ordering::SeqCst);
+    let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the probe instruction's faults are caught by the trap entry, which skips it.
     let value = unsafe { arch::probe_load(va) };
-    (SKIPPED.load(Ordering::SeqCst) == before).then_some(value)
+    (skipped().load(Ordering::SeqCst) == before).then_some(value)
 }
 
 /// A store of `value` to `va`; whether it went through. Only pages the checks map for the
 /// purpose are written.
 pub fn write(va: u64, value: u64) -> bool {
-    let before = SKIPPED.load(Ordering::SeqCst);
+    let before = skipped().load(Ordering::SeqCst);
     // SAFETY: as for `read`.
     unsafe { arch::probe_store(va, value) };
-    SKIPPED.load(Ordering::SeqCst) == before
+    skipped().load(Ordering::SeqCst) == before
 }
 
 /// Calls the code at `va` (a page holding a return instruction); whether the fetch worked.
 pub fn exec(va: u64) -> bool {
-    let before = SKIPPED.load(Ordering::SeqCst);
+    let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the page holds `arch::RET` only; a fetch fault returns to the caller's link.
     unsafe { arch::probe_exec(va) };
-    SKIPPED.load(Ordering::SeqCst) == before
+    skipped().load(Ordering::SeqCst) == before
 }
 
 pub fn report(what: &str, ok: bool) {
@@ -155,6 +183,9 @@ extern "C" fn kmain() -> ! {
         checks::access_state();
     }
     checks::shared_kernel_half(root);
+    if arch::CPUS > 1 {
+        smp::run(root);
+    }
     checks::unmap_and_free();
     let _ = writeln!(Console, "DONE");
     arch::power_off()

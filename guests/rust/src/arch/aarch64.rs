@@ -28,6 +28,9 @@ pub const BREAKS_BEFORE_SPLIT: bool = true;
 /// A fetch from a no-execute page faults (and the fault is delivered).
 pub const NX_FETCH_FAULTS: bool = true;
 
+/// CPUs the guest runs on (QEMU `-smp 4`); the others are started with PSCI CPU_ON.
+pub const CPUS: usize = 4;
+
 /// Where the kernel reaches physical memory: one to one.
 pub fn phys(pa: u64) -> u64 {
     pa
@@ -45,6 +48,18 @@ core::arch::global_asm!(
     "    bl kmain",
     "1:  wfe",
     "    b 1b",
+    // A secondary CPU, started by PSCI CPU_ON with its stack's top as the context.
+    ".global secondary_start",
+    "secondary_start:",
+    "    mov sp, x0",
+    "    adr x1, vectors",
+    "    msr vbar_el1, x1",
+    "    isb",
+    "    mrs x0, mpidr_el1",
+    "    and x0, x0, #0xff",
+    "    bl secondary_main",
+    "2:  wfe",
+    "    b 2b",
     ".balign 2048",
     "vectors:",
     // Current EL with SP_EL0: not used.
@@ -124,6 +139,59 @@ unsafe extern "C" {
     pub fn probe_exec(va: u64);
     static probe_load_at: u8;
     static probe_store_at: u8;
+    static secondary_start: u8;
+}
+
+/// This CPU's number (MPIDR_EL1.Aff0: QEMU virt numbers CPUs 0, 1, ...).
+pub fn cpu_id() -> usize {
+    let mpidr: u64;
+    // SAFETY: reads an ID register.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+    (mpidr & 0xff) as usize
+}
+
+/// Starts CPU `cpu` at `secondary_start` with `stack` as its stack's top (PSCI CPU_ON).
+pub fn start_cpu(cpu: usize, stack: u64) {
+    let result: u64;
+    // SAFETY: PSCI starts the CPU at an entry that sets up its stack and vector first.
+    unsafe {
+        core::arch::asm!(
+            "hvc #0",
+            inout("x0") 0xc400_0003u64 => result,
+            in("x1") cpu as u64,
+            in("x2") &raw const secondary_start as u64,
+            in("x3") stack,
+        )
+    };
+    assert_eq!(result, 0, "PSCI CPU_ON failed");
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(cpu: u64) -> ! {
+    crate::smp::worker(cpu as usize)
+}
+
+/// Invalidation on the other CPUs: nothing to do, the crate's `TLBI ...IS` is broadcast to
+/// the inner-shareable domain and its `DSB ISH` waits for every CPU.
+pub fn shootdown(_range: Option<(u64, u64)>) {}
+
+/// Drops this CPU's translation of `va` (a spurious fault's stale entry).
+pub fn invalidate_local(va: u64) {
+    // SAFETY: a TLB invalidation by VA on this CPU only; touches no memory.
+    unsafe {
+        core::arch::asm!("tlbi vaae1, {}", "dsb nsh", "isb", in(reg) (va >> 12) & ((1 << 44) - 1))
+    };
+}
+
+/// A worker, its MMU on: nothing more to set up here.
+pub fn cpu_ready() {}
+
+/// Stops this CPU for good.
+pub fn park() -> ! {
+    loop {
+        // SAFETY: waits for an event, nothing else.
+        unsafe { core::arch::asm!("wfe") };
+    }
 }
 
 /// The synchronous exception handler: a data or instruction abort from EL1 goes to the

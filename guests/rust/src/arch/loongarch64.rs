@@ -36,6 +36,9 @@ const DMW0: u64 = 0x9000_0000_0000_0000;
 const DMW1: u64 = 0x8000_0000_0000_0000;
 const UART: u64 = DMW1 | 0x1fe0_01e0;
 
+/// CPUs the guest runs on (more: not yet).
+pub const CPUS: usize = 1;
+
 /// Where the kernel reaches physical memory: through DMW0.
 pub fn phys(pa: u64) -> u64 {
     DMW0 | pa
@@ -291,4 +294,31 @@ pub fn power_off() -> ! {
         // SAFETY: waits, nothing else.
         unsafe { core::arch::asm!("idle 0") };
     }
+}
+
+/// This CPU's number: one CPU only, so far.
+pub fn cpu_id() -> usize {
+    0
+}
+
+/// Starting other CPUs: not yet on this architecture (`CPUS` is 1).
+pub fn start_cpu(_cpu: usize, _stack: u64) {
+    unreachable!("one CPU only");
+}
+
+/// Invalidation on the other CPUs: there are none.
+pub fn shootdown(_range: Option<(u64, u64)>) {}
+
+/// Drops this CPU's translation of `va` (a spurious fault's stale entry).
+pub fn invalidate_local(va: u64) {
+    // SAFETY: a TLB invalidation by VA on this CPU only; touches no memory.
+    unsafe { core::arch::asm!("invtlb 0x5, $zero, {}", in(reg) va) };
+}
+
+/// A worker, its MMU on: nothing more to set up here.
+pub fn cpu_ready() {}
+
+/// Stops this CPU for good.
+pub fn park() -> ! {
+    power_off()
 }

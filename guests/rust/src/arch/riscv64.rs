@@ -4,6 +4,7 @@
 //! the SiFive test device.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use pagetable::Sv39;
 
@@ -16,7 +17,10 @@ pub const RAM: u64 = 0x8000_0000;
 /// The NS16550 UART and the SiFive test device (power-off), mapped as device memory.
 const CONSOLE: u64 = 0x1000_0000;
 const TEST_DEVICE: u64 = 0x10_0000;
-pub const DEVICES: &[u64] = &[CONSOLE, TEST_DEVICE];
+/// The CLINT's machine software-interrupt registers, one 32-bit word per hart: a shootdown
+/// IPI is a store there.
+const CLINT_MSIP: u64 = 0x200_0000;
+pub const DEVICES: &[u64] = &[CONSOLE, TEST_DEVICE, CLINT_MSIP];
 /// The root entries the kernel shares with processes: Sv39's are 1 GiB, and the devices (in
 /// the first) and RAM (in the third) must both be in the kernel's half.
 pub const KERNEL_HALF: (u64, u64) = (0, 3 << 30);
@@ -31,6 +35,9 @@ pub const BREAKS_BEFORE_SPLIT: bool = false;
 /// A fetch from a no-execute page faults (and the fault is delivered).
 pub const NX_FETCH_FAULTS: bool = true;
 
+/// Harts the guest runs on (QEMU `-smp 4`); the others wait in M-mode for a stack.
+pub const CPUS: usize = 4;
+
 /// Where the kernel reaches physical memory: one to one.
 pub fn phys(pa: u64) -> u64 {
     pa
@@ -40,13 +47,15 @@ core::arch::global_asm!(
     ".section .text.boot",
     ".global _start",
     "_start:",
-    // One hart runs the kernel; any other waits.
-    "    csrr t0, mhartid",
-    "    bnez t0, 9f",
-    "    la sp, __stack_top",
+    // Every hart: M-mode set up for S-mode (PMP open, Svpbmt and Svadu on, page faults
+    // delegated, the machine software interrupt on for shootdowns), its hart number in `tp`.
+    "    csrr tp, mhartid",
     "    la t0, m_trap",
     "    csrw mtvec, t0",
-    // PMP: all of memory, RWX, for S-mode.
+    "    la t0, m_save",
+    "    slli t1, tp, 5",
+    "    add t0, t0, t1",
+    "    csrw mscratch, t0",
     "    li t0, -1",
     "    csrw pmpaddr0, t0",
     "    li t0, 0x1f",
@@ -58,6 +67,8 @@ core::arch::global_asm!(
     // Instruction, load and store page faults go to S-mode.
     "    li t0, (1 << 12) | (1 << 13) | (1 << 15)",
     "    csrw medeleg, t0",
+    "    li t0, 1 << 3", // MSIE
+    "    csrw mie, t0",
     "    la t0, s_trap",
     "    csrw stvec, t0",
     "    csrw satp, zero",
@@ -65,11 +76,22 @@ core::arch::global_asm!(
     "    csrc mstatus, t0",
     "    li t0, 1 << 11", // MPP = S
     "    csrs mstatus, t0",
+    "    bnez tp, 2f",
+    // Hart 0: the kernel, on the image's stack.
+    "    la sp, __stack_top",
     "    la t0, kmain",
     "    csrw mepc, t0",
     "    mret",
-    "9:  wfi",
-    "    j 9b",
+    // Any other hart waits for its stack in `start_stacks`, then runs a worker.
+    "2:  la t0, start_stacks",
+    "    slli t1, tp, 3",
+    "    add t0, t0, t1",
+    "3:  ld sp, 0(t0)",
+    "    beqz sp, 3b",
+    "    mv a0, tp",
+    "    la t0, secondary_main",
+    "    csrw mepc, t0",
+    "    mret",
     // S-mode traps: saves every register a Rust call may clobber, lets the kernel handle the
     // fault and resumes where it says.
     ".balign 4",
@@ -115,10 +137,33 @@ core::arch::global_asm!(
     "    ld a7, 120(sp)",
     "    addi sp, sp, 128",
     "    sret",
-    // M-mode traps are not expected: report and stop.
+    // M-mode traps: the machine software interrupt is a shootdown (drop every translation of
+    // this hart, acknowledge); anything else is not expected: report and stop.
     ".balign 4",
     "m_trap:",
-    "    csrr a0, mcause",
+    "    csrrw t0, mscratch, t0",
+    "    sd t1, 0(t0)",
+    "    sd t2, 8(t0)",
+    "    csrr t1, mcause",
+    "    li t2, (1 << 63) | 3",
+    "    bne t1, t2, 4f",
+    "    csrr t1, mhartid",
+    "    slli t1, t1, 2",
+    "    li t2, 0x2000000", // CLINT msip
+    "    add t1, t1, t2",
+    "    sw zero, 0(t1)",
+    "    sfence.vma",
+    "    la t1, shootdown_acks",
+    "    li t2, 1",
+    ".option push",
+    ".option arch, +a",
+    "    amoadd.d zero, t2, (t1)",
+    ".option pop",
+    "    ld t1, 0(t0)",
+    "    ld t2, 8(t0)",
+    "    csrrw t0, mscratch, t0",
+    "    mret",
+    "4:  csrr a0, mcause",
     "    csrr a1, mtval",
     "    csrr a2, mepc",
     "    j m_trap_report",
@@ -244,5 +289,65 @@ pub fn power_off() -> ! {
     unsafe { core::ptr::write_volatile(TEST_DEVICE as *mut u32, 0x5555) };
     loop {
         core::hint::spin_loop();
+    }
+}
+
+/// M-mode save areas (one per hart, through `mscratch`), the stacks that start the other
+/// harts, and the shootdowns acknowledged.
+#[unsafe(no_mangle)]
+static mut m_save: [[u64; 4]; crate::smp::MAX_CPUS] = [[0; 4]; crate::smp::MAX_CPUS];
+#[unsafe(no_mangle)]
+static start_stacks: [AtomicU64; crate::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+#[unsafe(no_mangle)]
+static shootdown_acks: AtomicU64 = AtomicU64::new(0);
+
+/// This hart's number (kept in `tp` since boot).
+pub fn cpu_id() -> usize {
+    let hart: usize;
+    // SAFETY: reads a register that nothing else writes.
+    unsafe { core::arch::asm!("mv {}, tp", out(reg) hart, options(nomem, nostack)) };
+    hart
+}
+
+/// Starts hart `cpu`, waiting in M-mode, with `stack` as its stack's top.
+pub fn start_cpu(cpu: usize, stack: u64) {
+    start_stacks[cpu].store(stack, Ordering::SeqCst);
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(hart: u64) -> ! {
+    crate::smp::worker(hart as usize)
+}
+
+/// The other harts drop their translations: `sfence.vma` does not reach them, so each gets a
+/// machine software interrupt (a store to its CLINT word) whose handler runs `sfence.vma`
+/// (everything: the range is not passed) and acknowledges; this waits for every one.
+pub fn shootdown(_range: Option<(u64, u64)>) {
+    let before = shootdown_acks.load(Ordering::SeqCst);
+    let me = cpu_id();
+    for hart in (0..CPUS).filter(|&h| h != me) {
+        // SAFETY: the hart's CLINT word, mapped as device memory.
+        unsafe { core::ptr::write_volatile((CLINT_MSIP + 4 * hart as u64) as *mut u32, 1) };
+    }
+    while shootdown_acks.load(Ordering::SeqCst) < before + (CPUS as u64 - 1) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Drops this CPU's translation of `va` (a spurious fault's stale entry).
+pub fn invalidate_local(va: u64) {
+    // SAFETY: a TLB invalidation by VA on this hart only; touches no memory.
+    unsafe { core::arch::asm!("sfence.vma {}, zero", in(reg) va) };
+}
+
+/// A worker, its MMU on: nothing more to set up here.
+pub fn cpu_ready() {}
+
+/// Stops this hart for good.
+pub fn park() -> ! {
+    loop {
+        // SAFETY: waits, nothing else.
+        unsafe { core::arch::asm!("wfi") };
     }
 }

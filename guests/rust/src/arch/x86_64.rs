@@ -4,6 +4,7 @@
 //! ACPI power-off.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagetable::X86_64;
 
@@ -13,8 +14,10 @@ use crate::Access;
 pub type Mode = X86_64;
 /// The RAM the kernel maps, from its image at 2 MiB.
 pub const RAM: u64 = 0x20_0000;
-/// No device memory: the console is an I/O port.
-pub const DEVICES: &[u64] = &[];
+/// The local APIC (xAPIC registers), mapped as device memory: IPIs are sent through it. The
+/// console is an I/O port.
+const LAPIC: u64 = 0xfee0_0000;
+pub const DEVICES: &[u64] = &[LAPIC];
 /// The root entry the kernel shares with processes (512 GiB, RAM in it), a page the kernel maps
 /// in it while a process runs, and a process's own page (the next root entry).
 pub const KERNEL_HALF: (u64, u64) = (0, 1 << 39);
@@ -30,6 +33,9 @@ pub const BREAKS_BEFORE_SPLIT: bool = false;
 pub const NX_FETCH_FAULTS: bool = true;
 
 const COM1: u16 = 0x3f8;
+
+/// CPUs the guest runs on (QEMU `-smp 4`); the others are started with INIT and SIPI.
+pub const CPUS: usize = 4;
 
 /// Where the kernel reaches physical memory: one to one.
 pub fn phys(pa: u64) -> u64 {
@@ -48,6 +54,11 @@ core::arch::global_asm!(
     "_start:",
     "    cli",
     "    movl $__stack_top, %esp",
+    // The other CPUs start in real mode at 0x8000 (SIPI vector 8): the trampoline goes there.
+    "    movl $ap_trampoline, %esi",
+    "    movl $0x8000, %edi",
+    "    movl $(ap_trampoline_end - ap_trampoline), %ecx",
+    "    rep movsb",
     // Boot tables: the first 1 GiB one to one in 2 MiB pages (P | RW | PS).
     "    movl $boot_pd, %edi",
     "    xorl %ecx, %ecx",
@@ -87,6 +98,43 @@ core::arch::global_asm!(
     "    call kmain",
     "3:  hlt",
     "    jmp 3b",
+    // Another CPU, from real mode straight into long mode on the boot tables (the same CR4,
+    // EFER and CR0 bits as the boot CPU), then to `secondary_main` on the stack in `ap_stack`.
+    ".code16",
+    "ap_trampoline:",
+    "    cli",
+    "    xorw %ax, %ax",
+    "    movw %ax, %ds",
+    "    lgdtl (ap_gdt_ptr - ap_trampoline + 0x8000)",
+    "    movl %cr4, %eax",
+    "    orl $((1 << 5) | (1 << 7)), %eax",
+    "    movl %eax, %cr4",
+    "    movl $boot_pml4, %eax",
+    "    movl %eax, %cr3",
+    "    movl $0xC0000080, %ecx",
+    "    rdmsr",
+    "    orl $((1 << 8) | (1 << 11)), %eax",
+    "    wrmsr",
+    "    movl %cr0, %eax",
+    "    orl $((1 << 31) | (1 << 16) | 1), %eax",
+    "    movl %eax, %cr0",
+    "    ljmpl $0x08, $ap_long_mode",
+    ".balign 8",
+    "ap_gdt_ptr:",
+    ".word gdt_ptr - gdt - 1",
+    ".long gdt",
+    "ap_trampoline_end:",
+    ".code64",
+    "ap_long_mode:",
+    "    movw $0x10, %ax",
+    "    movw %ax, %ds",
+    "    movw %ax, %es",
+    "    movw %ax, %ss",
+    "    movq ap_stack(%rip), %rsp",
+    "    movq $0, ap_stack(%rip)",
+    "    call secondary_main",
+    "4:  hlt",
+    "    jmp 4b",
     // #PF: saves every register a Rust call may clobber and lets the kernel handle the fault
     // with the interrupt frame in hand (it may change RIP and RSP).
     ".text",
@@ -115,6 +163,18 @@ core::arch::global_asm!(
     "    popq %rcx",
     "    popq %rax",
     "    addq $8, %rsp",
+    "    iretq",
+    // A shootdown IPI: drops this CPU's translations (a CR3 reload: the kernel's leaves are not
+    // global), acknowledges, and signals the end of the interrupt to the local APIC.
+    ".global vec_shootdown",
+    "vec_shootdown:",
+    "    pushq %rax",
+    "    movq %cr3, %rax",
+    "    movq %rax, %cr3",
+    "    lock incq shootdown_acks(%rip)",
+    "    movl $0xFEE000B0, %eax",
+    "    movl $0, (%rax)",
+    "    popq %rax",
     "    iretq",
     // Every other exception: its vector, then a report (no return).
     ".global vec_other",
@@ -172,6 +232,7 @@ unsafe extern "C" {
     static probe_store_after: u8;
     static vec_pf: u8;
     static vec_other: u8;
+    static vec_shootdown: u8;
 }
 
 /// What `vec_pf` leaves on the stack: the saved registers, the error code, the CPU's frame.
@@ -240,27 +301,35 @@ fn report_unexpected(vector: u64, error: u64, cr2: u64, rip: u64) -> ! {
     power_off()
 }
 
-/// The IDT: every vector to its report, #PF to `vec_pf`.
-static mut IDT: [[u64; 2]; 32] = [[0; 2]; 32];
+/// The IDT: every exception to its report, #PF to `vec_pf` (a trap gate: interrupts stay on,
+/// so a CPU waiting in its fault handler for the kernel's lock still takes the shootdown IPI
+/// of the CPU holding it), the shootdown vector to `vec_shootdown`.
+static mut IDT: [[u64; 2]; 256] = [[0; 2]; 256];
+static IDT_FILLED: AtomicBool = AtomicBool::new(false);
+const SHOOTDOWN_VECTOR: u64 = 0xf0;
 
-fn gate(handler: u64) -> [u64; 2] {
-    let low = (handler & 0xffff) | 0x08 << 16 | 0x8e00 << 32 | (handler >> 16 & 0xffff) << 48;
+fn gate(handler: u64, kind: u64) -> [u64; 2] {
+    let low = (handler & 0xffff) | 0x08 << 16 | kind << 40 | (handler >> 16 & 0xffff) << 48;
     [low, handler >> 32]
 }
 
 fn load_idt() {
     let other = &raw const vec_other as u64;
-    // SAFETY: the boot CPU fills the IDT once, before any exception is expected, and loads it.
+    // SAFETY: the boot CPU fills the IDT once, before any other CPU runs or any exception is
+    // expected; every CPU loads it.
     unsafe {
         let idt = &mut *(&raw mut IDT);
-        for (v, entry) in idt.iter_mut().enumerate() {
-            *entry = gate(other + 16 * v as u64);
+        if !IDT_FILLED.swap(true, Ordering::SeqCst) {
+            for (v, entry) in idt.iter_mut().take(32).enumerate() {
+                *entry = gate(other + 16 * v as u64, 0x8e);
+            }
+            idt[14] = gate(&raw const vec_pf as u64, 0x8f);
+            idt[SHOOTDOWN_VECTOR as usize] = gate(&raw const vec_shootdown as u64, 0x8e);
         }
-        idt[14] = gate(&raw const vec_pf as u64);
         let pointer: [u16; 5] = {
             let base = idt.as_ptr() as u64;
             [
-                (32 * 16 - 1) as u16,
+                (256 * 16 - 1) as u16,
                 base as u16,
                 (base >> 16) as u16,
                 (base >> 32) as u16,
@@ -322,6 +391,81 @@ pub fn power_off() -> ! {
     unsafe { core::arch::asm!("out dx, ax", in("dx") 0x604u16, in("ax") 0x2000u16) };
     loop {
         // SAFETY: waits with interrupts off.
+        unsafe { core::arch::asm!("cli", "hlt") };
+    }
+}
+
+/// The stack of the CPU being started (it takes it and sets this back to 0), and the
+/// shootdowns acknowledged.
+#[unsafe(no_mangle)]
+static ap_stack: AtomicU64 = AtomicU64::new(0);
+#[unsafe(no_mangle)]
+static shootdown_acks: AtomicU64 = AtomicU64::new(0);
+
+/// This CPU's number: its initial APIC ID (QEMU numbers them 0, 1, ...).
+pub fn cpu_id() -> usize {
+    (core::arch::x86_64::__cpuid(1).ebx >> 24) as usize
+}
+
+fn lapic(register: u64) -> *mut u32 {
+    (LAPIC + register) as *mut u32
+}
+
+/// Starts CPU `cpu` (APIC ID) with `stack` as its stack's top: INIT, then a start-up IPI to
+/// the trampoline at 0x8000; waits until it has taken the stack.
+pub fn start_cpu(cpu: usize, stack: u64) {
+    ap_stack.store(stack, Ordering::SeqCst);
+    // SAFETY: the local APIC's interrupt command register, mapped as device memory.
+    unsafe {
+        core::ptr::write_volatile(lapic(0x310), (cpu as u32) << 24);
+        core::ptr::write_volatile(lapic(0x300), 0x4500); // INIT
+        for _ in 0..2 {
+            core::ptr::write_volatile(lapic(0x310), (cpu as u32) << 24);
+            core::ptr::write_volatile(lapic(0x300), 0x4608); // SIPI, vector 8: 0x8000
+        }
+    }
+    while ap_stack.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main() -> ! {
+    crate::smp::worker(cpu_id())
+}
+
+/// A worker, its MMU on: its local APIC takes interrupts, and interrupts are on.
+pub fn cpu_ready() {
+    // SAFETY: the spurious-interrupt register's enable bit; then interrupts on, with the IDT
+    // loaded.
+    unsafe {
+        core::ptr::write_volatile(lapic(0xf0), 0x1ff);
+        core::arch::asm!("sti");
+    }
+}
+
+/// The other CPUs drop their translations: `invlpg` does not reach them, so each gets the
+/// shootdown IPI (all but this one), whose handler reloads CR3 (everything: the range is not
+/// passed) and acknowledges; this waits for every one.
+pub fn shootdown(_range: Option<(u64, u64)>) {
+    let before = shootdown_acks.load(Ordering::SeqCst);
+    // SAFETY: the interrupt command register: fixed vector, all excluding self.
+    unsafe { core::ptr::write_volatile(lapic(0x300), 0xc_0000 | SHOOTDOWN_VECTOR as u32) };
+    while shootdown_acks.load(Ordering::SeqCst) < before + (CPUS as u64 - 1) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Drops this CPU's translation of `va` (a spurious fault's stale entry).
+pub fn invalidate_local(va: u64) {
+    // SAFETY: a TLB invalidation on this CPU only; touches no memory.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) va) };
+}
+
+/// Stops this CPU for good (interrupts off: no shootdown reaches it any more).
+pub fn park() -> ! {
+    loop {
+        // SAFETY: halts with interrupts off.
         unsafe { core::arch::asm!("cli", "hlt") };
     }
 }
