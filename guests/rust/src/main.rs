@@ -68,7 +68,7 @@ pub fn on_fault(addr: u64, access: Access) -> bool {
     // retried if the table allows it. A fault while this CPU holds the lock is not served:
     // the crate itself never faults, so that would be a fault in a half-done edit.
     if smp::ACTIVE.load(Ordering::SeqCst) && !KERNEL.held_here() {
-        let kernel = KERNEL.lock();
+        let kernel = arch::with_interrupts(|| KERNEL.lock());
         let allowed = kernel
             .as_ref()
             .and_then(|pt| pt.query(VirtAddr::from(addr as usize)).ok())

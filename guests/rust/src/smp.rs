@@ -309,10 +309,6 @@ fn split() {
 }
 
 /// A worker, once its architecture's entry has a stack and its trap entry.
-#[cfg_attr(
-    target_arch = "loongarch64",
-    expect(dead_code, reason = "LoongArch runs one CPU so far")
-)]
 pub fn worker(cpu: usize) -> ! {
     // SAFETY: the kernel's table maps this code, its stack and the devices where they are.
     unsafe { arch::mmu_on(ROOT.load(Ordering::SeqCst)) };

@@ -175,6 +175,12 @@ extern "C" fn secondary_main(cpu: u64) -> ! {
 /// the inner-shareable domain and its `DSB ISH` waits for every CPU.
 pub fn shootdown(_range: Option<(u64, u64)>) {}
 
+/// Runs `f`, which waits for the kernel's lock, where another CPU's shootdown can still
+/// reach this one: no IPIs here: the crate's invalidation is broadcast.
+pub fn with_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Drops this CPU's translation of `va` (a spurious fault's stale entry).
 pub fn invalidate_local(va: u64) {
     // SAFETY: a TLB invalidation by VA on this CPU only; touches no memory.

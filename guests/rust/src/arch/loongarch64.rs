@@ -5,6 +5,7 @@
 //! to the kernel's fault handler.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use pagetable::LoongArch64;
 
@@ -36,8 +37,9 @@ const DMW0: u64 = 0x9000_0000_0000_0000;
 const DMW1: u64 = 0x8000_0000_0000_0000;
 const UART: u64 = DMW1 | 0x1fe0_01e0;
 
-/// CPUs the guest runs on (more: not yet).
-pub const CPUS: usize = 1;
+/// CPUs the guest runs on (QEMU `-smp 4`); the others wait in QEMU's boot code for a mailbox
+/// address and an IPI.
+pub const CPUS: usize = 4;
 
 /// Where the kernel reaches physical memory: through DMW0.
 pub fn phys(pa: u64) -> u64 {
@@ -69,6 +71,29 @@ core::arch::global_asm!(
     "    bl kmain",
     "2:  idle 0",
     "    b 2b",
+    // Another CPU, sent here (direct-address mode) by the mailbox: the same windows and
+    // entries as the boot CPU, its stack from `start_stacks`.
+    ".global secondary_start",
+    "secondary_start:",
+    "    li.d $t0, 0x9000000000000011",
+    "    csrwr $t0, 0x180",
+    "    li.d $t0, 0x8000000000000001",
+    "    csrwr $t0, 0x181",
+    "    la.pcrel $t0, exception_entry",
+    "    csrwr $t0, 0xc",
+    "    la.pcrel $t0, refill_entry",
+    "    bstrpick.d $t0, $t0, 47, 0",
+    "    csrwr $t0, 0x88",
+    "    csrwr $zero, 0x4",
+    "    csrrd $a0, 0x20", // CPUID
+    "    andi $a0, $a0, 0x1ff",
+    "    la.pcrel $t0, start_stacks",
+    "    slli.d $t1, $a0, 3",
+    "    add.d $t0, $t0, $t1",
+    "    ld.d $sp, $t0, 0",
+    "    bl secondary_main",
+    "3:  idle 0",
+    "    b 3b",
     // General exceptions: saves every register a Rust call may clobber, lets the kernel
     // handle the fault and resumes where it says.
     ".balign 4096",
@@ -92,12 +117,16 @@ core::arch::global_asm!(
     "    st.d $t6, $sp, 120",
     "    st.d $t7, $sp, 128",
     "    st.d $t8, $sp, 136",
+    "    csrrd $t0, 0x1", // PRMD: kept across a nested interrupt
+    "    st.d $t0, $sp, 144",
     "    csrrd $a0, 0x5", // ESTAT
     "    csrrd $a1, 0x7", // BADV
     "    csrrd $a2, 0x6", // ERA
     "    move $a3, $ra",
     "    bl trap",
     "    csrwr $a0, 0x6",
+    "    ld.d $t0, $sp, 144",
+    "    csrwr $t0, 0x1",
     "    ld.d $ra, $sp, 0",
     "    ld.d $a0, $sp, 8",
     "    ld.d $a1, $sp, 16",
@@ -188,6 +217,10 @@ unsafe extern "C" {
 /// the probe). Anything else ends the run.
 #[unsafe(no_mangle)]
 extern "C" fn trap(estat: u64, badv: u64, era: u64, ra: u64) -> u64 {
+    if estat >> 16 & 0x3f == 0 && estat & (1 << 12) != 0 {
+        shootdown_ipi();
+        return era;
+    }
     let access = match estat >> 16 & 0x3f {
         0x1 | 0x5 => Access::Load,  // PIL, PNR
         0x2 | 0x4 => Access::Store, // PIS, PME
@@ -296,27 +329,125 @@ pub fn power_off() -> ! {
     }
 }
 
-/// This CPU's number: one CPU only, so far.
+/// The stacks that start the other CPUs, and the shootdowns acknowledged.
+#[unsafe(no_mangle)]
+static start_stacks: [AtomicU64; crate::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+static SHOOTDOWN_ACKS: AtomicU64 = AtomicU64::new(0);
+
+unsafe extern "C" {
+    static secondary_start: u8;
+}
+
+/// IOCSR registers of the inter-processor interrupt block: this CPU's status, enable and
+/// clear words, and the send registers.
+const IPI_STATUS: u64 = 0x1000;
+const IPI_ENABLE: u64 = 0x1004;
+const IPI_CLEAR: u64 = 0x100c;
+const IPI_SEND: u64 = 0x1040;
+const MAIL_SEND: u64 = 0x1048;
+
+fn iocsr_write(register: u64, value: u64) {
+    // SAFETY: a write to an IPI register of the IOCSR space; no memory is touched.
+    unsafe { core::arch::asm!("iocsrwr.d {}, {}", in(reg) value, in(reg) register) };
+}
+
+fn iocsr_write32(register: u64, value: u32) {
+    // SAFETY: as for `iocsr_write`.
+    unsafe { core::arch::asm!("iocsrwr.w {}, {}", in(reg) value, in(reg) register) };
+}
+
+fn iocsr_read32(register: u64) -> u32 {
+    let value: u32;
+    // SAFETY: a read of an IPI register.
+    unsafe { core::arch::asm!("iocsrrd.w {}, {}", out(reg) value, in(reg) register) };
+    value
+}
+
+/// This CPU's number (CSR.CPUID).
 pub fn cpu_id() -> usize {
-    0
+    let id: u64;
+    // SAFETY: reads a CSR.
+    unsafe { core::arch::asm!("csrrd {}, 0x20", out(reg) id, options(nomem, nostack)) };
+    (id & 0x1ff) as usize
 }
 
-/// Starting other CPUs: not yet on this architecture (`CPUS` is 1).
-pub fn start_cpu(_cpu: usize, _stack: u64) {
-    unreachable!("one CPU only");
+/// Starts CPU `cpu`, waiting in QEMU's boot code, with `stack` as its stack's top: the entry
+/// address goes into its mailbox (high word first: the boot code wakes on a non-zero low
+/// word), then an IPI wakes it.
+pub fn start_cpu(cpu: usize, stack: u64) {
+    start_stacks[cpu].store(stack, Ordering::SeqCst);
+    let entry = &raw const secondary_start as u64;
+    let to = (cpu as u64) << 16;
+    iocsr_write(MAIL_SEND, (entry >> 32) << 32 | to | 4);
+    iocsr_write(MAIL_SEND, (entry & 0xffff_ffff) << 32 | to);
+    iocsr_write(IPI_SEND, to);
 }
 
-/// Invalidation on the other CPUs: there are none.
-pub fn shootdown(_range: Option<(u64, u64)>) {}
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(cpu: u64) -> ! {
+    crate::smp::worker(cpu as usize)
+}
+
+/// A worker, its MMU on: its IPIs enabled, and interrupts on.
+pub fn cpu_ready() {
+    iocsr_write32(IPI_ENABLE, u32::MAX);
+    // SAFETY: ECFG.LIE bit 12 (IPI), then CRMD.IE; the exception entry handles the IPI.
+    unsafe {
+        core::arch::asm!(
+            "li.d {t}, 1 << 12",
+            "csrxchg {t}, {t}, 0x4",
+            "li.d {t}, 1 << 2",
+            "csrxchg {t}, {t}, 0x0",
+            t = out(reg) _,
+        )
+    };
+}
+
+/// The shootdown IPI on a worker: acknowledge the interrupt, drop every translation (the
+/// range is not passed), count it.
+fn shootdown_ipi() {
+    iocsr_write32(IPI_CLEAR, iocsr_read32(IPI_STATUS));
+    // SAFETY: drops this CPU's TLB entries; touches no memory.
+    unsafe { core::arch::asm!("dbar 0", "invtlb 0x0, $zero, $zero") };
+    SHOOTDOWN_ACKS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The other CPUs drop their translations: `invtlb` does not reach them, so each gets an IPI
+/// whose handler runs `invtlb` and acknowledges; this waits for every one.
+pub fn shootdown(_range: Option<(u64, u64)>) {
+    let before = SHOOTDOWN_ACKS.load(Ordering::SeqCst);
+    let me = cpu_id();
+    for cpu in (0..CPUS).filter(|&c| c != me) {
+        iocsr_write(IPI_SEND, (cpu as u64) << 16);
+    }
+    while SHOOTDOWN_ACKS.load(Ordering::SeqCst) < before + (CPUS as u64 - 1) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Runs `f` with interrupts on: a CPU waiting in its fault handler for the kernel's lock must
+/// still take the shootdown IPI of the CPU holding it (the exception entry saves ERA and PRMD,
+/// so the nested interrupt loses nothing).
+pub fn with_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let crmd: u64;
+    // SAFETY: sets CRMD.IE, keeping what it was.
+    unsafe {
+        core::arch::asm!("li.d {t}, 1 << 2", "csrxchg {t}, {t}, 0x0", t = inout(reg) 0u64 => crmd)
+    };
+    let result = f();
+    // SAFETY: puts CRMD.IE back.
+    unsafe {
+        core::arch::asm!("li.d {m}, 1 << 2", "csrxchg {v}, {m}, 0x0", v = inout(reg) crmd => _, m = out(reg) _)
+    };
+    result
+}
 
 /// Drops this CPU's translation of `va` (a spurious fault's stale entry).
 pub fn invalidate_local(va: u64) {
-    // SAFETY: a TLB invalidation by VA on this CPU only; touches no memory.
+    // SAFETY: a TLB invalidation on this CPU only; touches no memory.
     unsafe { core::arch::asm!("invtlb 0x5, $zero, {}", in(reg) va) };
 }
-
-/// A worker, its MMU on: nothing more to set up here.
-pub fn cpu_ready() {}
 
 /// Stops this CPU for good.
 pub fn park() -> ! {

@@ -335,6 +335,12 @@ pub fn shootdown(_range: Option<(u64, u64)>) {
     }
 }
 
+/// Runs `f`, which waits for the kernel's lock, where another CPU's shootdown can still
+/// reach this one: the shootdown is a machine-mode interrupt, taken in S-mode whatever its interrupt enable.
+pub fn with_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Drops this CPU's translation of `va` (a spurious fault's stale entry).
 pub fn invalidate_local(va: u64) {
     // SAFETY: a TLB invalidation by VA on this hart only; touches no memory.

@@ -456,6 +456,12 @@ pub fn shootdown(_range: Option<(u64, u64)>) {
     }
 }
 
+/// Runs `f`, which waits for the kernel's lock, where another CPU's shootdown can still
+/// reach this one: #PF is a trap gate: interrupts stay as they were, on in a worker.
+pub fn with_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Drops this CPU's translation of `va` (a spurious fault's stale entry).
 pub fn invalidate_local(va: u64) {
     // SAFETY: a TLB invalidation on this CPU only; touches no memory.
