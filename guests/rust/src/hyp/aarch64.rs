@@ -1,0 +1,311 @@
+//! The AArch64 hypervisor at EL2 (QEMU `virt,virtualization=on`), EL2 untranslated: the
+//! stage 2 registers, the world switch to the guest at EL1 (its MMU off) and back on its `hvc`
+//! or a stage 2 abort, the PL011 console, PSCI power-off.
+
+use core::fmt;
+
+use pagetable::{AArch64S2, Ipa40};
+
+/// Stage 2 with a 40-bit IPA space.
+pub type Mode = AArch64S2<Ipa40>;
+/// QEMU virt's RAM.
+pub const RAM: u64 = 0x4000_0000;
+const CONSOLE: u64 = 0x0900_0000;
+
+/// The guest's registers x0-x30 while the hypervisor runs; the hypervisor's stack pointer and
+/// callee-saved registers while the guest runs.
+#[unsafe(no_mangle)]
+static mut guest_regs: [u64; 31] = [0; 31];
+#[unsafe(no_mangle)]
+static mut hyp_sp: u64 = 0;
+
+core::arch::global_asm!(
+    ".section .text.boot",
+    ".global _start",
+    "_start:",
+    "    ldr x30, =__stack_top",
+    "    mov sp, x30",
+    "    adr x0, hyp_vectors",
+    "    msr vbar_el2, x0",
+    "    isb",
+    "    bl hyp_main",
+    "1:  wfe",
+    "    b 1b",
+    ".balign 2048",
+    "hyp_vectors:",
+    ".rept 4",
+    ".balign 128",
+    "b .",
+    ".endr",
+    // Current EL with SP_EL2: an exception of the hypervisor's own is a bug.
+    ".balign 128",
+    "b hyp_fault",
+    ".rept 3",
+    ".balign 128",
+    "b .",
+    ".endr",
+    // Lower EL, AArch64: synchronous, the guest's exits.
+    ".balign 128",
+    "b from_guest",
+    ".rept 3",
+    ".balign 128",
+    "b .",
+    ".endr",
+    ".rept 4",
+    ".balign 128",
+    "b .",
+    ".endr",
+    // run_guest_asm(): saves the hypervisor's callee-saved registers and stack pointer, loads
+    // the guest's registers and enters it; returns when the guest exits for good (its hvc).
+    ".global run_guest_asm",
+    "run_guest_asm:",
+    "    stp x19, x20, [sp, #-96]!",
+    "    stp x21, x22, [sp, #16]",
+    "    stp x23, x24, [sp, #32]",
+    "    stp x25, x26, [sp, #48]",
+    "    stp x27, x28, [sp, #64]",
+    "    stp x29, x30, [sp, #80]",
+    "    adr x0, hyp_sp",
+    "    mov x1, sp",
+    "    str x1, [x0]",
+    "enter_guest:",
+    "    adr x30, guest_regs",
+    "    ldp x0, x1, [x30, #0]",
+    "    ldp x2, x3, [x30, #16]",
+    "    ldp x4, x5, [x30, #32]",
+    "    ldp x6, x7, [x30, #48]",
+    "    ldp x8, x9, [x30, #64]",
+    "    ldp x10, x11, [x30, #80]",
+    "    ldp x12, x13, [x30, #96]",
+    "    ldp x14, x15, [x30, #112]",
+    "    ldp x16, x17, [x30, #128]",
+    "    ldp x18, x19, [x30, #144]",
+    "    ldp x20, x21, [x30, #160]",
+    "    ldp x22, x23, [x30, #176]",
+    "    ldp x24, x25, [x30, #192]",
+    "    ldp x26, x27, [x30, #208]",
+    "    ldp x28, x29, [x30, #224]",
+    "    ldr x30, [x30, #240]",
+    "    eret",
+    // An exit: the guest's registers saved, the hypervisor decides (Rust), then either the
+    // guest resumes or run_guest_asm returns.
+    "from_guest:",
+    "    stp x29, x30, [sp, #-16]!",
+    "    adr x30, guest_regs",
+    "    stp x0, x1, [x30, #0]",
+    "    stp x2, x3, [x30, #16]",
+    "    stp x4, x5, [x30, #32]",
+    "    stp x6, x7, [x30, #48]",
+    "    stp x8, x9, [x30, #64]",
+    "    stp x10, x11, [x30, #80]",
+    "    stp x12, x13, [x30, #96]",
+    "    stp x14, x15, [x30, #112]",
+    "    stp x16, x17, [x30, #128]",
+    "    stp x18, x19, [x30, #144]",
+    "    stp x20, x21, [x30, #160]",
+    "    stp x22, x23, [x30, #176]",
+    "    stp x24, x25, [x30, #192]",
+    "    stp x26, x27, [x30, #208]",
+    "    ldp x0, x1, [sp], #16",
+    "    stp x28, x0, [x30, #224]",
+    "    str x1, [x30, #240]",
+    "    mrs x0, esr_el2",
+    "    mrs x1, far_el2",
+    "    mrs x2, hpfar_el2",
+    "    mrs x3, elr_el2",
+    "    bl guest_exit",
+    "    cbz x0, enter_guest",
+    "    adr x0, hyp_sp",
+    "    ldr x0, [x0]",
+    "    mov sp, x0",
+    "    ldp x21, x22, [sp, #16]",
+    "    ldp x23, x24, [sp, #32]",
+    "    ldp x25, x26, [sp, #48]",
+    "    ldp x27, x28, [sp, #64]",
+    "    ldp x29, x30, [sp, #80]",
+    "    ldp x19, x20, [sp], #96",
+    "    ret",
+    "hyp_fault:",
+    "    mrs x0, esr_el2",
+    "    mrs x1, far_el2",
+    "    mrs x2, elr_el2",
+    "    b hyp_fault_report",
+    // The guest, at EL1 with its MMU off: asks for a probe (x0 kind, x1 address, x2 value),
+    // makes it, hands back the result in x0 with the next hvc.
+    ".global guest_entry",
+    "guest_entry:",
+    "    mov x0, #0",
+    "1:  hvc #0",
+    "    cmp x0, #1",
+    "    b.eq 2f",
+    "    cmp x0, #2",
+    "    b.eq 3f",
+    "    cmp x0, #3",
+    "    b.eq 4f",
+    "    b 1b",
+    "2:",
+    ".global guest_load_at",
+    "guest_load_at:",
+    "    ldr x0, [x1]",
+    "    b 1b",
+    "3:",
+    ".global guest_store_at",
+    "guest_store_at:",
+    "    str x2, [x1]",
+    "    mov x0, #0",
+    "    b 1b",
+    "4:  blr x1",
+    "    mov x0, #0",
+    "    b 1b",
+);
+
+unsafe extern "C" {
+    fn run_guest_asm();
+    static guest_entry: u8;
+    static guest_load_at: u8;
+    static guest_store_at: u8;
+}
+
+/// A guest exit: its `hvc` (back to the hypervisor: 1), or a stage 2 abort, which the
+/// hypervisor serves (the guest retries) or skips (the guest goes on past the access): 0.
+#[unsafe(no_mangle)]
+extern "C" fn guest_exit(esr: u64, far: u64, hpfar: u64, elr: u64) -> u64 {
+    let class = esr >> 26;
+    if class == 0x16 {
+        return 1;
+    }
+    if class != 0x24 && class != 0x20 {
+        report_unexpected("guest exit", esr, far, elr);
+    }
+    let ipa = (hpfar >> 4) << 12 | (far & 0xfff);
+    if crate::on_stage2_fault(ipa) {
+        return 0;
+    }
+    // SAFETY: the hypervisor's copy of the guest's registers, not in use by anything else.
+    let lr = unsafe { (*(&raw const guest_regs))[30] };
+    let resume = if class == 0x20 {
+        lr
+    } else if elr == &raw const guest_load_at as u64 || elr == &raw const guest_store_at as u64 {
+        elr + 4
+    } else {
+        report_unexpected("guest abort", esr, far, elr)
+    };
+    // SAFETY: where the guest resumes.
+    unsafe { core::arch::asm!("msr elr_el2, {}", in(reg) resume) };
+    0
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn hyp_fault_report(esr: u64, far: u64, elr: u64) -> ! {
+    report_unexpected("hypervisor exception", esr, far, elr)
+}
+
+fn report_unexpected(what: &str, esr: u64, far: u64, elr: u64) -> ! {
+    let _ = fmt::Write::write_fmt(
+        &mut Console,
+        format_args!("guest: FAIL {what} esr={esr:#x} far={far:#x} elr={elr:#x}\nDONE\n"),
+    );
+    power_off()
+}
+
+/// Runs the guest for one probe; the value it hands back.
+pub fn run_guest(kind: u64, addr: u64, value: u64) -> u64 {
+    // SAFETY: the guest is not running: its registers are the hypervisor's to set.
+    unsafe {
+        let regs = &mut *(&raw mut guest_regs);
+        regs[0] = kind;
+        regs[1] = addr;
+        regs[2] = value;
+        run_guest_asm();
+        (*(&raw const guest_regs))[0]
+    }
+}
+
+/// Enters the guest for the first time, at EL1 with its MMU off; whether it came back with
+/// its first `hvc`.
+pub fn start_guest() -> bool {
+    let stack = crate::data_page() + 0x1000;
+    // SAFETY: the guest's entry, state (EL1h, interrupts masked, MMU and caches off) and stack,
+    // all in memory the stage 2 maps.
+    unsafe {
+        core::arch::asm!(
+            "msr sctlr_el1, {sctlr}",
+            "msr sp_el1, {stack}",
+            "msr elr_el2, {entry}",
+            "msr spsr_el2, {spsr}",
+            "isb",
+            sctlr = in(reg) 0x30d0_0800u64,
+            stack = in(reg) stack,
+            entry = in(reg) &raw const guest_entry as u64,
+            spsr = in(reg) 0x3c5u64,
+        );
+        run_guest_asm();
+    }
+    true
+}
+
+/// VTCR_EL2 for a 40-bit IPA, 4K granule: T0SZ 24, SL0 1 (start at level 1), write-back
+/// walks, inner shareable, PS 40 bits, RES1 bit 31.
+const VTCR: u64 = 24 | 1 << 6 | 1 << 8 | 1 << 10 | 3 << 12 | 0b010 << 16 | 1 << 31;
+
+/// Stage 2 on for EL1&0 with `root` (VMID 0): VTCR_EL2, VTTBR_EL2, HCR_EL2.VM and RW.
+///
+/// # Safety
+///
+/// The table maps the guest's code and stack where they are.
+pub unsafe fn stage2_on(root: u64) {
+    // SAFETY: only the guest's regime changes; EL2 stays untranslated.
+    unsafe {
+        core::arch::asm!(
+            "msr vtcr_el2, {vtcr}",
+            "msr vttbr_el2, {root}",
+            "isb",
+            "tlbi vmalls12e1",
+            "dsb ish",
+            "msr hcr_el2, {hcr}",
+            "isb",
+            vtcr = in(reg) VTCR,
+            root = in(reg) root,
+            hcr = in(reg) 1u64 | 1 << 31,
+        )
+    };
+}
+
+/// The first free frame after the image and its stack.
+pub fn image_end() -> u64 {
+    unsafe extern "C" {
+        static __frames: u8;
+    }
+    // Only the symbol's address is taken.
+    &raw const __frames as u64
+}
+
+/// Writes a `ret` at the start of page `pa` (EL2 is untranslated; the guest's fetch goes
+/// through stage 2 to it).
+pub fn write_ret(pa: u64) {
+    // SAFETY: a data page of the hypervisor's; the cache maintenance only cleans and
+    // invalidates.
+    unsafe {
+        core::ptr::write_volatile(pa as *mut u32, 0xd65f_03c0);
+        core::arch::asm!("dc cvau, {a}", "dsb ish", "ic iallu", "dsb ish", "isb", a = in(reg) pa);
+    }
+}
+
+/// The console: QEMU virt's PL011.
+pub struct Console;
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            // SAFETY: the PL011 data register (EL2 is untranslated).
+            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
+        }
+        Ok(())
+    }
+}
+
+/// PSCI SYSTEM_OFF; at EL2 QEMU's conduit is SMC.
+pub fn power_off() -> ! {
+    // SAFETY: ends the machine.
+    unsafe { core::arch::asm!("smc #0", in("x0") 0x8400_0008u64, options(noreturn)) }
+}
