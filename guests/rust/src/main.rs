@@ -52,6 +52,8 @@ pub static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 fn skipped() -> &'static AtomicU64 {
     &SKIPPED[arch::cpu_id()]
 }
+/// Probes made (loads, stores and fetches through the CPU that a check looks at), all CPUs.
+pub static PROBES: AtomicU64 = AtomicU64::new(0);
 /// Faults served by mapping a page (demand paging).
 pub static DEMAND_MAPS: AtomicU64 = AtomicU64::new(0);
 
@@ -109,6 +111,7 @@ pub const RW: F = F::READ.union(F::WRITE);
 
 /// A load from `va`, or `None` if it faulted.
 pub fn read(va: u64) -> Option<u64> {
+    PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the probe instruction's faults are caught by the trap entry, which skips it.
     let value = unsafe { arch::probe_load(va) };
@@ -118,6 +121,7 @@ pub fn read(va: u64) -> Option<u64> {
 /// A store of `value` to `va`; whether it went through. Only pages the checks map for the
 /// purpose are written.
 pub fn write(va: u64, value: u64) -> bool {
+    PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: as for `read`.
     unsafe { arch::probe_store(va, value) };
@@ -126,6 +130,7 @@ pub fn write(va: u64, value: u64) -> bool {
 
 /// Calls the code at `va` (a page holding a return instruction); whether the fetch worked.
 pub fn exec(va: u64) -> bool {
+    PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the page holds `arch::RET` only; a fetch fault returns to the caller's link.
     unsafe { arch::probe_exec(va) };
@@ -187,6 +192,14 @@ extern "C" fn kmain() -> ! {
         smp::run(root);
     }
     checks::unmap_and_free();
+    let _ = writeln!(
+        Console,
+        "guest: info {} probes on {} CPUs, {} faults served by demand paging, {} table frames freed",
+        PROBES.load(Ordering::SeqCst),
+        arch::CPUS,
+        DEMAND_MAPS.load(Ordering::SeqCst),
+        frames::FREED.load(Ordering::SeqCst),
+    );
     let _ = writeln!(Console, "DONE");
     arch::power_off()
 }

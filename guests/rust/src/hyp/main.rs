@@ -73,6 +73,8 @@ static mut STAGE2: Option<Stage2> = None;
 /// Whether the last guest access exited with a fault the hypervisor did not serve.
 static FAULTED: AtomicBool = AtomicBool::new(false);
 static DEMAND_MAPS: AtomicU64 = AtomicU64::new(0);
+/// Guest accesses made for the checks.
+static PROBES: AtomicU64 = AtomicU64::new(0);
 
 fn stage2() -> &'static mut Stage2 {
     // SAFETY: one CPU; the hypervisor's code and its exit handler never run at once (the
@@ -128,6 +130,7 @@ pub enum Probe {
 /// Has the guest make one access at guest physical `addr`; what it loaded (or 0), or `None`
 /// if the access exited with a fault the hypervisor did not serve.
 fn guest(probe: Probe, addr: u64, value: u64) -> Option<u64> {
+    PROBES.fetch_add(1, Ordering::Relaxed);
     FAULTED.store(false, Ordering::SeqCst);
     let result = arch::run_guest(probe as u64, addr, value);
     (!FAULTED.load(Ordering::SeqCst)).then_some(result)
@@ -246,6 +249,12 @@ extern "C" fn hyp_main() -> ! {
             && FREED.load(Ordering::SeqCst) > freed
             && guest(Probe::Load, PAGE_IPA, 0).is_none()
             && guest(Probe::Load, DEMAND_IPA + 0x1008, 0) == Some(0xbeef_0001),
+    );
+    let _ = writeln!(
+        Console,
+        "guest: info {} guest probes, {} stage 2 faults served by mapping",
+        PROBES.load(Ordering::SeqCst),
+        DEMAND_MAPS.load(Ordering::SeqCst)
     );
     let _ = writeln!(Console, "DONE");
     arch::power_off()
