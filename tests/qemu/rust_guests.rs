@@ -249,7 +249,7 @@ const RISCV64_HYP: Guest = Guest {
 impl Guest {
     /// Builds the guest in `dir` (a copy of the crate's `guests/rust`, or that itself) into
     /// `out`, with `lld`; the kernel's path, ready for QEMU.
-    fn build(&self, dir: &Path, out: &Path, lld: &str) -> PathBuf {
+    fn build(&self, dir: &Path, bin: &str, out: &Path, lld: &str) -> PathBuf {
         let linker_var = format!(
             "CARGO_TARGET_{}_LINKER",
             self.target.to_uppercase().replace('-', "_")
@@ -257,7 +257,7 @@ impl Guest {
         let status = Command::new("/usr/bin/cargo")
             .current_dir(dir)
             .args(["build", "--quiet", "--release", "--target", self.target])
-            .args(["--bin", self.bin])
+            .args(["--bin", bin])
             .args([
                 "-Zbuild-std=core",
                 "-Zbuild-std-features=compiler-builtins-mem",
@@ -281,7 +281,7 @@ impl Guest {
             .status()
             .expect("running Debian's cargo");
         assert!(status.success(), "the {} guest did not build", self.arch);
-        let elf = out.join(self.target).join("release").join(self.bin);
+        let elf = out.join(self.target).join("release").join(bin);
         if !self.elf32 {
             return elf;
         }
@@ -306,6 +306,7 @@ impl Guest {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let kernel = self.build(
             &root.join("guests/rust"),
+            self.bin,
             &root.join("target/rust-guests"),
             &lld,
         );
@@ -333,7 +334,20 @@ impl Guest {
         let _ = std::fs::remove_dir_all(&copy);
         copy_tree(&root.join("src"), &copy.join("src"));
         copy_tree(&root.join("guests/rust/src"), &copy.join("guests/rust/src"));
-        for f in ["Cargo.toml", "Cargo.lock", self.script] {
+        // The guest's binaries renamed after the mutant: it builds in the same target directory
+        // as the real guests (sharing their `core`), and its kernel lands beside theirs, not
+        // over them.
+        let mutant = format!("{name}-{}", self.bin);
+        let guest_manifest = std::fs::read_to_string(root.join("guests/rust/Cargo.toml"))
+            .expect("the guest's Cargo.toml")
+            .replace(
+                &format!("name = \"{}\"", self.bin),
+                &format!("name = \"{mutant}\""),
+            );
+        std::fs::create_dir_all(copy.join("guests/rust")).expect("creating the copy");
+        std::fs::write(copy.join("guests/rust/Cargo.toml"), guest_manifest)
+            .expect("writing the guest's Cargo.toml");
+        for f in ["Cargo.lock", self.script] {
             std::fs::copy(
                 root.join("guests/rust").join(f),
                 copy.join("guests/rust").join(f),
@@ -354,7 +368,8 @@ impl Guest {
         std::fs::write(&path, source.replace(needle, with)).expect("writing the mutant");
         let kernel = self.build(
             &copy.join("guests/rust"),
-            &root.join("target/rust-guests-mutants"),
+            &mutant,
+            &root.join("target/rust-guests"),
             &lld,
         );
         let (lines, _) = run(self.qemu, self.machine, self.cpus, &kernel);

@@ -109,12 +109,40 @@ pub fn on_fault(addr: u64, access: Access) -> bool {
 
 pub const RW: F = F::READ.union(F::WRITE);
 
+unsafe extern "C" {
+    /// A load from `va` (0 if it faulted), at `probe_load_at`; in the architecture's assembly.
+    fn probe_load(va: u64) -> u64;
+    /// A store of `value` to `va`, at `probe_store_at`.
+    fn probe_store(va: u64, value: u64);
+    /// A tail call to `va`, which returns to the caller (directly, or through the trap entry
+    /// if the fetch faults).
+    fn probe_exec(va: u64);
+    static probe_load_at: u8;
+    static probe_store_at: u8;
+}
+
+/// Where execution resumes after a fault at `addr` taken at `pc` (`link`: the caller's return
+/// address): the same instruction if the fault handler served it; after the probe
+/// instruction (`probe_len` bytes) if it was a probe's load or store; at `link` if it was a
+/// probe's fetch. `None`: a fault nothing expects.
+pub fn resume(addr: u64, access: Access, pc: u64, link: u64, probe_len: u64) -> Option<u64> {
+    if on_fault(addr, access) {
+        return Some(pc);
+    }
+    match access {
+        Access::Fetch if pc == addr => Some(link),
+        Access::Load if pc == &raw const probe_load_at as u64 => Some(pc + probe_len),
+        Access::Store if pc == &raw const probe_store_at as u64 => Some(pc + probe_len),
+        _ => None,
+    }
+}
+
 /// A load from `va`, or `None` if it faulted.
 pub fn read(va: u64) -> Option<u64> {
     PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the probe instruction's faults are caught by the trap entry, which skips it.
-    let value = unsafe { arch::probe_load(va) };
+    let value = unsafe { probe_load(va) };
     (skipped().load(Ordering::SeqCst) == before).then_some(value)
 }
 
@@ -124,7 +152,7 @@ pub fn write(va: u64, value: u64) -> bool {
     PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: as for `read`.
-    unsafe { arch::probe_store(va, value) };
+    unsafe { probe_store(va, value) };
     skipped().load(Ordering::SeqCst) == before
 }
 
@@ -133,7 +161,7 @@ pub fn exec(va: u64) -> bool {
     PROBES.fetch_add(1, Ordering::Relaxed);
     let before = skipped().load(Ordering::SeqCst);
     // SAFETY: the page holds `arch::RET` only; a fetch fault returns to the caller's link.
-    unsafe { arch::probe_exec(va) };
+    unsafe { probe_exec(va) };
     skipped().load(Ordering::SeqCst) == before
 }
 

@@ -116,11 +116,13 @@ core::arch::global_asm!(
     // The probes: one access each, at a label the trap entry knows.
     ".global probe_load",
     "probe_load:",
+    ".global probe_load_at",
     "probe_load_at:",
     "    ldr x0, [x0]",
     "    ret",
     ".global probe_store",
     "probe_store:",
+    ".global probe_store_at",
     "probe_store_at:",
     "    str x1, [x0]",
     "    ret",
@@ -130,15 +132,6 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    /// A load from `va` (0 if it faulted).
-    pub fn probe_load(va: u64) -> u64;
-    /// A store of `value` to `va`.
-    pub fn probe_store(va: u64, value: u64);
-    /// A tail call to `va`, which returns to the caller (directly, or through the trap
-    /// entry if the fetch faults).
-    pub fn probe_exec(va: u64);
-    static probe_load_at: u8;
-    static probe_store_at: u8;
     static secondary_start: u8;
 }
 
@@ -211,15 +204,7 @@ extern "C" fn trap(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
         0x21 => Access::Fetch,
         _ => unexpected(esr, far, elr),
     };
-    if crate::on_fault(far, access) {
-        return elr;
-    }
-    match access {
-        Access::Fetch if elr == far => lr,
-        Access::Load if elr == &raw const probe_load_at as u64 => elr + 4,
-        Access::Store if elr == &raw const probe_store_at as u64 => elr + 4,
-        _ => unexpected(esr, far, elr),
-    }
+    crate::resume(far, access, elr, lr, 4).unwrap_or_else(|| unexpected(esr, far, elr))
 }
 
 fn unexpected(esr: u64, far: u64, elr: u64) -> ! {

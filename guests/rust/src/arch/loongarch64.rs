@@ -187,11 +187,13 @@ core::arch::global_asm!(
     ".text",
     ".global probe_load",
     "probe_load:",
+    ".global probe_load_at",
     "probe_load_at:",
     "    ld.d $a0, $a0, 0",
     "    ret",
     ".global probe_store",
     "probe_store:",
+    ".global probe_store_at",
     "probe_store_at:",
     "    st.d $a1, $a0, 0",
     "    ret",
@@ -199,18 +201,6 @@ core::arch::global_asm!(
     "probe_exec:",
     "    jr $a0",
 );
-
-unsafe extern "C" {
-    /// A load from `va` (0 if it faulted).
-    pub fn probe_load(va: u64) -> u64;
-    /// A store of `value` to `va`.
-    pub fn probe_store(va: u64, value: u64);
-    /// A tail jump to `va`, which returns to the caller (directly, or through the trap entry
-    /// if the fetch faults).
-    pub fn probe_exec(va: u64);
-    static probe_load_at: u8;
-    static probe_store_at: u8;
-}
 
 /// The general exception handler: a page fault goes to the kernel's fault handler; it returns
 /// where execution resumes (the same instruction when the kernel mapped the page, else past
@@ -227,15 +217,7 @@ extern "C" fn trap(estat: u64, badv: u64, era: u64, ra: u64) -> u64 {
         0x3 | 0x6 => Access::Fetch, // PIF, PNX
         _ => unexpected(estat, badv, era),
     };
-    if crate::on_fault(badv, access) {
-        return era;
-    }
-    match access {
-        Access::Fetch if era == badv => ra,
-        Access::Load if era == &raw const probe_load_at as u64 => era + 4,
-        Access::Store if era == &raw const probe_store_at as u64 => era + 4,
-        _ => unexpected(estat, badv, era),
-    }
+    crate::resume(badv, access, era, ra, 4).unwrap_or_else(|| unexpected(estat, badv, era))
 }
 
 fn unexpected(estat: u64, badv: u64, era: u64) -> ! {

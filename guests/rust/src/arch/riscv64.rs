@@ -172,11 +172,13 @@ core::arch::global_asm!(
     ".option norvc",
     ".global probe_load",
     "probe_load:",
+    ".global probe_load_at",
     "probe_load_at:",
     "    ld a0, 0(a0)",
     "    ret",
     ".global probe_store",
     "probe_store:",
+    ".global probe_store_at",
     "probe_store_at:",
     "    sd a1, 0(a0)",
     "    ret",
@@ -185,18 +187,6 @@ core::arch::global_asm!(
     "    jr a0",
     ".option pop",
 );
-
-unsafe extern "C" {
-    /// A load from `va` (0 if it faulted).
-    pub fn probe_load(va: u64) -> u64;
-    /// A store of `value` to `va`.
-    pub fn probe_store(va: u64, value: u64);
-    /// A tail call to `va`, which returns to the caller (directly, or through the trap
-    /// entry if the fetch faults).
-    pub fn probe_exec(va: u64);
-    static probe_load_at: u8;
-    static probe_store_at: u8;
-}
 
 /// The S-mode trap handler: a page fault goes to the kernel's fault handler; it returns where
 /// execution resumes (the same instruction when the kernel mapped the page, else past the
@@ -209,15 +199,8 @@ extern "C" fn trap(scause: u64, stval: u64, sepc: u64, ra: u64) -> u64 {
         15 => Access::Store,
         _ => unexpected("S", scause, stval, sepc),
     };
-    if crate::on_fault(stval, access) {
-        return sepc;
-    }
-    match access {
-        Access::Fetch if sepc == stval => ra,
-        Access::Load if sepc == &raw const probe_load_at as u64 => sepc + 4,
-        Access::Store if sepc == &raw const probe_store_at as u64 => sepc + 4,
-        _ => unexpected("S", scause, stval, sepc),
-    }
+    crate::resume(stval, access, sepc, ra, 4)
+        .unwrap_or_else(|| unexpected("S", scause, stval, sepc))
 }
 
 #[unsafe(no_mangle)]

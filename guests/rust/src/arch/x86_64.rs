@@ -188,15 +188,15 @@ core::arch::global_asm!(
     // The probes: one access each, at a label the trap entry knows, and the label after it.
     ".global probe_load",
     "probe_load:",
+    ".global probe_load_at",
     "probe_load_at:",
     "    movq (%rdi), %rax",
-    "probe_load_after:",
     "    ret",
     ".global probe_store",
     "probe_store:",
+    ".global probe_store_at",
     "probe_store_at:",
     "    movq %rsi, (%rdi)",
-    "probe_store_after:",
     "    ret",
     ".global probe_exec",
     "probe_exec:",
@@ -219,17 +219,6 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    /// A load from `va` (0 if it faulted).
-    pub fn probe_load(va: u64) -> u64;
-    /// A store of `value` to `va`.
-    pub fn probe_store(va: u64, value: u64);
-    /// A tail jump to `va`, whose `ret` returns to the caller (directly, or through the trap
-    /// entry if the fetch faults).
-    pub fn probe_exec(va: u64);
-    static probe_load_at: u8;
-    static probe_load_after: u8;
-    static probe_store_at: u8;
-    static probe_store_after: u8;
     static vec_pf: u8;
     static vec_other: u8;
     static vec_shootdown: u8;
@@ -261,21 +250,18 @@ extern "C" fn page_fault(frame: &mut Frame) {
     } else {
         Access::Load
     };
-    if crate::on_fault(cr2, access) {
-        return;
-    }
-    let rip = frame.rip;
-    if access == Access::Fetch && rip == cr2 {
-        // SAFETY: the fetch came from `probe_exec`'s jump: the return address is on top of
-        // the interrupted stack.
-        frame.rip = unsafe { *(frame.rsp as *const u64) };
-        frame.rsp += 8;
-    } else if access == Access::Load && rip == &raw const probe_load_at as u64 {
-        frame.rip = &raw const probe_load_after as u64;
-    } else if access == Access::Store && rip == &raw const probe_store_at as u64 {
-        frame.rip = &raw const probe_store_after as u64;
-    } else {
-        report_unexpected(14, frame.error, cr2, rip);
+    // SAFETY: the interrupted code's stack top, mapped and 8-aligned (this kernel's stacks);
+    // it is the caller's return address when the fault is a probe's fetch (from
+    // `probe_exec`'s jump), the only case that uses it.
+    let link = unsafe { *(frame.rsp as *const u64) };
+    // The probes' loads and stores are 3 bytes long (`movq (%rdi), %rax`, `movq %rsi, (%rdi)`).
+    match crate::resume(cr2, access, frame.rip, link, 3) {
+        Some(rip) if access == Access::Fetch && rip == link && frame.rip == cr2 => {
+            frame.rip = rip;
+            frame.rsp += 8;
+        }
+        Some(rip) => frame.rip = rip,
+        None => report_unexpected(14, frame.error, cr2, frame.rip),
     }
 }
 
