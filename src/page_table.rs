@@ -552,6 +552,65 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::OutOfFrames`] if splitting the leaves at the edges needs tables that
     ///   cannot be allocated.
     pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
+        self.unmap_range(va, len, ())
+    }
+
+    /// [`unmap_region`](Self::unmap_region), calling `removed` for every leaf it clears, in
+    /// address order: a kernel's `munmap`, which frees the frames and writes back the dirty
+    /// pages in the same pass. Each [`Mapping`] is the leaf as it was (its own flags), with the
+    /// access state that the atomic swap clearing it returned: every mark the MMU made is in
+    /// it, none can come later. A leaf that the range covers only in part is split first, and
+    /// only the pieces inside the range are reported and cleared. Holes are skipped.
+    ///
+    /// Unlike `unmap_region`, a table that the range covers whole is emptied entry by entry
+    /// before it goes (so that each leaf is reported), which costs a visit of its leaves.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, HugePages, MappingFlags as F, PageSize, PageTable, X86_64};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 16 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<X86_64, _>::new(frames).unwrap();
+    /// let rw = F::READ | F::WRITE;
+    /// pt.map_region(va!(0x20_0000), pa!(0x4000_0000), 0x20_0000, rw, HugePages::Allowed)
+    ///     .unwrap()
+    ///     .ignore();
+    /// pt.map(va!(0x40_3000), pa!(0x5000_0000), PageSize::SIZE_4K, F::READ).unwrap().ignore();
+    ///
+    /// // munmap of 2 MiB + 16 KiB, holes and all: the block, then the one page.
+    /// let mut gone = vec![];
+    /// pt.unmap_region_with(va!(0x20_0000), 0x20_4000, |m| gone.push(m)).unwrap().ignore();
+    /// assert_eq!(gone.len(), 2);
+    /// assert_eq!((gone[0].size, gone[0].state.dirty), (PageSize::SIZE_2M, true));
+    /// assert_eq!((gone[1].va, gone[1].pa), (va!(0x40_3000), pa!(0x5000_0000)));
+    /// assert!(pt.query(va!(0x40_3000)).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`unmap_region`](Self::unmap_region); on an error nothing is cleared and
+    /// `removed` is not called.
+    pub fn unmap_region_with(
+        &mut self,
+        va: VirtAddr,
+        len: usize,
+        mut removed: impl FnMut(Mapping),
+    ) -> Result<Flush<A>, PagingError> {
+        self.unmap_range(
+            va,
+            len,
+            walk::Report(|leaf| removed(Mapping::from_raw::<A>(leaf))),
+        )
+    }
+
+    /// `unmap_region`, each cleared leaf handed to `removed`.
+    fn unmap_range<R: walk::Removed>(
+        &mut self,
+        va: VirtAddr,
+        len: usize,
+        removed: R,
+    ) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
@@ -566,7 +625,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash =
             Stash::reserve::<A, H>(h, need.tables, bytes)?.for_change::<A, H>(h, ctx, 0)?;
         // SAFETY: as above; the stash holds what the check pass counted.
-        unsafe { walk::unmap_apply::<A, A::Root, H>(h, &mut stash, root, s, e) };
+        unsafe { walk::unmap_apply::<A, A::Root, H, R>(h, &mut stash, root, s, e, removed) };
         debug_assert!(stash.is_empty());
         Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }

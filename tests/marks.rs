@@ -130,6 +130,37 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
     );
     for liveness in [Liveness::Offline, Liveness::Live] {
         sweep::<M>(
+            "unmap_region_with",
+            liveness,
+            false,
+            |pt| {
+                let mut dirty = None;
+                pt.unmap_region_with(va(b), page::<M>() as usize, |m| {
+                    dirty = Some(m.state.dirty);
+                })
+                .unwrap()
+                .ignore();
+                dirty
+            },
+            |_| false,
+        );
+        sweep::<M>(
+            "unmap_region_with splitting a block",
+            liveness,
+            true,
+            |pt| {
+                let mut dirty = None;
+                pt.unmap_region_with(va(b), page::<M>() as usize, |m| {
+                    assert_eq!(m.va, va(b), "{}: the page unmapped", M::NAME);
+                    dirty = Some(m.state.dirty);
+                })
+                .unwrap()
+                .ignore();
+                dirty
+            },
+            |pt| dirty_at(pt, b + page::<M>()),
+        );
+        sweep::<M>(
             "protect to read-only",
             liveness,
             false,

@@ -48,7 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(va, len, pa, flags, huge)| Op::MapRegion { va, len, pa, flags, huge }),
         2 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>()).prop_map(|(va, size, pa, flags)| Op::Map { va, size, pa, flags }),
         2 => va_pick().prop_map(|va| Op::Unmap { va }),
-        2 => (va_pick(), len_pick()).prop_map(|(va, len)| Op::UnmapRegion { va, len }),
+        2 => (va_pick(), len_pick(), any::<bool>()).prop_map(|(va, len, report)| Op::UnmapRegion { va, len, report }),
         1 => (va_pick(), any::<u8>()).prop_map(|(va, flags)| Op::Protect { va, flags }),
         3 => (va_pick(), len_pick(), any::<u8>()).prop_map(|(va, len, flags)| Op::ProtectRegion { va, len, flags }),
         1 => (va_pick(), pa_pick()).prop_map(|(va, pa)| Op::Remap { va, pa }),

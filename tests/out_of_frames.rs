@@ -1,6 +1,7 @@
 //! Out-of-frames injection, in every mode: a handler that fails from the N-th allocation on,
 //! for every N until the call succeeds, over `map_region` (tables at every level, huge leaves
-//! and 4K edges), `unmap_region` and `protect_region` that split huge leaves at both ends, and
+//! and 4K edges), `unmap_region`, `unmap_region_with` and `protect_region` that split huge
+//! leaves at both ends, and
 //! `borrow_shared`. Every failure must return `OutOfFrames`, leave every table byte as it was, and
 //! leak no frame; the call that finally succeeds must do the whole change. The sizes are the
 //! mode's own: its page, the leaf one level up, and the one above that (a run of blocks where
@@ -88,6 +89,40 @@ fn scenario<A: Arch>(base: usize) -> usize {
     assert_eq!(pt.query(v(g1 + m2 + k4)).unwrap().flags, F::READ);
     assert_eq!(pt.query(v(g1 + 4 * m2)).unwrap().flags, F::READ);
     assert_eq!(pt.query(v(g1 + 4 * m2 + k4)).unwrap().flags, RW);
+
+    // unmap_region_with across the protected run's first cut and the next 2M leaf: the
+    // callback hears nothing from a call that fails, and on success exactly the pieces
+    // inside the range, in order.
+    let (from, len) = (g1 + 2 * m2 - k4, m2 + 2 * k4);
+    let mut reported = vec![];
+    tried += fails_cleanly_at_every_allocation(&mut pt, |pt| {
+        reported.clear();
+        let mut seen = vec![];
+        let result = pt.unmap_region_with(v(from), len, |m| seen.push(m));
+        if result.is_err() {
+            assert!(
+                seen.is_empty(),
+                "a failed unmap_region_with reported {seen:?}"
+            );
+        }
+        reported = seen;
+        result
+    }) + 1;
+    let covered: usize = reported.iter().map(|m| m.size.bytes()).sum();
+    assert_eq!(covered, len, "{}: the pieces cover the range", A::NAME);
+    assert_eq!(reported[0].va, v(from));
+    assert!(
+        reported
+            .windows(2)
+            .all(|w| w[0].va + w[0].size.bytes() == w[1].va)
+    );
+    assert!(
+        reported
+            .iter()
+            .all(|m| m.pa == p(m.va.as_usize().wrapping_sub(base)))
+    );
+    assert!(pt.query(v(from)).is_err() && pt.query(v(from + len - k4)).is_err());
+    assert!(pt.query(v(from - k4)).is_ok() && pt.query(v(from + len)).is_ok());
 
     // A second table borrows the root entry holding all of it: no frame needed, so it works
     // with a handler that refuses every allocation.

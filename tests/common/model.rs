@@ -426,7 +426,9 @@ impl Model {
         Ok(before)
     }
 
-    fn unmap_region(&mut self, va: u64, len: u64) -> Expect<()> {
+    /// Unmaps `[va, va + len)`; the leaves removed (the pieces inside the range, once the
+    /// leaves at the edges are split), in address order.
+    fn unmap_region(&mut self, va: u64, len: u64) -> Expect<Vec<Mapping>> {
         let errs = self.spec.range_errors(va, len, self.spec.page);
         if !errs.is_empty() {
             return fail(errs);
@@ -440,10 +442,10 @@ impl Model {
             .map(|(&v, _)| v)
             .take_while(|&v| (v as u128) < end)
             .collect();
-        for v in doomed {
-            self.leaves.remove(&v);
-        }
-        Ok(())
+        Ok(doomed
+            .into_iter()
+            .map(|v| to_mapping(v, &self.leaves.remove(&v).expect("a leaf")))
+            .collect())
     }
 
     fn protect_region(&mut self, va: u64, len: u64, flags: F) -> Expect<()> {
@@ -561,6 +563,8 @@ pub enum Op {
     UnmapRegion {
         va: VaPick,
         len: LenPick,
+        /// Through `unmap_region_with`, every removed leaf reported.
+        report: bool,
     },
     Protect {
         va: VaPick,
@@ -880,12 +884,23 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.unmap(va);
                 (compare(step, op, got, want)?, Some(va))
             }
-            Op::UnmapRegion { va, len } => {
+            Op::UnmapRegion { va, len, report } => {
                 let (va, run_end) = model.pick_va(va);
                 let len = model.pick_len(len, true, va, run_end);
-                let got = pt.unmap_region(VirtAddr::from(va as usize), len as usize);
                 let want = model.unmap_region(va, len);
-                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
+                let va = VirtAddr::from(va as usize);
+                if *report {
+                    let mut gone = vec![];
+                    let got = pt.unmap_region_with(va, len as usize, |m| gone.push(m));
+                    let got = got.map(|f| pt.flush(f)).map(|()| gone);
+                    (compare(step, op, got, want)?, Some(va.as_usize() as u64))
+                } else {
+                    let got = pt.unmap_region(va, len as usize).map(|f| pt.flush(f));
+                    (
+                        compare(step, op, got, want.map(|_| ()))?,
+                        Some(va.as_usize() as u64),
+                    )
+                }
             }
             Op::Protect { va, flags } => {
                 let va = model.pick_va(va).0;
@@ -1381,7 +1396,8 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        Some(match i.u8()? % 24 {
+        let tag = i.u8()? % 24;
+        Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,
@@ -1401,6 +1417,7 @@ impl Op {
             10 | 11 => Op::UnmapRegion {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,
+                report: tag == 11,
             },
             12 => Op::Protect {
                 va: VaPick::decode(i)?,

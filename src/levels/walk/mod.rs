@@ -36,7 +36,7 @@ pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, query,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
-pub(crate) use unmap::{unmap_apply, unmap_one};
+pub(crate) use unmap::{Removed, Report, unmap_apply, unmap_one};
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the
 /// range inside it, and whether that part is the whole entry.

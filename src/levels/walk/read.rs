@@ -25,6 +25,19 @@ pub(crate) struct RawLeaf {
 }
 
 impl RawLeaf {
+    /// The leaf entry `pte` at level `L` whose first address is folded `va`, with its own flags
+    /// (no table entry on the way restricts them).
+    #[inline(always)]
+    pub(crate) fn of<A: Arch, L: Level>(va: u64, pte: u64) -> Self {
+        RawLeaf {
+            va,
+            pa: A::leaf_addr::<L>(pte),
+            size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
+            flags: A::leaf_flags::<L>(pte),
+            state: A::leaf_state::<L>(pte),
+        }
+    }
+
     /// The decoded leaf `leaf` at level `L` whose first address is folded `va`, with the flags
     /// that the table entries folded into `path` let through ([`Arch::path_restrict`]).
     #[inline(always)]

@@ -5,24 +5,58 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::edit::split;
-use super::{Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below, child};
+use super::{
+    Below, PointStep, PointVisitor, RawLeaf, Run, Span, Stash, Step, Visitor, below, child,
+};
 use crate::arch::Arch;
 use crate::flags::AccessState;
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
 
+/// What an unmap does with each leaf it clears: nothing more (`()`, `unmap_region`), or hand
+/// it to a callback ([`Report`], `unmap_region_with`).
+pub(crate) trait Removed {
+    /// Whether leaves are reported. Then every leaf is cleared by a swap, whose result holds
+    /// every mark the MMU made (an invalid entry gets no more), and a table the range covers
+    /// whole is visited and emptied leaf by leaf, not unlinked unseen.
+    const REPORTS: bool;
+
+    /// The leaf `old` at level `L`, first address folded `va`, just swapped out.
+    fn leaf<A: Arch, L: Level>(&mut self, va: u64, old: u64);
+}
+
+impl Removed for () {
+    const REPORTS: bool = false;
+
+    #[inline(always)]
+    fn leaf<A: Arch, L: Level>(&mut self, _: u64, _: u64) {}
+}
+
+/// Reports every leaf an unmap clears to `F`.
+pub(crate) struct Report<F>(pub F);
+
+impl<F: FnMut(RawLeaf)> Removed for Report<F> {
+    const REPORTS: bool = true;
+
+    #[inline(always)]
+    fn leaf<A: Arch, L: Level>(&mut self, va: u64, old: u64) {
+        (self.0)(RawLeaf::of::<A, L>(va, old));
+    }
+}
+
 /// Apply pass of `unmap_region`: clears every leaf in the range, splitting leaves at the edges,
-/// and unlinks every table that it empties or covers whole (a covered table is not visited),
-/// retiring it ([`Stash::retire`]). Where a live table's retirement cannot be recorded (the
-/// handler has no frame for the record), a covered table is emptied instead of unlinked, and
-/// an emptied one stays linked: still owned, freed later.
-struct UnmapApply<'a, A: Arch, H> {
+/// and unlinks every table that it empties or covers whole (a covered table is not visited,
+/// unless leaves are reported), retiring it ([`Stash::retire`]). Where a live table's
+/// retirement cannot be recorded (the handler has no frame for the record), a covered table is
+/// emptied instead of unlinked, and an emptied one stays linked: still owned, freed later.
+struct UnmapApply<'a, A: Arch, H, R> {
     h: &'a mut H,
     stash: &'a mut Stash,
+    removed: R,
     _arch: PhantomData<A>,
 }
 
-impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
+impl<A: Arch, H: PagingHandler, R: Removed> Visitor<A> for UnmapApply<'_, A, H, R> {
     type Err = Infallible;
     type Down = ();
 
@@ -32,7 +66,12 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
             // SAFETY: the run lies inside the live table the caller owns.
             unsafe {
                 if A::entry_kind::<L1>(t.load(k)) == EntryKind::Leaf {
-                    t.store(k, 0);
+                    if R::REPORTS {
+                        let old = t.swap(k, 0);
+                        self.removed.leaf::<A, L1>(run.va::<A>(k - run.first), old);
+                    } else {
+                        t.store(k, 0);
+                    }
                 }
             }
         }
@@ -52,11 +91,19 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
             EntryKind::Empty => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
                 // SAFETY: live table owned by the caller.
-                unsafe { t.store(i, 0) };
+                unsafe {
+                    if R::REPORTS {
+                        let old = t.swap(i, 0);
+                        self.removed.leaf::<A, L>(a, old);
+                    } else {
+                        t.store(i, 0);
+                    }
+                }
                 return Ok(Step::Skip);
             }
             EntryKind::Table
                 if full
+                    && !R::REPORTS
                     && !self.stash.ctx.keeps::<A, L>(i)
                     && self.stash.retire_room::<A, H>(self.h) =>
             {
@@ -101,22 +148,25 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for UnmapApply<'_, A, H> {
     }
 }
 
-/// Apply pass of `unmap_region` over folded `[s, e)` from `t`.
+/// Apply pass of `unmap_region` over folded `[s, e)` from `t`, each cleared leaf handed to
+/// `removed`.
 ///
 /// # Safety
 ///
 /// `t` is a live table of the tree the caller owns (`&mut PageTable`), reached through `h`;
 /// `[s, e)` lies inside its span; the check pass passed and `stash` holds what it counted.
-pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler>(
+pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler, R: Removed>(
     h: &mut H,
     stash: &mut Stash,
     t: TableRef<A, L>,
     s: u64,
     e: u64,
+    removed: R,
 ) {
     let mut v = UnmapApply {
         h,
         stash,
+        removed,
         _arch: PhantomData,
     };
     // SAFETY: forwarded.
