@@ -20,6 +20,10 @@ mod smp;
 #[cfg_attr(target_arch = "loongarch64", path = "arch/loongarch64.rs")]
 #[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
 mod arch;
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+#[cfg_attr(target_arch = "aarch64", path = "uart/pl011.rs")]
+#[cfg_attr(target_arch = "riscv64", path = "uart/ns16550.rs")]
+mod uart;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;

@@ -11,9 +11,9 @@ use crate::Access;
 pub type Mode = AArch64<Va48, Lower>;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
-/// The PL011 UART's data register, mapped as device memory.
-const CONSOLE: u64 = 0x0900_0000;
-pub const DEVICES: &[u64] = &[CONSOLE];
+/// The PL011 UART, mapped as device memory.
+pub const DEVICES: &[u64] = &[crate::uart::BASE];
+pub use crate::uart::Console;
 /// The root entry the kernel shares with processes (512 GiB, RAM and the UART in it), a page
 /// the kernel maps in it while a process runs, and a process's own page (the next root entry).
 pub const KERNEL_HALF: (u64, u64) = (0, 1 << 39);
@@ -215,19 +215,6 @@ fn unexpected(esr: u64, far: u64, elr: u64) -> ! {
         ),
     );
     power_off()
-}
-
-/// The console: QEMU virt's PL011, written a byte at a time.
-pub struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            // SAFETY: the PL011 data register, mapped one to one (or the MMU is off).
-            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
-        }
-        Ok(())
-    }
 }
 
 /// Turns the MMU on with the table at `root` in TTBR0_EL1, with the MAIR layout the crate

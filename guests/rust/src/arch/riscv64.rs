@@ -15,12 +15,12 @@ pub type Mode = Sv39;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x8000_0000;
 /// The NS16550 UART and the SiFive test device (power-off), mapped as device memory.
-const CONSOLE: u64 = 0x1000_0000;
 const TEST_DEVICE: u64 = 0x10_0000;
 /// The CLINT's machine software-interrupt registers, one 32-bit word per hart: a shootdown
 /// IPI is a store there.
 const CLINT_MSIP: u64 = 0x200_0000;
-pub const DEVICES: &[u64] = &[CONSOLE, TEST_DEVICE, CLINT_MSIP];
+pub const DEVICES: &[u64] = &[crate::uart::BASE, TEST_DEVICE, CLINT_MSIP];
+pub use crate::uart::Console;
 /// The root entries the kernel shares with processes: Sv39's are 1 GiB, and the devices (in
 /// the first) and RAM (in the third) must both be in the kernel's half.
 pub const KERNEL_HALF: (u64, u64) = (0, 3 << 30);
@@ -216,19 +216,6 @@ fn unexpected(mode: &str, cause: u64, tval: u64, epc: u64) -> ! {
         ),
     );
     power_off()
-}
-
-/// The console: QEMU virt's NS16550, written a byte at a time.
-pub struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            // SAFETY: the UART's transmit register, mapped one to one (or not translated).
-            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
-        }
-        Ok(())
-    }
 }
 
 /// satp for Sv39 with `root`, ASID 0.

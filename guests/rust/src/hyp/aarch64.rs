@@ -4,13 +4,14 @@
 
 use core::fmt;
 
+pub use crate::uart::Console;
+
 use pagetable::{AArch64S2, Ipa40};
 
 /// Stage 2 with a 40-bit IPA space.
 pub type Mode = AArch64S2<Ipa40>;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
-const CONSOLE: u64 = 0x0900_0000;
 
 /// The guest's registers x0-x30 while the hypervisor runs; the hypervisor's stack pointer and
 /// callee-saved registers while the guest runs.
@@ -288,19 +289,6 @@ pub fn write_ret(pa: u64) {
     unsafe {
         core::ptr::write_volatile(pa as *mut u32, 0xd65f_03c0);
         core::arch::asm!("dc cvau, {a}", "dsb ish", "ic iallu", "dsb ish", "isb", a = in(reg) pa);
-    }
-}
-
-/// The console: QEMU virt's PL011.
-pub struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            // SAFETY: the PL011 data register (EL2 is untranslated).
-            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
-        }
-        Ok(())
     }
 }
 

@@ -5,13 +5,14 @@
 
 use core::fmt;
 
+pub use crate::uart::Console;
+
 use pagetable::Sv39x4;
 
 /// The G-stage: Sv39x4, 41-bit guest physical addresses.
 pub type Mode = Sv39x4;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x8000_0000;
-const CONSOLE: u64 = 0x1000_0000;
 const TEST_DEVICE: u64 = 0x10_0000;
 
 /// The guest's registers x1-x31 while the hypervisor runs; the hypervisor's stack pointer
@@ -338,19 +339,6 @@ pub fn write_ret(pa: u64) {
     unsafe {
         core::ptr::write_volatile(pa as *mut u32, 0x0000_8067);
         core::arch::asm!("fence.i");
-    }
-}
-
-/// The console: QEMU virt's NS16550.
-pub struct Console;
-
-impl fmt::Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            // SAFETY: the UART's transmit register (HS-mode is untranslated).
-            unsafe { core::ptr::write_volatile(CONSOLE as *mut u8, b) };
-        }
-        Ok(())
     }
 }
 
