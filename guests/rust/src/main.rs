@@ -21,9 +21,9 @@ mod smp;
 #[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
 mod arch;
 #[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
-#[cfg_attr(target_arch = "aarch64", path = "uart/pl011.rs")]
-#[cfg_attr(target_arch = "riscv64", path = "uart/ns16550.rs")]
-mod uart;
+#[cfg_attr(target_arch = "aarch64", path = "shared/aarch64.rs")]
+#[cfg_attr(target_arch = "riscv64", path = "shared/riscv64.rs")]
+mod shared;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;

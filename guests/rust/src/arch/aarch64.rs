@@ -12,8 +12,8 @@ pub type Mode = AArch64<Va48, Lower>;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
 /// The PL011 UART, mapped as device memory.
-pub const DEVICES: &[u64] = &[crate::uart::BASE];
-pub use crate::uart::Console;
+pub const DEVICES: &[u64] = &[crate::shared::UART];
+pub use crate::shared::{Console, write_ret};
 /// The root entry the kernel shares with processes (512 GiB, RAM and the UART in it), a page
 /// the kernel maps in it while a process runs, and a process's own page (the next root entry).
 pub const KERNEL_HALF: (u64, u64) = (0, 1 << 39);
@@ -277,17 +277,6 @@ pub unsafe fn switch_root(root: u64) {
             root = in(reg) root,
         )
     };
-}
-
-/// Writes a `ret` at the start of the data page `pa` and makes it visible to instruction
-/// fetches.
-pub fn write_ret(pa: u64) {
-    // SAFETY: a data page of the kernel's, mapped one to one; the cache maintenance only
-    // cleans and invalidates.
-    unsafe {
-        core::ptr::write_volatile(pa as *mut u32, 0xd65f_03c0);
-        core::arch::asm!("dc cvau, {a}", "dsb ish", "ic iallu", "dsb ish", "isb", a = in(reg) pa);
-    }
 }
 
 /// PSCI SYSTEM_OFF; QEMU virt's conduit at EL1 is HVC.

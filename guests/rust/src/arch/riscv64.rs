@@ -19,8 +19,8 @@ const TEST_DEVICE: u64 = 0x10_0000;
 /// The CLINT's machine software-interrupt registers, one 32-bit word per hart: a shootdown
 /// IPI is a store there.
 const CLINT_MSIP: u64 = 0x200_0000;
-pub const DEVICES: &[u64] = &[crate::uart::BASE, TEST_DEVICE, CLINT_MSIP];
-pub use crate::uart::Console;
+pub const DEVICES: &[u64] = &[crate::shared::UART, TEST_DEVICE, CLINT_MSIP];
+pub use crate::shared::{Console, write_ret};
 /// The root entries the kernel shares with processes: Sv39's are 1 GiB, and the devices (in
 /// the first) and RAM (in the third) must both be in the kernel's half.
 pub const KERNEL_HALF: (u64, u64) = (0, 3 << 30);
@@ -241,16 +241,6 @@ pub unsafe fn mmu_on(root: u64) {
 pub unsafe fn switch_root(root: u64) {
     // SAFETY: the caller's table translates everything that runs next.
     unsafe { core::arch::asm!("sfence.vma", "csrw satp, {}", "sfence.vma", in(reg) satp(root)) };
-}
-
-/// Writes a `ret` at the start of the data page `pa` and makes it visible to instruction
-/// fetches.
-pub fn write_ret(pa: u64) {
-    // SAFETY: a data page of the kernel's, mapped one to one; `fence.i` only orders fetches.
-    unsafe {
-        core::ptr::write_volatile(pa as *mut u32, 0x0000_8067); // jalr x0, 0(ra)
-        core::arch::asm!("fence.i");
-    }
 }
 
 /// Ends the machine through the SiFive test device.

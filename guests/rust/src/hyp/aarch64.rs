@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-pub use crate::uart::Console;
+pub use crate::shared::{Console, write_ret};
 
 use pagetable::{AArch64S2, Ipa40};
 
@@ -279,17 +279,6 @@ pub fn image_end() -> u64 {
     }
     // Only the symbol's address is taken.
     &raw const __frames as u64
-}
-
-/// Writes a `ret` at the start of page `pa` (EL2 is untranslated; the guest's fetch goes
-/// through stage 2 to it).
-pub fn write_ret(pa: u64) {
-    // SAFETY: a data page of the hypervisor's; the cache maintenance only cleans and
-    // invalidates.
-    unsafe {
-        core::ptr::write_volatile(pa as *mut u32, 0xd65f_03c0);
-        core::arch::asm!("dc cvau, {a}", "dsb ish", "ic iallu", "dsb ish", "isb", a = in(reg) pa);
-    }
 }
 
 /// PSCI SYSTEM_OFF; at EL2 QEMU's conduit is SMC.

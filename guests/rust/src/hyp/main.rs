@@ -14,9 +14,9 @@
 #[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
 #[cfg_attr(target_arch = "riscv64", path = "riscv64.rs")]
 mod arch;
-#[cfg_attr(target_arch = "aarch64", path = "../uart/pl011.rs")]
-#[cfg_attr(target_arch = "riscv64", path = "../uart/ns16550.rs")]
-mod uart;
+#[cfg_attr(target_arch = "aarch64", path = "../shared/aarch64.rs")]
+#[cfg_attr(target_arch = "riscv64", path = "../shared/riscv64.rs")]
+mod shared;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;

@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-pub use crate::uart::Console;
+pub use crate::shared::{Console, write_ret};
 
 use pagetable::Sv39x4;
 
@@ -331,15 +331,6 @@ pub fn image_end() -> u64 {
     }
     // Only the symbol's address is taken.
     &raw const __frames as u64
-}
-
-/// Writes a `ret` at the start of page `pa` and orders it before fetches.
-pub fn write_ret(pa: u64) {
-    // SAFETY: a data page of the hypervisor's.
-    unsafe {
-        core::ptr::write_volatile(pa as *mut u32, 0x0000_8067);
-        core::arch::asm!("fence.i");
-    }
 }
 
 /// Ends the machine through the SiFive test device.
