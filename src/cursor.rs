@@ -156,7 +156,8 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
-                if A::entry_kind::<L1>(old) == EntryKind::Leaf {
+                if A::entry_kind::<L1>(old) != EntryKind::Empty {
+                    // A leaf, or a marker.
                     return Err(PagingError::AlreadyMapped(A::unfold(s)));
                 }
                 // SAFETY: as above.

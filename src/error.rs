@@ -68,6 +68,11 @@ pub enum PagingError {
     /// [`PageTable::borrow_shared`](crate::PageTable::borrow_shared) of a range the other table does
     /// not share ([`PageTable::share`](crate::PageTable::share)).
     NotShared(VirtAddr),
+    /// A marker's payload needs more bits than the mode's markers hold
+    /// ([`marker_bits`](crate::arch::marker_bits)).
+    PayloadTooWide(u64),
+    /// No marker at the address ([`PageTable::take_marker`](crate::PageTable::take_marker)).
+    NotMarker(VirtAddr),
 }
 
 impl fmt::Display for PagingError {
@@ -108,6 +113,11 @@ impl fmt::Display for PagingError {
                     "virtual address {va:#x} is not in a range the other table shares"
                 )
             }
+            Self::PayloadTooWide(payload) => write!(
+                f,
+                "marker payload {payload:#x} is wider than this mode's markers hold"
+            ),
+            Self::NotMarker(va) => write!(f, "no marker at virtual address {va:#x}"),
             Self::BadFrame(pa) => write!(
                 f,
                 "the handler returned the frame {pa:#x}, which the mode cannot use as a table"

@@ -27,7 +27,7 @@ pub enum MemType {
 /// [`PagingError::FlagsNotExpressible`](crate::PagingError::FlagsNotExpressible) rather than
 /// mapped as something else.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct MappingFlags(u8);
+pub struct MappingFlags(u16);
 
 impl MappingFlags {
     /// No access, normal memory. Not mappable by itself; the neutral element of `|`.
@@ -51,24 +51,33 @@ impl MappingFlags {
     /// give (EPT "ignore PAT", bit 6), instead of combining with it. Every other mode refuses
     /// it.
     pub const IGNORE_PAT: Self = Self(1 << 7);
+    /// The leaf exists, keeps its frame and its other flags, and the MMU faults on every
+    /// access through it: a kernel's `PROT_NONE` (or a NUMA-hinting fault). Protecting it
+    /// again without this flag makes it accessible with the other flags. The entry is
+    /// invalid to the MMU, tagged with a software bit ([`Arch::INACCESSIBLE_TAG`]), so nothing
+    /// about it is cached in a TLB and the MMU never writes it. Not on [`Ept`](crate::Ept),
+    /// whose present bits are its permissions.
+    ///
+    /// [`Arch::INACCESSIBLE_TAG`]: crate::Arch::INACCESSIBLE_TAG
+    pub const INACCESSIBLE: Self = Self(1 << 8);
 
-    /// Every bit but the memory type: permissions, and the stage 2 attribute.
-    const PERMISSIONS: u8 = 0x9f;
-    const MEM_SHIFT: u8 = 5;
-    const MEM: u8 = 0x60;
+    /// Every bit but the memory type: permissions, and the attributes.
+    const PERMISSIONS: u16 = 0x19f;
+    const MEM_SHIFT: u16 = 5;
+    const MEM: u16 = 0x60;
 
     /// The raw bits: permissions in bits 0-4, the memory type in bits 5-6, `IGNORE_PAT` in
-    /// bit 7.
+    /// bit 7, `INACCESSIBLE` in bit 8.
     #[must_use]
-    pub const fn bits(self) -> u8 {
+    pub const fn bits(self) -> u16 {
         self.0
     }
 
     /// Builds flags from [`bits`](Self::bits); `None` if a bit is unknown or the memory-type
     /// field holds no [`MemType`].
     #[must_use]
-    pub const fn from_bits(bits: u8) -> Option<Self> {
-        if (bits & Self::MEM) >> Self::MEM_SHIFT > 2 {
+    pub const fn from_bits(bits: u16) -> Option<Self> {
+        if bits & !(Self::PERMISSIONS | Self::MEM) != 0 || (bits & Self::MEM) >> Self::MEM_SHIFT > 2 {
             None
         } else {
             Some(Self(bits))
@@ -77,7 +86,7 @@ impl MappingFlags {
 
     /// Flags from [`bits`](Self::bits) known to be valid (the arch decoders build them so).
     #[inline]
-    pub(crate) const fn from_bits_valid(bits: u8) -> Self {
+    pub(crate) const fn from_bits_valid(bits: u16) -> Self {
         Self(bits)
     }
 
@@ -198,6 +207,9 @@ impl fmt::Debug for MappingFlags {
         )?;
         if self.contains(Self::IGNORE_PAT) {
             f.write_str(" ignore-pat")?;
+        }
+        if self.contains(Self::INACCESSIBLE) {
+            f.write_str(" inaccessible")?;
         }
         match self.mem_type() {
             MemType::Normal => Ok(()),

@@ -52,6 +52,7 @@ mod frames;
 mod handler;
 pub mod levels;
 mod liveness;
+mod markers;
 mod page_table;
 mod retired;
 mod size;
@@ -77,7 +78,8 @@ pub use levels::{
     Descriptor, Entry, EntryKind, L1, L2, L3, L4, L5, Leaf, Level, NoTable, Table, TableFrame,
 };
 pub use liveness::Liveness;
-pub use page_table::{HugePages, Mapping, PageTable, Translation};
+pub use markers::Lookup;
+pub use page_table::{Cleared, HugePages, Mapping, PageTable, Translation};
 pub use retired::Retired;
 pub use size::{
     HasLeaf, LeafSize, Size1G, Size2M, Size4K, Size16K, Size32M, Size64K, Size256T, Size512G,

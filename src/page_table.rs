@@ -57,6 +57,21 @@ pub struct Mapping {
     pub state: AccessState,
 }
 
+/// What [`PageTable::unmap_region_with`] clears: a leaf, or a marker
+/// ([`PageTable::set_marker`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleared {
+    /// A leaf, as it was when the swap that cleared it returned it.
+    Leaf(Mapping),
+    /// A marker at this page, with its payload.
+    Marker {
+        /// The page's first address.
+        va: VirtAddr,
+        /// What the marker held.
+        payload: u64,
+    },
+}
+
 impl Translation {
     /// What `leaf` says of folded address `va` inside it.
     pub(crate) fn from_raw<A: Arch>(leaf: RawLeaf, va: u64) -> Self {
@@ -93,7 +108,7 @@ impl Mapping {
 pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
     state: TableState,
-    handler: H,
+    pub(crate) handler: H,
     _arch: PhantomData<A>,
 }
 
@@ -425,7 +440,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     /// What the walk must know of this table besides its tree.
-    fn ctx(&self) -> Ctx {
+    pub(crate) fn ctx(&self) -> Ctx {
         Ctx {
             liveness: self.state.liveness,
             owner: self.root,
@@ -595,12 +610,20 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         &mut self,
         va: VirtAddr,
         len: usize,
-        mut removed: impl FnMut(Mapping),
+        mut removed: impl FnMut(Cleared),
     ) -> Result<Flush<A>, PagingError> {
         self.unmap_range(
             va,
             len,
-            walk::Report(|leaf| removed(Mapping::from_raw::<A>(leaf))),
+            walk::Report(|cleared| {
+                removed(match cleared {
+                    walk::ClearedRaw::Leaf(leaf) => Cleared::Leaf(Mapping::from_raw::<A>(leaf)),
+                    walk::ClearedRaw::Marker(va, payload) => Cleared::Marker {
+                        va: A::unfold(va),
+                        payload,
+                    },
+                })
+            }),
         )
     }
 
@@ -883,7 +906,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             match A::entry_kind::<A::Root>(pte) {
                 EntryKind::Empty => empty += 1,
                 EntryKind::Table => {}
-                EntryKind::Leaf => {
+                EntryKind::Leaf | EntryKind::Marker => {
                     return Err(PagingError::AlreadyMapped(A::unfold(
                         s + (i - lo) as u64 * root_size,
                     )));

@@ -136,6 +136,11 @@ const PXN: u64 = 1 << AArch64Pte::PXN_OFFSET;
 const UXN: u64 = 1 << AArch64Pte::UXN_OFFSET;
 /// This crate's software dirty bit: dirtiness of a leaf that is read-only now.
 pub(super) const SW_DIRTY: u64 = 1 << AArch64Pte::SW_OFFSET;
+/// Software bit 56: an inaccessible leaf, valid bit clear (this crate's tag).
+pub(super) const INACCESSIBLE: u64 = 1 << (AArch64Pte::SW_OFFSET + 1);
+/// Software bit 57: a marker, valid bit and bit 56 clear (this crate's tag; a leaf's bit 57
+/// stays the caller's).
+pub(super) const MARKER: u64 = 1 << (AArch64Pte::SW_OFFSET + 2);
 
 /// The MAIR_EL1 value the memory-type encoding assumes: Attr0 = 0xff (normal, inner and outer
 /// write-back non-transient, read- and write-allocate), Attr1 = 0x04 (Device-nGnRE),
@@ -267,7 +272,13 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Sealed for AArch64<V, R, G> {}
 #[inline(always)]
 pub(super) const fn entry_kind(pte: u64, depth: u8, max_leaf: u8) -> EntryKind {
     if pte & VALID == 0 {
-        EntryKind::Empty
+        // D8.3: an invalid descriptor's other bits are ignored.
+        let leaf_shape = if depth == 1 {
+            pte & TABLE_OR_PAGE != 0
+        } else {
+            pte & TABLE_OR_PAGE == 0 && depth <= max_leaf
+        };
+        arch::absent_kind(pte, depth, INACCESSIBLE, MARKER, leaf_shape)
     } else if depth == 1 {
         // At level 3, bit 1 clear is reserved: it translates as invalid.
         if pte & TABLE_OR_PAGE != 0 {
@@ -342,6 +353,10 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     const VA_BITS: u32 = V::BITS;
     const PA_BITS: u32 = 48;
     const VA_SPACE: VaSpace = R::SPACE;
+    const INACCESSIBLE_TAG: u64 = INACCESSIBLE;
+    const MARKER_TAG: u64 = MARKER;
+    /// The valid bit and the two tags: 61 payload bits.
+    const MARKER_RESERVED: u64 = VALID | INACCESSIBLE | MARKER;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
@@ -445,6 +460,9 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
             (true, true) => PXN,
             (true, false) => UXN,
         };
+        if flags.contains(MappingFlags::INACCESSIBLE) {
+            pte = (pte & !VALID) | INACCESSIBLE;
+        }
         pte
     }
 
@@ -476,6 +494,9 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
             // Attr1 and the indices this crate does not define.
             _ => MemType::Device,
         };
+        if pte & INACCESSIBLE != 0 {
+            flags |= MappingFlags::INACCESSIBLE;
+        }
         flags.with_mem_type(mem)
     }
 
@@ -491,7 +512,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
-        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !SW_DIRTY) | UPPER | GP | NS;
+        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | NS;
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts

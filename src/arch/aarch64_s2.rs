@@ -32,7 +32,7 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use super::aarch64::{
-    AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE, VALID, entry_kind,
+    AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, INACCESSIBLE, MARKER, TABLE_OR_PAGE, VALID, entry_kind,
     needs_break,
 };
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
@@ -182,6 +182,10 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     const VA_SPACE: VaSpace = VaSpace::Lower;
     const ROOT_CONCAT_BITS: u32 = I::CONCAT_BITS;
     const BREAK_BEFORE_MAKE: bool = true;
+    const INACCESSIBLE_TAG: u64 = INACCESSIBLE;
+    const MARKER_TAG: u64 = MARKER;
+    /// The valid bit and the two tags: 61 payload bits.
+    const MARKER_RESERVED: u64 = VALID | INACCESSIBLE | MARKER;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
@@ -230,6 +234,9 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
         if !flags.contains(MappingFlags::EXECUTE) {
             pte |= XN;
         }
+        if flags.contains(MappingFlags::INACCESSIBLE) {
+            pte = (pte & !VALID) | INACCESSIBLE;
+        }
         pte
     }
 
@@ -262,6 +269,9 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
             // Write-back, and the write-through mixes this crate does not write.
             MemType::Normal
         };
+        if pte & INACCESSIBLE != 0 {
+            flags |= MappingFlags::INACCESSIBLE;
+        }
         flags.with_mem_type(mem)
     }
 
@@ -277,7 +287,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, the other software bits and the ignored ones; the contiguous
         // hint goes, since a protect may cover part of a run.
-        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !SW_DIRTY) | UPPER;
+        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER;
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         // Shifts and masks instead of branches on `old`, so that a run of leaves vectorizes.
         if flags.contains(MappingFlags::WRITE) {

@@ -148,6 +148,11 @@ const W: u64 = 1 << LoongArchPte::W_OFFSET;
 /// This crate's software dirty bit: dirtiness of a leaf that is read-only now.
 const SW_DIRTY: u64 = 1 << LoongArchPte::SW_OFFSET;
 const SW: u64 = 0b111 << LoongArchPte::SW_OFFSET;
+/// Software bit 10: an inaccessible leaf, V clear (this crate's tag).
+const INACCESSIBLE: u64 = 2 << LoongArchPte::SW_OFFSET;
+/// Software bit 11: a marker, V and bit 10 clear (this crate's tag; a leaf's bit 11 stays the
+/// caller's).
+const MARKER: u64 = 4 << LoongArchPte::SW_OFFSET;
 const PPN: u64 = ((1 << LoongArchPte::PPN_BITS) - 1) << LoongArchPte::PPN_OFFSET;
 const NR: u64 = 1 << LoongArchPte::NR_OFFSET;
 const NX: u64 = 1 << LoongArchPte::NX_OFFSET;
@@ -189,20 +194,27 @@ impl Arch for LoongArch64 {
     const PA_BITS: u32 = 48;
     const VA_SPACE: VaSpace = VaSpace::Canonical;
     const TABLE_AT_PA_0: bool = false;
+    const INACCESSIBLE_TAG: u64 = INACCESSIBLE;
+    const MARKER_TAG: u64 = MARKER;
+    /// V, the two tags, and G (bit 6): a TLB refill pairs an even and an odd page and makes the
+    /// pair global only if both are, so a marker stays non-global. 60 payload bits.
+    const MARKER_RESERVED: u64 = V | INACCESSIBLE | MARKER | G;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
+        // An entry with V clear loads into the TLB as invalid: an access through it raises a
+        // page-invalid exception (PIL, PIS, PIF), whatever its other bits hold.
         if L::DEPTH == 1 {
             if pte & V != 0 {
                 EntryKind::Leaf
             } else {
-                EntryKind::Empty
+                arch::absent_kind(pte, 1, INACCESSIBLE, MARKER, true)
             }
         } else if pte & HUGE != 0 {
             if pte & V != 0 && L::DEPTH <= 3 {
                 EntryKind::Leaf
             } else {
-                EntryKind::Empty
+                arch::absent_kind(pte, L::DEPTH, INACCESSIBLE, MARKER, L::DEPTH <= 3)
             }
         } else if pte != 0 && pte & !PPN == 0 {
             EntryKind::Table
@@ -257,6 +269,9 @@ impl Arch for LoongArch64 {
         if flags.contains(MappingFlags::GLOBAL) {
             pte |= global_bit::<L>();
         }
+        if flags.contains(MappingFlags::INACCESSIBLE) {
+            pte = (pte & !V) | INACCESSIBLE;
+        }
         pte
     }
 
@@ -283,6 +298,9 @@ impl Arch for LoongArch64 {
         if pte & global_bit::<L>() != 0 {
             flags |= MappingFlags::GLOBAL;
         }
+        if pte & INACCESSIBLE != 0 {
+            flags |= MappingFlags::INACCESSIBLE;
+        }
         let mem = match (pte & MAT) >> LoongArchPte::MAT_OFFSET {
             1 => MemType::Normal,
             2 => MemType::Uncached,
@@ -302,8 +320,8 @@ impl Arch for LoongArch64 {
 
     #[inline]
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
-        // Keep the address, RPLV and the software bits other than the dirty bit.
-        let keep = Self::leaf_addr_mask::<L>() | RPLV | (SW & !SW_DIRTY);
+        // Keep the address, RPLV and the software bits other than this crate's.
+        let keep = Self::leaf_addr_mask::<L>() | RPLV | (SW & !(SW_DIRTY | INACCESSIBLE));
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !D);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; one becoming writable starts dirty.

@@ -79,6 +79,18 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// concatenated tables (AArch64 VTCR_EL2.SL0, RISC-V's x4 modes).
     const ROOT_CONCAT_BITS: u32 = 0;
 
+    /// The software bit that tags an inaccessible leaf ([`MappingFlags::INACCESSIBLE`]): the
+    /// leaf's entry with its valid bit(s) clear and this bit set, every other bit as the
+    /// accessible leaf has it. 0 where the mode has none ([`Ept`](crate::Ept)).
+    const INACCESSIBLE_TAG: u64;
+    /// The software bit that tags a marker: a last-level entry that is invalid to the MMU and
+    /// holds a caller's payload (see [`PageTable::set_marker`](crate::PageTable::set_marker)).
+    const MARKER_TAG: u64;
+    /// The bits of a marker entry that its payload does not use: the valid bit(s), both tags,
+    /// and any bit the hardware reads in an invalid entry. The payload fills the other bits,
+    /// lowest first: [`marker_bits`] of them.
+    const MARKER_RESERVED: u64;
+
     /// What a raw entry at level `L` is.
     fn entry_kind<L: Level>(pte: u64) -> EntryKind;
     /// An entry pointing to the next-level table at `pa`.
@@ -225,6 +237,73 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     }
 }
 
+/// What an entry that the MMU sees as invalid holds for this crate, at `depth`: an
+/// inaccessible leaf if it carries `inaccessible_tag` and, made valid, would be a leaf there
+/// (`leaf_shape`); a marker if it is a last-level entry carrying `marker_tag` alone; else nothing.
+#[inline(always)]
+pub(crate) const fn absent_kind(
+    pte: u64,
+    depth: u8,
+    inaccessible_tag: u64,
+    marker_tag: u64,
+    leaf_shape: bool,
+) -> EntryKind {
+    if pte & inaccessible_tag != 0 {
+        if leaf_shape {
+            EntryKind::Leaf
+        } else {
+            EntryKind::Empty
+        }
+    } else if depth == 1 && pte & marker_tag != 0 {
+        EntryKind::Marker
+    } else {
+        EntryKind::Empty
+    }
+}
+
+/// How many payload bits a marker holds in mode `A`: at least 50 in every mode (checked at
+/// compile time).
+pub const fn marker_bits<A: Arch>() -> u32 {
+    64 - A::MARKER_RESERVED.count_ones()
+}
+
+/// The marker entry holding `payload`, or `None` if it needs more than [`marker_bits`] bits.
+/// The payload's bits fill the entry's unreserved bits, lowest first.
+#[inline]
+pub(crate) const fn marker_entry<A: Arch>(payload: u64) -> Option<u64> {
+    if marker_bits::<A>() < 64 && payload >> marker_bits::<A>() != 0 {
+        return None;
+    }
+    let mut pte = payload;
+    let mut bit = 0;
+    while bit < 64 {
+        if A::MARKER_RESERVED & (1 << bit) != 0 {
+            // Open a zero at `bit`: the payload bits from here up move one higher.
+            let low = pte & ((1 << bit) - 1);
+            let high = if bit == 63 { 0 } else { (pte >> bit) << (bit + 1) };
+            pte = low | high;
+        }
+        bit += 1;
+    }
+    Some(pte | A::MARKER_TAG)
+}
+
+/// The payload of the marker entry `pte` ([`marker_entry`] undone).
+#[inline]
+pub(crate) const fn marker_payload<A: Arch>(pte: u64) -> u64 {
+    let mut payload = pte & !A::MARKER_RESERVED;
+    let mut bit = 64;
+    while bit > 0 {
+        bit -= 1;
+        if A::MARKER_RESERVED & (1 << bit) != 0 {
+            // Close the gap at `bit`.
+            let low = payload & ((1 << bit) - 1);
+            payload = low | ((payload >> bit) >> 1 << bit);
+        }
+    }
+    payload
+}
+
 /// Mask of the folded VA bits.
 pub const fn va_mask<A: Arch>() -> u64 {
     (1 << A::VA_BITS) - 1
@@ -300,4 +379,10 @@ pub const fn geometry_ok<A: Arch>() -> bool {
         && A::VA_BITS <= 60
         && A::PA_BITS <= 56
         && A::PA_BITS > A::PAGE_SHIFT
+        // Markers: a payload of at least 50 bits, tags among the reserved bits, the tags apart.
+        && marker_bits::<A>() >= 50
+        && A::MARKER_TAG.count_ones() == 1
+        && A::MARKER_RESERVED & A::MARKER_TAG != 0
+        && A::MARKER_RESERVED & A::INACCESSIBLE_TAG == A::INACCESSIBLE_TAG
+        && A::MARKER_TAG & A::INACCESSIBLE_TAG == 0
 }

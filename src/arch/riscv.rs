@@ -19,7 +19,7 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{Arch, VaSpace, sealed::Sealed};
+use super::{self as arch, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
@@ -82,6 +82,11 @@ const G: u64 = 1 << RiscvPte::G_OFFSET;
 const A: u64 = 1 << RiscvPte::A_OFFSET;
 const D: u64 = 1 << RiscvPte::D_OFFSET;
 const RSW: u64 = 0b11 << RiscvPte::RSW_OFFSET;
+/// RSW bit 9: an inaccessible leaf, V clear (this crate's tag).
+const INACCESSIBLE: u64 = 2 << RiscvPte::RSW_OFFSET;
+/// RSW bit 8: a marker, V and bit 9 clear (this crate's tag; a leaf's bit 8 stays the
+/// caller's).
+const MARKER: u64 = 1 << RiscvPte::RSW_OFFSET;
 const PPN: u64 = ((1 << RiscvPte::PPN_BITS) - 1) << RiscvPte::PPN_OFFSET;
 const PBMT: u64 = 0b11 << RiscvPte::PBMT_OFFSET;
 const N: u64 = 1 << RiscvPte::N_OFFSET;
@@ -220,10 +225,16 @@ impl<M: RiscvMode> Arch for Riscv<M> {
     /// The G-stage root is four tables (16 KiB, 2048 entries).
     const ROOT_CONCAT_BITS: u32 = if M::G_STAGE { 2 } else { 0 };
 
+    const INACCESSIBLE_TAG: u64 = INACCESSIBLE;
+    const MARKER_TAG: u64 = MARKER;
+    /// V and the two tags: 61 payload bits.
+    const MARKER_RESERVED: u64 = V | INACCESSIBLE | MARKER;
+
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
         if pte & V == 0 {
-            EntryKind::Empty
+            // Privileged spec 12.3.1: with V clear, all other bits are don't-cares for software.
+            arch::absent_kind(pte, L::DEPTH, INACCESSIBLE, MARKER, pte & (R | W | X) != 0)
         } else if pte & (R | W | X) != 0 {
             EntryKind::Leaf
         } else if L::DEPTH > 1 {
@@ -262,7 +273,7 @@ impl<M: RiscvMode> Arch for Riscv<M> {
     #[inline(always)]
     fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let set = |flag: MappingFlags, bits: u64| if flags.contains(flag) { bits } else { 0 };
-        g_stage_user::<M>()
+        let pte = g_stage_user::<M>()
             | V
             | A
             | set(MappingFlags::READ, R)
@@ -270,7 +281,12 @@ impl<M: RiscvMode> Arch for Riscv<M> {
             | set(MappingFlags::EXECUTE, X)
             | set(MappingFlags::USER, U)
             | set(MappingFlags::GLOBAL, G)
-            | pbmt(flags.mem_type())
+            | pbmt(flags.mem_type());
+        if flags.contains(MappingFlags::INACCESSIBLE) {
+            (pte & !V) | INACCESSIBLE
+        } else {
+            pte
+        }
     }
 
     #[inline(always)]
@@ -308,7 +324,8 @@ impl<M: RiscvMode> Arch for Riscv<M> {
             | set(W, MappingFlags::WRITE)
             | set(X, MappingFlags::EXECUTE)
             | set(user, MappingFlags::USER)
-            | set(G, MappingFlags::GLOBAL))
+            | set(G, MappingFlags::GLOBAL)
+            | set(INACCESSIBLE, MappingFlags::INACCESSIBLE))
         .with_mem_type(mem)
     }
 
@@ -325,7 +342,8 @@ impl<M: RiscvMode> Arch for Riscv<M> {
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, the access state and the software bits; a Svnapot run goes, since
         // a protect may cover part of it.
-        let mut new = (old & (PPN | A | D | RSW)) | (Self::leaf_template::<L>(flags) & !(A | D));
+        let keep = PPN | A | D | (RSW & !INACCESSIBLE);
+        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !(A | D));
         if flags.contains(MappingFlags::WRITE) && old & W == 0 {
             new |= D;
         }

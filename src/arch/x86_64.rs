@@ -131,6 +131,11 @@ const PAT_4K: u64 = PS;
 const PAT_HUGE: u64 = 1 << X86HugePte::PAT_OFFSET;
 const G: u64 = 1 << X86Pte::GLOBAL_OFFSET;
 const XD: u64 = 1 << X86Pte::XD_OFFSET;
+/// Bit 11 (software): an inaccessible leaf, P clear (this crate's tag).
+const INACCESSIBLE: u64 = 1 << (X86Pte::AVL_OFFSET + 2);
+/// Bit 10 (software): a marker, P and bit 11 clear (this crate's tag; a leaf's bit 10 stays
+/// the caller's).
+const MARKER: u64 = 1 << (X86Pte::AVL_OFFSET + 1);
 /// Bits 9-11, ignored by the hardware: software's.
 const AVL: u64 = ((1 << X86Pte::AVL_BITS) - 1) << X86Pte::AVL_OFFSET;
 /// Bits 52-58, ignored by the hardware: software's.
@@ -176,7 +181,9 @@ const fn pat_bit<L: Level>() -> u64 {
 #[inline]
 fn entry_kind(pte: u64, depth: u8) -> EntryKind {
     if pte & P == 0 {
-        EntryKind::Empty
+        // SDM 4.5.4: with P clear every other bit is ignored.
+        let leaf_shape = depth == 1 || (depth <= 3 && pte & PS != 0);
+        arch::absent_kind(pte, depth, INACCESSIBLE, MARKER, leaf_shape)
     } else if depth == 1 || (depth <= 3 && pte & PS != 0) {
         EntryKind::Leaf
     } else {
@@ -238,6 +245,10 @@ impl<M: X86Mode> Arch for X86<M> {
     /// MAXPHYADDR is at most 52.
     const PA_BITS: u32 = 52;
     const VA_SPACE: VaSpace = VaSpace::Canonical;
+    const INACCESSIBLE_TAG: u64 = INACCESSIBLE;
+    const MARKER_TAG: u64 = MARKER;
+    /// P and the two tags: 61 payload bits.
+    const MARKER_RESERVED: u64 = P | INACCESSIBLE | MARKER;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
@@ -329,6 +340,9 @@ impl<M: X86Mode> Arch for X86<M> {
         if L::DEPTH > 1 {
             pte |= PS;
         }
+        if flags.contains(MappingFlags::INACCESSIBLE) {
+            pte = (pte & !P) | INACCESSIBLE;
+        }
         pte
     }
 
@@ -343,7 +357,8 @@ impl<M: X86Mode> Arch for X86<M> {
         let bit = |mask: u64| (pte & mask != 0) as u8;
         let perms = 1 | bit(RW) << 1 | (1 - bit(XD)) << 2 | bit(US) << 3 | bit(G) << 4;
         let index = bit(PWT) | bit(PCD) << 1 | bit(pat_bit::<L>()) << 2;
-        MappingFlags::from_bits_valid(perms | PAT_MEM_TYPE[index as usize] << 5)
+        let attrs = (bit(INACCESSIBLE) as u16) << 8;
+        MappingFlags::from_bits_valid((perms | PAT_MEM_TYPE[index as usize] << 5) as u16 | attrs)
     }
 
     #[inline(always)]
@@ -359,8 +374,8 @@ impl<M: X86Mode> Arch for X86<M> {
     #[inline(always)]
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, the access state, and the bits flags do not speak for (software
-        // bits, protection key).
-        let keep = Self::leaf_addr_mask::<L>() | A | D | AVL | AVL_HIGH | PK;
+        // bits but this crate's tag, protection key).
+        let keep = Self::leaf_addr_mask::<L>() | A | D | (AVL & !INACCESSIBLE) | AVL_HIGH | PK;
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !(A | D));
         if flags.contains(MappingFlags::WRITE) && old & RW == 0 {
             new |= D;

@@ -89,6 +89,13 @@ const PS: u64 = 1 << EptPte::PAGE_SIZE_OFFSET;
 const A: u64 = 1 << EptPte::ACCESSED_OFFSET;
 const D: u64 = 1 << EptPte::DIRTY_OFFSET;
 const ADDR: u64 = ((1 << EptPte::ADDR_BITS) - 1) << EptPte::ADDR_OFFSET;
+/// Bit 10: user-mode execute with mode-based execute control, which makes an entry present.
+const USER_EXECUTE: u64 = 1 << 10;
+/// Bit 11 (ignored): a marker, bits 2:0 and 10 clear (this crate's tag; a leaf's bit 11
+/// stays the caller's).
+const MARKER: u64 = 1 << 11;
+/// Bit 63: suppress #VE, which the CPU reads in a not-present entry too.
+const SUPPRESS_VE: u64 = 1 << EptPte::SUPPRESS_VE_OFFSET;
 /// Bits a protect keeps: ignored bit 11, bits 52-63.
 const KEEP: u64 = (1 << 11) | (0xfff << 52);
 
@@ -118,11 +125,20 @@ impl Arch for Ept {
     const PA_BITS: u32 = 52;
     const VA_SPACE: VaSpace = VaSpace::Lower;
     const PAGE_FLUSH: bool = false;
+    /// None: an EPT entry's present bits are its permissions, so an inaccessible leaf could not
+    /// keep them.
+    const INACCESSIBLE_TAG: u64 = 0;
+    const MARKER_TAG: u64 = MARKER;
+    /// Bits 2:0, bit 10 (present under mode-based execute control), the tag, and bit 63
+    /// (suppress #VE, read on an EPT violation): 58 payload bits.
+    const MARKER_RESERVED: u64 = RWX | USER_EXECUTE | MARKER | SUPPRESS_VE;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {
         if pte & RWX == 0 {
-            EntryKind::Empty
+            // SDM 29.3.2: an entry with bits 2:0 clear is not present (bit 10 too, under
+            // mode-based execute control, which a marker keeps clear).
+            arch::absent_kind(pte, L::DEPTH, 0, MARKER, false)
         } else if L::DEPTH == 1 || (L::DEPTH <= 3 && pte & PS != 0) {
             EntryKind::Leaf
         } else if L::DEPTH == 4 && pte & PS != 0 {
@@ -185,7 +201,7 @@ impl Arch for Ept {
 
     #[inline]
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-        let not_ept = MappingFlags::USER | MappingFlags::GLOBAL;
+        let not_ept = MappingFlags::USER | MappingFlags::GLOBAL | MappingFlags::INACCESSIBLE;
         let write_only = flags.contains(MappingFlags::WRITE) && !flags.contains(MappingFlags::READ);
         if flags.no_access() || write_only || flags.intersects(not_ept) {
             Err(PagingError::FlagsNotExpressible(flags))

@@ -16,8 +16,12 @@ pub enum Entry<T> {
     Empty,
     /// A table one level down.
     Table(T),
-    /// A page or block mapping.
+    /// A page or block mapping (or an inaccessible one: see
+    /// [`MappingFlags::INACCESSIBLE`]).
     Leaf(Leaf),
+    /// A marker's payload (last level only): an entry the MMU faults on, holding what the
+    /// caller stored with [`PageTable::set_marker`](crate::PageTable::set_marker).
+    Marker(u64),
 }
 
 /// A leaf as [`Descriptor::decode`] reads it.
@@ -67,12 +71,13 @@ impl<A: Arch, L: HasNext> Descriptor<A, L> {
             EntryKind::Empty => Entry::Empty,
             EntryKind::Table => Entry::Table(TableFrame::from_raw(A::table_addr(pte))),
             EntryKind::Leaf => Entry::Leaf(leaf::<A, L>(pte)),
+            EntryKind::Marker => Entry::Marker(crate::arch::marker_payload::<A>(pte)),
         }
     }
 }
 
 impl<A: Arch> Descriptor<A, L1> {
-    /// The last-level entry decoded: empty or a leaf (no entry of the last level points to a
+    /// The last-level entry decoded: empty, a leaf or a marker (no entry of the last level points to a
     /// table; [`Arch::entry_kind`] never says so there).
     ///
     /// ```
@@ -82,7 +87,7 @@ impl<A: Arch> Descriptor<A, L1> {
     /// let page = Descriptor::<Sv39, L1>::leaf(pa!(0x8000_1000), MappingFlags::READ).unwrap();
     /// match page.decode() {
     ///     Entry::Leaf(leaf) => assert_eq!(leaf.pa, pa!(0x8000_1000)),
-    ///     Entry::Empty => unreachable!(),
+    ///     Entry::Empty | Entry::Marker(_) => unreachable!(),
     ///     Entry::Table(never) => match never {},
     /// }
     /// ```
@@ -92,6 +97,7 @@ impl<A: Arch> Descriptor<A, L1> {
         let pte = self.bits();
         match A::entry_kind::<L1>(pte) {
             EntryKind::Leaf => Entry::Leaf(leaf::<A, L1>(pte)),
+            EntryKind::Marker => Entry::Marker(crate::arch::marker_payload::<A>(pte)),
             EntryKind::Empty | EntryKind::Table => Entry::Empty,
         }
     }

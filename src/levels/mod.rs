@@ -71,8 +71,10 @@ pub enum EntryKind {
     Empty,
     /// A pointer to a table one level down.
     Table,
-    /// A leaf: a page or block mapping.
+    /// A leaf: a page or block mapping (or an inaccessible one, which the MMU sees as invalid).
     Leaf,
+    /// A marker: a last-level entry that the MMU sees as invalid, holding a caller's payload.
+    Marker,
 }
 
 macro_rules! levels {

@@ -184,10 +184,14 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             if !A::settled_leaves(all, any) {
                 for k in 0..run.count {
                     let pte = load(k);
-                    if A::entry_kind::<L1>(pte) != EntryKind::Leaf {
-                        return Err(PagingError::NotMapped(A::unfold(run.va::<A>(k))));
+                    match A::entry_kind::<L1>(pte) {
+                        EntryKind::Leaf => self.needs.hw_live |= A::hw_may_update::<L1>(pte),
+                        // A marker is kept as it is: the apply pass must go entry by entry.
+                        EntryKind::Marker => self.needs.hw_live = true,
+                        EntryKind::Empty | EntryKind::Table => {
+                            return Err(PagingError::NotMapped(A::unfold(run.va::<A>(k))));
+                        }
                     }
-                    self.needs.hw_live |= A::hw_may_update::<L1>(pte);
                 }
             }
         }
@@ -204,6 +208,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
         match A::entry_kind::<L>(pte) {
+            // Only last-level entries are markers.
+            EntryKind::Marker => {}
             EntryKind::Empty if self.holes_ok() => {}
             EntryKind::Empty => return Err(PagingError::NotMapped(A::unfold(a))),
             EntryKind::Leaf => {
@@ -427,7 +433,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
         let pte = unsafe { t.load(i) };
         let op = self.op;
         let table = match A::entry_kind::<L>(pte) {
-            EntryKind::Empty => return Ok(Step::Skip),
+            EntryKind::Empty | EntryKind::Marker => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
                 let liveness = self.stash.ctx.liveness;
                 // SAFETY: live table owned by the caller.
@@ -453,9 +459,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
 ///
 /// # Safety
 ///
-/// The run lies inside the live table `t`, which the caller owns, and holds leaves only (the
-/// check pass found no holes). `hw_live` is false only if the MMU can set no accessed or dirty
-/// bit in any of them.
+/// The run lies inside the live table `t`, which the caller owns, and holds leaves and markers
+/// only (the check pass found no holes). `hw_live` is false only if the run holds leaves only
+/// and the MMU can set no accessed or dirty bit in any of them.
 #[inline(always)]
 unsafe fn modify_leaves<A: Arch>(
     t: TableRef<A, L1>,
@@ -477,7 +483,7 @@ unsafe fn modify_leaves<A: Arch>(
         return;
     }
     for k in 0..run.count {
-        // SAFETY: in bounds; a leaf only (the check pass found no holes).
+        // SAFETY: in bounds; markers are skipped (the check pass found no holes).
         unsafe {
             let old = t.load(run.first + k);
             if A::entry_kind::<L1>(old) == EntryKind::Leaf {

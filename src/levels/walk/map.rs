@@ -101,7 +101,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
             EntryKind::Empty => {
                 self.need.tables += 1 + fresh_tables::<A, L::Next>(a, b, &self.req);
             }
-            EntryKind::Leaf => return Err(PagingError::AlreadyMapped(A::unfold(a))),
+            EntryKind::Leaf | EntryKind::Marker => {
+                return Err(PagingError::AlreadyMapped(A::unfold(a)));
+            }
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 let next = unsafe { below::<A, L, H, ()>(self.h, pte, ()) };
@@ -459,7 +461,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             return stop(Ok(stash.finish(h)));
         }
         match kind {
-            EntryKind::Leaf => stop(Err(PagingError::AlreadyMapped(A::unfold(self.s)))),
+            EntryKind::Leaf | EntryKind::Marker => {
+                stop(Err(PagingError::AlreadyMapped(A::unfold(self.s))))
+            }
             EntryKind::Table => {
                 // SAFETY: live table owned by the caller.
                 let pte = unsafe { grant_entry::<A, L>(t, i, pte, self.req.flags) };

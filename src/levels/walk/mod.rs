@@ -26,17 +26,19 @@ use crate::handler::PagingHandler;
 
 mod edit;
 mod map;
+mod marker;
 mod read;
 mod stash;
 mod unmap;
 
 pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
 pub(crate) use map::{MapReq, map_apply, map_check, map_one};
+pub(crate) use marker::set_marker;
 pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, query,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
-pub(crate) use unmap::{Removed, Report, unmap_apply, unmap_one};
+pub(crate) use unmap::{ClearedRaw, Removed, Report, unmap_apply, unmap_one};
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the
 /// range inside it, and whether that part is the whole entry.

@@ -60,7 +60,7 @@ impl RawLeaf {
     pub(crate) fn last<A: Arch>(va: u64, pte: u64, path: u64) -> Option<Self> {
         match Descriptor::<A, L1>::from_bits(pte).decode() {
             Entry::Leaf(leaf) => Some(Self::at::<A, L1>(va, leaf, path)),
-            Entry::Empty => None,
+            Entry::Empty | Entry::Marker(_) => None,
             Entry::Table(never) => match never {},
         }
     }
@@ -93,7 +93,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
         // SAFETY: in bounds, live table.
         let pte = unsafe { t.load(i) };
         match decode::<A, L>(pte) {
-            Entry::Empty => PointStep::Stop(None),
+            Entry::Empty | Entry::Marker(_) => PointStep::Stop(None),
             Entry::Leaf(leaf) => {
                 let va = entry_base::<A, L>(self.va);
                 PointStep::Stop(Some(RawLeaf::at::<A, L>(va, leaf, path)))
@@ -219,7 +219,7 @@ impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A,
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(at.i) };
         match decode::<A, L>(pte) {
-            Entry::Empty => {}
+            Entry::Empty | Entry::Marker(_) => {}
             Entry::Leaf(leaf) => {
                 (self.f)(RawLeaf::at::<A, L>(entry_base::<A, L>(at.a), leaf, path))
             }
@@ -256,7 +256,7 @@ pub(crate) unsafe fn for_each<A: Arch, L: Level, H: PagingHandler>(
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, A::PATH_START) };
 }
 
-/// Stops at the first leaf: its folded address is the error.
+/// Stops at the first leaf or marker: its folded address is the error.
 struct FirstLeaf<'a, A, H> {
     h: &'a H,
     _arch: PhantomData<A>,
@@ -271,7 +271,8 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), u64> {
         for k in 0..run.count {
             // SAFETY: the run lies inside the live table.
-            if A::entry_kind::<L1>(unsafe { t.load(run.first + k) }) == EntryKind::Leaf {
+            let kind = A::entry_kind::<L1>(unsafe { t.load(run.first + k) });
+            if matches!(kind, EntryKind::Leaf | EntryKind::Marker) {
                 return Err(run.va::<A>(k));
             }
         }
@@ -288,7 +289,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
         // SAFETY: an entry of the live table.
         match decode::<A, L>(unsafe { t.load(at.i) }) {
             Entry::Empty => Ok(Step::Skip),
-            Entry::Leaf(_) => Err(at.a),
+            Entry::Leaf(_) | Entry::Marker(_) => Err(at.a),
             // SAFETY: a decoded table entry's table is live.
             Entry::Table(frame) => Ok(Step::Descend(unsafe {
                 into::<A, L::Next, H, ()>(self.h, frame, ())

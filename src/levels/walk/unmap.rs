@@ -23,6 +23,8 @@ pub(crate) trait Removed {
 
     /// The leaf `old` at level `L`, first address folded `va`, just swapped out.
     fn leaf<A: Arch, L: Level>(&mut self, va: u64, old: u64);
+    /// The marker `old` at folded `va`, just cleared.
+    fn marker<A: Arch>(&mut self, va: u64, old: u64);
 }
 
 impl Removed for () {
@@ -30,17 +32,32 @@ impl Removed for () {
 
     #[inline(always)]
     fn leaf<A: Arch, L: Level>(&mut self, _: u64, _: u64) {}
+
+    #[inline(always)]
+    fn marker<A: Arch>(&mut self, _: u64, _: u64) {}
 }
 
-/// Reports every leaf an unmap clears to `F`.
+/// What an unmap cleared, as [`Report`] hands it on: a leaf, or a marker's folded address and
+/// payload.
+pub(crate) enum ClearedRaw {
+    Leaf(RawLeaf),
+    Marker(u64, u64),
+}
+
+/// Reports every leaf and marker an unmap clears to `F`.
 pub(crate) struct Report<F>(pub F);
 
-impl<F: FnMut(RawLeaf)> Removed for Report<F> {
+impl<F: FnMut(ClearedRaw)> Removed for Report<F> {
     const REPORTS: bool = true;
 
     #[inline(always)]
     fn leaf<A: Arch, L: Level>(&mut self, va: u64, old: u64) {
-        (self.0)(RawLeaf::of::<A, L>(va, old));
+        (self.0)(ClearedRaw::Leaf(RawLeaf::of::<A, L>(va, old)));
+    }
+
+    #[inline(always)]
+    fn marker<A: Arch>(&mut self, va: u64, old: u64) {
+        (self.0)(ClearedRaw::Marker(va, crate::arch::marker_payload::<A>(old)));
     }
 }
 
@@ -65,13 +82,19 @@ impl<A: Arch, H: PagingHandler, R: Removed> Visitor<A> for UnmapApply<'_, A, H, 
         for k in run.first..run.first + run.count {
             // SAFETY: the run lies inside the live table the caller owns.
             unsafe {
-                if A::entry_kind::<L1>(t.load(k)) == EntryKind::Leaf {
-                    if R::REPORTS {
+                match A::entry_kind::<L1>(t.load(k)) {
+                    EntryKind::Leaf if R::REPORTS => {
                         let old = t.swap(k, 0);
                         self.removed.leaf::<A, L1>(run.va::<A>(k - run.first), old);
-                    } else {
-                        t.store(k, 0);
                     }
+                    EntryKind::Marker if R::REPORTS => {
+                        // No MMU writes a marker: a plain load and store.
+                        let old = t.load(k);
+                        t.store(k, 0);
+                        self.removed.marker::<A>(run.va::<A>(k - run.first), old);
+                    }
+                    EntryKind::Leaf | EntryKind::Marker => t.store(k, 0),
+                    EntryKind::Empty | EntryKind::Table => {}
                 }
             }
         }
@@ -88,7 +111,8 @@ impl<A: Arch, H: PagingHandler, R: Removed> Visitor<A> for UnmapApply<'_, A, H, 
         // SAFETY: an entry of the live table.
         let pte = unsafe { t.load(i) };
         let table = match A::entry_kind::<L>(pte) {
-            EntryKind::Empty => return Ok(Step::Skip),
+            // Only last-level entries are markers.
+            EntryKind::Empty | EntryKind::Marker => return Ok(Step::Skip),
             EntryKind::Leaf if full => {
                 // SAFETY: live table owned by the caller.
                 unsafe {
