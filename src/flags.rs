@@ -77,7 +77,8 @@ impl MappingFlags {
     /// field holds no [`MemType`].
     #[must_use]
     pub const fn from_bits(bits: u16) -> Option<Self> {
-        if bits & !(Self::PERMISSIONS | Self::MEM) != 0 || (bits & Self::MEM) >> Self::MEM_SHIFT > 2 {
+        if bits & !(Self::PERMISSIONS | Self::MEM) != 0 || (bits & Self::MEM) >> Self::MEM_SHIFT > 2
+        {
             None
         } else {
             Some(Self(bits))

@@ -88,9 +88,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let entry = arch::marker_entry::<A>(payload).ok_or(PagingError::PayloadTooWide(payload))?;
         let root = self.root_ref();
         // SAFETY: the root is live and ours; `s` lies in its span.
-        if let Some((table, _)) =
-            unsafe { walk::last_table_pa::<A, A::Root, H>(&self.handler, root, s, None) }
-        {
+        let last = unsafe { walk::last_table_pa::<A, A::Root, H>(&self.handler, root, s, None) };
+        if let Some((table, _)) = last {
             // The common case, tables there: no reservation.
             // SAFETY: a last-level table of our tree.
             let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };

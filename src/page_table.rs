@@ -72,6 +72,17 @@ pub enum Cleared {
     },
 }
 
+impl Cleared {
+    /// The leaf, if this is one.
+    #[must_use]
+    pub fn leaf(self) -> Option<Mapping> {
+        match self {
+            Cleared::Leaf(m) => Some(m),
+            Cleared::Marker { .. } => None,
+        }
+    }
+}
+
 impl Translation {
     /// What `leaf` says of folded address `va` inside it.
     pub(crate) fn from_raw<A: Arch>(leaf: RawLeaf, va: u64) -> Self {
@@ -570,8 +581,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         self.unmap_range(va, len, ())
     }
 
-    /// [`unmap_region`](Self::unmap_region), calling `removed` for every leaf it clears, in
-    /// address order: a kernel's `munmap`, which frees the frames and writes back the dirty
+    /// [`unmap_region`](Self::unmap_region), calling `removed` for every leaf and every marker
+    /// ([`set_marker`](Self::set_marker)) it clears, in address order: a kernel's `munmap`, which frees the frames and writes back the dirty
     /// pages in the same pass. Each [`Mapping`] is the leaf as it was (its own flags), with the
     /// access state that the atomic swap clearing it returned: every mark the MMU made is in
     /// it, none can come later. A leaf that the range covers only in part is split first, and
@@ -595,7 +606,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///
     /// // munmap of 2 MiB + 16 KiB, holes and all: the block, then the one page.
     /// let mut gone = vec![];
-    /// pt.unmap_region_with(va!(0x20_0000), 0x20_4000, |m| gone.push(m)).unwrap().ignore();
+    /// pt.unmap_region_with(va!(0x20_0000), 0x20_4000, |c| gone.extend(c.leaf())).unwrap().ignore();
     /// assert_eq!(gone.len(), 2);
     /// assert_eq!((gone[0].size, gone[0].state.dirty), (PageSize::SIZE_2M, true));
     /// assert_eq!((gone[1].va, gone[1].pa), (va!(0x40_3000), pa!(0x5000_0000)));

@@ -182,6 +182,30 @@ fn cases() -> Vec<Case> {
         "single-leaf call inside a huge leaf", X86_64,
             |pt| pt.unmap(va!(0x4000_1000))
             => E::InsideLeaf { leaf: va!(0x4000_0000), size: PageSize::SIZE_2M };
+        "marker payload wider than the mode's marker bits", X86_64,
+            |pt| pt.set_marker(va!(0x2000_0000), 1 << 61)
+            => E::PayloadTooWide(1 << 61);
+        "marker payload wider than EPT's 58 bits", Ept,
+            |pt| pt.set_marker(va!(0x2000_0000), 1 << 58)
+            => E::PayloadTooWide(1 << 58);
+        "marker at an unaligned address", Sv39,
+            |pt| pt.set_marker(va!(0x2000_0800), 1)
+            => E::UnalignedVa(va!(0x2000_0800));
+        "marker where a leaf maps", X86_64,
+            |pt| pt.set_marker(va!(0x1000_1000), 1)
+            => E::AlreadyMapped(va!(0x1000_1000));
+        "marker inside a huge leaf", AArch64,
+            |pt| pt.set_marker(va!(0x4000_3000), 1)
+            => E::AlreadyMapped(va!(0x4000_3000));
+        "taking a marker from a leaf (a non-present entry expected)", X86_64,
+            |pt| pt.take_marker(va!(0x1000_0000))
+            => E::NotMarker(va!(0x1000_0000));
+        "taking a marker from a hole", LoongArch64,
+            |pt| pt.take_marker(va!(0x2000_0000))
+            => E::NotMarker(va!(0x2000_0000));
+        "an inaccessible leaf on EPT (its present bits are its permissions)", Ept,
+            |pt| pt.protect(va!(0x1000_0000), RW | F::INACCESSIBLE)
+            => E::FlagsNotExpressible(RW | F::INACCESSIBLE);
         "remap to an address unaligned for the leaf", X86_64,
             |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
             => E::UnalignedPa(pa!(0x1000));

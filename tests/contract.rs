@@ -229,7 +229,7 @@ fn a_panic_in_alloc_table_gives_back_the_frames_reserved_so_far() {
 
 #[test]
 fn the_memory_type_of_a_union_does_not_depend_on_the_order() {
-    let all: Vec<F> = (0..=u8::MAX).filter_map(F::from_bits).collect();
+    let all: Vec<F> = (0..=0x1ffu16).filter_map(F::from_bits).collect();
     for &a in &all {
         for &b in &all {
             assert_eq!(a | b, b | a, "{a:?} | {b:?}");

@@ -135,8 +135,8 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             false,
             |pt| {
                 let mut dirty = None;
-                pt.unmap_region_with(va(b), page::<M>() as usize, |m| {
-                    dirty = Some(m.state.dirty);
+                pt.unmap_region_with(va(b), page::<M>() as usize, |c| {
+                    dirty = Some(c.leaf().expect("a leaf").state.dirty);
                 })
                 .unwrap()
                 .ignore();
@@ -150,7 +150,8 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             true,
             |pt| {
                 let mut dirty = None;
-                pt.unmap_region_with(va(b), page::<M>() as usize, |m| {
+                pt.unmap_region_with(va(b), page::<M>() as usize, |c| {
+                    let m = c.leaf().expect("a leaf");
                     assert_eq!(m.va, va(b), "{}: the page unmapped", M::NAME);
                     dirty = Some(m.state.dirty);
                 })

@@ -63,6 +63,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => va_pick().prop_map(|va| Op::CursorUnmap { va }),
         1 => (va_pick(), any::<u8>()).prop_map(|(va, flags)| Op::CursorProtect { va, flags }),
         2 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>()).prop_map(|(va, n, pa, flags)| Op::CursorRun { va, n, pa, flags }),
+        2 => (va_pick(), any::<u64>(), any::<u8>()).prop_map(|(va, payload, width)| Op::SetMarker { va, payload, width }),
+        1 => va_pick().prop_map(|va| Op::TakeMarker { va }),
+        1 => va_pick().prop_map(|va| Op::Lookup { va }),
     ]
 }
 

@@ -98,7 +98,7 @@ fn scenario<A: Arch>(base: usize) -> usize {
     tried += fails_cleanly_at_every_allocation(&mut pt, |pt| {
         reported.clear();
         let mut seen = vec![];
-        let result = pt.unmap_region_with(v(from), len, |m| seen.push(m));
+        let result = pt.unmap_region_with(v(from), len, |c| seen.extend(c.leaf()));
         if result.is_err() {
             assert!(
                 seen.is_empty(),

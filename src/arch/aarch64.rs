@@ -512,7 +512,8 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
-        let keep = Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | NS;
+        let keep =
+            Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | NS;
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts

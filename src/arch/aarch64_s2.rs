@@ -32,8 +32,8 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use super::aarch64::{
-    AF, CONTIGUOUS, DBM, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, INACCESSIBLE, MARKER, TABLE_OR_PAGE, VALID, entry_kind,
-    needs_break,
+    AF, CONTIGUOUS, DBM, INACCESSIBLE, MARKER, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE,
+    VALID, entry_kind, needs_break,
 };
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;

@@ -280,7 +280,11 @@ pub(crate) const fn marker_entry<A: Arch>(payload: u64) -> Option<u64> {
         if A::MARKER_RESERVED & (1 << bit) != 0 {
             // Open a zero at `bit`: the payload bits from here up move one higher.
             let low = pte & ((1 << bit) - 1);
-            let high = if bit == 63 { 0 } else { (pte >> bit) << (bit + 1) };
+            let high = if bit == 63 {
+                0
+            } else {
+                (pte >> bit) << (bit + 1)
+            };
             pte = low | high;
         }
         bit += 1;

@@ -233,7 +233,11 @@ impl<A: Arch, L: Level> fmt::Debug for Descriptor<A, L> {
                 let (pa, flags, state) = self.leaf_info().unwrap_or_default();
                 write!(f, "Leaf({pa:#x}, {flags:?}, {state:?})")
             }
-            EntryKind::Marker => write!(f, "Marker({:#x})", crate::arch::marker_payload::<A>(self.bits)),
+            EntryKind::Marker => write!(
+                f,
+                "Marker({:#x})",
+                crate::arch::marker_payload::<A>(self.bits)
+            ),
         }
     }
 }

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 
 use pagetable::arch::{level_shift, max_leaf_depth, root_depth};
 use pagetable::{
-    AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48,
-    Liveness, LoongArch64, Lower, Mapping, MappingFlags as F, MemType, PageSize, PageTable,
-    PagingError as E, PhysAddr, Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Translation, Upper, Va36, Va39,
-    Va42, Va47, Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
+    AArch64, AArch64S2, AccessState, Arch, Cleared, Ept, Granule16K, Granule64K, HugePages, Ipa40,
+    Ipa48, Liveness, Lookup, LoongArch64, Lower, Mapping, MappingFlags as F, MemType, PageSize,
+    PageTable, PagingError as E, PhysAddr, Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Translation, Upper,
+    Va36, Va39, Va42, Va47, Va48, VaSpace, VirtAddr, X86_64, X86_64La57,
 };
 
 use super::hw::Hardware;
@@ -71,10 +71,16 @@ pub struct Spec {
     index_bits: u32,
     expressible: fn(F) -> bool,
     has_accessed_bit: bool,
+    /// Payload bits of a marker, as the crate documents them per mode.
+    marker_bits: u32,
 }
 
 impl Spec {
-    pub fn of<A: Arch>(expressible: fn(F) -> bool, has_accessed_bit: bool) -> Self {
+    pub fn of<A: Arch>(
+        expressible: fn(F) -> bool,
+        has_accessed_bit: bool,
+        marker_bits: u32,
+    ) -> Self {
         Self {
             name: A::NAME,
             va_bits: A::VA_BITS,
@@ -86,6 +92,7 @@ impl Spec {
             index_bits: A::INDEX_BITS,
             expressible,
             has_accessed_bit,
+            marker_bits,
         }
     }
 
@@ -159,6 +166,8 @@ pub struct Model {
     pub leaves: BTreeMap<u64, Leaf>,
     /// Root entries shared (`PageTable::share`), by folded index: the table below each stays.
     pub shared: std::collections::BTreeSet<u64>,
+    /// Markers: each page's first address and payload.
+    pub markers: BTreeMap<u64, u64>,
 }
 
 /// What the model expects of a call: success, or one of these errors.
@@ -179,15 +188,17 @@ impl Model {
         ((va as u128) < Self::end(start, &leaf)).then_some((start, leaf))
     }
 
-    /// The first mapped address in `[s, e)`.
+    /// The first address in `[s, e)` that a leaf maps or a marker holds.
     fn first_mapped(&self, s: u64, e: u128) -> Option<u64> {
         if self.leaf_at(s).is_some() {
             return Some(s);
         }
-        self.leaves
-            .range(s..)
-            .next()
-            .map(|(&v, _)| v)
+        let leaf = self.leaves.range(s..).next().map(|(&v, _)| v);
+        let marker = self.markers.range(s..).next().map(|(&v, _)| v);
+        [leaf, marker]
+            .into_iter()
+            .flatten()
+            .min()
             .filter(|&v| (v as u128) < e)
     }
 
@@ -197,6 +208,10 @@ impl Model {
         while cursor < e {
             match self.leaf_at(cursor as u64) {
                 Some((start, leaf)) => cursor = Self::end(start, &leaf),
+                // A marker is kept, not a hole.
+                None if self.markers.contains_key(&(cursor as u64)) => {
+                    cursor += self.spec.page as u128;
+                }
                 None => return Some(cursor as u64),
             }
         }
@@ -427,8 +442,8 @@ impl Model {
     }
 
     /// Unmaps `[va, va + len)`; the leaves removed (the pieces inside the range, once the
-    /// leaves at the edges are split), in address order.
-    fn unmap_region(&mut self, va: u64, len: u64) -> Expect<Vec<Mapping>> {
+    /// leaves at the edges are split) and the markers, in address order.
+    fn unmap_region(&mut self, va: u64, len: u64) -> Expect<Vec<Cleared>> {
         let errs = self.spec.range_errors(va, len, self.spec.page);
         if !errs.is_empty() {
             return fail(errs);
@@ -442,10 +457,67 @@ impl Model {
             .map(|(&v, _)| v)
             .take_while(|&v| (v as u128) < end)
             .collect();
-        Ok(doomed
+        let mut gone: Vec<(u64, Cleared)> = doomed
             .into_iter()
-            .map(|v| to_mapping(v, &self.leaves.remove(&v).expect("a leaf")))
-            .collect())
+            .map(|v| {
+                let m = to_mapping(v, &self.leaves.remove(&v).expect("a leaf"));
+                (v, Cleared::Leaf(m))
+            })
+            .collect();
+        let markers: Vec<u64> = self
+            .markers
+            .range(va..)
+            .map(|(&v, _)| v)
+            .take_while(|&v| (v as u128) < end)
+            .collect();
+        for v in markers {
+            let payload = self.markers.remove(&v).unwrap();
+            let va = VirtAddr::from(v as usize);
+            gone.push((v, Cleared::Marker { va, payload }));
+        }
+        gone.sort_by_key(|(v, _)| *v);
+        Ok(gone.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// `set_marker` at `va`.
+    fn set_marker(&mut self, va: u64, payload: u64) -> Expect<()> {
+        let page = self.spec.page;
+        let mut errs = self.spec.range_errors(va, page, page);
+        if errs.is_empty() && payload.checked_shr(self.spec.marker_bits).unwrap_or(0) != 0 {
+            errs.push(E::PayloadTooWide(payload));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        if self.leaf_at(va).is_some() {
+            return fail(vec![E::AlreadyMapped(VirtAddr::from(va as usize))]);
+        }
+        self.markers.insert(va, payload);
+        Ok(())
+    }
+
+    /// `take_marker` at `va`.
+    fn take_marker(&mut self, va: u64) -> Expect<u64> {
+        let page = self.spec.page;
+        let errs = self.spec.range_errors(va, page, page);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        self.markers
+            .remove(&va)
+            .ok_or_else(|| vec![E::NotMarker(VirtAddr::from(va as usize))])
+    }
+
+    /// `lookup` at `va`.
+    fn lookup(&self, va: u64) -> Expect<Lookup> {
+        match self.query(va) {
+            Ok(t) => Ok(Lookup::Mapped(t)),
+            Err(e) if e.iter().any(|e| matches!(e, E::NotCanonical(_))) => Err(e),
+            Err(_) => Ok(self
+                .markers
+                .get(&(va & !(self.spec.page - 1)))
+                .map_or(Lookup::Empty, |&p| Lookup::Marker(p))),
+        }
     }
 
     fn protect_region(&mut self, va: u64, len: u64, flags: F) -> Expect<()> {
@@ -511,11 +583,14 @@ impl Model {
         for depth in 1..shifts.len() {
             // A table at `depth` spans what one entry one level up maps.
             let span = shifts[depth];
+            // Markers sit in last-level tables, as granule pages do.
             let mut spans: std::collections::BTreeSet<u64> = self
                 .leaves
                 .iter()
                 .filter(|(_, l)| l.shift <= shifts[depth - 1])
-                .map(|(&v, _)| (v & ((1u64 << self.spec.va_bits) - 1)) >> span)
+                .map(|(&v, _)| v)
+                .chain(self.markers.keys().copied())
+                .map(|v| (v & ((1u64 << self.spec.va_bits) - 1)) >> span)
                 .collect();
             if depth == shifts.len() - 1 {
                 // The tables below shared root entries stay, empty or not.
@@ -630,6 +705,20 @@ pub enum Op {
         pa: PaPick,
         flags: u8,
     },
+    /// `set_marker` at `va` (mostly a page's start) with a payload of about `width` bits.
+    SetMarker {
+        va: VaPick,
+        payload: u64,
+        width: u8,
+    },
+    /// `take_marker` at `va` (a marker's, if `va` picks a leaf and markers exist).
+    TakeMarker {
+        va: VaPick,
+    },
+    /// `lookup` at `va` (a marker's, as for `TakeMarker`).
+    Lookup {
+        va: VaPick,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -668,13 +757,14 @@ pub fn flags_of(bits: u8) -> F {
     } else {
         F::READ
     };
-    // Now and then EPT's stage 2 attribute, which every other mode refuses.
-    let stage2 = if bits >> 5 == 5 {
-        F::IGNORE_PAT
-    } else {
-        F::EMPTY
+    // Now and then EPT's stage 2 attribute, which every other mode refuses; now and then an
+    // inaccessible leaf (PROT_NONE), which EPT refuses.
+    let stage2 = match bits >> 5 {
+        5 => F::IGNORE_PAT,
+        6 | 2 => F::INACCESSIBLE,
+        _ => F::EMPTY,
     };
-    F::from_bits(bits & 0x1f)
+    F::from_bits(u16::from(bits & 0x1f))
         .unwrap()
         .union(extra)
         .union(stage2)
@@ -682,6 +772,34 @@ pub fn flags_of(bits: u8) -> F {
 }
 
 impl Model {
+    /// A marker's address when `p` picks a leaf and there are markers; else as `pick_va`,
+    /// mostly aligned to the page.
+    fn pick_marker_va(&self, p: &VaPick) -> u64 {
+        if let Some((k, inside)) = p.leaf {
+            if k % 2 == 0 && !self.markers.is_empty() {
+                let i = (k as usize / 2) % self.markers.len();
+                return *self.markers.keys().nth(i).unwrap();
+            }
+            if k % 4 == 1 && !self.leaves.is_empty() {
+                // Just past a leaf: markers among mappings, where range calls meet both.
+                let (&start, leaf) = self
+                    .leaves
+                    .iter()
+                    .nth((k as usize / 4) % self.leaves.len())
+                    .unwrap();
+                return start
+                    .wrapping_add(1 << leaf.shift)
+                    .wrapping_add(u64::from(inside % 4) * self.spec.page);
+            }
+        }
+        let va = self.pick_va(p).0;
+        if p.hostile % 32 < 4 {
+            va
+        } else {
+            va & !(self.spec.page - 1)
+        }
+    }
+
     fn bases(&self) -> Vec<u64> {
         let n = self.spec.va_bits;
         let g = 1u64 << 30;
@@ -818,6 +936,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         spec,
         leaves: BTreeMap::new(),
         shared: Default::default(),
+        markers: BTreeMap::new(),
     };
     let mut pt = PageTable::<A, _>::new(Shared::new(Frames::new(6000, 0x4000_0000))).unwrap();
     let sizes = [12u32, 21, 30, 39, 48, 14, 16, 25, 29, 36, 42];
@@ -944,6 +1063,30 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.clear_state(va, clear);
                 (compare(step, op, got, want)?, Some(va))
             }
+            Op::SetMarker { va, payload, width } => {
+                let va = model.pick_marker_va(va);
+                let payload = payload
+                    .checked_shr(64 - u32::from(*width % 65))
+                    .unwrap_or(0);
+                let got = pt.set_marker(VirtAddr::from(va as usize), payload);
+                let want = model.set_marker(va, payload);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::TakeMarker { va } => {
+                let va = model.pick_marker_va(va);
+                let got = pt.take_marker(VirtAddr::from(va as usize)).map(|(p, f)| {
+                    pt.flush(f);
+                    p
+                });
+                let want = model.take_marker(va);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::Lookup { va } => {
+                let va = model.pick_marker_va(va);
+                let got = pt.lookup(VirtAddr::from(va as usize));
+                let want = model.lookup(va);
+                (compare(step, op, got, want)?, Some(va))
+            }
             Op::Query { va } => {
                 let va = model.pick_va(va).0;
                 let got = pt.query(VirtAddr::from(va as usize));
@@ -1045,7 +1188,8 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             }
             Op::Touch { va, write } => {
                 let va = model.pick_va(va).0;
-                if let Some((start, leaf)) = model.leaf_at(va) {
+                let accessible = |l: &Leaf| !l.flags.contains(F::INACCESSIBLE);
+                if let Some((start, leaf)) = model.leaf_at(va).filter(|(_, l)| accessible(l)) {
                     let raw = raw::walk::<A>(
                         &pt.handler().0.borrow(),
                         pt.root_paddr().as_usize() as u64,
@@ -1176,6 +1320,27 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             step,
             op
         );
+        let inaccessible: std::collections::BTreeSet<u64> = model
+            .leaves
+            .iter()
+            .filter(|(_, l)| l.flags.contains(F::INACCESSIBLE))
+            .map(|(&v, _)| v)
+            .collect();
+        ensure_eq!(
+            raw.inaccessible,
+            inaccessible,
+            "step {}: inaccessible leaves in memory differ from the model after {:?}",
+            step,
+            op
+        );
+        let markers: Vec<(u64, u64)> = model.markers.iter().map(|(&v, &p)| (v, p)).collect();
+        ensure_eq!(
+            raw.markers,
+            markers,
+            "step {}: markers in memory differ from the model after {:?}",
+            step,
+            op
+        );
         ensure_eq!(
             raw.tables,
             pt.handler().0.borrow().live_addrs(),
@@ -1225,6 +1390,8 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             ] {
                 let got = pt.query(VirtAddr::from(probe as usize));
                 let _ = compare(step, op, got, model.query(probe))?;
+                let got = pt.lookup(VirtAddr::from(probe as usize));
+                let _ = compare(step, op, got, model.lookup(probe))?;
             }
         }
     }
@@ -1292,7 +1459,10 @@ fn arm_s2_expressible(f: F) -> bool {
 
 /// Write without read is an EPT misconfiguration; execute-only is allowed.
 fn ept_expressible(f: F) -> bool {
-    !f.no_access() && (f.contains(F::READ) || !f.contains(F::WRITE)) && no_stage1_bits(f)
+    !f.no_access()
+        && (f.contains(F::READ) || !f.contains(F::WRITE))
+        && no_stage1_bits(f)
+        && !f.contains(F::INACCESSIBLE)
 }
 
 /// A paging mode the model knows: its spec, its manual and how its MMU marks leaves.
@@ -1301,37 +1471,37 @@ pub trait Modeled: Arch + Hardware {
 }
 
 macro_rules! modeled {
-    ($($arch:ty => $expressible:expr, $accessed:expr;)*) => {
+    ($($arch:ty => $expressible:expr, $accessed:expr, $marker_bits:literal;)*) => {
         $(impl Modeled for $arch {
             fn spec() -> Spec {
-                Spec::of::<$arch>($expressible, $accessed)
+                Spec::of::<$arch>($expressible, $accessed, $marker_bits)
             }
         })*
     };
 }
 
 modeled! {
-    X86_64 => needs_read, true;
-    X86_64La57 => needs_read, true;
-    AArch64<Va48, Lower> => needs_read, true;
-    AArch64<Va48, Upper> => needs_read, true;
-    AArch64<Va39, Lower> => needs_read, true;
-    AArch64<Va39, Upper> => needs_read, true;
-    AArch64<Va48, Lower, Granule16K> => needs_read, true;
-    AArch64<Va47, Upper, Granule16K> => needs_read, true;
-    AArch64<Va36, Lower, Granule16K> => needs_read, true;
-    AArch64<Va48, Lower, Granule64K> => needs_read, true;
-    AArch64<Va48, Upper, Granule64K> => needs_read, true;
-    AArch64<Va42, Lower, Granule64K> => needs_read, true;
-    AArch64S2<Ipa40> => arm_s2_expressible, true;
-    AArch64S2<Ipa48> => arm_s2_expressible, true;
-    Sv39x4 => g_stage_expressible, true;
-    Sv48x4 => g_stage_expressible, true;
-    Ept => ept_expressible, true;
-    Sv39 => riscv_expressible, true;
-    Sv48 => riscv_expressible, true;
-    Sv57 => riscv_expressible, true;
-    LoongArch64 => loongarch_expressible, false;
+    X86_64 => needs_read, true, 61;
+    X86_64La57 => needs_read, true, 61;
+    AArch64<Va48, Lower> => needs_read, true, 61;
+    AArch64<Va48, Upper> => needs_read, true, 61;
+    AArch64<Va39, Lower> => needs_read, true, 61;
+    AArch64<Va39, Upper> => needs_read, true, 61;
+    AArch64<Va48, Lower, Granule16K> => needs_read, true, 61;
+    AArch64<Va47, Upper, Granule16K> => needs_read, true, 61;
+    AArch64<Va36, Lower, Granule16K> => needs_read, true, 61;
+    AArch64<Va48, Lower, Granule64K> => needs_read, true, 61;
+    AArch64<Va48, Upper, Granule64K> => needs_read, true, 61;
+    AArch64<Va42, Lower, Granule64K> => needs_read, true, 61;
+    AArch64S2<Ipa40> => arm_s2_expressible, true, 61;
+    AArch64S2<Ipa48> => arm_s2_expressible, true, 61;
+    Sv39x4 => g_stage_expressible, true, 61;
+    Sv48x4 => g_stage_expressible, true, 61;
+    Ept => ept_expressible, true, 58;
+    Sv39 => riscv_expressible, true, 61;
+    Sv48 => riscv_expressible, true, 61;
+    Sv57 => riscv_expressible, true, 61;
+    LoongArch64 => loongarch_expressible, false, 60;
 }
 
 // ---- Calls from raw bytes, for the fuzz targets and for replaying their corpora.
@@ -1396,7 +1566,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 24;
+        let tag = i.u8()? % 27;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -1462,6 +1632,17 @@ impl Op {
                     },
                 }
             }
+            24 => Op::SetMarker {
+                va: VaPick::decode(i)?,
+                payload: u64::from(i.u32()?) << 32 | u64::from(i.u32()?),
+                width: i.u8()?,
+            },
+            25 => Op::TakeMarker {
+                va: VaPick::decode(i)?,
+            },
+            26 => Op::Lookup {
+                va: VaPick::decode(i)?,
+            },
             _ => Op::CursorRun {
                 va: VaPick::decode(i)?,
                 n: i.u8()?,

@@ -47,6 +47,95 @@ pub trait Manual {
     /// A description, for an entry the crate should never write (a reserved encoding, a
     /// misaligned block, stray bits in a pointer).
     fn read(pte: u64, depth: u32) -> Result<Raw, String>;
+    /// The crate's software encodings of invalid entries, from its documentation (not its
+    /// code): the bits that make an entry valid, the tag of an inaccessible leaf (its valid
+    /// entry with those bits cleared and the tag set; 0 if the mode has none), the tag of a
+    /// marker, and the bits a marker's payload skips.
+    const SOFT: Soft;
+}
+
+/// See [`Manual::SOFT`].
+pub struct Soft {
+    pub valid: u64,
+    pub inaccessible: u64,
+    pub marker: u64,
+    pub reserved: u64,
+}
+
+const X86_SOFT: Soft = Soft {
+    valid: 1,
+    inaccessible: 1 << 11,
+    marker: 1 << 10,
+    reserved: 1 | 1 << 10 | 1 << 11,
+};
+const ARM_SOFT: Soft = Soft {
+    valid: 1,
+    inaccessible: 1 << 56,
+    marker: 1 << 57,
+    reserved: 1 | 1 << 56 | 1 << 57,
+};
+const RISCV_SOFT: Soft = Soft {
+    valid: 1,
+    inaccessible: 1 << 9,
+    marker: 1 << 8,
+    reserved: 1 | 1 << 8 | 1 << 9,
+};
+const EPT_SOFT: Soft = Soft {
+    valid: 0b111,
+    inaccessible: 0,
+    marker: 1 << 11,
+    reserved: 0b111 | 1 << 10 | 1 << 11 | 1 << 63,
+};
+const LOONGARCH_SOFT: Soft = Soft {
+    valid: 1,
+    inaccessible: 1 << 10,
+    marker: 1 << 11,
+    reserved: 1 | 1 << 6 | 1 << 10 | 1 << 11,
+};
+
+/// The payload of a marker entry: its unreserved bits, lowest first, one at a time.
+pub fn payload(pte: u64, reserved: u64) -> u64 {
+    let mut out = 0;
+    let mut k = 0;
+    for bit in 0..64 {
+        if reserved >> bit & 1 == 0 {
+            out |= (pte >> bit & 1) << k;
+            k += 1;
+        }
+    }
+    out
+}
+
+/// An entry read with the crate's encodings of invalid entries: an inaccessible leaf reads as
+/// its valid self would, a marker as its payload.
+fn read_soft<M: Manual>(pte: u64, depth: u32) -> Result<(Raw, Invalid), String> {
+    let soft = M::SOFT;
+    if pte == 0 || pte & soft.valid != 0 {
+        return Ok((M::read(pte, depth)?, Invalid::No));
+    }
+    if soft.inaccessible != 0 && pte & soft.inaccessible != 0 {
+        // Made valid again, with the first valid bit (EPT: R, which every inaccessible leaf
+        // would have; EPT has none).
+        let valid = (pte & !soft.inaccessible) | (soft.valid & soft.valid.wrapping_neg());
+        return match M::read(valid, depth)? {
+            Raw::Leaf(pa) => Ok((Raw::Leaf(pa), Invalid::Inaccessible)),
+            other => Err(format!(
+                "an inaccessible entry that is no leaf: {pte:#x} ({other:?})"
+            )),
+        };
+    }
+    if depth == 1 && pte & soft.marker != 0 {
+        return Ok((Raw::Empty, Invalid::Marker(payload(pte, soft.reserved))));
+    }
+    // Neither: the manual decides (a LoongArch directory entry has no valid bit).
+    Ok((M::read(pte, depth)?, Invalid::No))
+}
+
+/// What an invalid entry held.
+enum Invalid {
+    No,
+    Inaccessible,
+    Marker(u64),
 }
 
 /// What a raw walk found.
@@ -58,6 +147,10 @@ pub struct RawTree {
     pub tables: BTreeSet<u64>,
     /// The physical address of each leaf's entry, in the order of `leaves`.
     pub entries: Vec<u64>,
+    /// The first addresses of the inaccessible leaves.
+    pub inaccessible: BTreeSet<u64>,
+    /// Markers as (va as the API writes it, payload), in walk order.
+    pub markers: Vec<(u64, u64)>,
 }
 
 /// Walks the tree at `root` in `mem`.
@@ -102,8 +195,15 @@ fn visit<M: Manual>(
     for i in 0..entries {
         let pte = mem.read_phys(table + i * 8);
         let at = va | i << shift;
-        let raw = M::read(pte, depth)
+        let (raw, invalid) = read_soft::<M>(pte, depth)
             .map_err(|e| format!("entry {i} of the depth-{depth} table {table:#x}: {e}"))?;
+        match invalid {
+            Invalid::No => {}
+            Invalid::Inaccessible => {
+                tree.inaccessible.insert(sign::<M>(at));
+            }
+            Invalid::Marker(payload) => tree.markers.push((sign::<M>(at), payload)),
+        }
         match raw {
             Raw::Empty => {}
             Raw::Leaf(pa) => {
@@ -255,7 +355,7 @@ fn riscv_read(pte: u64, depth: u32) -> Result<Raw, String> {
 
 /// Modes whose entries read by one function of this file.
 macro_rules! manual {
-    ($($mode:ty => $levels:literal, $space:ident, $read:expr $(, granule $g:literal, va $va:literal)?;)*) => {
+    ($($mode:ty => $levels:literal, $space:ident, $read:expr, $soft:expr $(, granule $g:literal, va $va:literal)?;)*) => {
         $(impl Manual for $mode {
             const LEVELS: u32 = $levels;
             const SPACE: Space = Space::$space;
@@ -264,33 +364,34 @@ macro_rules! manual {
             fn read(pte: u64, depth: u32) -> Result<Raw, String> {
                 $read(pte, depth)
             }
+            const SOFT: Soft = $soft;
         })*
     };
 }
 
 manual! {
-    X86_64 => 4, Canonical, x86_read;
-    X86_64La57 => 5, Canonical, x86_read;
-    AArch64<Va48, Lower> => 4, Lower, arm_read::<12>;
-    AArch64<Va48, Upper> => 4, Upper, arm_read::<12>;
-    AArch64<Va39, Lower> => 3, Lower, arm_read::<12>;
-    AArch64<Va39, Upper> => 3, Upper, arm_read::<12>;
-    AArch64<Va48, Lower, Granule16K> => 4, Lower, arm_read::<14>, granule 14, va 48;
-    AArch64<Va47, Upper, Granule16K> => 3, Upper, arm_read::<14>, granule 14, va 47;
-    AArch64<Va36, Lower, Granule16K> => 2, Lower, arm_read::<14>, granule 14, va 36;
-    AArch64<Va48, Lower, Granule64K> => 3, Lower, arm_read::<16>, granule 16, va 48;
-    AArch64<Va48, Upper, Granule64K> => 3, Upper, arm_read::<16>, granule 16, va 48;
-    AArch64<Va42, Lower, Granule64K> => 2, Lower, arm_read::<16>, granule 16, va 42;
+    X86_64 => 4, Canonical, x86_read, X86_SOFT;
+    X86_64La57 => 5, Canonical, x86_read, X86_SOFT;
+    AArch64<Va48, Lower> => 4, Lower, arm_read::<12>, ARM_SOFT;
+    AArch64<Va48, Upper> => 4, Upper, arm_read::<12>, ARM_SOFT;
+    AArch64<Va39, Lower> => 3, Lower, arm_read::<12>, ARM_SOFT;
+    AArch64<Va39, Upper> => 3, Upper, arm_read::<12>, ARM_SOFT;
+    AArch64<Va48, Lower, Granule16K> => 4, Lower, arm_read::<14>, ARM_SOFT, granule 14, va 48;
+    AArch64<Va47, Upper, Granule16K> => 3, Upper, arm_read::<14>, ARM_SOFT, granule 14, va 47;
+    AArch64<Va36, Lower, Granule16K> => 2, Lower, arm_read::<14>, ARM_SOFT, granule 14, va 36;
+    AArch64<Va48, Lower, Granule64K> => 3, Lower, arm_read::<16>, ARM_SOFT, granule 16, va 48;
+    AArch64<Va48, Upper, Granule64K> => 3, Upper, arm_read::<16>, ARM_SOFT, granule 16, va 48;
+    AArch64<Va42, Lower, Granule64K> => 2, Lower, arm_read::<16>, ARM_SOFT, granule 16, va 42;
     // D8.2.8: a 40-bit IPA starting at level 1 concatenates two level-1 tables.
-    AArch64S2<Ipa40> => 3, Lower, arm_read::<12>, granule 12, va 40;
-    AArch64S2<Ipa48> => 4, Lower, arm_read::<12>;
-    Sv39 => 3, Canonical, riscv_read;
-    Sv48 => 4, Canonical, riscv_read;
-    Sv57 => 5, Canonical, riscv_read;
+    AArch64S2<Ipa40> => 3, Lower, arm_read::<12>, ARM_SOFT, granule 12, va 40;
+    AArch64S2<Ipa48> => 4, Lower, arm_read::<12>, ARM_SOFT;
+    Sv39 => 3, Canonical, riscv_read, RISCV_SOFT;
+    Sv48 => 4, Canonical, riscv_read, RISCV_SOFT;
+    Sv57 => 5, Canonical, riscv_read, RISCV_SOFT;
     // Hypervisor extension: the x4 roots are 2048 entries, two more GPA bits.
-    Sv39x4 => 3, Lower, g_stage_read, granule 12, va 41;
-    Sv48x4 => 4, Lower, g_stage_read, granule 12, va 50;
-    Ept => 4, Lower, ept_read;
+    Sv39x4 => 3, Lower, g_stage_read, RISCV_SOFT, granule 12, va 41;
+    Sv48x4 => 4, Lower, g_stage_read, RISCV_SOFT, granule 12, va 50;
+    Ept => 4, Lower, ept_read, EPT_SOFT;
 }
 
 // ---- LoongArch64, reference manual vol. 1 5.4 / 7.5: a directory entry is the next table's
@@ -300,6 +401,7 @@ manual! {
 impl Manual for LoongArch64 {
     const LEVELS: u32 = 4;
     const SPACE: Space = Space::Canonical;
+    const SOFT: Soft = LOONGARCH_SOFT;
     fn read(pte: u64, depth: u32) -> Result<Raw, String> {
         const PA: u64 = 0x0000_ffff_ffff_f000;
         if depth == 1 {

@@ -83,7 +83,12 @@ pub(crate) unsafe fn set_marker<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     entry: u64,
 ) -> Result<(), PagingError> {
-    let mut v = SetMarker { h, stash, va, entry };
+    let mut v = SetMarker {
+        h,
+        stash,
+        va,
+        entry,
+    };
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut v, t, va, ()) }
 }

@@ -57,7 +57,10 @@ impl<F: FnMut(ClearedRaw)> Removed for Report<F> {
 
     #[inline(always)]
     fn marker<A: Arch>(&mut self, va: u64, old: u64) {
-        (self.0)(ClearedRaw::Marker(va, crate::arch::marker_payload::<A>(old)));
+        (self.0)(ClearedRaw::Marker(
+            va,
+            crate::arch::marker_payload::<A>(old),
+        ));
     }
 }
 
