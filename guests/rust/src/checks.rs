@@ -5,11 +5,11 @@
 use core::sync::atomic::Ordering;
 
 use pagetable::{
-    AccessState, Liveness, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr,
+    AccessState, Liveness, Lookup, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr,
 };
 
 use crate::frames::{self, BREAKS, BREAKS_SEEN, FREED, Frames};
-use crate::{KERNEL, RW, arch, exec, read, report, write};
+use crate::{KERNEL, RW, arch, exec, last_cause, read, report, write};
 
 /// Test pages, away from RAM, on tables the checks make.
 const PAGE: u64 = 0x1_0000_0000;
@@ -119,6 +119,75 @@ pub fn execute() {
         report("made non-executable, a fetch faults", !exec(CODE));
     }
     report("and it still reads", read(CODE).is_some());
+}
+
+/// A load through `va` that must fault on an invalid entry: the probe fails and the cause is
+/// the architecture's for a not-present load.
+fn faults_not_present(va: u64) -> bool {
+    read(va).is_none() && arch::not_present_load(last_cause())
+}
+
+/// PROT_NONE and markers: entries the MMU sees as invalid, kept by the crate.
+pub fn non_present() {
+    // The page of `map_protect_remap`, read-only on the frame holding 99.
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let flush = pt
+            .protect(va(PAGE), F::READ | F::INACCESSIBLE)
+            .expect("protect none");
+        pt.flush(flush);
+    }
+    let kept = {
+        let k = kernel();
+        k.as_ref()
+            .and_then(|pt| pt.query(va(PAGE)).ok())
+            .is_some_and(|t| t.flags == F::READ | F::INACCESSIBLE)
+    };
+    report(
+        "made inaccessible (PROT_NONE), a load faults as not present; the leaf keeps its frame and flags",
+        faults_not_present(PAGE) && kept,
+    );
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let flush = pt.protect(va(PAGE), F::READ).expect("protect back");
+        pt.flush(flush);
+    }
+    report(
+        "made accessible again, it reads its data",
+        read(PAGE) == Some(99),
+    );
+
+    let payload = (1 << 59) | 0x5a5a_1234;
+    let frame = {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let (page, flush) = pt.unmap(va(PAGE)).expect("unmap");
+        pt.flush(flush);
+        pt.set_marker(va(PAGE), payload).expect("set marker");
+        page.pa.as_usize() as u64
+    };
+    let found = kernel().as_ref().map(|pt| pt.lookup(va(PAGE)));
+    report(
+        "a marker faults as not present, and lookup reads its payload back",
+        faults_not_present(PAGE) && found == Some(Ok(Lookup::Marker(payload))),
+    );
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let (got, flush) = pt.take_marker(va(PAGE)).expect("take marker");
+        pt.flush(flush);
+        assert_eq!(got, payload);
+        let flush = pt
+            .map(va(PAGE), pa(frame), PageSize::SIZE_4K, F::READ)
+            .expect("map again");
+        pt.flush(flush);
+    }
+    report(
+        "swapped back in (take_marker, map), it reads its data",
+        read(PAGE) == Some(99),
+    );
 }
 
 pub fn demand_paging() {

@@ -53,6 +53,20 @@ static SKIPPED: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::
 /// Faults found spurious (another CPU's edit in progress) and retried.
 pub static SPURIOUS: AtomicU64 = AtomicU64::new(0);
 
+/// Per CPU, the cause of the last fault, as the architecture reports it (AArch64 ESR, the x86
+/// error code, RISC-V scause, LoongArch's exception code); see `arch::not_present_load`.
+static LAST_CAUSE: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
+
+/// Records the cause of the fault being handled on this CPU.
+pub fn note_cause(cause: u64) {
+    LAST_CAUSE[arch::cpu_id()].store(cause, Ordering::SeqCst);
+}
+
+/// The cause of this CPU's last fault.
+pub fn last_cause() -> u64 {
+    LAST_CAUSE[arch::cpu_id()].load(Ordering::SeqCst)
+}
+
 fn skipped() -> &'static AtomicU64 {
     &SKIPPED[arch::cpu_id()]
 }
@@ -214,6 +228,7 @@ extern "C" fn kmain() -> ! {
 
     checks::map_protect_remap();
     checks::execute();
+    checks::non_present();
     checks::demand_paging();
     checks::split_live_block();
     if arch::HW_ACCESS_STATE {

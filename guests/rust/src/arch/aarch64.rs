@@ -204,7 +204,14 @@ extern "C" fn trap(esr: u64, far: u64, elr: u64, lr: u64) -> u64 {
         0x21 => Access::Fetch,
         _ => unexpected(esr, far, elr),
     };
+    crate::note_cause(esr);
     crate::resume(far, access, elr, lr, 4).unwrap_or_else(|| unexpected(esr, far, elr))
+}
+
+/// Whether `esr` is a data abort from a load that a translation fault caused (DFSC 0b0001xx,
+/// at any level): the entry was invalid.
+pub fn not_present_load(esr: u64) -> bool {
+    esr >> 26 == 0x25 && esr & (1 << 6) == 0 && esr & 0x3c == 0x04
 }
 
 fn unexpected(esr: u64, far: u64, elr: u64) -> ! {

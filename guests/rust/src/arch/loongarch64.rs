@@ -217,7 +217,13 @@ extern "C" fn trap(estat: u64, badv: u64, era: u64, ra: u64) -> u64 {
         0x3 | 0x6 => Access::Fetch, // PIF, PNX
         _ => unexpected(estat, badv, era),
     };
+    crate::note_cause(estat >> 16 & 0x3f);
     crate::resume(badv, access, era, ra, 4).unwrap_or_else(|| unexpected(estat, badv, era))
+}
+
+/// Whether the exception code is PIL (1): a load through a TLB entry with V clear.
+pub fn not_present_load(ecode: u64) -> bool {
+    ecode == 1
 }
 
 fn unexpected(estat: u64, badv: u64, era: u64) -> ! {

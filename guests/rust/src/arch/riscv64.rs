@@ -191,6 +191,12 @@ core::arch::global_asm!(
 /// The S-mode trap handler: a page fault goes to the kernel's fault handler; it returns where
 /// execution resumes (the same instruction when the kernel mapped the page, else past the
 /// probe). Anything else ends the run.
+/// Whether `scause` is a load page fault (13). RISC-V reports an invalid entry and a
+/// permission refusal with the same cause.
+pub fn not_present_load(scause: u64) -> bool {
+    scause == 13
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn trap(scause: u64, stval: u64, sepc: u64, ra: u64) -> u64 {
     let access = match scause {
@@ -199,6 +205,7 @@ extern "C" fn trap(scause: u64, stval: u64, sepc: u64, ra: u64) -> u64 {
         15 => Access::Store,
         _ => unexpected("S", scause, stval, sepc),
     };
+    crate::note_cause(scause);
     crate::resume(stval, access, sepc, ra, 4)
         .unwrap_or_else(|| unexpected("S", scause, stval, sepc))
 }

@@ -238,11 +238,18 @@ struct Frame {
 
 /// The page-fault handler: the kernel's fault handler first; if it did not map the page, the
 /// probe is skipped (a fetch returns to its caller). A fault anywhere else ends the run.
+/// Whether the page-fault error code `error` is a load's from a non-present entry: P, W/R and
+/// I/D all clear (SDM 4.7).
+pub fn not_present_load(error: u64) -> bool {
+    error & 0b1_0011 == 0
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn page_fault(frame: &mut Frame) {
     let cr2: u64;
     // SAFETY: reads the faulting address.
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2) };
+    crate::note_cause(frame.error);
     let access = if frame.error & (1 << 4) != 0 {
         Access::Fetch
     } else if frame.error & (1 << 1) != 0 {
