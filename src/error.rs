@@ -73,6 +73,9 @@ pub enum PagingError {
     PayloadTooWide(u64),
     /// No marker at the address ([`PageTable::take_marker`](crate::PageTable::take_marker)).
     NotMarker(VirtAddr),
+    /// A value for a leaf's software bits with a bit the mode does not offer
+    /// ([`arch::soft_bits`](crate::arch::soft_bits)).
+    SoftBitsTooWide(u64),
 }
 
 impl fmt::Display for PagingError {
@@ -118,6 +121,10 @@ impl fmt::Display for PagingError {
                 "marker payload {payload:#x} is wider than this mode's markers hold"
             ),
             Self::NotMarker(va) => write!(f, "no marker at virtual address {va:#x}"),
+            Self::SoftBitsTooWide(value) => write!(
+                f,
+                "software bits {value:#x} are more than this mode's leaves offer"
+            ),
             Self::BadFrame(pa) => write!(
                 f,
                 "the handler returned the frame {pa:#x}, which the mode cannot use as a table"

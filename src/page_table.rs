@@ -563,6 +563,58 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Ok((old, Flush::range(s, e)))
     }
 
+    /// The software bits ([`Arch::SOFT_BITS`]) of the leaf that translates `va`, packed lowest
+    /// first: [`arch::soft_bits`] of them (9 on x86_64, 2 on AArch64, 1 on RISC-V and
+    /// LoongArch, 6 on EPT).
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::NotCanonical`], [`PagingError::NotMapped`] as for
+    /// [`query`](Self::query).
+    pub fn soft_bits(&self, va: VirtAddr) -> Result<u64, PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live; reading is allowed anywhere in it.
+        let bits =
+            unsafe { walk::leaf_entry::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+                .ok_or(PagingError::NotMapped(va))?;
+        Ok(arch::extract(bits, A::SOFT_BITS))
+    }
+
+    /// Sets the software bits of the leaf that starts at `va` to `value` (packed as
+    /// [`soft_bits`](Self::soft_bits) reads them), in one atomic update that keeps every mark
+    /// the MMU makes meanwhile. The MMU ignores these bits, so nothing needs invalidating.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags as F, PageSize, PageTable, X86_64};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<X86_64, _>::new(frames).unwrap();
+    /// pt.map(va!(0x1000), pa!(0x2000), PageSize::SIZE_4K, F::READ).unwrap().ignore();
+    /// pt.set_soft_bits(va!(0x1000), 0b1_0000_0011).unwrap(); // bits 9, 10 and 58
+    /// assert_eq!(pt.soft_bits(va!(0x1000)).unwrap(), 0b1_0000_0011);
+    /// pt.protect(va!(0x1000), F::READ | F::WRITE).unwrap().ignore(); // kept
+    /// assert_eq!(pt.soft_bits(va!(0x1000)).unwrap(), 0b1_0000_0011);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::NotCanonical`], [`PagingError::NotMapped`],
+    ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
+    /// * [`PagingError::SoftBitsTooWide`] if `value` has a bit set at or above
+    ///   [`arch::soft_bits`].
+    pub fn set_soft_bits(&mut self, va: VirtAddr, value: u64) -> Result<(), PagingError> {
+        let leaf = self.leaf_at(va)?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        if value >> arch::soft_bits::<A>() != 0 {
+            return Err(PagingError::SoftBitsTooWide(value));
+        }
+        self.edit_leaf(&leaf, Modify::SetSoft(arch::deposit(value, A::SOFT_BITS)))?;
+        Ok(())
+    }
+
     /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers
     /// only in part is split into leaves one size down (again, until the edges fit), and every
     /// table the range empties is freed (a table the range covers whole is freed without its

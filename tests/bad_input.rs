@@ -206,6 +206,9 @@ fn cases() -> Vec<Case> {
         "an inaccessible leaf on EPT (its present bits are its permissions)", Ept,
             |pt| pt.protect(va!(0x1000_0000), RW | F::INACCESSIBLE)
             => E::FlagsNotExpressible(RW | F::INACCESSIBLE);
+        "software bits beyond the mode's (RISC-V has one)", Sv39,
+            |pt| pt.set_soft_bits(va!(0x1000_0000), 0b10)
+            => E::SoftBitsTooWide(0b10);
         "remap to an address unaligned for the leaf", X86_64,
             |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
             => E::UnalignedPa(pa!(0x1000));

@@ -66,6 +66,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (va_pick(), any::<u64>(), any::<u8>()).prop_map(|(va, payload, width)| Op::SetMarker { va, payload, width }),
         1 => va_pick().prop_map(|va| Op::TakeMarker { va }),
         1 => va_pick().prop_map(|va| Op::Lookup { va }),
+        2 => (va_pick(), any::<u16>()).prop_map(|(va, value)| Op::SetSoft { va, value }),
     ]
 }
 

@@ -186,6 +186,8 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     const MARKER_TAG: u64 = MARKER;
     /// The valid bit and the two tags: 61 payload bits.
     const MARKER_RESERVED: u64 = VALID | INACCESSIBLE | MARKER;
+    /// Bits 57-58 (55 and 56 are this crate's): 2 bits.
+    const SOFT_BITS: u64 = SW & !(SW_DIRTY | INACCESSIBLE);
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

@@ -199,6 +199,9 @@ impl Arch for LoongArch64 {
     /// V, the two tags, and G (bit 6): a TLB refill pairs an even and an odd page and makes the
     /// pair global only if both are, so a marker stays non-global. 60 payload bits.
     const MARKER_RESERVED: u64 = V | INACCESSIBLE | MARKER | G;
+    /// Bit 11 (9 and 10 are this crate's; P and W, bits 7-8, are the kernel's by convention but
+    /// carried by the walk): 1 bit.
+    const SOFT_BITS: u64 = SW & !(SW_DIRTY | INACCESSIBLE);
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

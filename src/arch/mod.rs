@@ -91,6 +91,12 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// lowest first: [`marker_bits`] of them.
     const MARKER_RESERVED: u64;
 
+    /// The bits of a leaf (at any level) that the hardware ignores and this crate leaves to its
+    /// caller: read and written with [`PageTable::soft_bits`](crate::PageTable::soft_bits) and
+    /// [`set_soft_bits`](crate::PageTable::set_soft_bits), packed lowest first; kept by
+    /// `protect`, `remap`, splits and `clear_access_state`.
+    const SOFT_BITS: u64;
+
     /// What a raw entry at level `L` is.
     fn entry_kind<L: Level>(pte: u64) -> EntryKind;
     /// An entry pointing to the next-level table at `pa`.
@@ -267,6 +273,38 @@ pub const fn marker_bits<A: Arch>() -> u32 {
     64 - A::MARKER_RESERVED.count_ones()
 }
 
+/// `value`'s low bits placed, lowest first, at the set bits of `mask` (a software PDEP); bits
+/// of `value` beyond `mask`'s count are dropped.
+#[inline]
+pub(crate) const fn deposit(mut value: u64, mut mask: u64) -> u64 {
+    let mut out = 0;
+    while mask != 0 {
+        let bit = mask & mask.wrapping_neg();
+        if value & 1 != 0 {
+            out |= bit;
+        }
+        value >>= 1;
+        mask &= mask - 1;
+    }
+    out
+}
+
+/// The bits of `pte` at the set bits of `mask`, packed lowest first ([`deposit`] undone).
+#[inline]
+pub(crate) const fn extract(pte: u64, mut mask: u64) -> u64 {
+    let mut out = 0;
+    let mut k = 0;
+    while mask != 0 {
+        let bit = mask & mask.wrapping_neg();
+        if pte & bit != 0 {
+            out |= 1 << k;
+        }
+        k += 1;
+        mask &= mask - 1;
+    }
+    out
+}
+
 /// The marker entry holding `payload`, or `None` if it needs more than [`marker_bits`] bits.
 /// The payload's bits fill the entry's unreserved bits, lowest first.
 #[inline]
@@ -274,38 +312,18 @@ pub(crate) const fn marker_entry<A: Arch>(payload: u64) -> Option<u64> {
     if marker_bits::<A>() < 64 && payload >> marker_bits::<A>() != 0 {
         return None;
     }
-    let mut pte = payload;
-    let mut bit = 0;
-    while bit < 64 {
-        if A::MARKER_RESERVED & (1 << bit) != 0 {
-            // Open a zero at `bit`: the payload bits from here up move one higher.
-            let low = pte & ((1 << bit) - 1);
-            let high = if bit == 63 {
-                0
-            } else {
-                (pte >> bit) << (bit + 1)
-            };
-            pte = low | high;
-        }
-        bit += 1;
-    }
-    Some(pte | A::MARKER_TAG)
+    Some(deposit(payload, !A::MARKER_RESERVED) | A::MARKER_TAG)
 }
 
 /// The payload of the marker entry `pte` ([`marker_entry`] undone).
 #[inline]
 pub(crate) const fn marker_payload<A: Arch>(pte: u64) -> u64 {
-    let mut payload = pte & !A::MARKER_RESERVED;
-    let mut bit = 64;
-    while bit > 0 {
-        bit -= 1;
-        if A::MARKER_RESERVED & (1 << bit) != 0 {
-            // Close the gap at `bit`.
-            let low = payload & ((1 << bit) - 1);
-            payload = low | ((payload >> bit) >> 1 << bit);
-        }
-    }
-    payload
+    extract(pte, !A::MARKER_RESERVED)
+}
+
+/// How many software bits a leaf of mode `A` offers its caller ([`Arch::SOFT_BITS`]).
+pub const fn soft_bits<A: Arch>() -> u32 {
+    A::SOFT_BITS.count_ones()
 }
 
 /// Mask of the folded VA bits.

@@ -229,6 +229,8 @@ impl<M: RiscvMode> Arch for Riscv<M> {
     const MARKER_TAG: u64 = MARKER;
     /// V and the two tags: 61 payload bits.
     const MARKER_RESERVED: u64 = V | INACCESSIBLE | MARKER;
+    /// RSW bit 8 (bit 9 is this crate's): 1 bit.
+    const SOFT_BITS: u64 = RSW & !INACCESSIBLE;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

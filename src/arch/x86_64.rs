@@ -249,6 +249,8 @@ impl<M: X86Mode> Arch for X86<M> {
     const MARKER_TAG: u64 = MARKER;
     /// P and the two tags: 61 payload bits.
     const MARKER_RESERVED: u64 = P | INACCESSIBLE | MARKER;
+    /// Bits 9-10 and 52-58 (bit 11 is this crate's): 9 bits.
+    const SOFT_BITS: u64 = (AVL & !INACCESSIBLE) | AVL_HIGH;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

@@ -132,6 +132,9 @@ impl Arch for Ept {
     /// Bits 2:0, bit 10 (present under mode-based execute control), the tag, and bit 63
     /// (suppress #VE, read on an EPT violation): 58 payload bits.
     const MARKER_RESERVED: u64 = RWX | USER_EXECUTE | MARKER | SUPPRESS_VE;
+    /// Bit 11 and bits 52-56, ignored with every EPT feature this crate leaves off (57-62 are
+    /// features' when enabled): 6 bits.
+    const SOFT_BITS: u64 = MARKER | (0x1f << 52);
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

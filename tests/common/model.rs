@@ -52,6 +52,8 @@ pub struct Leaf {
     pub shift: u32,
     pub flags: F,
     pub state: AccessState,
+    /// Software bits, packed.
+    pub soft: u64,
 }
 
 /// What the model knows of an architecture; nothing here comes from the crate's walk.
@@ -73,6 +75,8 @@ pub struct Spec {
     has_accessed_bit: bool,
     /// Payload bits of a marker, as the crate documents them per mode.
     marker_bits: u32,
+    /// Software bits of a leaf, as the crate documents them per mode.
+    soft_bits: u32,
 }
 
 impl Spec {
@@ -80,6 +84,7 @@ impl Spec {
         expressible: fn(F) -> bool,
         has_accessed_bit: bool,
         marker_bits: u32,
+        soft_bits: u32,
     ) -> Self {
         Self {
             name: A::NAME,
@@ -93,6 +98,7 @@ impl Spec {
             expressible,
             has_accessed_bit,
             marker_bits,
+            soft_bits,
         }
     }
 
@@ -328,6 +334,7 @@ impl Model {
                     shift,
                     flags,
                     state,
+                    soft: 0,
                 },
             );
         }
@@ -494,6 +501,26 @@ impl Model {
         }
         self.markers.insert(va, payload);
         Ok(())
+    }
+
+    /// `set_soft_bits` at `va`.
+    fn set_soft(&mut self, va: u64, value: u64) -> Expect<()> {
+        self.leaf_starting_at(va)?;
+        if value.checked_shr(self.spec.soft_bits).unwrap_or(0) != 0 {
+            return fail(vec![E::SoftBitsTooWide(value)]);
+        }
+        self.leaves.get_mut(&va).unwrap().soft = value;
+        Ok(())
+    }
+
+    /// `soft_bits` at `va`.
+    fn soft(&self, va: u64) -> Expect<u64> {
+        if !self.spec.canonical(va) {
+            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
+        }
+        self.leaf_at(va)
+            .map(|(_, l)| l.soft)
+            .ok_or_else(|| vec![E::NotMapped(VirtAddr::from(va as usize))])
     }
 
     /// `take_marker` at `va`.
@@ -718,6 +745,11 @@ pub enum Op {
     /// `lookup` at `va` (a marker's, as for `TakeMarker`).
     Lookup {
         va: VaPick,
+    },
+    /// `set_soft_bits` at `va`.
+    SetSoft {
+        va: VaPick,
+        value: u16,
     },
 }
 
@@ -1081,6 +1113,14 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.take_marker(va);
                 (compare(step, op, got, want)?, Some(va))
             }
+            Op::SetSoft { va, value } => {
+                let va = model.pick_va(va).0;
+                // Mostly within the mode's bits; now and then one too wide.
+                let value = u64::from(*value) >> (u32::from(*value) % 8);
+                let got = pt.set_soft_bits(VirtAddr::from(va as usize), value);
+                let want = model.set_soft(va, value);
+                (compare(step, op, got, want)?, Some(va))
+            }
             Op::Lookup { va } => {
                 let va = model.pick_marker_va(va);
                 let got = pt.lookup(VirtAddr::from(va as usize));
@@ -1333,6 +1373,14 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             step,
             op
         );
+        let soft: Vec<u64> = model.leaves.values().map(|l| l.soft).collect();
+        ensure_eq!(
+            raw.soft,
+            soft,
+            "step {}: software bits in memory differ from the model after {:?}",
+            step,
+            op
+        );
         let markers: Vec<(u64, u64)> = model.markers.iter().map(|(&v, &p)| (v, p)).collect();
         ensure_eq!(
             raw.markers,
@@ -1392,6 +1440,8 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let _ = compare(step, op, got, model.query(probe))?;
                 let got = pt.lookup(VirtAddr::from(probe as usize));
                 let _ = compare(step, op, got, model.lookup(probe))?;
+                let got = pt.soft_bits(VirtAddr::from(probe as usize));
+                let _ = compare(step, op, got, model.soft(probe))?;
             }
         }
     }
@@ -1471,37 +1521,37 @@ pub trait Modeled: Arch + Hardware {
 }
 
 macro_rules! modeled {
-    ($($arch:ty => $expressible:expr, $accessed:expr, $marker_bits:literal;)*) => {
+    ($($arch:ty => $expressible:expr, $accessed:expr, $marker_bits:literal, $soft_bits:literal;)*) => {
         $(impl Modeled for $arch {
             fn spec() -> Spec {
-                Spec::of::<$arch>($expressible, $accessed, $marker_bits)
+                Spec::of::<$arch>($expressible, $accessed, $marker_bits, $soft_bits)
             }
         })*
     };
 }
 
 modeled! {
-    X86_64 => needs_read, true, 61;
-    X86_64La57 => needs_read, true, 61;
-    AArch64<Va48, Lower> => needs_read, true, 61;
-    AArch64<Va48, Upper> => needs_read, true, 61;
-    AArch64<Va39, Lower> => needs_read, true, 61;
-    AArch64<Va39, Upper> => needs_read, true, 61;
-    AArch64<Va48, Lower, Granule16K> => needs_read, true, 61;
-    AArch64<Va47, Upper, Granule16K> => needs_read, true, 61;
-    AArch64<Va36, Lower, Granule16K> => needs_read, true, 61;
-    AArch64<Va48, Lower, Granule64K> => needs_read, true, 61;
-    AArch64<Va48, Upper, Granule64K> => needs_read, true, 61;
-    AArch64<Va42, Lower, Granule64K> => needs_read, true, 61;
-    AArch64S2<Ipa40> => arm_s2_expressible, true, 61;
-    AArch64S2<Ipa48> => arm_s2_expressible, true, 61;
-    Sv39x4 => g_stage_expressible, true, 61;
-    Sv48x4 => g_stage_expressible, true, 61;
-    Ept => ept_expressible, true, 58;
-    Sv39 => riscv_expressible, true, 61;
-    Sv48 => riscv_expressible, true, 61;
-    Sv57 => riscv_expressible, true, 61;
-    LoongArch64 => loongarch_expressible, false, 60;
+    X86_64 => needs_read, true, 61, 9;
+    X86_64La57 => needs_read, true, 61, 9;
+    AArch64<Va48, Lower> => needs_read, true, 61, 2;
+    AArch64<Va48, Upper> => needs_read, true, 61, 2;
+    AArch64<Va39, Lower> => needs_read, true, 61, 2;
+    AArch64<Va39, Upper> => needs_read, true, 61, 2;
+    AArch64<Va48, Lower, Granule16K> => needs_read, true, 61, 2;
+    AArch64<Va47, Upper, Granule16K> => needs_read, true, 61, 2;
+    AArch64<Va36, Lower, Granule16K> => needs_read, true, 61, 2;
+    AArch64<Va48, Lower, Granule64K> => needs_read, true, 61, 2;
+    AArch64<Va48, Upper, Granule64K> => needs_read, true, 61, 2;
+    AArch64<Va42, Lower, Granule64K> => needs_read, true, 61, 2;
+    AArch64S2<Ipa40> => arm_s2_expressible, true, 61, 2;
+    AArch64S2<Ipa48> => arm_s2_expressible, true, 61, 2;
+    Sv39x4 => g_stage_expressible, true, 61, 1;
+    Sv48x4 => g_stage_expressible, true, 61, 1;
+    Ept => ept_expressible, true, 58, 6;
+    Sv39 => riscv_expressible, true, 61, 1;
+    Sv48 => riscv_expressible, true, 61, 1;
+    Sv57 => riscv_expressible, true, 61, 1;
+    LoongArch64 => loongarch_expressible, false, 60, 1;
 }
 
 // ---- Calls from raw bytes, for the fuzz targets and for replaying their corpora.
@@ -1566,7 +1616,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 27;
+        let tag = i.u8()? % 28;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -1642,6 +1692,10 @@ impl Op {
             },
             26 => Op::Lookup {
                 va: VaPick::decode(i)?,
+            },
+            27 => Op::SetSoft {
+                va: VaPick::decode(i)?,
+                value: i.u16()?,
             },
             _ => Op::CursorRun {
                 va: VaPick::decode(i)?,

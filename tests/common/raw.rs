@@ -60,6 +60,8 @@ pub struct Soft {
     pub inaccessible: u64,
     pub marker: u64,
     pub reserved: u64,
+    /// The software bits a leaf leaves to the caller.
+    pub leaf: u64,
 }
 
 const X86_SOFT: Soft = Soft {
@@ -67,30 +69,35 @@ const X86_SOFT: Soft = Soft {
     inaccessible: 1 << 11,
     marker: 1 << 10,
     reserved: 1 | 1 << 10 | 1 << 11,
+    leaf: 0b11 << 9 | 0x7f << 52,
 };
 const ARM_SOFT: Soft = Soft {
     valid: 1,
     inaccessible: 1 << 56,
     marker: 1 << 57,
     reserved: 1 | 1 << 56 | 1 << 57,
+    leaf: 0b11 << 57,
 };
 const RISCV_SOFT: Soft = Soft {
     valid: 1,
     inaccessible: 1 << 9,
     marker: 1 << 8,
     reserved: 1 | 1 << 8 | 1 << 9,
+    leaf: 1 << 8,
 };
 const EPT_SOFT: Soft = Soft {
     valid: 0b111,
     inaccessible: 0,
     marker: 1 << 11,
     reserved: 0b111 | 1 << 10 | 1 << 11 | 1 << 63,
+    leaf: 1 << 11 | 0x1f << 52,
 };
 const LOONGARCH_SOFT: Soft = Soft {
     valid: 1,
     inaccessible: 1 << 10,
     marker: 1 << 11,
     reserved: 1 | 1 << 6 | 1 << 10 | 1 << 11,
+    leaf: 1 << 11,
 };
 
 /// The payload of a marker entry: its unreserved bits, lowest first, one at a time.
@@ -151,6 +158,8 @@ pub struct RawTree {
     pub inaccessible: BTreeSet<u64>,
     /// Markers as (va as the API writes it, payload), in walk order.
     pub markers: Vec<(u64, u64)>,
+    /// Each leaf's software bits, packed, in the order of `leaves`.
+    pub soft: Vec<u64>,
 }
 
 /// Walks the tree at `root` in `mem`.
@@ -209,6 +218,7 @@ fn visit<M: Manual>(
             Raw::Leaf(pa) => {
                 tree.leaves.push((sign::<M>(at), pa, shift));
                 tree.entries.push(table + i * 8);
+                tree.soft.push(payload(pte, !M::SOFT.leaf));
             }
             Raw::Table(next) => visit::<M>(mem, next, depth - 1, at, tree)?,
         }

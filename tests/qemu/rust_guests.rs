@@ -29,6 +29,7 @@ const PLAN: &[&str] = &[
     "made accessible again, it reads its data",
     "a marker faults as not present, and lookup reads its payload back",
     "swapped back in (take_marker, map), it reads its data",
+    "with every software bit set, the page reads as before and still refuses a store",
     "demand paging: each first store faults once, the handler maps a page, the store completes",
     "the stores read back, on zeroed pages, with no further fault",
     "a 2 MiB block split live keeps every page's data",

@@ -188,6 +188,19 @@ pub fn non_present() {
         "swapped back in (take_marker, map), it reads its data",
         read(PAGE) == Some(99),
     );
+
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let all = (1 << pagetable::arch::soft_bits::<arch::Mode>()) - 1;
+        pt.set_soft_bits(va(PAGE), all).expect("set soft bits");
+    }
+    // The MMU walks the entry again, software bits and all.
+    arch::invalidate_local(PAGE);
+    report(
+        "with every software bit set, the page reads as before and still refuses a store",
+        read(PAGE) == Some(99) && !write(PAGE, 5),
+    );
 }
 
 pub fn demand_paging() {

@@ -25,6 +25,8 @@ pub(crate) enum Modify {
     Remap(u64),
     /// Clear these state bits.
     ClearState(AccessState),
+    /// Set the software bits ([`Arch::SOFT_BITS`]) to these (already placed).
+    SetSoft(u64),
 }
 
 impl Modify {
@@ -37,6 +39,7 @@ impl Modify {
                 (old & !A::leaf_addr_mask::<L>()) | A::leaf_addr_bits::<L>(va.wrapping_add(delta))
             }
             Modify::ClearState(clear) => A::leaf_clear_state::<L>(old, clear),
+            Modify::SetSoft(bits) => (old & !A::SOFT_BITS) | bits,
         }
     }
 
@@ -416,6 +419,12 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
                     modify_leaves::<A>(t, run, hw_live, |old, _| {
                         A::leaf_clear_state::<L1>(old, clear)
                     })
+                }
+            }
+            Modify::SetSoft(bits) => {
+                // SAFETY: as above.
+                unsafe {
+                    modify_leaves::<A>(t, run, hw_live, |old, _| (old & !A::SOFT_BITS) | bits)
                 }
             }
         }

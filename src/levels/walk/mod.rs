@@ -35,7 +35,7 @@ pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
 pub(crate) use map::{MapReq, map_apply, map_check, map_one};
 pub(crate) use marker::set_marker;
 pub(crate) use read::{
-    RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, query,
+    RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, leaf_entry, query,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
 pub(crate) use unmap::{ClearedRaw, Removed, Report, unmap_apply, unmap_one};

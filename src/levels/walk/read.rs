@@ -121,6 +121,54 @@ pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
     unsafe { L::point::<A, _>(&mut Query { h, va }, t, va, A::PATH_START) }
 }
 
+/// The raw entry of the leaf translating an address, if any.
+struct LeafEntry<'a, H> {
+    h: &'a H,
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for LeafEntry<'_, H> {
+    type Out = Option<u64>;
+    type Down = ();
+
+    #[inline(always)]
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Option<u64> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        (A::entry_kind::<L1>(pte) == EntryKind::Leaf).then_some(pte)
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (): (),
+    ) -> PointStep<A, L::Next, (), Option<u64>> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind::<L>(pte) {
+            // SAFETY: a table entry leads to a live table one down.
+            EntryKind::Table => PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ()),
+            EntryKind::Leaf => PointStep::Stop(Some(pte)),
+            EntryKind::Empty | EntryKind::Marker => PointStep::Stop(None),
+        }
+    }
+}
+
+/// The raw entry of the leaf translating folded `va`, if any.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h` whose span holds `va`.
+pub(crate) unsafe fn leaf_entry<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<u64> {
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut LeafEntry { h }, t, va, ()) }
+}
+
 /// The last-level table on the way to an address, if every entry down to it is a table entry,
 /// with the table entries on the way folded ([`Arch::path_step`]). With `grant`, each of those
 /// entries is first made to let through what leaves with those flags allow
