@@ -436,6 +436,79 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     fn map_folded(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {
+        self.map_folded_with(s, e, req, None)
+    }
+
+    /// Maps `frames`, one granule page each, from `va` on, in one descent per table: a range
+    /// whose pages are scattered in physical memory (an anonymous region the kernel filled from
+    /// its allocator, a user buffer pinned for a device). All or nothing, as
+    /// [`map_region`](Self::map_region): every frame is checked, every table reserved, before
+    /// the first entry is written.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags as F, PageTable, PhysAddr, Sv48};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x8000_0000)).unwrap();
+    /// let mut pt = PageTable::<Sv48, _>::new(frames).unwrap();
+    /// let pages = [pa!(0x9000_3000), pa!(0x9100_0000), pa!(0x9000_1000)];
+    /// pt.map_frames(va!(0x10_0000), &pages, F::READ | F::WRITE).unwrap().ignore();
+    /// assert_eq!(pt.query(va!(0x10_1008)).unwrap().pa, pa!(0x9100_0008));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`PagingError::EmptyRange`] if `frames` is empty.
+    /// * [`PagingError::UnalignedVa`], [`PagingError::RangeWraps`],
+    ///   [`PagingError::NotCanonical`], [`PagingError::Borrowed`] for a bad range, as for
+    ///   [`map_region`](Self::map_region) (its length is the frames' count in pages).
+    /// * [`PagingError::UnalignedPa`] for the first frame not aligned to the granule.
+    /// * [`PagingError::PaTooWide`] for the first frame whose page does not fit the
+    ///   physical-address width.
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    /// * [`PagingError::AlreadyMapped`] if anything in the range is mapped.
+    /// * [`PagingError::OutOfFrames`] if the tables it needs cannot all be allocated.
+    pub fn map_frames(
+        &mut self,
+        va: VirtAddr,
+        frames: &[PhysAddr],
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
+        let len = frames
+            .len()
+            .checked_mul(Self::PAGE as usize)
+            .ok_or(PagingError::RangeWraps)?;
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        // One sweep folds every frame's misalignment and the highest frame: the common case
+        // (all good) costs no branch per frame.
+        let (odd, top) = frames.iter().fold((0, 0), |(odd, top), f| {
+            let f = f.as_usize() as u64;
+            (odd | f, top.max(f))
+        });
+        if odd & (Self::PAGE - 1) != 0 || top > arch::pa_mask::<A>() - (Self::PAGE - 1) {
+            for &f in frames {
+                self.check_pa(f, Self::PAGE as usize, Self::PAGE)?;
+            }
+        }
+        A::check_flags(flags)?;
+        let req = MapReq {
+            delta: 0,
+            huge: false,
+            flags,
+            exact_depth: 0,
+            shared: self.state.shared,
+        };
+        self.map_folded_with(s, e, req, Some(walk::Scattered { frames, base: s }))
+    }
+
+    fn map_folded_with(
+        &mut self,
+        s: u64,
+        e: u64,
+        req: MapReq,
+        frames: Option<walk::Scattered<'_>>,
+    ) -> Result<Flush<A>, PagingError> {
         let (root, ctx) = (self.root_ref(), self.ctx());
         let refuse = ctx.liveness == Liveness::LiveNoBreak;
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
@@ -445,7 +518,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let mut stash = Stash::reserve::<A, H>(h, need.tables, TableRef::<A, NonRoot<A>>::BYTES)?
             .for_change::<A, H>(h, ctx, need.unlinks)?;
         // SAFETY: as above; the check pass passed and the stash holds what it counted.
-        unsafe { walk::map_apply::<A, A::Root, H>(h, &mut stash, root, s, e, &req) };
+        unsafe { walk::map_apply::<A, A::Root, H>(h, &mut stash, root, s, e, &req, frames) };
         debug_assert!(stash.is_empty());
         Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }

@@ -372,6 +372,39 @@ impl Model {
         Ok(())
     }
 
+    fn map_frames(&mut self, va: u64, frames: &[u64], flags: F) -> Expect<()> {
+        let page = self.spec.page;
+        if frames.is_empty() {
+            return fail(vec![E::EmptyRange]);
+        }
+        let len = frames.len() as u64 * page;
+        let mut errs = self.spec.range_errors(va, len, page);
+        if errs.is_empty() {
+            if let Some(e) = frames
+                .iter()
+                .map(|&f| self.spec.pa_errors(f, page, page))
+                .find(|e| !e.is_empty())
+            {
+                errs.extend(e);
+            }
+        }
+        if !(self.spec.expressible)(flags) {
+            errs.push(E::FlagsNotExpressible(flags));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        if let Some(v) = self.first_mapped(va, va as u128 + len as u128) {
+            return fail(vec![E::AlreadyMapped(VirtAddr::from(v as usize))]);
+        }
+        let shift = page.trailing_zeros();
+        let parts = (0..frames.len() as u64)
+            .map(|k| (va + k * page, frames[k as usize], shift))
+            .collect();
+        self.insert(parts, flags);
+        Ok(())
+    }
+
     fn map(&mut self, va: u64, pa: u64, shift: u32, flags: F) -> Expect<()> {
         let size = PageSize::from_shift(shift).unwrap();
         if !self.spec.leaf_shifts.contains(&shift) {
@@ -746,6 +779,15 @@ pub enum Op {
     Lookup {
         va: VaPick,
     },
+    /// `map_frames` of `n` pages at `va` onto frames picked from `pa`, scattered by `scatter`
+    /// (now and then one of them unaligned or too wide).
+    MapFrames {
+        va: VaPick,
+        n: u8,
+        pa: PaPick,
+        flags: u8,
+        scatter: u8,
+    },
     /// `set_soft_bits` at `va`.
     SetSoft {
         va: VaPick,
@@ -1112,6 +1154,35 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 });
                 let want = model.take_marker(va);
                 (compare(step, op, got, want)?, Some(va))
+            }
+            Op::MapFrames {
+                va,
+                n,
+                pa,
+                flags,
+                scatter,
+            } => {
+                let picked = model.pick_va(va);
+                let va = picked.0;
+                let page = model.spec.page;
+                let base = model.pick_pa(pa, picked) & !(page - 1);
+                let n = u64::from(*n % 40);
+                // A permutation of `n` pages from `base` (stride coprime to a power of two
+                // spread), with now and then one frame unaligned or beyond the width.
+                let stride = u64::from(*scatter | 1);
+                let mut frames: Vec<u64> = (0..n)
+                    .map(|k| base.wrapping_add((k * stride % n.max(1)) * 7 * page))
+                    .collect();
+                match scatter % 16 {
+                    1 if n > 2 => frames[n as usize / 2] |= 8,
+                    2 if n > 1 => frames[n as usize - 1] = 1 << model.spec.pa_bits,
+                    _ => {}
+                }
+                let flags = flags_of(*flags);
+                let addrs: Vec<PhysAddr> = frames.iter().map(|&f| PhysAddr::from(f as usize)).collect();
+                let got = pt.map_frames(VirtAddr::from(va as usize), &addrs, flags);
+                let want = model.map_frames(va, &frames, flags);
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::SetSoft { va, value } => {
                 let va = model.pick_va(va).0;
@@ -1616,7 +1687,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 28;
+        let tag = i.u8()? % 29;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -1696,6 +1767,13 @@ impl Op {
             27 => Op::SetSoft {
                 va: VaPick::decode(i)?,
                 value: i.u16()?,
+            },
+            28 => Op::MapFrames {
+                va: VaPick::decode(i)?,
+                n: i.u8()?,
+                pa: PaPick::decode(i)?,
+                flags: i.u8()?,
+                scatter: i.u8()?,
             },
             _ => Op::CursorRun {
                 va: VaPick::decode(i)?,

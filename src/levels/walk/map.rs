@@ -2,6 +2,8 @@
 
 use core::convert::Infallible;
 
+use memory_addr::PhysAddr;
+
 use super::Ctx;
 use super::read::first_leaf;
 use super::{
@@ -206,7 +208,17 @@ struct MapApply<'a, A: Arch, H> {
     stash: &'a mut Stash,
     /// A copy, so that the compiler sees it does not change as the table is written.
     req: MapReq,
+    /// Scattered frames ([`Scattered`]), or `None`: `pa = va + req.delta`.
+    frames: Option<Scattered<'a>>,
     _arch: core::marker::PhantomData<A>,
+}
+
+/// The frames of a scattered map: the `k`-th granule page from folded `base` maps `frames[k]`
+/// (each checked: aligned, within the width; as many as the range has pages).
+#[derive(Clone, Copy)]
+pub(crate) struct Scattered<'a> {
+    pub frames: &'a [PhysAddr],
+    pub base: u64,
 }
 
 impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
@@ -218,6 +230,29 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, fresh: bool) -> Result<(), Infallible> {
         // One store per page, nothing else: the check pass found every slot empty.
         let template = A::leaf_template::<L1>(self.req.flags);
+        if let Some(Scattered { frames, base }) = self.frames {
+            let first = ((run.s - base) >> TableRef::<A, L1>::SHIFT) as usize;
+            // The facade gave one frame per page of the range, and the run lies inside it.
+            let frames = frames.get(first..first + run.count).unwrap_or(&[]);
+            debug_assert_eq!(frames.len(), run.count);
+            let leaf = |f: &PhysAddr| template | A::leaf_addr_bits::<L1>(f.as_usize() as u64);
+            if fresh {
+                // SAFETY: a fresh table is ours alone; the run lies inside it.
+                unsafe {
+                    t.with_words(run.first, run.count, |slots| {
+                        for (slot, f) in slots.iter_mut().zip(frames) {
+                            *slot = leaf(f);
+                        }
+                    });
+                }
+            } else {
+                for (k, f) in frames.iter().enumerate() {
+                    // SAFETY: in bounds; live table owned by the caller.
+                    unsafe { t.store(run.first + k, leaf(f)) };
+                }
+            }
+            return Ok(());
+        }
         let pa = run.s.wrapping_add(self.req.delta);
         let leaf = |k: usize| {
             template | A::leaf_addr_bits::<L1>(pa + ((k as u64) << TableRef::<A, L1>::SHIFT))
@@ -310,11 +345,13 @@ pub(crate) unsafe fn map_apply<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
     req: &MapReq,
+    frames: Option<Scattered<'_>>,
 ) {
     let mut v = MapApply {
         h,
         stash,
         req: *req,
+        frames,
         _arch: core::marker::PhantomData,
     };
     // SAFETY: forwarded.
@@ -479,7 +516,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
                     };
                 // SAFETY: live table owned by the caller; the stash holds one table per level
                 // between here and the leaf.
-                unsafe { map_apply::<A, L, H>(self.h, &mut stash, t, self.s, self.e, self.req) };
+                unsafe {
+                    map_apply::<A, L, H>(self.h, &mut stash, t, self.s, self.e, self.req, None)
+                };
                 debug_assert!(stash.is_empty());
                 stash.release(self.h);
                 stop(Ok(Chain::EMPTY))

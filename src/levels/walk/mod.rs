@@ -32,7 +32,7 @@ mod stash;
 mod unmap;
 
 pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
-pub(crate) use map::{MapReq, map_apply, map_check, map_one};
+pub(crate) use map::{MapReq, Scattered, map_apply, map_check, map_one};
 pub(crate) use marker::set_marker;
 pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, leaf_entry, query,
