@@ -461,6 +461,24 @@ mod hand {
         sum
     }
 
+    /// Maps 1 GiB of 4K pages at `va` onto `frames` (one per page): the same loops, each entry
+    /// from the list.
+    pub fn map_gib_frames(va: usize, frames: &[usize]) -> Tree {
+        let root = fresh();
+        let pdpt = fresh();
+        let pd = fresh();
+        table(root)[(va >> 39) & 511] = pdpt as u64 | P_RW;
+        table(pdpt)[(va >> 30) & 511] = pd as u64 | P_RW;
+        for (slot, chunk) in table(pd).iter_mut().zip(frames.chunks_exact(512)) {
+            let pt = pool().alloc();
+            for (e, &f) in table(pt).iter_mut().zip(chunk) {
+                *e = f as u64 | P_RW;
+            }
+            *slot = pt as u64 | P_RW;
+        }
+        Tree { root, pd }
+    }
+
     /// Unmaps the GiB: every PT freed without a look inside, then the PD.
     pub fn unmap(t: &Tree) {
         for slot in table(t.pd).iter_mut() {
@@ -633,6 +651,122 @@ fn map_region(c: &mut Criterion) {
         }
         g.finish();
     }
+}
+
+/// One frame per page of the mapped GiB, scattered: page `k` gets frame `k * 7919 mod PAGES`
+/// from `PA` (7919 is prime, so this is a permutation).
+fn scattered_frames() -> Vec<usize> {
+    (0..PAGES)
+        .map(|k| PA + (k * 7919 % PAGES) * FRAME)
+        .collect()
+}
+
+fn ours_map_frames<A: pagetable::Arch>(b: &mut Bencher<'_, '_>, frames: &[pagetable::PhysAddr]) {
+    b.iter_batched(
+        ours_new::<A>,
+        |mut pt| {
+            pt.map_frames(va(VA), black_box(frames), black_box(RW))
+                .unwrap()
+                .ignore();
+            pt
+        },
+        BatchSize::PerIteration,
+    )
+}
+
+/// 1 GiB of 4K pages onto scattered frames: each crate as its docs advise for a list of frames.
+fn map_scattered(c: &mut Criterion) {
+    let frames = scattered_frames();
+    let ours: Vec<pagetable::PhysAddr> = frames
+        .iter()
+        .map(|&f| pagetable::PhysAddr::from(f))
+        .collect();
+    let mut g = Group::new(c, "map_scattered_4k_1g");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.bench_function("pagetable", |b| {
+        ours_map_frames::<pagetable::X86_64>(b, &ours)
+    });
+    g.bench_function("pagetable_aarch64", |b| {
+        ours_map_frames::<pagetable::AArch64>(b, &ours)
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        // `map_region` with a `get_paddr` closure that looks the frame up.
+        b.iter_batched(
+            ptm_new,
+            |mut pt| {
+                let (v, list) = (black_box(VA), black_box(&frames));
+                pt.cursor()
+                    .map_region(
+                        v.into(),
+                        |x: memory_addr::VirtAddr| list[(x.as_usize() - v) / FRAME].into(),
+                        GIB,
+                        PTM_RW,
+                        false,
+                    )
+                    .unwrap();
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("x86_64", |b| {
+        // `map_to` per page, its only way.
+        b.iter_batched(
+            x86::new,
+            |mut t| {
+                for (i, &f) in black_box(&frames).iter().enumerate() {
+                    let page = x86::Page::<x86::Size4KiB>::containing_address(x86::VirtAddr::new(
+                        (VA + i * FRAME) as u64,
+                    ));
+                    let frame = x86::PhysFrame::containing_address(x86::PhysAddr::new(f as u64));
+                    // SAFETY: the mapping points at memory nobody touches.
+                    per_page(|| unsafe {
+                        x86::Mapper::map_to(
+                            &mut t.mapper,
+                            page,
+                            frame,
+                            black_box(x86::RW),
+                            &mut x86::Frames,
+                        )
+                    })
+                    .unwrap()
+                    .ignore();
+                }
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("aarch64_paging", |b| {
+        // `map_range` per page: a range maps one contiguous run of physical memory.
+        b.iter_batched(
+            arm::new,
+            |mut t| {
+                for (i, &f) in black_box(&frames).iter().enumerate() {
+                    per_page(|| {
+                        t.map_range(
+                            &arm::region(VA + i * FRAME, FRAME),
+                            arm::PhysicalAddress(f),
+                            arm::RW,
+                            arm::Constraints::NO_BLOCK_MAPPINGS,
+                        )
+                    })
+                    .unwrap();
+                }
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("hand_written", |b| {
+        b.iter_batched(
+            || pool().tidy(),
+            |()| hand::map_gib_frames(black_box(VA), black_box(&frames)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
 }
 
 fn query(c: &mut Criterion) {
@@ -1071,6 +1205,7 @@ criterion_group!(
     benches,
     footprint,
     map_region,
+    map_scattered,
     query,
     unmap_region,
     protect_region,

@@ -480,13 +480,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             .checked_mul(Self::PAGE as usize)
             .ok_or(PagingError::RangeWraps)?;
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
-        // One sweep folds every frame's misalignment and the highest frame: the common case
-        // (all good) costs no branch per frame.
-        let (odd, top) = frames.iter().fold((0, 0), |(odd, top), f| {
-            let f = f.as_usize() as u64;
-            (odd | f, top.max(f))
-        });
-        if odd & (Self::PAGE - 1) != 0 || top > arch::pa_mask::<A>() - (Self::PAGE - 1) {
+        // One OR over every frame finds both faults at once: an aligned frame's page fits the
+        // width exactly when the frame has no bit above it. No branch per frame; on a fault,
+        // a second look names the first bad frame.
+        let all = frames.iter().fold(0, |acc, f| acc | f.as_usize() as u64);
+        if all & ((Self::PAGE - 1) | !arch::pa_mask::<A>()) != 0 {
             for &f in frames {
                 self.check_pa(f, Self::PAGE as usize, Self::PAGE)?;
             }

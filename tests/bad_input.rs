@@ -209,6 +209,18 @@ fn cases() -> Vec<Case> {
         "software bits beyond the mode's (RISC-V has one)", Sv39,
             |pt| pt.set_soft_bits(va!(0x1000_0000), 0b10)
             => E::SoftBitsTooWide(0b10);
+        "scattered frames, one unaligned", X86_64,
+            |pt| pt.map_frames(va!(0x2000_0000), &[pa!(0x5000), pa!(0x7008), pa!(0x9000)], RW)
+            => E::UnalignedPa(pa!(0x7008));
+        "scattered frames, one beyond the width", Sv39,
+            |pt| pt.map_frames(va!(0x2000_0000), &[pa!(0x5000), pa!(1 << 56)], RW)
+            => E::PaTooWide(pa!(1 << 56));
+        "scattered frames, none", X86_64,
+            |pt| pt.map_frames(va!(0x2000_0000), &[], RW)
+            => E::EmptyRange;
+        "scattered frames over a mapping", AArch64,
+            |pt| pt.map_frames(va!(0x0fff_f000), &[pa!(0x5000), pa!(0x9000)], RW)
+            => E::AlreadyMapped(va!(0x1000_0000));
         "remap to an address unaligned for the leaf", X86_64,
             |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
             => E::UnalignedPa(pa!(0x1000));

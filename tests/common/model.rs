@@ -1179,7 +1179,8 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     _ => {}
                 }
                 let flags = flags_of(*flags);
-                let addrs: Vec<PhysAddr> = frames.iter().map(|&f| PhysAddr::from(f as usize)).collect();
+                let addrs: Vec<PhysAddr> =
+                    frames.iter().map(|&f| PhysAddr::from(f as usize)).collect();
                 let got = pt.map_frames(VirtAddr::from(va as usize), &addrs, flags);
                 let want = model.map_frames(va, &frames, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
