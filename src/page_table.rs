@@ -762,7 +762,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     }
 
     /// `unmap_region`, each cleared leaf handed to `removed`.
-    fn unmap_range<R: walk::Removed>(
+    fn unmap_range<R: walk::Reporter>(
         &mut self,
         va: VirtAddr,
         len: usize,
@@ -772,7 +772,15 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need = unsafe {
-            walk::edit_check::<A, A::Root, H>(&self.handler, root, s, e, self.state.liveness, None)?
+            walk::edit_check::<A, A::Root, H>(
+                &self.handler,
+                root,
+                s,
+                e,
+                self.state.liveness,
+                None,
+                true,
+            )?
         };
         let (bytes, ctx, h) = (
             TableRef::<A, NonRoot<A>>::BYTES,
@@ -810,11 +818,69 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
-        self.modify_leaves(s, e, Modify::Protect(flags))?;
+        self.modify_leaves(s, e, Modify::Protect(flags), false, ())?;
         Ok(Flush::range(s, e))
     }
 
-    fn modify_leaves(&mut self, s: u64, e: u64, op: Modify) -> Result<(), PagingError> {
+    /// [`protect_region`](Self::protect_region) over a partly mapped range, a kernel's
+    /// `mprotect`: holes (and markers) are skipped, the leaves at the edges split, and `changed`
+    /// is called for every leaf given the new flags, in address order, as the atomic step that
+    /// changed it made it: its new flags, and the access state the step carried over, so a page
+    /// another CPU dirtied up to that instant is reported dirty (and, made read-only, gets no
+    /// later mark).
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags as F, PageSize, PageTable, Sv48};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x8000_0000)).unwrap();
+    /// let mut pt = PageTable::<Sv48, _>::new(frames).unwrap();
+    /// let rw = F::READ | F::WRITE;
+    /// pt.map(va!(0x1000), pa!(0x9000_0000), PageSize::SIZE_4K, rw).unwrap().ignore();
+    /// pt.map(va!(0x5000), pa!(0x9000_8000), PageSize::SIZE_4K, rw).unwrap().ignore();
+    /// let mut dirty = vec![];
+    /// let flush = pt
+    ///     .protect_region_with(va!(0), 0x8000, F::READ, |m| {
+    ///         if m.state.dirty {
+    ///             dirty.push(m.va); // write-protected for writeback: clean once written back
+    ///         }
+    ///     })
+    ///     .unwrap();
+    /// flush.ignore(); // a live table would flush here
+    /// assert_eq!(dirty, [va!(0x1000), va!(0x5000)]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`protect_region`](Self::protect_region), but never [`PagingError::NotMapped`];
+    /// on an error nothing changed and `changed` was not called.
+    pub fn protect_region_with(
+        &mut self,
+        va: VirtAddr,
+        len: usize,
+        flags: MappingFlags,
+        mut changed: impl FnMut(Mapping),
+    ) -> Result<Flush<A>, PagingError> {
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        A::check_flags(flags)?;
+        let report = walk::Report(|c| {
+            if let walk::ClearedRaw::Leaf(leaf) = c {
+                changed(Mapping::from_raw::<A>(leaf));
+            }
+        });
+        self.modify_leaves(s, e, Modify::Protect(flags), true, report)?;
+        Ok(Flush::range(s, e))
+    }
+
+    fn modify_leaves<R: walk::Reporter>(
+        &mut self,
+        s: u64,
+        e: u64,
+        op: Modify,
+        holes: bool,
+        report: R,
+    ) -> Result<(), PagingError> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
         let need = unsafe {
@@ -825,6 +891,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                 e,
                 self.state.liveness,
                 Some(op),
+                holes,
             )?
         };
         let (bytes, ctx, handler) = (
@@ -837,7 +904,16 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: as above; the stash holds what the check pass counted, and the MMU can only
         // make leaves more settled between the two passes, so `hw_live` still holds.
         unsafe {
-            walk::modify_apply::<A, A::Root, H>(handler, &mut stash, root, s, e, op, need.hw_live)
+            walk::modify_apply::<A, A::Root, H, R>(
+                handler,
+                &mut stash,
+                root,
+                s,
+                e,
+                op,
+                need.hw_live,
+                report,
+            )
         };
         debug_assert!(stash.is_empty());
         stash.release(&mut self.handler);

@@ -145,6 +145,21 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             |_| false,
         );
         sweep::<M>(
+            "protect_region_with to read-only",
+            liveness,
+            false,
+            |pt| {
+                let mut dirty = None;
+                pt.protect_region_with(va(b), page::<M>() as usize, F::READ, |m| {
+                    dirty = Some(m.state.dirty);
+                })
+                .unwrap()
+                .ignore();
+                dirty
+            },
+            |pt| dirty_at(pt, b),
+        );
+        sweep::<M>(
             "unmap_region_with splitting a block",
             liveness,
             true,

@@ -604,6 +604,30 @@ impl Model {
         Ok(())
     }
 
+    /// `protect_region_with`: holes skipped; the leaves changed, as changed, in address order.
+    fn protect_region_with(&mut self, va: u64, len: u64, flags: F) -> Expect<Vec<Mapping>> {
+        let mut errs = self.spec.range_errors(va, len, self.spec.page);
+        if !(self.spec.expressible)(flags) {
+            errs.push(E::FlagsNotExpressible(flags));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        self.split_at(va as u128);
+        self.split_at(end);
+        let mut changed = vec![];
+        for (&v, leaf) in self
+            .leaves
+            .range_mut(va..)
+            .take_while(|(v, _)| (**v as u128) < end)
+        {
+            Self::protect_leaf(leaf, flags);
+            changed.push(to_mapping(v, leaf));
+        }
+        Ok(changed)
+    }
+
     fn for_each_in(&self, va: u64, len: u64) -> Expect<Vec<Mapping>> {
         let errs = self.spec.range_errors(va, len, self.spec.page);
         if !errs.is_empty() {
@@ -709,6 +733,8 @@ pub enum Op {
         va: VaPick,
         len: LenPick,
         flags: u8,
+        /// Through `protect_region_with`: holes skipped, every changed leaf reported.
+        report: bool,
     },
     Remap {
         va: VaPick,
@@ -1102,13 +1128,27 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let want = model.protect(va, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
-            Op::ProtectRegion { va, len, flags } => {
+            Op::ProtectRegion {
+                va,
+                len,
+                flags,
+                report,
+            } => {
                 let (va, run_end) = model.pick_va(va);
                 let len = model.pick_len(len, true, va, run_end);
                 let flags = flags_of(*flags);
-                let got = pt.protect_region(VirtAddr::from(va as usize), len as usize, flags);
-                let want = model.protect_region(va, len, flags);
-                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
+                let at = VirtAddr::from(va as usize);
+                if *report {
+                    let mut changed = vec![];
+                    let got = pt.protect_region_with(at, len as usize, flags, |m| changed.push(m));
+                    let got = got.map(|f| pt.flush(f)).map(|()| changed);
+                    let want = model.protect_region_with(va, len, flags);
+                    (compare(step, op, got, want)?, Some(va))
+                } else {
+                    let got = pt.protect_region(at, len as usize, flags);
+                    let want = model.protect_region(va, len, flags);
+                    (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
+                }
             }
             Op::Remap { va, pa } => {
                 let picked = model.pick_va(va);
@@ -1719,6 +1759,7 @@ impl Op {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,
                 flags: i.u8()?,
+                report: tag == 15,
             },
             16 => Op::Remap {
                 va: VaPick::decode(i)?,

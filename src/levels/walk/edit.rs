@@ -7,7 +7,8 @@ use core::marker::PhantomData;
 
 use super::map::grant_entry;
 use super::{
-    Below, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below, child, entry_base,
+    Below, PointStep, PointVisitor, Reporter, Run, Span, Stash, Step, Visitor, below, child,
+    entry_base,
 };
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -98,8 +99,9 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     liveness: Liveness,
     rewrite: Option<Modify>,
+    holes: bool,
 ) -> Result<EditNeeds, PagingError> {
-    let mut v = EditCheck::<A, H>::new(h, liveness, rewrite);
+    let mut v = EditCheck::<A, H>::new(h, liveness, rewrite, holes);
     // SAFETY: forwarded.
     unsafe { L::range::<A, _>(&mut v, t, s, e, ())? };
     Ok(v.needs)
@@ -113,7 +115,7 @@ pub(crate) unsafe fn edit_check<A: Arch, L: Level, H: PagingHandler>(
 /// `t` is a live table of the tree the caller owns (`&mut PageTable`), reached through `h`;
 /// `[s, e)` lies inside its span; [`edit_check`] passed without holes, found `hw_live`, and
 /// `stash` holds what it counted.
-pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
+pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler, R: Reporter>(
     h: &mut H,
     stash: &mut Stash,
     t: TableRef<A, L>,
@@ -121,8 +123,9 @@ pub(crate) unsafe fn modify_apply<A: Arch, L: Level, H: PagingHandler>(
     e: u64,
     op: Modify,
     hw_live: bool,
+    report: R,
 ) {
-    let mut v = ModifyApply::<A, H>::new(h, stash, op, hw_live);
+    let mut v = ModifyApply::<A, H, R>::new(h, stash, op, hw_live, report);
     // SAFETY: forwarded.
     let Ok(()) = unsafe { L::range::<A, _>(&mut v, t, s, e, ()) };
 }
@@ -134,19 +137,23 @@ struct EditCheck<'a, A: Arch, H> {
     h: &'a H,
     /// Whether breaks are refused.
     liveness: Liveness,
-    /// The change made to every leaf, for a change that rewrites leaves (holes are errors);
-    /// `None` for one that clears them (holes are skipped).
+    /// The change made to every leaf, for a change that rewrites leaves; `None` for one that
+    /// clears them.
     rewrite: Option<Modify>,
+    /// Whether a rewrite skips holes (`protect_region_with`) instead of failing on them; a
+    /// clear always does.
+    holes: bool,
     needs: EditNeeds,
     _arch: PhantomData<A>,
 }
 
 impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
-    fn new(h: &'a H, liveness: Liveness, rewrite: Option<Modify>) -> Self {
+    fn new(h: &'a H, liveness: Liveness, rewrite: Option<Modify>, holes: bool) -> Self {
         Self {
             h,
             liveness,
             rewrite,
+            holes,
             needs: EditNeeds::default(),
             _arch: PhantomData,
         }
@@ -155,7 +162,7 @@ impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
     /// Whether holes are skipped: for a change that clears leaves, not one that rewrites them.
     #[inline(always)]
     fn holes_ok(&self) -> bool {
-        self.rewrite.is_none()
+        self.rewrite.is_none() || self.holes
     }
 }
 
@@ -176,6 +183,10 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                     }
                 }
             }
+        }
+        if self.rewrite.is_some() && self.holes {
+            // A rewrite around holes goes entry by entry, skipping what is not a leaf.
+            self.needs.hw_live = true;
         }
         // Last-level leaves are never split; only holes matter, and only if they are errors.
         if !self.holes_ok() {
@@ -227,7 +238,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
                 }
             }
             // Unmapping a whole subtree needs no look inside it.
-            EntryKind::Table if full && self.holes_ok() => {}
+            EntryKind::Table if full && self.rewrite.is_none() => {}
             EntryKind::Table => {
                 // SAFETY: a table entry leads to a live table one down.
                 return Ok(Step::Descend(unsafe {
@@ -352,46 +363,50 @@ unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
 
 /// Apply pass of `protect_region`: rewrites every leaf in the range, splitting leaves at the
 /// edges. [`EditCheck`] passed without holes and found `hw_live`.
-struct ModifyApply<'a, A: Arch, H> {
+struct ModifyApply<'a, A: Arch, H, R> {
     h: &'a mut H,
     stash: &'a mut Stash,
     op: Modify,
     hw_live: bool,
+    report: R,
     _arch: PhantomData<A>,
 }
 
-impl<'a, A: Arch, H: PagingHandler> ModifyApply<'a, A, H> {
-    fn new(h: &'a mut H, stash: &'a mut Stash, op: Modify, hw_live: bool) -> Self {
+impl<'a, A: Arch, H: PagingHandler, R: Reporter> ModifyApply<'a, A, H, R> {
+    fn new(h: &'a mut H, stash: &'a mut Stash, op: Modify, hw_live: bool, report: R) -> Self {
         Self {
             h,
             stash,
             op,
             hw_live,
+            report,
             _arch: PhantomData,
         }
     }
 }
 
-impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
+impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for ModifyApply<'_, A, H, R> {
     type Err = Infallible;
     type Down = ();
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
         let (op, liveness) = (self.op, self.stash.ctx.liveness);
-        if A::BREAK_BEFORE_MAKE && liveness == Liveness::Live {
-            // A live AArch64 table: entry by entry, each change that needs it made as a break.
+        if R::REPORTS || (A::BREAK_BEFORE_MAKE && liveness == Liveness::Live) {
+            // Entry by entry: each leaf reported as its atomic step made it; on a live AArch64
+            // table, each change that needs it made as a break.
             for k in 0..run.count {
                 let va = run.va::<A>(k);
                 // SAFETY: in bounds of the live table the caller owns.
                 let old = unsafe { t.load(run.first + k) };
                 if A::entry_kind::<L1>(old) == EntryKind::Leaf {
                     // SAFETY: as above.
-                    unsafe {
+                    let prev = unsafe {
                         rewrite_leaf::<A, L1, H>(self.h, liveness, t, run.first + k, va, old, |o| {
                             op.apply::<A, L1>(o, va)
                         })
                     };
+                    self.report.leaf::<A, L1>(va, op.apply::<A, L1>(prev, va));
                 }
             }
             return Ok(());
@@ -446,11 +461,12 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for ModifyApply<'_, A, H> {
             EntryKind::Leaf if full => {
                 let liveness = self.stash.ctx.liveness;
                 // SAFETY: live table owned by the caller.
-                unsafe {
+                let prev = unsafe {
                     rewrite_leaf::<A, L, H>(self.h, liveness, t, i, a, pte, |old| {
                         op.apply::<A, L>(old, a)
                     })
                 };
+                self.report.leaf::<A, L>(a, op.apply::<A, L>(prev, a));
                 return Ok(Step::Skip);
             }
             // SAFETY: live table owned by the caller; the stash holds what the check counted.

@@ -38,7 +38,7 @@ pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, leaf_entry, query,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
-pub(crate) use unmap::{ClearedRaw, Removed, Report, unmap_apply, unmap_one};
+pub(crate) use unmap::{ClearedRaw, Report, Reporter, unmap_apply, unmap_one};
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the
 /// range inside it, and whether that part is the whole entry.

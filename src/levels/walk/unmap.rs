@@ -13,21 +13,23 @@ use crate::flags::AccessState;
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
 
-/// What an unmap does with each leaf it clears: nothing more (`()`, `unmap_region`), or hand
-/// it to a callback ([`Report`], `unmap_region_with`).
-pub(crate) trait Removed {
+/// What a range edit does with each entry it clears or rewrites: nothing more (`()`,
+/// `unmap_region`, `protect_region`), or hand it to a callback ([`Report`], `unmap_region_with`,
+/// `protect_region_with`).
+pub(crate) trait Reporter {
     /// Whether leaves are reported. Then every leaf is cleared by a swap, whose result holds
     /// every mark the MMU made (an invalid entry gets no more), and a table the range covers
     /// whole is visited and emptied leaf by leaf, not unlinked unseen.
     const REPORTS: bool;
 
-    /// The leaf `old` at level `L`, first address folded `va`, just swapped out.
+    /// The leaf at level `L`, first address folded `va`: for an unmap, as the swap that cleared
+    /// it returned it; for a rewrite, as the atomic step that rewrote it made it.
     fn leaf<A: Arch, L: Level>(&mut self, va: u64, old: u64);
     /// The marker `old` at folded `va`, just cleared.
     fn marker<A: Arch>(&mut self, va: u64, old: u64);
 }
 
-impl Removed for () {
+impl Reporter for () {
     const REPORTS: bool = false;
 
     #[inline(always)]
@@ -47,7 +49,7 @@ pub(crate) enum ClearedRaw {
 /// Reports every leaf and marker an unmap clears to `F`.
 pub(crate) struct Report<F>(pub F);
 
-impl<F: FnMut(ClearedRaw)> Removed for Report<F> {
+impl<F: FnMut(ClearedRaw)> Reporter for Report<F> {
     const REPORTS: bool = true;
 
     #[inline(always)]
@@ -76,7 +78,7 @@ struct UnmapApply<'a, A: Arch, H, R> {
     _arch: PhantomData<A>,
 }
 
-impl<A: Arch, H: PagingHandler, R: Removed> Visitor<A> for UnmapApply<'_, A, H, R> {
+impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for UnmapApply<'_, A, H, R> {
     type Err = Infallible;
     type Down = ();
 
@@ -182,7 +184,7 @@ impl<A: Arch, H: PagingHandler, R: Removed> Visitor<A> for UnmapApply<'_, A, H, 
 ///
 /// `t` is a live table of the tree the caller owns (`&mut PageTable`), reached through `h`;
 /// `[s, e)` lies inside its span; the check pass passed and `stash` holds what it counted.
-pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler, R: Removed>(
+pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler, R: Reporter>(
     h: &mut H,
     stash: &mut Stash,
     t: TableRef<A, L>,
