@@ -769,6 +769,150 @@ fn map_scattered(c: &mut Criterion) {
     g.finish();
 }
 
+/// Half of the GiB mapped: runs of 16 pages (64 KiB) mapped, 16 not, alternating.
+const RUN: usize = 16 * FRAME;
+
+fn half_mapped_runs() -> impl Iterator<Item = usize> {
+    (0..GIB / RUN).step_by(2).map(|r| r * RUN)
+}
+
+fn ours_unmap_half<A: pagetable::Arch>(b: &mut Bencher<'_, '_>) {
+    b.iter_batched(
+        || {
+            let mut pt = ours_new::<A>();
+            for r in half_mapped_runs() {
+                let h = pagetable::HugePages::Never;
+                pt.map_region(va(VA + r), pa(PA + r), RUN, RW, h)
+                    .unwrap()
+                    .ignore();
+            }
+            pt
+        },
+        |mut pt| {
+            // Holes are skipped.
+            pt.unmap_region(va(VA), black_box(GIB)).unwrap().ignore();
+            pt
+        },
+        BatchSize::PerIteration,
+    )
+}
+
+/// `munmap` of a half-mapped GiB: each crate skipping holes as its docs and users do.
+fn unmap_half_mapped(c: &mut Criterion) {
+    let runs = half_mapped_runs;
+    let mut g = Group::new(c, "unmap_half_mapped_1g");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.bench_function("pagetable", ours_unmap_half::<pagetable::X86_64>);
+    g.bench_function("pagetable_aarch64", ours_unmap_half::<pagetable::AArch64>);
+    g.bench_function("page_table_multiarch", |b| {
+        // `unmap_region` stops at the first hole: page by page, a hole's error skipped (as
+        // ArceOS's `axmm` unmaps a lazily populated area).
+        b.iter_batched(
+            || {
+                let mut pt = ptm_new();
+                for r in runs() {
+                    let (v, p) = (VA + r, PA + r);
+                    pt.cursor()
+                        .map_region(
+                            v.into(),
+                            |x: memory_addr::VirtAddr| (x.as_usize() - v + p).into(),
+                            RUN,
+                            PTM_RW,
+                            false,
+                        )
+                        .unwrap();
+                }
+                pt
+            },
+            |mut pt| {
+                let mut cursor = pt.cursor();
+                for i in 0..black_box(PAGES) {
+                    let _ = per_page(|| cursor.unmap((VA + i * FRAME).into()));
+                }
+                drop(cursor);
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("x86_64", |b| {
+        b.iter_batched(
+            || {
+                let mut t = x86::new();
+                for r in runs() {
+                    for i in 0..RUN / FRAME {
+                        let page = x86::Page::<x86::Size4KiB>::containing_address(
+                            x86::VirtAddr::new((VA + r + i * FRAME) as u64),
+                        );
+                        let frame = x86::PhysFrame::containing_address(x86::PhysAddr::new(
+                            (PA + r + i * FRAME) as u64,
+                        ));
+                        // SAFETY: the mapping points at memory nobody touches.
+                        unsafe {
+                            x86::Mapper::map_to(
+                                &mut t.mapper,
+                                page,
+                                frame,
+                                x86::RW,
+                                &mut x86::Frames,
+                            )
+                        }
+                        .unwrap()
+                        .ignore();
+                    }
+                }
+                t
+            },
+            |mut t| {
+                // `unmap` per page, a hole's `PageNotMapped` skipped.
+                for i in 0..black_box(PAGES) {
+                    let page = x86::Page::<x86::Size4KiB>::containing_address(x86::VirtAddr::new(
+                        (VA + i * FRAME) as u64,
+                    ));
+                    if let Ok((_, flush)) = per_page(|| x86::Mapper::unmap(&mut t.mapper, page)) {
+                        flush.ignore();
+                    }
+                }
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("aarch64_paging", |b| {
+        b.iter_batched(
+            || {
+                let mut t = arm::new();
+                for r in runs() {
+                    t.map_range(
+                        &arm::region(VA + r, RUN),
+                        arm::PhysicalAddress(PA + r),
+                        arm::RW,
+                        arm::Constraints::NO_BLOCK_MAPPINGS,
+                    )
+                    .unwrap();
+                }
+                t
+            },
+            |mut t| {
+                // aarch64-paging's unmap: invalid descriptors over the range, holes and all,
+                // then the emptied tables freed.
+                t.map_range(
+                    &arm::region(VA, GIB),
+                    arm::PhysicalAddress(0),
+                    arm::Attr::empty(),
+                    arm::Constraints::NO_BLOCK_MAPPINGS,
+                )
+                .unwrap();
+                t.compact_subtables();
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn query(c: &mut Criterion) {
     use x86::Translate;
     let vas = random_vas(4096);
@@ -1206,6 +1350,7 @@ criterion_group!(
     footprint,
     map_region,
     map_scattered,
+    unmap_half_mapped,
     query,
     unmap_region,
     protect_region,
