@@ -564,7 +564,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         ))
     }
 
-    /// Points the leaf that starts at `va` at `pa`, keeping its flags and access state.
+    /// Points the leaf that starts at `va` at `pa`, keeping its flags and access state. To
+    /// change the flags with the address, or a range of leaves at once, see
+    /// [`remap_region`](Self::remap_region).
     ///
     /// # Errors
     ///
@@ -819,6 +821,62 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
         self.modify_leaves(s, e, Modify::Protect(flags), false, ())?;
+        Ok(Flush::range(s, e))
+    }
+
+    /// Points every leaf in `[va, va + len)` at `[pa, pa + len)` and gives it `flags`, in
+    /// place: a firmware remapping part of its image, a kernel moving a range of its linear
+    /// map. The range must be mapped (as for [`protect_region`](Self::protect_region)); leaves
+    /// the range covers in part are split, and every leaf keeps its size, so `pa` must suit the
+    /// leaves (a whole 2 MiB leaf needs a 2 MiB-aligned new address). Each leaf changes in one
+    /// step; on a [`Live`](Liveness::Live) AArch64 table a change of output address or memory
+    /// type is made as break-before-make (the leaf invalid and flushed before the new one is
+    /// written), on [`LiveNoBreak`](Liveness::LiveNoBreak) it is refused. The other
+    /// architectures take the new entry in one store. Access states carry over.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, HugePages, MappingFlags as F, PageTable, AArch64};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 16 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<AArch64, _>::new(frames).unwrap();
+    /// let rx = F::READ | F::EXECUTE;
+    /// pt.map_region(va!(0x4000_0000), pa!(0x4000_0000), 0x40_0000, rx, HugePages::Allowed)
+    ///     .unwrap()
+    ///     .ignore();
+    /// // Move 16 KiB in the middle of the first block to a fresh copy, read-write.
+    /// pt.remap_region(va!(0x4010_0000), pa!(0x8000_0000), 0x4000, F::READ | F::WRITE)
+    ///     .unwrap()
+    ///     .ignore();
+    /// assert_eq!(pt.query(va!(0x4010_2000)).unwrap().pa, pa!(0x8000_2000));
+    /// assert_eq!(pt.query(va!(0x4010_4000)).unwrap().pa, pa!(0x4010_4000));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * A bad range, as for [`map_region`](Self::map_region): [`PagingError::EmptyRange`],
+    ///   [`PagingError::UnalignedVa`], [`PagingError::UnalignedLen`],
+    ///   [`PagingError::RangeWraps`], [`PagingError::NotCanonical`], [`PagingError::Borrowed`].
+    /// * [`PagingError::UnalignedPa`] if `pa` is not granule-aligned, or not aligned to a leaf
+    ///   that keeps its size; [`PagingError::PaTooWide`] if `pa + len - 1` does not fit.
+    /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
+    /// * [`PagingError::NotMapped`] if any page of the range is not mapped.
+    /// * [`PagingError::NeedsBreak`] on a [`LiveNoBreak`](Liveness::LiveNoBreak) table, if a
+    ///   change needs break-before-make.
+    /// * [`PagingError::OutOfFrames`] if the splits at the edges need tables that cannot be
+    ///   allocated.
+    pub fn remap_region(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        len: usize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
+        let (s, e) = self.check_range(va, len, Self::PAGE)?;
+        let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
+        A::check_flags(flags)?;
+        self.modify_leaves(s, e, Modify::Replace(delta, flags), false, ())?;
         Ok(Flush::range(s, e))
     }
 

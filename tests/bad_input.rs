@@ -221,6 +221,12 @@ fn cases() -> Vec<Case> {
         "scattered frames over a mapping", AArch64,
             |pt| pt.map_frames(va!(0x0fff_f000), &[pa!(0x5000), pa!(0x9000)], RW)
             => E::AlreadyMapped(va!(0x1000_0000));
+        "remap_region of a block to an address unaligned for it", X86_64,
+            |pt| pt.remap_region(va!(0x4000_0000), pa!(0x7000_1000), 0x20_0000, RW)
+            => E::UnalignedPa(pa!(0x7000_1000));
+        "remap_region over a hole", Sv39,
+            |pt| pt.remap_region(va!(0x1000_f000), pa!(0x7000_0000), 0x2000, RW)
+            => E::NotMapped(va!(0x1001_0000));
         "remap to an address unaligned for the leaf", X86_64,
             |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
             => E::UnalignedPa(pa!(0x1000));

@@ -292,3 +292,45 @@ fn a_change_of_the_contiguous_bit_breaks_first_or_is_refused() {
         }
     }
 }
+
+#[test]
+fn remap_region_breaks_each_moved_leaf_or_is_refused() {
+    // Live: the block is split (one break), then every page moved breaks on its own.
+    let mut pt = populated::<A>(Liveness::Live);
+    pt.remap_region(va!(0x4000_1000), pa!(0xa000_0000), 0x2000, RW)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        breaks(&pt),
+        [
+            (0x4000_0000, M2),
+            (0x4000_1000, 0x1000),
+            (0x4000_2000, 0x1000)
+        ]
+    );
+    assert_eq!(pt.query(va!(0x4000_2008)).unwrap().pa, pa!(0xa000_1008));
+    assert_eq!(pt.query(va!(0x4000_3000)).unwrap().pa, pa!(0x8000_3000));
+    // Refusing breaks: nothing written.
+    let mut pt = populated::<A>(Liveness::LiveNoBreak);
+    let before = pt.handler().frames.snapshot();
+    assert_eq!(
+        pt.remap_region(va!(0x1000_0000), pa!(0xa000_0000), 0x1000, RW)
+            .err(),
+        Some(PagingError::NeedsBreak(va!(0x1000_0000)))
+    );
+    assert!(
+        pt.handler().frames.snapshot() == before,
+        "a refused change wrote"
+    );
+    // x86 needs none: the new entry in one store.
+    let mut pt = populated::<X86_64>(Liveness::LiveNoBreak);
+    pt.remap_region(va!(0x4000_0000), pa!(0xa000_0000), M2, F::READ)
+        .unwrap()
+        .ignore();
+    assert!(breaks(&pt).is_empty());
+    let t = pt.query(va!(0x4000_5000)).unwrap();
+    assert_eq!(
+        (t.pa, t.flags, t.size),
+        (pa!(0xa000_5000), F::READ, PageSize::SIZE_2M)
+    );
+}

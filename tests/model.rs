@@ -67,6 +67,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => va_pick().prop_map(|va| Op::TakeMarker { va }),
         1 => va_pick().prop_map(|va| Op::Lookup { va }),
         2 => (va_pick(), any::<u16>()).prop_map(|(va, value)| Op::SetSoft { va, value }),
+        2 => (va_pick(), len_pick(), pa_pick(), any::<u8>())
+            .prop_map(|(va, len, pa, flags)| Op::RemapRegion { va, len, pa, flags }),
         3 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>(), any::<u8>())
             .prop_map(|(va, n, pa, flags, scatter)| Op::MapFrames { va, n, pa, flags, scatter }),
     ]

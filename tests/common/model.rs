@@ -57,6 +57,7 @@ pub struct Leaf {
 }
 
 /// What the model knows of an architecture; nothing here comes from the crate's walk.
+#[derive(Clone)]
 pub struct Spec {
     /// For the coverage statistics.
     name: &'static str,
@@ -604,6 +605,82 @@ impl Model {
         Ok(())
     }
 
+    /// `remap_region`: every leaf of the mapped range (markers kept) split at the edges and
+    /// pointed at `pa + (v - va)` with `flags`, each keeping its size.
+    fn remap_region(&mut self, va: u64, pa: u64, len: u64, flags: F) -> Expect<()> {
+        let page = self.spec.page;
+        let mut errs = self.spec.range_errors(va, len, page);
+        if errs.is_empty() {
+            errs.extend(self.spec.pa_errors(pa, len, page));
+        }
+        if !(self.spec.expressible)(flags) {
+            errs.push(E::FlagsNotExpressible(flags));
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        let delta = pa.wrapping_sub(va);
+        // What fails, in whatever order the walk meets it: a hole, or a leaf (as it is, or a
+        // piece of it once split) whose new address is not aligned to it.
+        let mut errs = vec![];
+        if let Some(hole) = self.first_hole(va, end) {
+            errs.push(E::NotMapped(VirtAddr::from(hole as usize)));
+        }
+        let mut after = Model {
+            spec: self.spec.clone(),
+            leaves: self.leaves.clone(),
+            shared: self.shared.clone(),
+            markers: self.markers.clone(),
+        };
+        after.split_at(va as u128);
+        after.split_at(end);
+        let inside = |m: &Model| -> Vec<(u64, u32)> {
+            m.leaves
+                .range(va..)
+                .take_while(|(v, _)| (**v as u128) < end)
+                .map(|(&v, l)| (v, l.shift))
+                .collect()
+        };
+        let pieces = inside(&after);
+        let mut misaligned = false;
+        for &(v, shift) in &pieces {
+            if v.wrapping_add(delta) & ((1u64 << shift) - 1) != 0 {
+                misaligned = true;
+                errs.push(E::UnalignedPa(PhysAddr::from(
+                    v.wrapping_add(delta) as usize
+                )));
+            }
+        }
+        if misaligned {
+            // The walk names the leaf before it splits it: its part's first address.
+            let first = self.leaf_at(va).map_or(va, |(v, _)| v);
+            for (&v, _) in self
+                .leaves
+                .range(first..)
+                .take_while(|(v, _)| (**v as u128) < end)
+            {
+                let a = v.max(va);
+                errs.push(E::UnalignedPa(PhysAddr::from(
+                    a.wrapping_add(delta) as usize
+                )));
+            }
+        }
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        *self = after;
+        for (&v, leaf) in self
+            .leaves
+            .range_mut(va..)
+            .take_while(|(v, _)| (**v as u128) < end)
+        {
+            Self::protect_leaf(leaf, flags);
+            leaf.pa = v.wrapping_add(delta);
+        }
+        Ok(())
+    }
+
     /// `protect_region_with`: holes skipped; the leaves changed, as changed, in address order.
     fn protect_region_with(&mut self, va: u64, len: u64, flags: F) -> Expect<Vec<Mapping>> {
         let mut errs = self.spec.range_errors(va, len, self.spec.page);
@@ -813,6 +890,13 @@ pub enum Op {
         pa: PaPick,
         flags: u8,
         scatter: u8,
+    },
+    /// `remap_region` of `len` at `va` to `pa` with `flags`.
+    RemapRegion {
+        va: VaPick,
+        len: LenPick,
+        pa: PaPick,
+        flags: u8,
     },
     /// `set_soft_bits` at `va`.
     SetSoft {
@@ -1223,6 +1307,21 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     frames.iter().map(|&f| PhysAddr::from(f as usize)).collect();
                 let got = pt.map_frames(VirtAddr::from(va as usize), &addrs, flags);
                 let want = model.map_frames(va, &frames, flags);
+                (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
+            }
+            Op::RemapRegion { va, len, pa, flags } => {
+                let picked = model.pick_va(va);
+                let (va, run_end) = picked;
+                let len = model.pick_len(len, true, va, run_end);
+                let pa = model.pick_pa(pa, picked);
+                let flags = flags_of(*flags);
+                let got = pt.remap_region(
+                    VirtAddr::from(va as usize),
+                    PhysAddr::from(pa as usize),
+                    len as usize,
+                    flags,
+                );
+                let want = model.remap_region(va, pa, len, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
             Op::SetSoft { va, value } => {
@@ -1728,7 +1827,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 29;
+        let tag = i.u8()? % 30;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -1809,6 +1908,12 @@ impl Op {
             27 => Op::SetSoft {
                 va: VaPick::decode(i)?,
                 value: i.u16()?,
+            },
+            29 => Op::RemapRegion {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+                pa: PaPick::decode(i)?,
+                flags: i.u8()?,
             },
             28 => Op::MapFrames {
                 va: VaPick::decode(i)?,

@@ -5,6 +5,8 @@
 use core::convert::Infallible;
 use core::marker::PhantomData;
 
+use memory_addr::PhysAddr;
+
 use super::map::grant_entry;
 use super::{
     Below, PointStep, PointVisitor, Reporter, Run, Span, Stash, Step, Visitor, below, child,
@@ -28,6 +30,8 @@ pub(crate) enum Modify {
     ClearState(AccessState),
     /// Set the software bits ([`Arch::SOFT_BITS`]) to these (already placed).
     SetSoft(u64),
+    /// A new address (`pa = va + delta`, wrapping) and new flags (already checked) at once.
+    Replace(u64, MappingFlags),
 }
 
 impl Modify {
@@ -41,6 +45,10 @@ impl Modify {
             }
             Modify::ClearState(clear) => A::leaf_clear_state::<L>(old, clear),
             Modify::SetSoft(bits) => (old & !A::SOFT_BITS) | bits,
+            Modify::Replace(delta, flags) => {
+                (A::leaf_protect::<L>(old, flags) & !A::leaf_addr_mask::<L>())
+                    | A::leaf_addr_bits::<L>(va.wrapping_add(delta))
+            }
         }
     }
 
@@ -54,7 +62,9 @@ impl Modify {
     unsafe fn grant<A: Arch, L: Level>(self, t: TableRef<A, L>, i: usize, pte: u64) -> u64 {
         match self {
             // SAFETY: forwarded.
-            Modify::Protect(flags) => unsafe { grant_entry::<A, L>(t, i, pte, flags) },
+            Modify::Protect(flags) | Modify::Replace(_, flags) => unsafe {
+                grant_entry::<A, L>(t, i, pte, flags)
+            },
             _ => pte,
         }
     }
@@ -228,6 +238,9 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             EntryKind::Leaf => {
                 // A split copies the leaf's state into every new leaf.
                 self.needs.hw_live |= A::hw_may_update::<L>(pte);
+                if let Some(Modify::Replace(delta, _)) = self.rewrite {
+                    replace_aligned::<A>(L::DEPTH, a, b, full, delta)?;
+                }
                 if !full {
                     // Any table entry will do: a break is about the kind of entry.
                     refused::<A, L>(self.liveness, pte, A::table_entry(0), a)?;
@@ -247,6 +260,37 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
         }
         Ok(Step::Skip)
     }
+}
+
+/// Whether a new address `pa = va + delta` suits the leaf at `depth` that holds `[a, b)` (all
+/// of it if `full`): leaves keep their sizes, so the new address of a whole leaf must be
+/// aligned to it, and a split at an edge leaves whole leaves one size down (or less) wherever
+/// `[a, b)` holds an aligned one, whose new addresses must be aligned to them.
+fn replace_aligned<A: Arch>(
+    depth: u8,
+    a: u64,
+    b: u64,
+    full: bool,
+    delta: u64,
+) -> Result<(), PagingError> {
+    let whole = |shift: u32| {
+        let size = 1u64 << shift;
+        full && shift == arch::level_shift::<A>(depth)
+            || a.div_ceil(size).saturating_mul(size).saturating_add(size) <= b
+    };
+    let mut d = depth;
+    while d > 1 {
+        let shift = arch::level_shift::<A>(d);
+        if whole(shift) {
+            let pa = a.wrapping_add(delta);
+            if delta & ((1 << shift) - 1) != 0 {
+                return Err(PagingError::UnalignedPa(PhysAddr::from(pa as usize)));
+            }
+            break;
+        }
+        d -= 1;
+    }
+    Ok(())
 }
 
 /// Tables needed to split the leaf at `depth` that holds `[a, b)` (not all of it) until
@@ -440,6 +484,10 @@ impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for ModifyApply<'_, A, H
                 unsafe {
                     modify_leaves::<A>(t, run, hw_live, |old, _| (old & !A::SOFT_BITS) | bits)
                 }
+            }
+            Modify::Replace(..) => {
+                // SAFETY: as above.
+                unsafe { modify_leaves::<A>(t, run, hw_live, |old, va| op.apply::<A, L1>(old, va)) }
             }
         }
         Ok(())
