@@ -45,6 +45,7 @@ extern crate std;
 
 pub mod arch;
 mod cursor;
+mod entry_edit;
 mod error;
 mod flags;
 mod flush;
@@ -69,6 +70,7 @@ pub use arch::x86_64::{X86, X86_64, X86_64La57, X86Mode};
 pub use arch::x86_ept::Ept;
 pub use arch::{Arch, VaSpace};
 pub use cursor::LastTableCursor;
+pub use entry_edit::EntryEdit;
 pub use error::PagingError;
 pub use flags::{AccessState, MappingFlags, MemType, PageSize};
 pub use flush::{FLUSH_ALL_THRESHOLD, Flush};

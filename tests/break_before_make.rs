@@ -334,3 +334,47 @@ fn remap_region_breaks_each_moved_leaf_or_is_refused() {
         (pa!(0xa000_5000), F::READ, PageSize::SIZE_2M)
     );
 }
+
+#[test]
+fn modify_range_edits_break_where_needed_and_refuse_on_no_break_tables() {
+    let device = RW.with_mem_type(MemType::Device);
+    // Live: a new memory type is made as a break, a permission change in place.
+    let mut pt = populated::<A>(Liveness::Live);
+    pt.modify_range(va!(0x1000_0000), 0x1000, |e| e.set_flags(device).unwrap())
+        .unwrap()
+        .ignore();
+    assert_eq!(breaks(&pt), [(0x1000_0000, 0x1000)]);
+    pt.modify_range(va!(0x1000_0000), 0x1000, |e| {
+        e.set_flags(F::READ.with_mem_type(MemType::Device)).unwrap()
+    })
+    .unwrap()
+    .ignore();
+    assert_eq!(breaks(&pt).len(), 1);
+    assert_eq!(
+        pt.query(va!(0x1000_0000)).unwrap().flags,
+        F::READ.with_mem_type(MemType::Device)
+    );
+    // Refusing breaks: the edit says so to the closure, and nothing is written.
+    let mut pt = populated::<A>(Liveness::LiveNoBreak);
+    let before = pt.handler().frames.snapshot();
+    let mut refused = vec![];
+    pt.modify_range(va!(0x1000_0000), 0x1000, |e| {
+        refused.push(e.set_flags(device))
+    })
+    .unwrap()
+    .ignore();
+    assert_eq!(refused, [Err(PagingError::NeedsBreak(va!(0x1000_0000)))]);
+    assert!(
+        pt.handler().frames.snapshot() == before,
+        "a refused edit wrote"
+    );
+    // And a split at an edge that needs a break is refused before the closure runs.
+    let mut called = false;
+    assert_eq!(
+        pt.modify_range(va!(0x4000_1000), 0x1000, |_| called = true)
+            .err(),
+        Some(PagingError::NeedsBreak(va!(0x4000_1000)))
+    );
+    assert!(!called);
+    assert!(pt.handler().frames.snapshot() == before);
+}

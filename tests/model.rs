@@ -69,6 +69,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (va_pick(), any::<u16>()).prop_map(|(va, value)| Op::SetSoft { va, value }),
         2 => (va_pick(), len_pick(), pa_pick(), any::<u8>())
             .prop_map(|(va, len, pa, flags)| Op::RemapRegion { va, len, pa, flags }),
+        2 => (va_pick(), len_pick(), any::<u8>(), any::<u16>(), any::<bool>(), any::<u8>())
+            .prop_map(|(va, len, flags, soft, clean, bump)| Op::ModifyRange { va, len, flags, soft, clean, bump }),
         3 => (va_pick(), any::<u8>(), pa_pick(), any::<u8>(), any::<u8>())
             .prop_map(|(va, n, pa, flags, scatter)| Op::MapFrames { va, n, pa, flags, scatter }),
     ]

@@ -681,6 +681,63 @@ impl Model {
         Ok(())
     }
 
+    /// `modify_range` as `Op::ModifyRange` describes it: the entries seen, as (va, leaf or
+    /// marker payload).
+    fn modify_range(
+        &mut self,
+        va: u64,
+        len: u64,
+        flags: F,
+        soft: u64,
+        clean: bool,
+        bump: u64,
+    ) -> Expect<Vec<(u64, Result<Mapping, u64>)>> {
+        let errs = self.spec.range_errors(va, len, self.spec.page);
+        if !errs.is_empty() {
+            return fail(errs);
+        }
+        let end = va as u128 + len as u128;
+        self.split_at(va as u128);
+        self.split_at(end);
+        let mut seen = vec![];
+        let (flags_ok, soft_ok) = (
+            (self.spec.expressible)(flags),
+            soft.checked_shr(self.spec.soft_bits).unwrap_or(0) == 0,
+        );
+        let has_accessed_bit = self.spec.has_accessed_bit;
+        let _ = has_accessed_bit;
+        for (&v, leaf) in self
+            .leaves
+            .range_mut(va..)
+            .take_while(|(v, _)| (**v as u128) < end)
+        {
+            seen.push((v, Ok(to_mapping(v, leaf))));
+            if flags_ok {
+                Self::protect_leaf(leaf, flags);
+            }
+            if soft_ok {
+                leaf.soft = soft;
+            }
+            if clean {
+                leaf.state.dirty = false;
+            }
+        }
+        let bits = self.spec.marker_bits;
+        for (&v, payload) in self
+            .markers
+            .range_mut(va..)
+            .take_while(|(v, _)| (**v as u128) < end)
+        {
+            seen.push((v, Err(*payload)));
+            let new = payload.wrapping_add(bump);
+            if new.checked_shr(bits).unwrap_or(0) == 0 {
+                *payload = new;
+            }
+        }
+        seen.sort_by_key(|(v, _)| *v);
+        Ok(seen)
+    }
+
     /// `protect_region_with`: holes skipped; the leaves changed, as changed, in address order.
     fn protect_region_with(&mut self, va: u64, len: u64, flags: F) -> Expect<Vec<Mapping>> {
         let mut errs = self.spec.range_errors(va, len, self.spec.page);
@@ -897,6 +954,17 @@ pub enum Op {
         len: LenPick,
         pa: PaPick,
         flags: u8,
+    },
+    /// `modify_range` over `len` at `va`: every leaf given `flags` and software bits `soft`
+    /// (each refused where the mode cannot take it), its dirty bit cleared if `clean`; every
+    /// marker's payload plus `bump`. The entries seen are compared with the model's.
+    ModifyRange {
+        va: VaPick,
+        len: LenPick,
+        flags: u8,
+        soft: u16,
+        clean: bool,
+        bump: u8,
     },
     /// `set_soft_bits` at `va`.
     SetSoft {
@@ -1323,6 +1391,54 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 );
                 let want = model.remap_region(va, pa, len, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
+            }
+            Op::ModifyRange {
+                va,
+                len,
+                flags,
+                soft,
+                clean,
+                bump,
+            } => {
+                let (va, run_end) = model.pick_va(va);
+                let len = model.pick_len(len, true, va, run_end);
+                let flags = flags_of(*flags);
+                let soft = u64::from(*soft) >> (u32::from(*soft) % 8);
+                let bump = u64::from(*bump);
+                let mut seen = vec![];
+                let got = pt.modify_range(VirtAddr::from(va as usize), len as usize, |e| {
+                    let at = e.va().as_usize() as u64;
+                    match (e.leaf(), e.marker()) {
+                        (Some(l), _) => {
+                            seen.push((
+                                at,
+                                Ok(Mapping {
+                                    va: e.va(),
+                                    pa: l.pa,
+                                    size: e.size(),
+                                    flags: l.flags,
+                                    state: l.state,
+                                }),
+                            ));
+                            let _ = e.set_flags(flags);
+                            let _ = e.set_soft_bits(soft);
+                            if *clean {
+                                e.clear_state(AccessState {
+                                    accessed: false,
+                                    dirty: true,
+                                });
+                            }
+                        }
+                        (None, Some(payload)) => {
+                            seen.push((at, Err(payload)));
+                            let _ = e.set_marker(payload.wrapping_add(bump));
+                        }
+                        (None, None) => seen.push((at, Err(u64::MAX))),
+                    }
+                });
+                let got = got.map(|f| pt.flush(f)).map(|()| seen);
+                let want = model.modify_range(va, len, flags, soft, *clean, bump);
+                (compare(step, op, got, want)?, Some(va))
             }
             Op::SetSoft { va, value } => {
                 let va = model.pick_va(va).0;
@@ -1827,7 +1943,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 30;
+        let tag = i.u8()? % 31;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -1908,6 +2024,14 @@ impl Op {
             27 => Op::SetSoft {
                 va: VaPick::decode(i)?,
                 value: i.u16()?,
+            },
+            30 => Op::ModifyRange {
+                va: VaPick::decode(i)?,
+                len: LenPick::decode(i)?,
+                flags: i.u8()?,
+                soft: i.u16()?,
+                clean: i.u8()? & 1 == 1,
+                bump: i.u8()?,
             },
             29 => Op::RemapRegion {
                 va: VaPick::decode(i)?,

@@ -382,7 +382,7 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
 ///
 /// `t` is live and owned by the caller, `i` in bounds, `old` the leaf just loaded there.
 #[inline(always)]
-unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
+pub(super) unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
     h: &mut H,
     liveness: Liveness,
     t: TableRef<A, L>,

@@ -30,6 +30,7 @@ mod marker;
 mod read;
 mod stash;
 mod unmap;
+mod visit;
 
 pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
 pub(crate) use map::{MapReq, Scattered, map_apply, map_check, map_one};
@@ -39,6 +40,7 @@ pub(crate) use read::{
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
 pub(crate) use unmap::{ClearedRaw, Report, Reporter, unmap_apply, unmap_one};
+pub(crate) use visit::visit_apply;
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the
 /// range inside it, and whether that part is the whole entry.
