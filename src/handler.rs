@@ -35,6 +35,9 @@ use crate::arch::Arch;
 /// * [`alloc_table`](Self::alloc_table) returns a block of `bytes` bytes, aligned to `bytes`,
 ///   that nothing else uses until it is given back through [`free_table`](Self::free_table);
 ///   its physical address fits the architecture's physical-address width.
+/// * [`owns_table`](Self::owns_table) answers `true` only for blocks that
+///   [`alloc_table`](Self::alloc_table) returned (or that may be given back through
+///   [`free_table`](Self::free_table) as if it had).
 /// * [`phys_to_virt`](Self::phys_to_virt), for any address inside a block that is allocated
 ///   (or that was handed to [`PageTable::from_root`](crate::PageTable::from_root)), returns a
 ///   pointer valid for reads and writes of the rest of that block, aligned to 8 bytes (entries
@@ -69,5 +72,18 @@ pub unsafe trait PagingHandler {
     fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
         let _ = size;
         A::flush_page(va);
+    }
+
+    /// Whether the table of `bytes` at `pa` is this handler's to take back: one that
+    /// [`alloc_table`](Self::alloc_table) returned. The default, `true`, suits a tree the
+    /// crate built. A kernel that works on a tree someone else built (the one a bootloader left
+    /// in CR3, adopted with [`PageTable::from_root`](crate::PageTable::from_root)) answers
+    /// `false` for those tables, and the crate then never passes them to
+    /// [`free_table`](Self::free_table): not on drop, not when an edit empties them (a foreign
+    /// table unlinked after the flush is left to its owner). The tables the crate allocates in
+    /// that tree are freed as usual.
+    fn owns_table(&self, pa: PhysAddr, bytes: usize) -> bool {
+        let _ = (pa, bytes);
+        true
     }
 }

@@ -174,7 +174,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// # Safety
     ///
     /// `root` is the root of a tree of mode `A` whose every table was allocated through a
-    /// handler equivalent to `handler` (so that [`PagingHandler::free_table`] may take it back),
+    /// handler equivalent to `handler` (so that [`PagingHandler::free_table`] may take it back)
+    /// or is one for which [`PagingHandler::owns_table`] answers `false` (a tree someone else
+    /// built: the crate edits it but never frees those tables),
     /// is reachable through `handler.phys_to_virt`, and is owned by nothing else: no other
     /// `PageTable` and no other code will edit or free it.
     pub unsafe fn from_root(root: PhysAddr, handler: H) -> Result<Self, PagingError> {
@@ -1108,8 +1110,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                     let (pa, tag) = (record & !0xfff, (record & 0xfff) as u8);
                     let depth = tag & !retired::EMPTY;
                     if tag & retired::EMPTY != 0 {
-                        let bytes = arch::table_bytes::<A>(depth);
-                        h.free_table(PhysAddr::from(pa as usize), bytes);
+                        let (pa, bytes) =
+                            (PhysAddr::from(pa as usize), arch::table_bytes::<A>(depth));
+                        // A table someone else built is left to its owner.
+                        if h.owns_table(pa, bytes) {
+                            h.free_table(pa, bytes);
+                        }
                     } else {
                         walk::free_at_depth::<A, NonRoot<A>, H>(h, pa, depth);
                     }

@@ -482,12 +482,13 @@ impl<H: PagingHandler> TableSink for Free<'_, H> {
         self.0
     }
     unsafe fn table(&mut self, pa: u64, bytes: usize) {
-        // SAFETY: a table of a subtree being freed (contract of `free_subtree`), none below it
-        // left; it came from `alloc_table` with its level's size.
-        unsafe {
-            self.0
-                .free_table(memory_addr::PhysAddr::from(pa as usize), bytes)
-        };
+        let pa = memory_addr::PhysAddr::from(pa as usize);
+        // A table someone else built is left to its owner.
+        if self.0.owns_table(pa, bytes) {
+            // SAFETY: a table of a subtree being freed (contract of `free_subtree`), none below
+            // it left; its handler owns it, so it came from `alloc_table` with this size.
+            unsafe { self.0.free_table(pa, bytes) };
+        }
     }
 }
 

@@ -244,8 +244,12 @@ impl Stash {
             // SAFETY: `retire_room` made room (caller).
             unsafe { self.retired.push(pa, retired::EMPTY | L::DEPTH) };
         } else {
-            // SAFETY: the table is unlinked, empty, and came from `alloc_table` with this size.
-            unsafe { h.free_table(PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES) };
+            let (pa, bytes) = (PhysAddr::from(pa as usize), TableRef::<A, L>::BYTES);
+            if h.owns_table(pa, bytes) {
+                // SAFETY: the table is unlinked and empty, and its handler owns it: it came
+                // from `alloc_table` with this size.
+                unsafe { h.free_table(pa, bytes) };
+            }
         }
     }
 
