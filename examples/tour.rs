@@ -1,7 +1,8 @@
 //! A tour of `pagetable`: for every paging mode, build the address space a small kernel would
 //! have, print it, and count the table frames it took; then a hypervisor's second-stage tables
 //! for one guest, a live AArch64 table that breaks before it makes, a kernel half shared by
-//! two live process tables, and what is refused.
+//! two live process tables, a process's memory manager at work (a scattered mapping, PROT_NONE,
+//! a page swapped out to a marker and back, munmap over holes), and what is refused.
 //!
 //! Run it with `cargo run --example tour`.
 
@@ -10,9 +11,10 @@ use std::ptr::NonNull;
 
 use memory_addr::{PhysAddr, VirtAddr};
 use pagetable::{
-    AArch64, AArch64S2, Arch, BufferFrames, Entry, Ept, Granule16K, Granule64K, HugePages, Ipa40,
-    Liveness, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError,
-    PagingHandler, Size2M, Sv39, Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Arch, BufferFrames, Cleared, Entry, Ept, Granule16K, Granule64K, HugePages,
+    Ipa40, Liveness, Lookup, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable,
+    PagingError, PagingHandler, Size2M, Sv39, Sv39x4, Sv48, Sv57, Upper, Va39, Va48, X86_64,
+    X86_64La57,
 };
 
 const MIB: usize = 1 << 20;
@@ -271,6 +273,7 @@ fn main() -> Result<(), PagingError> {
 
     break_before_make()?;
     kernel_half()?;
+    memory_manager()?;
 
     // What the types and the checks refuse.
     let mut memory = vec![0u64; 8 * 512];
@@ -450,6 +453,78 @@ fn kernel_half() -> Result<(), PagingError> {
     }
     drop(processes);
     drop(kernel);
+    println!();
+    Ok(())
+}
+
+/// A process's memory manager: an anonymous region filled from the frame allocator (scattered
+/// frames, one call), `mprotect(PROT_NONE)` on part of it, a page swapped out to a marker and
+/// faulted back in, and `munmap` over the whole area, holes and markers included.
+fn memory_manager() -> Result<(), PagingError> {
+    let mut memory = vec![0u64; 16 * 512];
+    let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
+    let mut mm = PageTable::<X86_64, _>::new(frames)?;
+    mm.set_liveness(Liveness::Live);
+    let heap = 0x5555_0000_0000usize;
+    let rw = F::READ | F::WRITE | F::USER;
+    // Eight pages from wherever the allocator had them.
+    let pages: Vec<PhysAddr> = [7, 3, 12, 4, 30, 31, 9, 2]
+        .iter()
+        .map(|&n| PhysAddr::from(0x8000_0000 + n * 0x1000))
+        .collect();
+    let flush = mm.map_frames(VirtAddr::from(heap), &pages, rw)?;
+    mm.flush(flush);
+    println!("== a process's memory manager (x86_64, live)");
+    println!(
+        "  anonymous region of 8 scattered pages: page 2 is frame {:#x}",
+        mm.query(VirtAddr::from(heap + 0x2000))?.pa
+    );
+    // A guard: PROT_NONE keeps the frame, faults on every access, and comes back as it was.
+    let flush = mm.protect_region(VirtAddr::from(heap + 0x6000), 0x2000, rw | F::INACCESSIBLE)?;
+    mm.flush(flush);
+    let t = mm.query(VirtAddr::from(heap + 0x7000))?;
+    println!(
+        "  PROT_NONE page: frame {:#x} kept, flags {:?}",
+        t.pa, t.flags
+    );
+    // Reclaim: the page goes to swap slot 0x51; a marker holds the slot in its entry.
+    let (page, flush) = mm.unmap(VirtAddr::from(heap + 0x1000))?;
+    mm.flush(flush);
+    mm.set_marker(VirtAddr::from(heap + 0x1000), 0x51)?;
+    println!(
+        "  swapped out (dirty: {}): lookup finds {:?}",
+        page.state.dirty,
+        mm.lookup(VirtAddr::from(heap + 0x1000))?
+    );
+    // The fault path: lookup says which case it is.
+    if let Lookup::Marker(slot) = mm.lookup(VirtAddr::from(heap + 0x1000))? {
+        let (_, flush) = mm.take_marker(VirtAddr::from(heap + 0x1000))?;
+        mm.flush(flush);
+        let flush = mm.map(
+            VirtAddr::from(heap + 0x1000),
+            PhysAddr::from(0x9000_0000),
+            PageSize::SIZE_4K,
+            rw,
+        )?;
+        mm.flush(flush);
+        println!("  page fault: swapped slot {slot:#x} back in at frame 0x90000000");
+    }
+    // Another page goes to swap and stays there.
+    let (_, flush) = mm.unmap(VirtAddr::from(heap + 0x4000))?;
+    mm.flush(flush);
+    mm.set_marker(VirtAddr::from(heap + 0x4000), 0x52)?;
+    // munmap of the area and the hole after it: frames to free, swap slots to release.
+    let mut freed = 0;
+    let mut slots = 0;
+    let flush = mm.unmap_region_with(VirtAddr::from(heap), 0x10_000, |gone| match gone {
+        Cleared::Leaf(_) => freed += 1,
+        Cleared::Marker { .. } => slots += 1,
+    })?;
+    mm.flush(flush);
+    println!(
+        "  munmap over holes: {freed} pages to free, {slots} swap slots, {} table frames left",
+        mm.table_frames()
+    );
     println!();
     Ok(())
 }
