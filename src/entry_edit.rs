@@ -34,6 +34,7 @@ pub struct EntryEdit<A: Arch> {
     flags: Option<MappingFlags>,
     soft: Option<u64>,
     clear: AccessState,
+    mark: AccessState,
     marker: Option<u64>,
     _arch: PhantomData<A>,
 }
@@ -57,6 +58,7 @@ impl<A: Arch> EntryEdit<A> {
             flags: None,
             soft: None,
             clear: AccessState::default(),
+            mark: AccessState::default(),
             marker: None,
             _arch: PhantomData,
         }
@@ -146,6 +148,13 @@ impl<A: Arch> EntryEdit<A> {
         self.clear.dirty |= clear.dirty;
     }
 
+    /// Marks the leaf as [`PageTable::mark_access`] would (after any clearing asked for; a
+    /// marker has no marks: nothing happens).
+    pub fn mark(&mut self, mark: AccessState) {
+        self.mark.accessed |= mark.accessed;
+        self.mark.dirty |= mark.dirty;
+    }
+
     /// Replaces the marker's payload.
     ///
     /// # Errors
@@ -167,6 +176,8 @@ impl<A: Arch> EntryEdit<A> {
             || self.soft.is_some()
             || self.clear.accessed
             || self.clear.dirty
+            || self.mark.accessed
+            || self.mark.dirty
             || self.marker.is_some()
     }
 
@@ -184,6 +195,9 @@ impl<A: Arch> EntryEdit<A> {
         }
         if self.clear.accessed || self.clear.dirty {
             new = A::leaf_clear_state::<L>(new, self.clear);
+        }
+        if self.mark.accessed || self.mark.dirty {
+            new = A::leaf_mark::<L>(new, self.mark);
         }
         new
     }

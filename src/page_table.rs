@@ -690,6 +690,49 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Ok(())
     }
 
+    /// Marks the leaf that translates `va` accessed and, if `mark.dirty` and the leaf is
+    /// writable, dirty, as an MMU that manages the marks would, in one atomic update; returns
+    /// the state before. For hardware that leaves the marks to software: LoongArch's
+    /// page-modify handler (a store through a writable leaf whose D is clear: mark it dirty,
+    /// flush, retry), RISC-V without Svadu, AArch64 without FEAT_HAFDBS. The returned
+    /// [`Flush`] drops the TLB entry that still holds the unmarked leaf.
+    ///
+    /// ```
+    /// use pagetable::{AccessState, BufferFrames, LoongArch64, MappingFlags as F, PageSize, PageTable};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<LoongArch64, _>::new(frames).unwrap();
+    /// pt.map(va!(0x1000), pa!(0x2000), PageSize::SIZE_4K, F::READ | F::WRITE).unwrap().ignore();
+    /// // Dirty tracking: start clean, so that the next store raises a page-modify exception.
+    /// pt.clear_access_state(va!(0x1000), AccessState::BOTH).unwrap().1.ignore();
+    /// // The page-modify handler:
+    /// let dirty = AccessState { accessed: true, dirty: true };
+    /// let (before, flush) = pt.mark_access(va!(0x1008), dirty).unwrap();
+    /// flush.ignore(); // a live table: pt.flush(flush), then retry the store
+    /// assert!(!before.dirty && pt.query(va!(0x1000)).unwrap().state.dirty);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::NotCanonical`], [`PagingError::NotMapped`], [`PagingError::Borrowed`] as
+    /// for [`clear_access_state`](Self::clear_access_state).
+    pub fn mark_access(
+        &mut self,
+        va: VirtAddr,
+        mark: AccessState,
+    ) -> Result<(AccessState, Flush<A>), PagingError> {
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live and ours.
+        let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+            .ok_or(PagingError::NotMapped(va))?;
+        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
+        self.check_not_borrowed(s, e)?;
+        let old = self.edit_leaf(&leaf, Modify::Mark(mark))?;
+        Ok((old, Flush::range(s, e)))
+    }
+
     /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers
     /// only in part is split into leaves one size down (again, until the edges fit), and every
     /// table the range empties is freed (a table the range covers whole is freed without its

@@ -67,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => va_pick().prop_map(|va| Op::TakeMarker { va }),
         1 => va_pick().prop_map(|va| Op::Lookup { va }),
         2 => (va_pick(), any::<u16>()).prop_map(|(va, value)| Op::SetSoft { va, value }),
+        1 => (va_pick(), any::<bool>(), any::<bool>()).prop_map(|(va, accessed, dirty)| Op::MarkAccess { va, accessed, dirty }),
         2 => (va_pick(), len_pick(), pa_pick(), any::<u8>())
             .prop_map(|(va, len, pa, flags)| Op::RemapRegion { va, len, pa, flags }),
         2 => (va_pick(), len_pick(), any::<u8>(), any::<u16>(), any::<bool>(), any::<u8>())

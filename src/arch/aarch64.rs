@@ -546,6 +546,19 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     }
 
     #[inline]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        let mut new = old;
+        if mark.accessed {
+            new |= AF;
+        }
+        if mark.dirty && is_writable(old) {
+            // Writable-dirty: AP[2] clear, as a store with FEAT_HAFDBS leaves it.
+            new &= !AP_RO;
+        }
+        new
+    }
+
+    #[inline]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask::<L>() & !CONTIGUOUS;
         if L::DEPTH == 2 {

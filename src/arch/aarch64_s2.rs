@@ -320,6 +320,19 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        let mut new = old;
+        if mark.accessed {
+            new |= AF;
+        }
+        if mark.dirty && is_writable(old) {
+            // Writable-dirty: S2AP[1] set, as a store with FEAT_HAFDBS leaves it.
+            new |= S2AP_W;
+        }
+        new
+    }
+
+    #[inline]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask::<L>() & !CONTIGUOUS;
         if L::DEPTH == 2 {

@@ -347,6 +347,16 @@ impl Arch for LoongArch64 {
     }
 
     #[inline]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        // No accessed bit; D is what lets a store through, set by the page-modify handler.
+        if mark.dirty && is_writable(old) {
+            old | D
+        } else {
+            old
+        }
+    }
+
+    #[inline]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask::<L>();
         if L::DEPTH == 2 {

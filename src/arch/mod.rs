@@ -136,6 +136,11 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64;
     /// `old` with the state bits set in `clear` cleared.
     fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64;
+    /// `old` marked as the MMU would mark it, for software that manages the marks itself (a
+    /// LoongArch page-modify handler; RISC-V without Svadu; AArch64 without FEAT_HAFDBS):
+    /// accessed if `mark.accessed`, dirty if `mark.dirty` and the leaf is writable (a store
+    /// through a read-only leaf is refused, not recorded).
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64;
     /// The template (no address) of the leaves one level down that together map what the leaf
     /// `pte` at level `L` maps, with the same attributes and state.
     fn leaf_split<L: HasNext>(pte: u64) -> u64;

@@ -358,6 +358,12 @@ impl<M: RiscvMode> Arch for Riscv<M> {
     }
 
     #[inline(always)]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        let dirty = mark.dirty && old & W != 0;
+        old | if mark.accessed { A } else { 0 } | if dirty { D } else { 0 }
+    }
+
+    #[inline(always)]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         pte & !PPN & !N
     }

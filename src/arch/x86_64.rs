@@ -391,6 +391,12 @@ impl<M: X86Mode> Arch for X86<M> {
     }
 
     #[inline(always)]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        let dirty = mark.dirty && old & RW != 0;
+        old | if mark.accessed { A } else { 0 } | if dirty { D } else { 0 }
+    }
+
+    #[inline(always)]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         let mut template = pte & !Self::leaf_addr_mask::<L>();
         if L::DEPTH == 2 {

@@ -276,6 +276,12 @@ impl Arch for Ept {
         old & !(if clear.accessed { A } else { 0 } | if clear.dirty { D } else { 0 })
     }
 
+    #[inline(always)]
+    fn leaf_mark<L: Level>(old: u64, mark: AccessState) -> u64 {
+        let dirty = mark.dirty && old & W != 0;
+        old | if mark.accessed { A } else { 0 } | if dirty { D } else { 0 }
+    }
+
     #[inline]
     fn leaf_split<L: HasNext>(pte: u64) -> u64 {
         let template = pte & !Self::leaf_addr_mask::<L>();

@@ -537,6 +537,21 @@ impl Model {
         Ok(())
     }
 
+    /// `mark_access` at `va`: accessed, and dirty if writable; the state before.
+    fn mark_access(&mut self, va: u64, mark: AccessState) -> Expect<AccessState> {
+        if !self.spec.canonical(va) {
+            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
+        }
+        let Some((start, _)) = self.leaf_at(va) else {
+            return fail(vec![E::NotMapped(VirtAddr::from(va as usize))]);
+        };
+        let leaf = self.leaves.get_mut(&start).unwrap();
+        let before = leaf.state;
+        leaf.state.accessed |= mark.accessed;
+        leaf.state.dirty |= mark.dirty && leaf.flags.contains(F::WRITE);
+        Ok(before)
+    }
+
     /// `set_soft_bits` at `va`.
     fn set_soft(&mut self, va: u64, value: u64) -> Expect<()> {
         self.leaf_starting_at(va)?;
@@ -965,6 +980,12 @@ pub enum Op {
         soft: u16,
         clean: bool,
         bump: u8,
+    },
+    /// `mark_access` at `va`: what a software-managed MMU's fault handler records.
+    MarkAccess {
+        va: VaPick,
+        accessed: bool,
+        dirty: bool,
     },
     /// `set_soft_bits` at `va`.
     SetSoft {
@@ -1438,6 +1459,25 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 });
                 let got = got.map(|f| pt.flush(f)).map(|()| seen);
                 let want = model.modify_range(va, len, flags, soft, *clean, bump);
+                (compare(step, op, got, want)?, Some(va))
+            }
+            Op::MarkAccess {
+                va,
+                accessed,
+                dirty,
+            } => {
+                let va = model.pick_va(va).0;
+                let mark = AccessState {
+                    accessed: *accessed,
+                    dirty: *dirty,
+                };
+                let got = pt
+                    .mark_access(VirtAddr::from(va as usize), mark)
+                    .map(|(s, f)| {
+                        pt.flush(f);
+                        s
+                    });
+                let want = model.mark_access(va, mark);
                 (compare(step, op, got, want)?, Some(va))
             }
             Op::SetSoft { va, value } => {
@@ -1943,7 +1983,7 @@ impl PaPick {
 impl Op {
     /// One call from the front of `i`, weighted as the property tests weigh them.
     pub fn decode(i: &mut Input<'_>) -> Option<Self> {
-        let tag = i.u8()? % 31;
+        let tag = i.u8()? % 32;
         Some(match tag {
             0..=5 => Op::MapRegion {
                 va: VaPick::decode(i)?,
@@ -2025,6 +2065,14 @@ impl Op {
                 va: VaPick::decode(i)?,
                 value: i.u16()?,
             },
+            31 => {
+                let (va, bits) = (VaPick::decode(i)?, i.u8()?);
+                Op::MarkAccess {
+                    va,
+                    accessed: bits & 1 == 1,
+                    dirty: bits & 2 == 2,
+                }
+            }
             30 => Op::ModifyRange {
                 va: VaPick::decode(i)?,
                 len: LenPick::decode(i)?,

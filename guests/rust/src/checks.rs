@@ -203,6 +203,44 @@ pub fn non_present() {
     );
 }
 
+/// Where the hardware leaves dirty marks to software: a clean writable page's first store
+/// faults, the fault handler marks the page dirty through the crate (`mark_access`), and the
+/// store completes.
+pub fn software_dirty() {
+    const DIRTY_VA: u64 = 0x1_0000_8000;
+    let frame = frames::data_page();
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let flush = pt
+            .map(va(DIRTY_VA), pa(frame), PageSize::SIZE_4K, RW)
+            .expect("map");
+        pt.flush(flush);
+        let (_, flush) = pt
+            .clear_access_state(va(DIRTY_VA), AccessState::BOTH)
+            .expect("clean");
+        pt.flush(flush);
+    }
+    let before = crate::SOFT_DIRTY_MARKS.load(Ordering::SeqCst);
+    let first = write(DIRTY_VA, 0x77) && peek(frame) == 0x77;
+    let marked = crate::SOFT_DIRTY_MARKS.load(Ordering::SeqCst) - before;
+    let second = write(DIRTY_VA, 0x78);
+    let after = crate::SOFT_DIRTY_MARKS.load(Ordering::SeqCst) - before;
+    let dirty = kernel()
+        .as_ref()
+        .and_then(|pt| pt.query(va(DIRTY_VA)).ok())
+        .is_some_and(|t| t.state.dirty);
+    report(
+        "software dirty marks: a clean page's first store faults once, the handler marks it dirty through the crate, the store completes",
+        first && marked == 1 && second && after == 1 && dirty,
+    );
+    // Gone again, so that the tables of the test pages empty when `unmap_and_free` expects.
+    let mut k = kernel();
+    let pt = pt!(k);
+    let (_, flush) = pt.unmap(va(DIRTY_VA)).expect("unmap");
+    pt.flush(flush);
+}
+
 pub fn demand_paging() {
     let before = crate::DEMAND_MAPS.load(Ordering::SeqCst);
     let mut stored = true;

@@ -29,7 +29,9 @@ use core::fmt::Write;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use pagetable::{HugePages, Liveness, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr};
+use pagetable::{
+    AccessState, HugePages, Liveness, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr,
+};
 
 use arch::Console;
 use frames::Frames;
@@ -74,6 +76,9 @@ fn skipped() -> &'static AtomicU64 {
 pub static PROBES: AtomicU64 = AtomicU64::new(0);
 /// Faults served by mapping a page (demand paging).
 pub static DEMAND_MAPS: AtomicU64 = AtomicU64::new(0);
+/// Stores that faulted on a writable, clean page and were let through by marking it dirty
+/// (where the hardware leaves dirty marks to software).
+pub static SOFT_DIRTY_MARKS: AtomicU64 = AtomicU64::new(0);
 
 /// Where demand paging is on: a fault there maps a fresh zeroed page and retries.
 pub const DEMAND_VA: u64 = 0x2_0000_0000;
@@ -101,6 +106,32 @@ pub fn on_fault(addr: u64, access: Access) -> bool {
             arch::invalidate_local(addr);
             SPURIOUS.fetch_add(1, Ordering::SeqCst);
             return true;
+        }
+    }
+    if access == Access::Store && !arch::HW_ACCESS_STATE {
+        // Software-managed dirty marks (LoongArch: a page-modify exception): a store through a
+        // writable leaf that is clean is recorded by marking it dirty, then retried.
+        if let Some(mut kernel) = KERNEL.try_lock() {
+            if let Some(pt) = kernel.as_mut() {
+                let va = VirtAddr::from(addr as usize);
+                let clean = pt
+                    .query(va)
+                    .is_ok_and(|t| t.flags.contains(F::WRITE) && !t.state.dirty);
+                if clean {
+                    let dirty = AccessState {
+                        accessed: true,
+                        dirty: true,
+                    };
+                    if let Ok((_, flush)) = pt.mark_access(va, dirty) {
+                        pt.flush(flush);
+                        // Retried only if the mark took: else the store would fault forever.
+                        if pt.query(va).is_ok_and(|t| t.state.dirty) {
+                            SOFT_DIRTY_MARKS.fetch_add(1, Ordering::SeqCst);
+                            return true;
+                        }
+                    }
+                }
+            }
         }
     }
     let demand = (DEMAND_VA..DEMAND_VA + DEMAND_PAGES * 0x1000).contains(&addr);
@@ -233,6 +264,8 @@ extern "C" fn kmain() -> ! {
     checks::split_live_block();
     if arch::HW_ACCESS_STATE {
         checks::access_state();
+    } else {
+        checks::software_dirty();
     }
     checks::shared_kernel_half(root);
     if arch::CPUS > 1 {

@@ -32,6 +32,8 @@ pub(crate) enum Modify {
     SetSoft(u64),
     /// A new address (`pa = va + delta`, wrapping) and new flags (already checked) at once.
     Replace(u64, MappingFlags),
+    /// Mark as the MMU would ([`Arch::leaf_mark`]).
+    Mark(AccessState),
 }
 
 impl Modify {
@@ -45,6 +47,7 @@ impl Modify {
             }
             Modify::ClearState(clear) => A::leaf_clear_state::<L>(old, clear),
             Modify::SetSoft(bits) => (old & !A::SOFT_BITS) | bits,
+            Modify::Mark(mark) => A::leaf_mark::<L>(old, mark),
             Modify::Replace(delta, flags) => {
                 (A::leaf_protect::<L>(old, flags) & !A::leaf_addr_mask::<L>())
                     | A::leaf_addr_bits::<L>(va.wrapping_add(delta))
@@ -483,6 +486,12 @@ impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for ModifyApply<'_, A, H
                 // SAFETY: as above.
                 unsafe {
                     modify_leaves::<A>(t, run, hw_live, |old, _| (old & !A::SOFT_BITS) | bits)
+                }
+            }
+            Modify::Mark(mark) => {
+                // SAFETY: as above.
+                unsafe {
+                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_mark::<L1>(old, mark))
                 }
             }
             Modify::Replace(..) => {
