@@ -15,8 +15,8 @@ use pagetable::{
 
 const RW: F = F::READ.union(F::WRITE);
 
-/// A table with 64 KiB of pages at 0x1000_0000 and a block (2 MiB with 4K pages) at
-/// 0x4000_0000.
+/// A table with 64 KiB of pages at 0x1000_0000, a block (2 MiB with 4K pages) at 0x4000_0000
+/// and a marker at 0x3000_0000.
 fn setup<A: Arch>() -> PageTable<A, Frames> {
     let mut pt = PageTable::new(Frames::new(32 << (A::PAGE_SHIFT - 12), 0x10_0000_0000)).unwrap();
     let block = PageSize::from_shift(level_shift::<A>(2)).unwrap();
@@ -32,6 +32,7 @@ fn setup<A: Arch>() -> PageTable<A, Frames> {
     pt.map(va!(0x4000_0000), PhysAddr::from(block.bytes()), block, RW)
         .unwrap()
         .ignore();
+    pt.set_marker(va!(0x3000_0000), 9).unwrap();
     pt
 }
 
@@ -203,6 +204,12 @@ fn cases() -> Vec<Case> {
         "taking a marker from a hole", LoongArch64,
             |pt| pt.take_marker(va!(0x2000_0000))
             => E::NotMarker(va!(0x2000_0000));
+        "unmap of a marker (a leaf expected)", X86_64,
+            |pt| pt.unmap(va!(0x3000_0000))
+            => E::NotMapped(va!(0x3000_0000));
+        "protect of a marker (a leaf expected)", AArch64,
+            |pt| pt.protect(va!(0x3000_0000), RW)
+            => E::NotMapped(va!(0x3000_0000));
         "an inaccessible leaf on EPT (its present bits are its permissions)", Ept,
             |pt| pt.protect(va!(0x1000_0000), RW | F::INACCESSIBLE)
             => E::FlagsNotExpressible(RW | F::INACCESSIBLE);
