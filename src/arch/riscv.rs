@@ -19,7 +19,7 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
-use super::{self as arch, Arch, VaSpace, sealed::Sealed};
+use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
