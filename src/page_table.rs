@@ -628,13 +628,23 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         va: VirtAddr,
         clear: AccessState,
     ) -> Result<(AccessState, Flush<A>), PagingError> {
+        self.edit_state(va, Modify::ClearState(clear))
+    }
+
+    /// `op` (a change of access state) on the leaf that translates `va`, any address inside
+    /// it; the state before, as the atomic step found it.
+    fn edit_state(
+        &mut self,
+        va: VirtAddr,
+        op: Modify,
+    ) -> Result<(AccessState, Flush<A>), PagingError> {
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         // SAFETY: the root is live and ours.
         let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
             .ok_or(PagingError::NotMapped(va))?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
-        let old = self.edit_leaf(&leaf, Modify::ClearState(clear))?;
+        let old = self.edit_leaf(&leaf, op)?;
         Ok((old, Flush::range(s, e)))
     }
 
@@ -723,14 +733,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         va: VirtAddr,
         mark: AccessState,
     ) -> Result<(AccessState, Flush<A>), PagingError> {
-        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
-        // SAFETY: the root is live and ours.
-        let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
-            .ok_or(PagingError::NotMapped(va))?;
-        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
-        self.check_not_borrowed(s, e)?;
-        let old = self.edit_leaf(&leaf, Modify::Mark(mark))?;
-        Ok((old, Flush::range(s, e)))
+        self.edit_state(va, Modify::Mark(mark))
     }
 
     /// Unmaps everything in `[va, va + len)`. Holes are skipped; a leaf that the range covers

@@ -16,21 +16,7 @@ use pagetable::{
 const RW: F = F::READ.union(F::WRITE);
 const NONE: F = F::INACCESSIBLE;
 
-fn table<A: Arch>() -> PageTable<A, Frames> {
-    PageTable::new(Frames::new(64, 0x10_0000_0000)).unwrap()
-}
-
-/// The raw last-level entry translating `va` in a 4-level table.
-fn l1_entry<A: Arch<Root = pagetable::L4>>(pt: &PageTable<A, Frames>, va: usize) -> u64 {
-    let i = |shift: u32| (va >> shift) & 511;
-    pt.root()
-        .next(i(39))
-        .and_then(|t| t.next(i(30)))
-        .and_then(|t| t.next(i(21)))
-        .and_then(|t| t.get(i(12)))
-        .expect("a last-level table")
-        .bits()
-}
+use common::{l1_entry, small_table as table};
 
 #[test]
 fn marker_payload_widths_are_as_documented() {

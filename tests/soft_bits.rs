@@ -3,31 +3,16 @@
 
 mod common;
 
-use common::Frames;
 use memory_addr::{pa, va};
 use pagetable::arch::soft_bits;
 use pagetable::{
-    AArch64, Arch, Ept, HugePages, LoongArch64, MappingFlags as F, PageSize, PageTable,
-    PagingError as E, Sv39, X86_64,
+    AArch64, Arch, Ept, HugePages, LoongArch64, MappingFlags as F, PageSize, PagingError as E,
+    Sv39, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
 
-fn table<A: Arch>() -> PageTable<A, Frames> {
-    PageTable::new(Frames::new(64, 0x10_0000_0000)).unwrap()
-}
-
-/// The raw entry of the 4K page at `va` in a 4-level table.
-fn l1_entry<A: Arch<Root = pagetable::L4>>(pt: &PageTable<A, Frames>, va: usize) -> u64 {
-    let i = |shift: u32| (va >> shift) & 511;
-    pt.root()
-        .next(i(39))
-        .and_then(|t| t.next(i(30)))
-        .and_then(|t| t.next(i(21)))
-        .and_then(|t| t.get(i(12)))
-        .expect("a last-level table")
-        .bits()
-}
+use common::{l1_entry, small_table as table};
 
 /// The bits that setting every software bit changes in the page at 0x1000.
 fn all_soft_bits<A: Arch<Root = pagetable::L4>>() -> u64 {

@@ -317,3 +317,23 @@ pub fn kernel_and_process() -> (
         .ignore();
     (memory, kernel, process, kva)
 }
+
+/// A fresh table of mode `A` on 64 frames.
+pub fn small_table<A: pagetable::Arch>() -> pagetable::PageTable<A, Frames> {
+    pagetable::PageTable::new(Frames::new(64, 0x10_0000_0000)).unwrap()
+}
+
+/// The raw last-level entry translating `va` in a 4-level table of 4 KiB tables.
+pub fn l1_entry<A: pagetable::Arch<Root = pagetable::L4>>(
+    pt: &pagetable::PageTable<A, Frames>,
+    va: usize,
+) -> u64 {
+    let i = |shift: u32| (va >> shift) & 511;
+    pt.root()
+        .next(i(39))
+        .and_then(|t| t.next(i(30)))
+        .and_then(|t| t.next(i(21)))
+        .and_then(|t| t.get(i(12)))
+        .expect("a last-level table")
+        .bits()
+}
