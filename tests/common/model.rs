@@ -464,21 +464,28 @@ impl Model {
     }
 
     fn clear_state(&mut self, va: u64, clear: AccessState) -> Expect<AccessState> {
+        let has_accessed_bit = self.spec.has_accessed_bit;
+        self.edit_state(va, |leaf| {
+            if clear.accessed && has_accessed_bit {
+                leaf.state.accessed = false;
+            }
+            if clear.dirty {
+                leaf.state.dirty = false;
+            }
+        })
+    }
+
+    /// `edit` on the leaf that holds `va` (any address inside it); its state before.
+    fn edit_state(&mut self, va: u64, edit: impl FnOnce(&mut Leaf)) -> Expect<AccessState> {
         if !self.spec.canonical(va) {
             return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
         }
         let Some((start, _)) = self.leaf_at(va) else {
             return fail(vec![E::NotMapped(VirtAddr::from(va as usize))]);
         };
-        let has_accessed_bit = self.spec.has_accessed_bit;
         let leaf = self.leaves.get_mut(&start).unwrap();
         let before = leaf.state;
-        if clear.accessed && has_accessed_bit {
-            leaf.state.accessed = false;
-        }
-        if clear.dirty {
-            leaf.state.dirty = false;
-        }
+        edit(leaf);
         Ok(before)
     }
 
@@ -539,17 +546,10 @@ impl Model {
 
     /// `mark_access` at `va`: accessed, and dirty if writable; the state before.
     fn mark_access(&mut self, va: u64, mark: AccessState) -> Expect<AccessState> {
-        if !self.spec.canonical(va) {
-            return fail(vec![E::NotCanonical(VirtAddr::from(va as usize))]);
-        }
-        let Some((start, _)) = self.leaf_at(va) else {
-            return fail(vec![E::NotMapped(VirtAddr::from(va as usize))]);
-        };
-        let leaf = self.leaves.get_mut(&start).unwrap();
-        let before = leaf.state;
-        leaf.state.accessed |= mark.accessed;
-        leaf.state.dirty |= mark.dirty && leaf.flags.contains(F::WRITE);
-        Ok(before)
+        self.edit_state(va, |leaf| {
+            leaf.state.accessed |= mark.accessed;
+            leaf.state.dirty |= mark.dirty && leaf.flags.contains(F::WRITE);
+        })
     }
 
     /// `set_soft_bits` at `va`.
