@@ -109,6 +109,7 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
             Some((f, t)) if *f == flags => Ok(*t),
             _ => {
                 A::check_flags(flags)?;
+                self.pt.note_flags(flags);
                 let t = A::leaf_template::<L1>(flags);
                 self.template = Some((flags, t));
                 Ok(t)

@@ -285,10 +285,18 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         );
         let mut stash =
             Stash::reserve::<A, H>(h, need.tables, bytes)?.for_change::<A, H>(h, ctx, 0)?;
+        // A leaf given global flags widens the table's tagged flushes from now on.
+        let mut global = false;
+        let mut f = f;
+        let visit = |edit: &mut EntryEdit<A>| {
+            f(edit);
+            global |= edit.flags.is_some_and(|f| f.contains(MappingFlags::GLOBAL));
+        };
         // SAFETY: as above; the stash holds what the check pass counted.
-        unsafe { walk::visit_apply::<A, A::Root, H>(h, &mut stash, root, (s, e), f) };
+        unsafe { walk::visit_apply::<A, A::Root, H>(h, &mut stash, root, (s, e), visit) };
         debug_assert!(stash.is_empty());
         stash.release(h);
+        self.state.global |= global;
         Ok(Flush::range(s, e))
     }
 }

@@ -76,6 +76,14 @@ pub enum PagingError {
     /// A value for a leaf's software bits with a bit the mode does not offer
     /// ([`arch::soft_bits`](crate::arch::soft_bits)).
     SoftBitsTooWide(u64),
+    /// An ASID, PCID or VMID wider than the mode's identifiers
+    /// ([`Arch::TLB_ID_BITS`](crate::Arch::TLB_ID_BITS)).
+    TlbIdTooWide {
+        /// The identifier asked for.
+        id: u16,
+        /// How many bits the mode's identifiers have.
+        bits: u32,
+    },
 }
 
 impl fmt::Display for PagingError {
@@ -124,6 +132,10 @@ impl fmt::Display for PagingError {
             Self::SoftBitsTooWide(value) => write!(
                 f,
                 "software bits {value:#x} are more than this mode's leaves offer"
+            ),
+            Self::TlbIdTooWide { id, bits } => write!(
+                f,
+                "TLB identifier {id:#x} is wider than this mode's {bits} bits"
             ),
             Self::BadFrame(pa) => write!(
                 f,

@@ -7,6 +7,7 @@ use memory_addr::VirtAddr;
 
 use crate::arch::{Arch, VaSpace};
 use crate::retired::{Chain, Retired};
+use crate::tlb::TlbScope;
 
 /// A range larger than this many pages is flushed with one flush of everything: past it,
 /// page-by-page invalidation costs more than refilling the TLB.
@@ -167,6 +168,25 @@ impl<A: Arch> Flush<A> {
                 A::flush_page(A::unfold(va));
                 va += 1 << A::PAGE_SHIFT;
             }
+        }
+        Retired {
+            chain: self.retired,
+            _arch: PhantomData,
+        }
+    }
+
+    /// [`flush`](Self::flush) for the TLB entries of `scope` only: the invalidations tagged
+    /// with the scope's identifier (see [`TlbScope`]), or, for an untagged scope, exactly what
+    /// `flush` does. [`PageTable::flush`](crate::PageTable::flush) calls this with the table's
+    /// own [`tlb_scope`](crate::PageTable::tlb_scope).
+    pub fn flush_in(self, scope: TlbScope) -> Retired<A> {
+        if scope.id.is_none() {
+            return self.flush();
+        }
+        if self.is_all() {
+            A::flush_in(scope, None);
+        } else if let Some((start, len)) = self.va_range() {
+            A::flush_in(scope, Some((start, len >> A::PAGE_SHIFT)));
         }
         Retired {
             chain: self.retired,

@@ -43,6 +43,7 @@
 #[cfg(test)]
 extern crate std;
 
+mod activation;
 pub mod arch;
 mod cursor;
 mod entry_edit;
@@ -58,6 +59,7 @@ mod page_table;
 mod retired;
 mod size;
 mod state;
+mod tlb;
 
 pub use arch::aarch64::{
     AArch64, Granule, Granule4K, Granule16K, Granule64K, Lower, Upper, Va36, Va39, Va42, Va47,
@@ -88,6 +90,7 @@ pub use size::{
     Size512M,
 };
 pub use state::TableState;
+pub use tlb::TlbScope;
 
 /// Re-exported so that callers name the same address types the API takes.
 pub use memory_addr::{PhysAddr, VirtAddr};

@@ -118,7 +118,7 @@ impl Mapping {
 /// [`Flush`] token; every call that fails returns a [`PagingError`] and changes nothing.
 pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
-    state: TableState,
+    pub(crate) state: TableState,
     pub(crate) handler: H,
     _arch: PhantomData<A>,
 }
@@ -180,8 +180,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// is reachable through `handler.phys_to_virt`, and is owned by nothing else: no other
     /// `PageTable` and no other code will edit or free it.
     pub unsafe fn from_root(root: PhysAddr, handler: H) -> Result<Self, PagingError> {
-        // SAFETY: forwarded; a default state claims no borrowed or shared entries.
-        unsafe { Self::from_raw(root, handler, TableState::default()) }
+        // A tree built elsewhere may hold global leaves: tagged flushes reach those too.
+        let state = TableState {
+            global: true,
+            ..TableState::default()
+        };
+        // SAFETY: forwarded; this state claims no borrowed or shared entries.
+        unsafe { Self::from_raw(root, handler, state) }
     }
 
     /// Takes back a table that [`into_raw`](Self::into_raw) gave up, with everything it knew.
@@ -338,6 +343,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             .check_pa(pa, size.bytes(), size.bytes() as u64)?
             .wrapping_sub(s);
         A::check_flags(flags)?;
+        self.note_flags(flags);
         let req = MapReq {
             delta,
             huge: true,
@@ -424,6 +430,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
         A::check_flags(flags)?;
+        self.note_flags(flags);
         self.map_folded(
             s,
             e,
@@ -492,6 +499,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             }
         }
         A::check_flags(flags)?;
+        self.note_flags(flags);
         let req = MapReq {
             delta: 0,
             huge: false,
@@ -610,6 +618,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
         A::check_flags(flags)?;
+        self.note_flags(flags);
         self.edit_leaf(&leaf, Modify::Protect(flags))?;
         Ok(Flush::range(s, e))
     }
@@ -868,6 +877,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
+        self.note_flags(flags);
         self.modify_leaves(s, e, Modify::Protect(flags), false, ())?;
         Ok(Flush::range(s, e))
     }
@@ -924,6 +934,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
         A::check_flags(flags)?;
+        self.note_flags(flags);
         self.modify_leaves(s, e, Modify::Replace(delta, flags), false, ())?;
         Ok(Flush::range(s, e))
     }
@@ -970,6 +981,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ) -> Result<Flush<A>, PagingError> {
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
+        self.note_flags(flags);
         let report = walk::Report(|c| {
             if let walk::ClearedRaw::Leaf(leaf) = c {
                 changed(Mapping::from_raw::<A>(leaf));
@@ -1137,8 +1149,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// Retired tables of other page tables (in a token merged from several) are not freed here:
     /// for those, call [`Flush::flush`] and give the [`Retired`] to each table's
     /// [`free_retired`](Self::free_retired).
+    ///
+    /// The invalidation is the one the table's [`tlb_scope`](Self::tlb_scope) calls for:
+    /// untagged by default, or tagged with the identifier given to
+    /// [`set_tlb_id`](Self::set_tlb_id).
     pub fn flush(&mut self, token: Flush<A>) {
-        let mut retired = token.flush();
+        let mut retired = token.flush_in(self.tlb_scope());
         self.free_retired(&mut retired);
     }
 

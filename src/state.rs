@@ -68,6 +68,10 @@ pub struct TableState {
     pub(crate) liveness: Liveness,
     pub(crate) borrowed: RootRange,
     pub(crate) shared: RootRange,
+    /// The identifier the table's TLB entries are tagged with ([`TlbScope`](crate::TlbScope)).
+    pub(crate) tlb_id: Option<u16>,
+    /// Whether a global leaf may be in the table (sticky).
+    pub(crate) global: bool,
 }
 
 impl TableState {
@@ -89,5 +93,12 @@ impl TableState {
     #[must_use]
     pub fn shared(&self) -> Range<usize> {
         self.shared.range()
+    }
+
+    /// The identifier (ASID, PCID, VMID) the table's TLB entries are tagged with
+    /// ([`PageTable::set_tlb_id`](crate::PageTable::set_tlb_id)); `None` if untagged.
+    #[must_use]
+    pub fn tlb_id(&self) -> Option<u16> {
+        self.tlb_id
     }
 }

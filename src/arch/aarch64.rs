@@ -39,10 +39,12 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
+use crate::arch::aarch64_regs::{CpuFeatures, EPD0, EPD1, tcr_common, tcr_half};
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L2, L3, L4, Level};
+use crate::tlb::TlbScope;
 
 /// A VMSAv8-64 stage 1 descriptor, 48-bit output address (D8.3). One layout serves table,
 /// block and page descriptors of every granule; the docs say which fields each uses.
@@ -588,6 +590,29 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
         needs_break(old, new, NO_BREAK)
     }
 
+    const TLB_ID_BITS: u32 = 16;
+    const TLB_ID_NAME: &'static str = "ASID";
+
+    /// TTBR0_EL1 / TTBR1_EL1: BADDR (bits 47:1) = `root`, ASID (bits 63:48) = `id`, CnP clear.
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        root | (id as u64) << 48
+    }
+
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        match scope.id {
+            // A table that may hold global leaves flushes them, for every ASID.
+            Some(asid) if !scope.global => flush_asid(asid, range),
+            _ => arch::flush_untagged::<Self>(range),
+        }
+    }
+
+    unsafe fn activate(scope: TlbScope) {
+        let ttbr = Self::root_register(scope.root, scope.id.unwrap_or(0));
+        // SAFETY: forwarded: the caller's contract (`PageTable::activate`).
+        unsafe { set_ttbr_el1(ttbr, R::SPACE == VaSpace::Upper, scope.id.is_some()) }
+    }
+
     fn flush_page(va: VirtAddr) {
         #[cfg(all(
             target_arch = "aarch64",
@@ -601,7 +626,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
                 "tlbi vaae1is, {page}",
                 "dsb ish",
                 "isb",
-                page = in(reg) (va.as_usize() >> 12) & ((1 << 44) - 1),
+                page = in(reg) tlbi_page(va),
                 options(nostack, preserves_flags),
             );
         }
@@ -627,5 +652,115 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
                 options(nostack, preserves_flags)
             );
         }
+    }
+}
+
+/// The page number field of a TLBI operand for `va` (bits 43:0 = VA[55:12]).
+#[cfg(all(
+    target_arch = "aarch64",
+    any(target_os = "none", feature = "privileged")
+))]
+#[inline(always)]
+pub(super) fn tlbi_page(va: VirtAddr) -> u64 {
+    (va.as_usize() as u64 >> 12) & ((1 << 44) - 1)
+}
+
+/// `TLBI VAE1IS` (ASID in bits 63:48) for each page of `range`, or `TLBI ASIDE1IS` for every
+/// non-global entry of the ASID, between the barriers the untagged forms use.
+fn flush_asid(asid: u16, range: Option<(VirtAddr, usize)>) {
+    #[cfg(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    {
+        let tag = (asid as u64) << 48;
+        // SAFETY: a barrier so the table writes are seen before the invalidation; TLB
+        // invalidations tagged with one ASID, broadcast to the inner shareable domain; no
+        // memory is touched.
+        unsafe { core::arch::asm!("dsb ishst", options(nostack, preserves_flags)) };
+        match range {
+            None => {
+                // SAFETY: as above.
+                unsafe {
+                    core::arch::asm!("tlbi aside1is, {}", in(reg) tag, options(nostack, preserves_flags))
+                }
+            }
+            Some((start, pages)) => {
+                for i in 0..pages {
+                    let op = tag | tlbi_page(start + (i << 12));
+                    // SAFETY: as above.
+                    unsafe {
+                        core::arch::asm!("tlbi vae1is, {}", in(reg) op, options(nostack, preserves_flags))
+                    }
+                }
+            }
+        }
+        // SAFETY: waits for the invalidations on every CPU, then resynchronizes this one.
+        unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+    }
+    #[cfg(not(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (asid, range);
+}
+
+/// Writes `ttbr` to TTBR1_EL1 (`upper`) or TTBR0_EL1; unless `tagged`, then drops this CPU's
+/// EL1 translations (the new table's addresses may be cached from the old one).
+///
+/// # Safety
+///
+/// As [`PageTable::activate`](crate::PageTable::activate) states.
+unsafe fn set_ttbr_el1(ttbr: u64, upper: bool, tagged: bool) {
+    #[cfg(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    // SAFETY: the caller's table translates everything that runs next (its contract); the
+    // barrier makes its table writes visible to the walk first.
+    unsafe {
+        core::arch::asm!("dsb ish", options(nostack, preserves_flags));
+        if upper {
+            core::arch::asm!("msr ttbr1_el1, {}", "isb", in(reg) ttbr, options(nostack, preserves_flags));
+        } else {
+            core::arch::asm!("msr ttbr0_el1, {}", "isb", in(reg) ttbr, options(nostack, preserves_flags));
+        }
+        if !tagged {
+            core::arch::asm!(
+                "tlbi vmalle1",
+                "dsb nsh",
+                "isb",
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (ttbr, upper, tagged);
+}
+
+impl<V: VaSize<G>, R: VaRange, G: Granule> AArch64<V, R, G> {
+    /// TCR_EL1 for this table's half alone: its TnSZ, TGn and walk attributes, the other half's
+    /// walks disabled (EPDn), and IPS, AS, HA and HD from `features` (see
+    /// [`aarch64_regs`](crate::arch::aarch64_regs)). For both halves,
+    /// [`AArch64Pair::tcr_el1`](crate::AArch64Pair::tcr_el1).
+    ///
+    /// ```
+    /// use pagetable::arch::aarch64_regs::CpuFeatures;
+    /// use pagetable::{AArch64, Lower, Va48};
+    /// // T0SZ 16, write-back inner-shareable walks, TG0 4K; EPD1 (TG1 4K); IPS 48 bits.
+    /// assert_eq!(AArch64::<Va48, Lower>::tcr_el1(CpuFeatures::BASE), 0x5_8080_3510);
+    /// ```
+    #[must_use]
+    pub const fn tcr_el1(features: CpuFeatures) -> u64 {
+        let upper = matches!(R::SPACE, VaSpace::Upper);
+        let other = if upper {
+            EPD0 | tcr_half(V::BITS, G::SHIFT, false) & (3 << 14)
+        } else {
+            EPD1 | tcr_half(V::BITS, G::SHIFT, true) & (3 << 30)
+        };
+        tcr_half(V::BITS, G::SHIFT, upper) | other | tcr_common(features)
     }
 }

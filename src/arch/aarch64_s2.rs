@@ -35,10 +35,12 @@ use super::aarch64::{
     AF, CONTIGUOUS, DBM, INACCESSIBLE, MARKER, OA, SH_INNER, SH_OUTER, SW, SW_DIRTY, TABLE_OR_PAGE,
     VALID, entry_kind, needs_break,
 };
+use crate::arch::aarch64_regs::{CpuFeatures, vtcr};
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, Level};
+use crate::tlb::TlbScope;
 
 /// A VMSAv8-64 stage 2 descriptor, 4 KiB granule, 48-bit output address (D8.3). Table
 /// descriptors use only bits 0-1 and the address; their other bits are ignored at stage 2.
@@ -359,6 +361,53 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
         needs_break(old, new, NO_BREAK)
     }
 
+    const TLB_ID_BITS: u32 = 16;
+    const TLB_ID_NAME: &'static str = "VMID";
+
+    /// VTTBR_EL2: BADDR (bits 47:1) = `root`, VMID (bits 63:48; 55:48 with 8-bit VMIDs) =
+    /// `id`, CnP clear.
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        root | (id as u64) << 48
+    }
+
+    /// Tagged: the invalidations act on the VMID in VTTBR_EL2, so the flush loads the table's
+    /// VTTBR_EL2 value for their duration and puts the previous value back after (safe at
+    /// EL2, where VTTBR_EL2 translates nothing the running code uses); untagged, on whatever
+    /// VMID is loaded.
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        match scope.id {
+            Some(vmid) => flush_vmid(Self::root_register(scope.root, vmid), range),
+            None => arch::flush_untagged::<Self>(range),
+        }
+    }
+
+    unsafe fn activate(scope: TlbScope) {
+        let vttbr = Self::root_register(scope.root, scope.id.unwrap_or(0));
+        #[cfg(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
+        // SAFETY: at EL2 (the caller's contract): VTTBR_EL2 translates the guest, not this
+        // code; untagged, the guest's stale entries of the loaded VMID are dropped.
+        unsafe {
+            core::arch::asm!("dsb ish", "msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack, preserves_flags));
+            if scope.id.is_none() {
+                core::arch::asm!(
+                    "tlbi vmalls12e1",
+                    "dsb nsh",
+                    "isb",
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        #[cfg(not(all(
+            target_arch = "aarch64",
+            any(target_os = "none", feature = "privileged")
+        )))]
+        let _ = vttbr;
+    }
+
     fn flush_page(va: VirtAddr) {
         #[cfg(all(
             target_arch = "aarch64",
@@ -401,5 +450,60 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
                 options(nostack, preserves_flags)
             );
         }
+    }
+}
+
+/// With `vttbr` loaded: `TLBI IPAS2E1IS` for each page of `range` and then `TLBI VMALLE1IS`
+/// (combined entries may hold the old output), or `TLBI VMALLS12E1IS`; then the previous
+/// VTTBR_EL2 back.
+fn flush_vmid(vttbr: u64, range: Option<(VirtAddr, usize)>) {
+    #[cfg(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    // SAFETY: at EL2 (the contract of flushing a live stage 2 table): VTTBR_EL2 is swapped for
+    // the duration, which changes no translation of EL2's own; the invalidations touch no
+    // memory.
+    unsafe {
+        let saved: u64;
+        core::arch::asm!("mrs {}, vttbr_el2", out(reg) saved, options(nostack, preserves_flags));
+        core::arch::asm!("dsb ishst", "msr vttbr_el2, {}", "isb", in(reg) vttbr, options(nostack, preserves_flags));
+        match range {
+            None => core::arch::asm!("tlbi vmalls12e1is", options(nostack, preserves_flags)),
+            Some((start, pages)) => {
+                for i in 0..pages {
+                    let ipa = super::aarch64::tlbi_page(start + (i << 12)) & ((1 << 36) - 1);
+                    core::arch::asm!("tlbi ipas2e1is, {}", in(reg) ipa, options(nostack, preserves_flags));
+                }
+                core::arch::asm!(
+                    "dsb ish",
+                    "tlbi vmalle1is",
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        core::arch::asm!("dsb ish", "msr vttbr_el2, {}", "isb", in(reg) saved, options(nostack, preserves_flags));
+    }
+    #[cfg(not(all(
+        target_arch = "aarch64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (vttbr, range);
+}
+
+impl<I: IpaSize> AArch64S2<I> {
+    /// VTCR_EL2 for these tables: T0SZ and SL0 for the IPA size and root level, the 4 KiB
+    /// granule, write-back inner-shareable walks, bit 31 (RES1), and PS, VS, HA and HD from
+    /// `features` (see [`aarch64_regs`](crate::arch::aarch64_regs)).
+    ///
+    /// ```
+    /// use pagetable::arch::aarch64_regs::CpuFeatures;
+    /// use pagetable::{AArch64S2, Ipa40};
+    /// // T0SZ 24, SL0 1 (level 1), walk attributes 0x3500, PS 48 bits, RES1.
+    /// assert_eq!(AArch64S2::<Ipa40>::vtcr_el2(CpuFeatures::BASE), 0x8005_3558);
+    /// ```
+    #[must_use]
+    pub const fn vtcr_el2(features: CpuFeatures) -> u64 {
+        vtcr(I::BITS, <I::Root as Level>::DEPTH, features)
     }
 }

@@ -29,6 +29,7 @@ use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, Level};
+use crate::tlb::TlbScope;
 
 /// A LoongArch64 page-table entry (vol. 1, 5.4): the TLBELO layout plus the software bits the
 /// walk carries along. Bit 6 and bit 12 change meaning in huge leaves, as their docs say.
@@ -382,6 +383,76 @@ impl Arch for LoongArch64 {
         all & V != 0
     }
 
+    const TLB_ID_BITS: u32 = 10;
+    const TLB_ID_NAME: &'static str = "ASID";
+
+    /// PGDL and PGDH: the root's physical address (one table serves both halves). The ASID
+    /// is not part of it: it goes into CSR.ASID (bits 9:0), as [`activate`](Arch::activate)
+    /// does.
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        let _ = id;
+        root
+    }
+
+    /// Tagged: `invtlb 0x5` (non-global, this ASID, this address) per page or `invtlb 0x4`
+    /// (non-global, this ASID); a table that may hold global leaves uses `invtlb 0x6` (global
+    /// or this ASID, this address) and `invtlb 0x0` (everything).
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        let Some(asid) = scope.id else {
+            return arch::flush_untagged::<Self>(range);
+        };
+        match range {
+            None if scope.global => Self::flush_all(),
+            None => invtlb_asid::<0x4>(asid, 0),
+            Some((start, pages)) => {
+                for i in 0..pages {
+                    let va = (start + (i << 12)).as_usize() as u64;
+                    if scope.global {
+                        invtlb_asid::<0x6>(asid, va);
+                    } else {
+                        invtlb_asid::<0x5>(asid, va);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes PGDL and PGDH, and CSR.ASID with the scope's ASID (0 untagged); untagged,
+    /// `invtlb 0x3` then drops every non-global entry.
+    unsafe fn activate(scope: TlbScope) {
+        let asid = scope.id.unwrap_or(0) as u64;
+        #[cfg(all(
+            target_arch = "loongarch64",
+            any(target_os = "none", feature = "privileged")
+        ))]
+        // SAFETY: the caller's table maps everything that runs next (its contract); `dbar 0`
+        // orders the table writes first. CSR.ASID's other fields are read-only.
+        unsafe {
+            core::arch::asm!(
+                "dbar 0",
+                "csrwr {pgdl}, 0x19",
+                "csrwr {pgdh}, 0x1a",
+                "csrwr {asid}, 0x18",
+                pgdl = inout(reg) scope.root => _,
+                pgdh = inout(reg) scope.root => _,
+                asid = inout(reg) asid => _,
+                options(nostack, preserves_flags),
+            );
+            if scope.id.is_none() {
+                core::arch::asm!(
+                    "invtlb 0x3, $zero, $zero",
+                    options(nostack, preserves_flags)
+                );
+            }
+        }
+        #[cfg(not(all(
+            target_arch = "loongarch64",
+            any(target_os = "none", feature = "privileged")
+        )))]
+        let _ = asid;
+    }
+
     fn flush_page(va: VirtAddr) {
         #[cfg(all(
             target_arch = "loongarch64",
@@ -422,4 +493,29 @@ impl Arch for LoongArch64 {
             );
         }
     }
+}
+
+/// `invtlb OP, asid, va` after `dbar 0`.
+fn invtlb_asid<const OP: u32>(asid: u16, va: u64) {
+    #[cfg(all(
+        target_arch = "loongarch64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    // SAFETY: `dbar 0` orders the table writes; `invtlb` drops TLB entries and touches no
+    // memory.
+    unsafe {
+        core::arch::asm!(
+            "dbar 0",
+            "invtlb {op}, {asid}, {va}",
+            op = const OP,
+            asid = in(reg) asid as u64,
+            va = in(reg) va,
+            options(nostack, preserves_flags),
+        );
+    }
+    #[cfg(not(all(
+        target_arch = "loongarch64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (asid, va);
 }

@@ -11,8 +11,10 @@ use memory_addr::VirtAddr;
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
 use crate::levels::{EntryKind, HasNext, Level};
+use crate::tlb::TlbScope;
 
 pub mod aarch64;
+pub mod aarch64_regs;
 pub mod aarch64_s2;
 pub mod loongarch64;
 pub mod riscv;
@@ -217,6 +219,37 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// metal, as for [`flush_page`](Self::flush_page).
     fn flush_all();
 
+    /// Width of the identifier that tags this mode's TLB entries (the [`TlbScope`] id): the
+    /// ASID (AArch64 16, of which 8 unless TCR_EL1.AS = 1; RISC-V 16; LoongArch 10), the PCID
+    /// (x86, 12), the VMID (AArch64 stage 2 16, of which 8 unless VTCR_EL2.VS = 1; RISC-V
+    /// G-stage 14). 0 on EPT, whose translations are tagged by the EPT pointer itself: there
+    /// the only identifier is 0, and it selects single-context `INVEPT`.
+    const TLB_ID_BITS: u32;
+    /// What the identifier is called in this mode's manual: "ASID", "PCID" or "VMID".
+    const TLB_ID_NAME: &'static str;
+
+    /// The register value that makes the table rooted at `root` the one walked, tagged with
+    /// `id` (0 when untagged): CR3, TTBR0_EL1 / TTBR1_EL1, VTTBR_EL2, satp, hgatp, the EPT
+    /// pointer, PGDL / PGDH. The arch file says which fields it sets.
+    fn root_register(root: u64, id: u16) -> u64;
+
+    /// Invalidates the TLB entries of `scope` for `pages` pages from `start`, or every entry of
+    /// `scope` when `range` is `None`. A no-op where [`flush_page`](Self::flush_page) is.
+    /// The default ignores the identifier, for untagged scopes.
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        let _ = scope;
+        flush_untagged::<Self>(range);
+    }
+
+    /// Makes the table of `scope` the one this CPU's MMU walks for this mode, tagged with the
+    /// scope's identifier; an untagged scope also drops this CPU's cached translations that
+    /// are not global. Does nothing where [`flush_page`](Self::flush_page) does nothing.
+    ///
+    /// # Safety
+    ///
+    /// As [`PageTable::activate`](crate::PageTable::activate) states.
+    unsafe fn activate(scope: TlbScope);
+
     /// `va` folded into the index space `[0, 2^VA_BITS)`, or `None` if the table does not
     /// translate it.
     #[inline]
@@ -245,6 +278,19 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
             }
         };
         VirtAddr::from(va as usize)
+    }
+}
+
+/// The untagged flush of `range` (`pages` pages from a start), or of everything: what
+/// [`Arch::flush_in`] does for a scope without an identifier.
+pub(crate) fn flush_untagged<A: Arch>(range: Option<(VirtAddr, usize)>) {
+    match range {
+        None => A::flush_all(),
+        Some((start, pages)) => {
+            for i in 0..pages {
+                A::flush_page(start + (i << A::PAGE_SHIFT));
+            }
+        }
     }
 }
 

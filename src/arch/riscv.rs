@@ -23,6 +23,7 @@ use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
+use crate::tlb::TlbScope;
 
 /// Not expressible in any RISC-V mode: EPT's attribute.
 const NEVER: MappingFlags = MappingFlags::IGNORE_PAT;
@@ -381,6 +382,72 @@ impl<M: RiscvMode> Arch for Riscv<M> {
         all & (V | A) == V | A && all & (R | W | X) != 0 && (all & D != 0 || any() & W == 0)
     }
 
+    /// ASID in satp (bits 59:44, up to 16 bits; the CPU may implement fewer: write all ones
+    /// and read back to find ASIDLEN), VMID in hgatp (bits 57:44, up to 14 bits on RV64).
+    const TLB_ID_BITS: u32 = if M::G_STAGE { 14 } else { 16 };
+    const TLB_ID_NAME: &'static str = if M::G_STAGE { "VMID" } else { "ASID" };
+
+    /// satp / hgatp: MODE (bits 63:60: 8 for Sv39 and Sv39x4, 9 for Sv48 and Sv48x4, 10 for
+    /// Sv57), the ASID or VMID (bits 59:44), the root's PPN (bits 43:0).
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        let mode = <M::Root as Level>::DEPTH as u64 + 5;
+        mode << 60 | (id as u64) << 44 | root >> 12
+    }
+
+    /// Tagged: `sfence.vma va, asid` per page or `sfence.vma x0, asid`, which skip global
+    /// mappings, so a table that may hold global leaves uses the untagged forms; G-stage:
+    /// `hfence.gvma gpa, vmid` or `hfence.gvma x0, vmid`.
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        match scope.id {
+            Some(id) if !scope.global => {
+                let flush_one = |va: Option<VirtAddr>| {
+                    if M::G_STAGE {
+                        hfence_gvma_vmid(va, id);
+                    } else {
+                        sfence_vma_asid(va, id);
+                    }
+                };
+                match range {
+                    None => flush_one(None),
+                    Some((start, pages)) => {
+                        for i in 0..pages {
+                            flush_one(Some(start + (i << 12)));
+                        }
+                    }
+                }
+            }
+            _ => arch::flush_untagged::<Self>(range),
+        }
+    }
+
+    /// Writes satp (or hgatp for a G-stage table); untagged, then `sfence.vma` (or
+    /// `hfence.gvma`) drops this hart's cached translations.
+    unsafe fn activate(scope: TlbScope) {
+        let value = Self::root_register(scope.root, scope.id.unwrap_or(0));
+        #[cfg(all(
+            target_arch = "riscv64",
+            any(target_os = "none", feature = "privileged")
+        ))]
+        // SAFETY: the caller's table maps everything that runs next (its contract); the fence
+        // before orders the table writes ahead of the walks under the new root.
+        unsafe {
+            if M::G_STAGE {
+                core::arch::asm!("csrw 0x680, {}", in(reg) value, options(nostack, preserves_flags));
+            } else {
+                core::arch::asm!("sfence.vma zero, zero", "csrw satp, {}", in(reg) value, options(nostack, preserves_flags));
+            }
+        }
+        #[cfg(not(all(
+            target_arch = "riscv64",
+            any(target_os = "none", feature = "privileged")
+        )))]
+        let _ = value;
+        if scope.id.is_none() {
+            Self::flush_all();
+        }
+    }
+
     fn flush_page(va: VirtAddr) {
         if M::G_STAGE {
             hfence_gvma(Some(va));
@@ -446,4 +513,62 @@ fn hfence_gvma(gpa: Option<VirtAddr>) {
         any(target_os = "none", feature = "privileged")
     )))]
     let _ = gpa;
+}
+
+/// `sfence.vma` for `va` (or every address) in address space `asid` only.
+fn sfence_vma_asid(va: Option<VirtAddr>, asid: u16) {
+    #[cfg(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    // SAFETY: as for `sfence_vma`, for the non-global translations of one ASID.
+    unsafe {
+        match va {
+            Some(va) => core::arch::asm!(
+                "sfence.vma {}, {}",
+                in(reg) va.as_usize(),
+                in(reg) asid as usize,
+                options(nostack, preserves_flags)
+            ),
+            None => core::arch::asm!(
+                "sfence.vma zero, {}",
+                in(reg) asid as usize,
+                options(nostack, preserves_flags)
+            ),
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (va, asid);
+}
+
+/// `hfence.gvma` for guest physical address `gpa` (or every one) of VMID `vmid` only.
+fn hfence_gvma_vmid(gpa: Option<VirtAddr>, vmid: u16) {
+    #[cfg(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    // SAFETY: as for `hfence_gvma`, with rs2 holding the VMID.
+    unsafe {
+        match gpa {
+            Some(gpa) => core::arch::asm!(
+                ".insn r 0x73, 0, 0x31, x0, {}, {}",
+                in(reg) gpa.as_usize() >> 2,
+                in(reg) vmid as usize,
+                options(nostack, preserves_flags)
+            ),
+            None => core::arch::asm!(
+                ".insn r 0x73, 0, 0x31, x0, x0, {}",
+                in(reg) vmid as usize,
+                options(nostack, preserves_flags)
+            ),
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "riscv64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (gpa, vmid);
 }

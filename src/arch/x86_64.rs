@@ -18,6 +18,7 @@ use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, L5, Level};
+use crate::tlb::TlbScope;
 
 /// An x86_64 paging-structure entry (SDM tables 4-15 to 4-20): one layout for every level;
 /// bit 7 and bit 12 change meaning with the level, as their docs say.
@@ -422,6 +423,62 @@ impl<M: X86Mode> Arch for X86<M> {
         all & (P | A) == P | A && (all & D != 0 || any() & RW == 0)
     }
 
+    const TLB_ID_BITS: u32 = 12;
+    const TLB_ID_NAME: &'static str = "PCID";
+
+    /// CR3: the PML4 / PML5 address (bits 51:12) and, with CR4.PCIDE = 1, the PCID (bits
+    /// 11:0); bit 63 (keep the PCID's cached translations) is left to
+    /// [`activate`](Arch::activate). With CR4.PCIDE = 0 use `id` 0: bits 3 and 4 are then PWT
+    /// and PCD, left clear (the root's walks are write-back).
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        root | id as u64
+    }
+
+    /// Tagged: `INVPCID` type 0 (one address, one PCID) per page or type 1 (the whole PCID),
+    /// which both keep global translations; a table that may hold global leaves adds `invlpg`
+    /// per page (it drops global entries of the page) or flushes everything (type 2).
+    /// Needs INVPCID (CPUID.7.0:EBX bit 10).
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        let Some(pcid) = scope.id else {
+            return arch::flush_untagged::<Self>(range);
+        };
+        match range {
+            None if scope.global => invpcid(2, 0, 0),
+            None => invpcid(1, pcid, 0),
+            Some((start, pages)) => {
+                for i in 0..pages {
+                    let va = start + (i << 12);
+                    invpcid(0, pcid, va.as_usize() as u64);
+                    if scope.global {
+                        flush_page(va);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads CR3; tagged, with bit 63 set so that the PCID's cached translations stay (they
+    /// are current: every flush of a tagged table reaches its PCID, loaded or not).
+    unsafe fn activate(scope: TlbScope) {
+        let keep = if scope.id.is_some() { 1 << 63 } else { 0 };
+        let cr3 = Self::root_register(scope.root, scope.id.unwrap_or(0)) | keep;
+        #[cfg(all(
+            target_arch = "x86_64",
+            any(target_os = "none", feature = "privileged")
+        ))]
+        // SAFETY: the caller's table maps everything that runs next (its contract), and a
+        // tagged scope needs CR4.PCIDE = 1, which the caller set.
+        unsafe {
+            core::arch::asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags));
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            any(target_os = "none", feature = "privileged")
+        )))]
+        let _ = cr3;
+    }
+
     fn flush_page(va: VirtAddr) {
         flush_page(va);
     }
@@ -477,4 +534,31 @@ fn flush_all() {
             options(nostack),
         );
     }
+}
+
+/// `INVPCID` of `kind` (0 one address in one PCID, 1 one PCID, 2 everything with globals) with
+/// the descriptor {`pcid`, `va`}.
+fn invpcid(kind: u64, pcid: u16, va: u64) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    {
+        let descriptor = [pcid as u64, va];
+        // SAFETY: INVPCID reads the 16-byte descriptor and drops TLB entries; privileged, and
+        // it needs the INVPCID feature, which the contract of flushing a tagged table states.
+        unsafe {
+            core::arch::asm!(
+                "invpcid {kind}, [{desc}]",
+                kind = in(reg) kind,
+                desc = in(reg) descriptor.as_ptr(),
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (kind, pcid, va);
 }

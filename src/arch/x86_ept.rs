@@ -29,6 +29,7 @@ use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
 use crate::levels::{EntryKind, HasNext, L3, L4, Level};
+use crate::tlb::TlbScope;
 
 /// An EPT paging-structure entry (SDM tables 29-1 to 29-6): one layout for every level.
 #[bitfield(u64)]
@@ -306,6 +307,45 @@ impl Arch for Ept {
         all & A != 0 && all & RWX != 0 && (all & D != 0 || any() & W == 0)
     }
 
+    const TLB_ID_BITS: u32 = 0;
+    const TLB_ID_NAME: &'static str = "EPTP";
+
+    /// The EPT pointer: memory type write-back (6, bits 2:0), page-walk length 4 (3 in bits
+    /// 5:3), accessed and dirty flags on (bit 6), the PML4 address (bits 51:12). `id` is 0.
+    #[inline]
+    fn root_register(root: u64, id: u16) -> u64 {
+        let _ = id;
+        root | 6 | 3 << 3 | 1 << 6
+    }
+
+    /// Tagged (id 0): single-context `INVEPT` (type 1) for this table's EPT pointer, which
+    /// leaves other guests' translations alone; needs IA32_VMX_EPT_VPID_CAP bit 25.
+    fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
+        match scope.id {
+            Some(_) => invept(1, Self::root_register(scope.root, 0)),
+            None => arch::flush_untagged::<Self>(range),
+        }
+    }
+
+    /// Writes the EPT pointer into the current VMCS (field 0x201A) with `VMWRITE`.
+    unsafe fn activate(scope: TlbScope) {
+        let eptp = Self::root_register(scope.root, 0);
+        #[cfg(all(
+            target_arch = "x86_64",
+            any(target_os = "none", feature = "privileged")
+        ))]
+        // SAFETY: in VMX root operation with a current VMCS (the caller's contract); VMWRITE
+        // writes that VMCS only.
+        unsafe {
+            core::arch::asm!("vmwrite {field}, {value}", field = in(reg) 0x201au64, value = in(reg) eptp, options(nostack));
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            any(target_os = "none", feature = "privileged")
+        )))]
+        let _ = eptp;
+    }
+
     fn flush_page(va: VirtAddr) {
         // No by-address INVEPT: `PAGE_FLUSH` is false, so `Flush` calls `flush_all` instead.
         let _ = va;
@@ -313,23 +353,33 @@ impl Arch for Ept {
     }
 
     fn flush_all() {
-        #[cfg(all(
-            target_arch = "x86_64",
-            any(target_os = "none", feature = "privileged")
-        ))]
-        {
-            let descriptor = [0u64; 2];
-            // SAFETY: INVEPT type 2 (all contexts) with a 128-bit descriptor it only reads; it
-            // drops cached EPT translations. It runs in VMX root operation only: elsewhere it
-            // faults, which is the contract of flushing a live EPT table.
-            unsafe {
-                core::arch::asm!(
-                    "invept {kind}, [{desc}]",
-                    kind = in(reg) 2u64,
-                    desc = in(reg) descriptor.as_ptr(),
-                    options(nostack, readonly),
-                );
-            }
+        invept(2, 0);
+    }
+}
+
+/// `INVEPT` of `kind` (1 single context, 2 all contexts) with the descriptor {`eptp`, 0}.
+fn invept(kind: u64, eptp: u64) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    ))]
+    {
+        let descriptor = [eptp, 0];
+        // SAFETY: INVEPT with a 128-bit descriptor it only reads; it drops cached EPT
+        // translations. It runs in VMX root operation only: elsewhere it faults, which is the
+        // contract of flushing a live EPT table.
+        unsafe {
+            core::arch::asm!(
+                "invept {kind}, [{desc}]",
+                kind = in(reg) kind,
+                desc = in(reg) descriptor.as_ptr(),
+                options(nostack, readonly),
+            );
         }
     }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        any(target_os = "none", feature = "privileged")
+    )))]
+    let _ = (kind, eptp);
 }
