@@ -172,7 +172,7 @@ fn cpu_features_from_the_id_registers() {
     );
     // PARange 52 bits is clamped to 48 (IPS 5): the tables hold 48-bit addresses.
     assert_eq!(AArch64::<Va48, Lower>::tcr_el1(f) >> 32 & 7, 5);
-    assert_eq!(CpuFeatures::from_id_regs(0, 0x2).hw_dirty, true);
+    assert!(CpuFeatures::from_id_regs(0, 0x2).hw_dirty);
     assert_eq!(CpuFeatures::default(), CpuFeatures::BASE);
 }
 
