@@ -43,6 +43,9 @@ const PLAN: &[&str] = &[
     "unmapped by the kernel, it faults from the process; its tables were freed after the flush",
     "back on the kernel table, the process page is not mapped",
     "the process table, dropped, frees its own tables and none of the kernel's",
+    "two address spaces under identifiers 1 and 2, switched without a flush, each read their own frame",
+    "a change to a switched-out space, flushed under its identifier, is seen when it runs again",
+    "a stale entry of the running space is gone after its own tagged flush, kept across the other's",
     SMP[0],
     SMP_MARKS,
     SMP[1],
@@ -609,8 +612,9 @@ fn rust_hypervisor_aarch64_fails_without_the_crates_stage_2_tlbi() {
     AARCH64_HYP.fails_without(
         "aarch64-s2-no-tlbi",
         "src/arch/aarch64_s2.rs",
-        "\"tlbi ipas2e1is, {ipa}\",\n                \"dsb ish\",\n                \"tlbi vmalle1is\",",
-        "\"orr xzr, xzr, {ipa}\",",
+        // The tagged flush the guest's table (VMID 1) takes: by IPA, then the combined entries.
+        "\"tlbi ipas2e1is, {}\", in(reg) ipa, options(nostack, preserves_flags));\n                }\n                core::arch::asm!(\n                    \"dsb ish\",\n                    \"tlbi vmalle1is\",",
+        "\"orr xzr, xzr, {}\", in(reg) ipa, options(nostack, preserves_flags));\n                }\n                core::arch::asm!(\n                    \"dsb ish\",",
         HYP_PROTECT,
     );
 }

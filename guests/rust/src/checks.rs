@@ -2,12 +2,14 @@
 //! made on the table the MMU is walking and followed by the crate's own flush, and its effect
 //! is checked through the CPU.
 
+use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
 use pagetable::{
     AccessState, Liveness, Lookup, MappingFlags as F, PageSize, PageTable, PhysAddr, VirtAddr,
 };
 
+use crate::arch::Console;
 use crate::frames::{self, BREAKS, BREAKS_SEEN, FREED, Frames};
 use crate::{KERNEL, RW, arch, exec, last_cause, read, report, write};
 
@@ -357,7 +359,7 @@ pub fn access_state() {
 
 /// A process table that borrows the kernel's half: the kernel keeps editing its half while the
 /// CPU walks the process table.
-pub fn shared_kernel_half(kernel_root: u64) {
+pub fn shared_kernel_half() {
     let (half, half_len) = arch::KERNEL_HALF;
     let mut proc = PageTable::<arch::Mode, Frames>::new(Frames).expect("process root");
     {
@@ -378,8 +380,8 @@ pub fn shared_kernel_half(kernel_root: u64) {
         .ignore();
     proc.set_liveness(Liveness::Live);
     // SAFETY: the process table maps the kernel's half, where this code, its stack and the
-    // devices are.
-    unsafe { arch::switch_root(proc.root_paddr().as_usize() as u64) };
+    // devices are; it stays alive and live until the kernel's table is back.
+    unsafe { proc.activate() };
     report(
         "a process table that borrows the kernel half runs the kernel and its own page",
         read(arch::USER_VA) == Some(0x0_5e55_10e5) && read(crate::DATA).is_some(),
@@ -413,8 +415,7 @@ pub fn shared_kernel_half(kernel_root: u64) {
         "unmapped by the kernel, it faults from the process; its tables were freed after the flush",
         waited && FREED.load(Ordering::SeqCst) > freed && read(kva).is_none(),
     );
-    // SAFETY: the kernel's table maps everything this code uses.
-    unsafe { arch::switch_root(kernel_root) };
+    activate_kernel();
     report(
         "back on the kernel table, the process page is not mapped",
         read(arch::USER_VA).is_none() && read(crate::DATA).is_some(),
@@ -427,6 +428,121 @@ pub fn shared_kernel_half(kernel_root: u64) {
         "the process table, dropped, frees its own tables and none of the kernel's",
         own == arch::PROCESS_TABLES && read(crate::SPLIT).is_some(),
     );
+}
+
+/// Makes the kernel's own table (untagged) the one walked again.
+fn activate_kernel() {
+    // SAFETY: the kernel's table maps everything this code uses and lives as long as the
+    // kernel.
+    let mut k = kernel();
+    unsafe { pt!(k).activate() };
+}
+
+/// A process table under identifier `id` (ASID, PCID) that borrows the kernel's half and maps
+/// `USER_VA` to a page holding `value`.
+fn process(id: u16, value: u64) -> crate::Kernel {
+    let (half, half_len) = arch::KERNEL_HALF;
+    let mut proc = PageTable::<arch::Mode, Frames>::new(Frames).expect("process root");
+    proc.set_tlb_id(arch::tlb_ids().then_some(id))
+        .expect("an identifier the mode has");
+    {
+        let mut k = kernel();
+        // SAFETY: the kernel's table outlives the process table, which gives the half back
+        // (`release_borrowed`) before it is dropped.
+        unsafe { proc.borrow_shared(pt!(k), va(half), half_len as usize) }
+            .expect("borrow")
+            .ignore();
+    }
+    let page = frames::data_page();
+    poke(page, value);
+    proc.map(va(arch::USER_VA), pa(page), PageSize::SIZE_4K, RW)
+        .expect("user page")
+        .ignore();
+    proc.set_liveness(Liveness::Live);
+    proc
+}
+
+/// Two address spaces under identifiers 1 and 2 map the same address to different frames:
+/// activated with their identifiers (no flush on the switch), each reads its own frame; a
+/// change to one, flushed under its identifier while the other runs, is seen when it runs
+/// again; where the TLB keeps tagged entries across a switch, a stale entry of the running
+/// space survives a switch and the other identifier's flushes, and goes with its own.
+pub fn address_spaces() {
+    if !arch::tlb_ids() {
+        let _ = writeln!(
+            Console,
+            "guest: info this CPU has no TLB identifiers: the address spaces run untagged"
+        );
+    }
+    let mut one = process(1, 0x1111);
+    let mut two = process(2, 0x2222);
+    // SAFETY (every `activate` below): both tables borrow the kernel's half, where this code,
+    // its stack and the devices are, and stay alive and live until the kernel's table is back.
+    unsafe { one.activate() };
+    let first = read(arch::USER_VA);
+    unsafe { two.activate() };
+    let second = read(arch::USER_VA);
+    unsafe { one.activate() };
+    let again = read(arch::USER_VA);
+    report(
+        "two address spaces under identifiers 1 and 2, switched without a flush, each read their own frame",
+        first == Some(0x1111) && second == Some(0x2222) && again == Some(0x1111),
+    );
+
+    // Space 2 changes while space 1 runs: its flush is tagged with identifier 2.
+    let moved = frames::data_page();
+    poke(moved, 0x3333);
+    let flush = two.remap(va(arch::USER_VA), pa(moved)).expect("remap");
+    two.flush(flush);
+    let running = read(arch::USER_VA);
+    unsafe { two.activate() };
+    let changed = read(arch::USER_VA);
+    report(
+        "a change to a switched-out space, flushed under its identifier, is seen when it runs again",
+        running == Some(0x1111) && changed == Some(0x3333),
+    );
+
+    // Space 1 runs and reads its page (the TLB holds it under identifier 1); its leaf moves
+    // without a flush, then space 2 runs and flushes under identifier 2; back on space 1, a TLB
+    // that keeps tagged entries still translates to the old frame, until space 1's own flush.
+    unsafe { one.activate() };
+    let cached = read(arch::USER_VA);
+    let newer = frames::data_page();
+    poke(newer, 0x4444);
+    let stale = one.remap(va(arch::USER_VA), pa(newer)).expect("remap");
+    unsafe { two.activate() };
+    let flush = two.protect(va(arch::USER_VA), F::READ).expect("protect");
+    two.flush(flush);
+    unsafe { one.activate() };
+    let kept = read(arch::USER_VA);
+    one.flush(stale);
+    let after = read(arch::USER_VA);
+    match kept {
+        Some(v) => {
+            let _ = writeln!(
+                Console,
+                "guest: info after a switch and identifier 2's flush, space 1 read {v:#x} (old frame 0x1111, new 0x4444)"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                Console,
+                "guest: info after a switch and identifier 2's flush, space 1 faulted"
+            );
+        }
+    }
+    report(
+        "a stale entry of the running space is gone after its own tagged flush, kept across the other's",
+        cached == Some(0x1111)
+            && after == Some(0x4444)
+            && (!arch::TLB_KEEPS_TAGGED_ENTRIES || kept == Some(0x1111)),
+    );
+
+    activate_kernel();
+    for mut proc in [one, two] {
+        let _ = proc.release_borrowed();
+        drop(proc);
+    }
 }
 
 pub fn unmap_and_free() {

@@ -251,7 +251,8 @@ extern "C" fn kmain() -> ! {
         .ignore();
     }
     pt.set_liveness(Liveness::Live);
-    let root = pt.root_paddr().as_usize() as u64;
+    // The register value the crate composes for the root (CR3, TTBR0_EL1, satp, PGDL).
+    let root = pt.root_register();
     *KERNEL.lock() = Some(pt);
     // SAFETY: the tables map this code, its stack, its frames and the devices where they are.
     unsafe { arch::mmu_on(root) };
@@ -267,7 +268,8 @@ extern "C" fn kmain() -> ! {
     } else {
         checks::software_dirty();
     }
-    checks::shared_kernel_half(root);
+    checks::shared_kernel_half();
+    checks::address_spaces();
     if arch::CPUS > 1 {
         smp::run(root);
     }

@@ -224,24 +224,20 @@ fn unexpected(esr: u64, far: u64, elr: u64) -> ! {
     power_off()
 }
 
-/// Turns the MMU on with the table at `root` in TTBR0_EL1, with the MAIR layout the crate
-/// assumes and hardware management of the access flag and dirty state (TCR_EL1.HA, HD) where
-/// the CPU has it.
+/// Turns the MMU on with `ttbr0` (the kernel table's `root_register`), TCR_EL1 and MAIR_EL1 as
+/// the crate composes them for this CPU's features (hardware access flag and dirty state where
+/// it has them, 16-bit ASIDs).
 ///
 /// # Safety
 ///
 /// The tables map the running code, its stack, its frames and the console one to one.
-pub unsafe fn mmu_on(root: u64) {
-    let mmfr1: u64;
-    // SAFETY: reads an ID register.
-    unsafe { core::arch::asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1) };
-    let hafdbs = mmfr1 & 0xf;
-    let tcr: u64 = 16 // T0SZ: 48-bit VA
-        | 1 << 8 | 1 << 10 | 3 << 12 // IRGN0, ORGN0 write-back; SH0 inner shareable
-        | 1 << 23 // EPD1: no TTBR1 walks
-        | 2 << 32 // IPS: 40-bit PA
-        | if hafdbs >= 1 { 1 << 39 } else { 0 } // HA
-        | if hafdbs >= 2 { 1 << 40 } else { 0 }; // HD
+pub unsafe fn mmu_on(ttbr0: u64) {
+    let (mmfr0, mmfr1): (u64, u64);
+    // SAFETY: reads ID registers.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", "mrs {}, id_aa64mmfr1_el1", out(reg) mmfr0, out(reg) mmfr1)
+    };
+    let features = pagetable::arch::aarch64_regs::CpuFeatures::from_id_regs(mmfr0, mmfr1);
     // SAFETY: the caller's tables translate everything that runs next, at the same address.
     unsafe {
         core::arch::asm!(
@@ -259,32 +255,21 @@ pub unsafe fn mmu_on(root: u64) {
             "msr sctlr_el1, {t}",
             "isb",
             mair = in(reg) pagetable::arch::aarch64::MAIR,
-            tcr = in(reg) tcr,
-            root = in(reg) root,
+            tcr = in(reg) Mode::tcr_el1(features),
+            root = in(reg) ttbr0,
             t = out(reg) _,
         )
     };
 }
 
-/// Makes `root` the table the MMU walks (no ASIDs: every translation is dropped).
-///
-/// # Safety
-///
-/// The table maps the running code, its stack and the console where they are.
-pub unsafe fn switch_root(root: u64) {
-    // SAFETY: the caller's table translates everything that runs next.
-    unsafe {
-        core::arch::asm!(
-            "dsb ish",
-            "msr ttbr0_el1, {root}",
-            "isb",
-            "tlbi vmalle1is",
-            "dsb ish",
-            "isb",
-            root = in(reg) root,
-        )
-    };
+/// QEMU's TLB keeps no entry across a change of ASID (it drops them all), so an entry of one
+/// address space surviving a switch cannot be seen here.
+/// Every CPU of this architecture tags its TLB entries with an address-space identifier.
+pub fn tlb_ids() -> bool {
+    true
 }
+
+pub const TLB_KEEPS_TAGGED_ENTRIES: bool = false;
 
 /// PSCI SYSTEM_OFF; QEMU virt's conduit at EL1 is HVC.
 pub fn power_off() -> ! {

@@ -250,7 +250,7 @@ impl fmt::Write for Console {
 }
 
 /// Sets the walker up as the crate's tables are laid out (PWCL, PWCH, 4 KiB pages), loads
-/// `root` into PGDL and PGDH and turns paging on.
+/// `root` (the kernel table's `root_register`) into PGDL and PGDH and turns paging on.
 ///
 /// # Safety
 ///
@@ -282,23 +282,14 @@ pub unsafe fn mmu_on(root: u64) {
     };
 }
 
-/// Makes `root` the table the walker uses for the low half, and drops every cached
-/// translation.
-///
-/// # Safety
-///
-/// Everything the kernel uses is reached through DMW0 or in `root`'s shared half.
-pub unsafe fn switch_root(root: u64) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        core::arch::asm!(
-            "dbar 0",
-            "csrwr {root}, 0x19",
-            "invtlb 0x0, $zero, $zero",
-            root = inout(reg) root => _,
-        )
-    };
+/// The architectural TLB that QEMU models is tagged: entries of one ASID stay while another
+/// runs, so a stale entry of a switched-out address space can be seen when it comes back.
+/// Every CPU of this architecture tags its TLB entries with an address-space identifier.
+pub fn tlb_ids() -> bool {
+    true
 }
+
+pub const TLB_KEEPS_TAGGED_ENTRIES: bool = true;
 
 /// Writes a `ret` at the start of the data page `pa` and makes it visible to fetches.
 pub fn write_ret(pa: u64) {

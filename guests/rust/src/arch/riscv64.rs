@@ -225,30 +225,24 @@ fn unexpected(mode: &str, cause: u64, tval: u64, epc: u64) -> ! {
     power_off()
 }
 
-/// satp for Sv39 with `root`, ASID 0.
-fn satp(root: u64) -> u64 {
-    8 << 60 | root >> 12
-}
-
-/// Turns the MMU on with the table at `root`.
+/// Turns the MMU on with `satp` (the kernel table's `root_register`: Sv39, ASID 0).
 ///
 /// # Safety
 ///
 /// The tables map the running code, its stack, its frames and the devices one to one.
-pub unsafe fn mmu_on(root: u64) {
-    // SAFETY: as for `switch_root`.
-    unsafe { switch_root(root) }
+pub unsafe fn mmu_on(satp: u64) {
+    // SAFETY: the caller's table translates everything that runs next.
+    unsafe { core::arch::asm!("sfence.vma", "csrw satp, {}", "sfence.vma", in(reg) satp) };
 }
 
-/// Makes `root` the table the MMU walks, and drops every cached translation.
-///
-/// # Safety
-///
-/// The table maps the running code, its stack and the devices where they are.
-pub unsafe fn switch_root(root: u64) {
-    // SAFETY: the caller's table translates everything that runs next.
-    unsafe { core::arch::asm!("sfence.vma", "csrw satp, {}", "sfence.vma", in(reg) satp(root)) };
+/// QEMU's TLB keeps no entry across a satp write (it drops them all), so an entry of one
+/// address space surviving a switch cannot be seen here.
+/// Every CPU of this architecture tags its TLB entries with an address-space identifier.
+pub fn tlb_ids() -> bool {
+    true
 }
+
+pub const TLB_KEEPS_TAGGED_ENTRIES: bool = false;
 
 /// Ends the machine through the SiFive test device.
 pub fn power_off() -> ! {

@@ -346,31 +346,46 @@ impl fmt::Write for Console {
     }
 }
 
-/// Loads the IDT, IA32_PAT with the layout the crate assumes, and CR3 with `root`.
+/// Loads the IDT, IA32_PAT with the layout the crate assumes, and CR3 with `cr3` (the kernel
+/// table's `root_register`, PCID 0); then turns PCIDs on (CR4.PCIDE) where the CPU has them
+/// and INVPCID, which tagged flushes use.
 ///
 /// # Safety
 ///
 /// The tables map the running code, its stack and its frames one to one.
-pub unsafe fn mmu_on(root: u64) {
+pub unsafe fn mmu_on(cr3: u64) {
     load_idt();
     let pat = pagetable::arch::x86_64::PAT;
     // SAFETY: IA32_PAT is written before any leaf of the crate's is used; the caller's tables
-    // translate everything that runs next.
+    // translate everything that runs next. CR4.PCIDE is set with CR3's PCID 0, as it must be.
     unsafe {
         core::arch::asm!("wrmsr", in("ecx") 0x277, in("eax") pat as u32, in("edx") (pat >> 32) as u32);
-        switch_root(root);
+        core::arch::asm!("mov cr3, {}", in(reg) cr3);
+        if tlb_ids() {
+            core::arch::asm!("mov {t}, cr4", "bts {t}, 17", "mov cr4, {t}", t = out(reg) _);
+        }
     }
 }
 
-/// Makes `root` the table the MMU walks (which drops every non-global translation).
-///
-/// # Safety
-///
-/// The table maps the running code and its stack where they are.
-pub unsafe fn switch_root(root: u64) {
-    // SAFETY: the caller's table translates everything that runs next.
-    unsafe { core::arch::asm!("mov cr3, {}", in(reg) root) };
+/// Whether the CPU tags TLB entries: PCIDs (CPUID.1:ECX bit 17) and INVPCID
+/// (CPUID.(7,0):EBX bit 10). QEMU's TCG models neither (its `-cpu max` reports both bits
+/// clear), so under QEMU the address spaces run untagged; a CPU with both runs them tagged.
+pub fn tlb_ids() -> bool {
+    // SAFETY: CPUID reads identification registers. (Newer toolchains declare the intrinsics
+    // safe; older ones, `unsafe`: the block serves both.)
+    #[allow(unused_unsafe)]
+    let (leaf1, leaf7) = unsafe {
+        (
+            core::arch::x86_64::__cpuid(1),
+            core::arch::x86_64::__cpuid_count(7, 0),
+        )
+    };
+    leaf1.ecx & (1 << 17) != 0 && leaf7.ebx & (1 << 10) != 0
 }
+
+/// QEMU's TLB keeps no entry across a CR3 load (it drops them all, whatever the PCID), so an
+/// entry of one address space surviving a switch cannot be seen here.
+pub const TLB_KEEPS_TAGGED_ENTRIES: bool = false;
 
 /// Writes a `ret` at the start of the data page `pa` (x86 keeps fetches coherent with stores).
 pub fn write_ret(pa: u64) {

@@ -245,16 +245,19 @@ pub fn start_guest() -> bool {
     true
 }
 
-/// VTCR_EL2 for a 40-bit IPA, 4K granule: T0SZ 24, SL0 1 (start at level 1), write-back
-/// walks, inner shareable, PS 40 bits, RES1 bit 31.
-const VTCR: u64 = 24 | 1 << 6 | 1 << 8 | 1 << 10 | 3 << 12 | 0b010 << 16 | 1 << 31;
-
-/// Stage 2 on for EL1&0 with `root` (VMID 0): VTCR_EL2, VTTBR_EL2, HCR_EL2.VM and RW.
+/// Stage 2 on for EL1&0 with `vttbr` (the table's `root_register`: its root and VMID), VTCR_EL2
+/// as the crate composes it for this CPU's features, HCR_EL2.VM and RW.
 ///
 /// # Safety
 ///
 /// The table maps the guest's code and stack where they are.
-pub unsafe fn stage2_on(root: u64) {
+pub unsafe fn stage2_on(vttbr: u64) {
+    let (mmfr0, mmfr1): (u64, u64);
+    // SAFETY: reads ID registers.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", "mrs {}, id_aa64mmfr1_el1", out(reg) mmfr0, out(reg) mmfr1)
+    };
+    let features = pagetable::arch::aarch64_regs::CpuFeatures::from_id_regs(mmfr0, mmfr1);
     // SAFETY: only the guest's regime changes; EL2 stays untranslated.
     unsafe {
         core::arch::asm!(
@@ -265,8 +268,8 @@ pub unsafe fn stage2_on(root: u64) {
             "dsb ish",
             "msr hcr_el2, {hcr}",
             "isb",
-            vtcr = in(reg) VTCR,
-            root = in(reg) root,
+            vtcr = in(reg) Mode::vtcr_el2(features),
+            root = in(reg) vttbr,
             hcr = in(reg) 1u64 | 1 << 31,
         )
     };

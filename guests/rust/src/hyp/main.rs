@@ -159,7 +159,10 @@ extern "C" fn hyp_main() -> ! {
     .expect("the guest's RAM")
     .ignore();
     pt.set_liveness(Liveness::Live);
-    let root = pt.root_paddr().as_usize() as u64;
+    // VMID 1: every flush of the guest's stage 2 is tagged with it (AArch64: `TLBI IPAS2E1IS`
+    // with VTTBR_EL2 holding it; RISC-V: `hfence.gvma` with it in rs2).
+    pt.set_tlb_id(Some(1)).expect("a VMID");
+    let root = pt.root_register();
     // SAFETY: one CPU, before any guest runs.
     unsafe { *(&raw mut STAGE2) = Some(pt) };
     // SAFETY: the table maps the guest's code and stack where they are.

@@ -308,18 +308,19 @@ pub fn start_guest() -> bool {
     true
 }
 
-/// The G-stage on with `root` (VMID 0): hgatp MODE 8 (Sv39x4).
+/// The G-stage on with `hgatp` (the table's `root_register`: MODE 8 for Sv39x4, its VMID and
+/// root).
 ///
 /// # Safety
 ///
 /// The table maps the guest's code where it is.
-pub unsafe fn stage2_on(root: u64) {
+pub unsafe fn stage2_on(hgatp: u64) {
     // SAFETY: only the guest's translation changes; HS-mode stays untranslated.
     unsafe {
         core::arch::asm!(
             "csrw hgatp, {}",
             ".insn r 0x73, 0, 0x31, x0, x0, x0", // hfence.gvma
-            in(reg) 8u64 << 60 | root >> 12,
+            in(reg) hgatp,
         )
     };
 }
