@@ -56,6 +56,7 @@ pub mod levels;
 mod liveness;
 mod markers;
 mod page_table;
+mod pair;
 mod retired;
 mod size;
 mod state;
@@ -84,6 +85,7 @@ pub use levels::{
 pub use liveness::Liveness;
 pub use markers::Lookup;
 pub use page_table::{Cleared, HugePages, Mapping, PageTable, Translation};
+pub use pair::{AArch64Pair, PairFlush};
 pub use retired::Retired;
 pub use size::{
     HasLeaf, LeafSize, Size1G, Size2M, Size4K, Size16K, Size32M, Size64K, Size256T, Size512G,

@@ -2,12 +2,13 @@
 //! for the size-typed [`PageTable::map_page`](crate::PageTable::map_page). Nothing else lives
 //! here.
 
+use crate::arch::mem_layout::{MairLayout, PatLayout};
 use crate::arch::sealed::Sealed;
 use crate::arch::{self, Arch};
 use crate::flags::PageSize;
 use crate::{
     AArch64, AArch64S2, Ept, Granule4K, Granule16K, Granule64K, IpaSize, LoongArch64, Sv39, Sv39x4,
-    Sv48, Sv48x4, Sv57, VaRange, VaSize, X86_64, X86_64La57,
+    Sv48, Sv48x4, Sv57, VaRange, VaSize, X86, X86Mode,
 };
 
 /// A leaf size as a type.
@@ -57,13 +58,15 @@ pub(crate) const fn has_leaf<A: Arch, S: LeafSize>() -> bool {
     false
 }
 
+impl<M: X86Mode, T: PatLayout> HasLeaf<Size4K> for X86<M, T> {}
+impl<M: X86Mode, T: PatLayout> HasLeaf<Size2M> for X86<M, T> {}
+impl<M: X86Mode, T: PatLayout> HasLeaf<Size1G> for X86<M, T> {}
+
 macro_rules! has_leaf {
     ($($mode:ty: $($size:ident)*;)*) => {$($(impl HasLeaf<$size> for $mode {})*)*};
 }
 
 has_leaf! {
-    X86_64: Size4K Size2M Size1G;
-    X86_64La57: Size4K Size2M Size1G;
     Sv39: Size4K Size2M Size1G;
     Sv48: Size4K Size2M Size1G Size512G;
     Sv57: Size4K Size2M Size1G Size512G Size256T;
@@ -76,10 +79,31 @@ has_leaf! {
 impl<I: IpaSize> HasLeaf<Size4K> for AArch64S2<I> {}
 impl<I: IpaSize> HasLeaf<Size2M> for AArch64S2<I> {}
 impl<I: IpaSize> HasLeaf<Size1G> for AArch64S2<I> {}
-impl<V: VaSize<Granule4K>, R: VaRange> HasLeaf<Size4K> for AArch64<V, R, Granule4K> {}
-impl<V: VaSize<Granule4K>, R: VaRange> HasLeaf<Size2M> for AArch64<V, R, Granule4K> {}
-impl<V: VaSize<Granule4K>, R: VaRange> HasLeaf<Size1G> for AArch64<V, R, Granule4K> {}
-impl<V: VaSize<Granule16K>, R: VaRange> HasLeaf<Size16K> for AArch64<V, R, Granule16K> {}
-impl<V: VaSize<Granule16K>, R: VaRange> HasLeaf<Size32M> for AArch64<V, R, Granule16K> {}
-impl<V: VaSize<Granule64K>, R: VaRange> HasLeaf<Size64K> for AArch64<V, R, Granule64K> {}
-impl<V: VaSize<Granule64K>, R: VaRange> HasLeaf<Size512M> for AArch64<V, R, Granule64K> {}
+impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size4K>
+    for AArch64<V, R, Granule4K, M>
+{
+}
+impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size2M>
+    for AArch64<V, R, Granule4K, M>
+{
+}
+impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size1G>
+    for AArch64<V, R, Granule4K, M>
+{
+}
+impl<V: VaSize<Granule16K>, R: VaRange, M: MairLayout> HasLeaf<Size16K>
+    for AArch64<V, R, Granule16K, M>
+{
+}
+impl<V: VaSize<Granule16K>, R: VaRange, M: MairLayout> HasLeaf<Size32M>
+    for AArch64<V, R, Granule16K, M>
+{
+}
+impl<V: VaSize<Granule64K>, R: VaRange, M: MairLayout> HasLeaf<Size64K>
+    for AArch64<V, R, Granule64K, M>
+{
+}
+impl<V: VaSize<Granule64K>, R: VaRange, M: MairLayout> HasLeaf<Size512M>
+    for AArch64<V, R, Granule64K, M>
+{
+}

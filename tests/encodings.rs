@@ -5,11 +5,13 @@ mod common;
 
 use common::Frames;
 use memory_addr::{pa, va};
+use pagetable::arch::mem_layout::{Mair, Pat, ResetPat};
+use pagetable::arch::x86_64::Paging4;
 use pagetable::levels::AtMost;
 use pagetable::{
-    AArch64, AccessState, Arch, Descriptor, EntryKind, HugePages, L1, L2, L3, L4, L5, Level,
-    LoongArch64, MappingFlags as F, MemType, PageTable, PagingError, PhysAddr, Sv39, Sv48, Sv57,
-    TableFrame, Upper, Va39, Va48, X86_64,
+    AArch64, AccessState, Arch, Descriptor, EntryKind, Granule4K, HugePages, L1, L2, L3, L4, L5,
+    Level, LoongArch64, Lower, MappingFlags as F, MemType, PageSize, PageTable, PagingError,
+    PhysAddr, Sv39, Sv48, Sv57, TableFrame, Upper, Va39, Va48, X86, X86_64,
 };
 
 const R: F = F::READ;
@@ -197,6 +199,130 @@ fn aarch64_dirty_state_follows_dbm_and_ap2() {
 #[test]
 fn aarch64_mair_value() {
     assert_eq!(pagetable::arch::aarch64::MAIR, 0x0000_0000_0044_04ff);
+}
+
+// ---- The memory-type layout a kernel picks (arch::mem_layout): the same flags land on the
+// ---- layout's AttrIndx / PAT index, and decode back through it.
+
+/// page_table_multiarch's MAIR: 0 Device-nGnRE, 1 normal write-back, 2 normal non-cacheable.
+type Pma = AArch64<Va48, Lower, Granule4K, Mair<1, 0, 2>>;
+
+#[test]
+fn aarch64_custom_mair_layout() {
+    // Normal: valid 1 + page 2 + AttrIndx 1 (1 << 2 = 4) + SH inner 0x300 + AF 0x400
+    // + nG 0x800 = 0xf07; DBM + PXN + UXN = 0x0068 << 48.
+    assert_eq!(leaf::<Pma, L1>(0x4000_1000, R | W), 0x0068_0000_4000_1f07);
+    // Device: AttrIndx 0 + SH outer 0x200 + valid, page, AF, nG = 0xe03.
+    assert_eq!(
+        leaf::<Pma, L1>(0x0900_0000, R | W | F::DEVICE),
+        0x0068_0000_0900_0e03
+    );
+    // Non-cacheable: AttrIndx 2 (8) + SH outer 0x200 + 0xc03 = 0xe0b.
+    assert_eq!(
+        leaf::<Pma, L1>(0x0900_0000, R | W | F::UNCACHED),
+        0x0068_0000_0900_0e0b
+    );
+    // Decoded through the layout: index 1 is normal here, index 0 device.
+    assert_eq!(
+        decode::<Pma, L1>(0x0068_0000_4000_1f07).1.mem_type(),
+        MemType::Normal
+    );
+    assert_eq!(
+        decode::<Pma, L1>(0x0068_0000_0900_0e03).1.mem_type(),
+        MemType::Device
+    );
+    assert_eq!(
+        decode::<Pma, L1>(0x0068_0000_0900_0e0b).1.mem_type(),
+        MemType::Uncached
+    );
+    // The default layout reads the same index 1 as device.
+    assert_eq!(
+        decode::<AArch64, L1>(0x0068_0000_4000_1f07).1.mem_type(),
+        MemType::Device
+    );
+    // MAIR_EL1: Attr0 0x04, Attr1 0xff, Attr2 0x44.
+    assert_eq!(Pma::mair(), 0x0000_0000_0044_ff04);
+    assert_eq!(
+        AArch64::<Va48, Lower>::mair(),
+        pagetable::arch::aarch64::MAIR
+    );
+}
+
+/// IA32_PAT entries from the low byte: WB 06, WT 04, UC- 07, UC 00, WB 06, WC 01, UC- 07,
+/// UC 00: write-combining only at index 5 (PAT bit set, PCD clear, PWT set).
+type WcAt5 = X86<Paging4, Pat<0x0007_0106_0007_0406>>;
+
+#[test]
+fn x86_custom_pat_layout() {
+    // 4K WC: P 1 + RW 2 + PWT 8 + A 0x20 + D 0x40 + PAT (bit 7) 0x80 = 0xeb; XD.
+    assert_eq!(
+        leaf::<WcAt5, L1>(0x1234_5000, R | W | F::UNCACHED),
+        0x8000_0000_1234_50eb
+    );
+    // 2M WC: PAT moves to bit 12 (0x1000); PS 0x80: 0x10eb.
+    assert_eq!(
+        leaf::<WcAt5, L2>(0x4020_0000, R | W | F::UNCACHED),
+        0x8000_0000_4020_10eb
+    );
+    // Device: the first UC entry, index 3: PWT 8 + PCD 0x10 + 0x63 = 0x7b.
+    assert_eq!(
+        leaf::<WcAt5, L1>(0x1234_5000, R | W | F::DEVICE),
+        0x8000_0000_1234_507b
+    );
+    assert_eq!(
+        decode::<WcAt5, L1>(0x8000_0000_1234_50eb).1.mem_type(),
+        MemType::Uncached
+    );
+    assert_eq!(
+        decode::<WcAt5, L2>(0x8000_0000_4020_10eb).1.mem_type(),
+        MemType::Uncached
+    );
+    // Index 1 is WT in this layout (cached): normal. Under Linux's layout it is WC.
+    assert_eq!(
+        decode::<WcAt5, L1>(0x8000_0000_1234_506b).1.mem_type(),
+        MemType::Normal
+    );
+    assert_eq!(
+        decode::<X86_64, L1>(0x8000_0000_1234_506b).1.mem_type(),
+        MemType::Uncached
+    );
+    assert_eq!(WcAt5::ia32_pat(), 0x0007_0106_0007_0406);
+}
+
+#[test]
+fn x86_custom_pat_layout_survives_a_split() {
+    // A 2M WC leaf split into 4K pages: each page's PAT index stays 5 (PAT bit 7, PWT).
+    let mut pt = common::small_table::<WcAt5>();
+    pt.map(
+        va!(0x4020_0000),
+        pa!(0x4020_0000),
+        PageSize::SIZE_2M,
+        R | W | F::UNCACHED,
+    )
+    .unwrap()
+    .ignore();
+    pt.protect_region(va!(0x4020_1000), 0x1000, R | F::UNCACHED)
+        .unwrap()
+        .ignore();
+    // 0xeb as above; the read-only page: 0xe9 (no RW, D kept).
+    assert_eq!(common::l1_entry(&pt, 0x4020_0000), 0x8000_0000_4020_00eb);
+    assert_eq!(common::l1_entry(&pt, 0x4020_1000), 0x8000_0000_4020_10e9);
+}
+
+#[test]
+fn x86_reset_pat_layout_has_no_write_combining() {
+    // The reset IA32_PAT: WB, WT, UC-, UC, WB, WT, UC-, UC. Device is index 3 (0x7b as above).
+    assert_eq!(
+        leaf::<X86<Paging4, ResetPat>, L1>(0x1234_5000, R | W | F::DEVICE),
+        0x8000_0000_1234_507b
+    );
+    let mut pt = common::small_table::<X86<Paging4, ResetPat>>();
+    assert_eq!(
+        pt.map(va!(0x1000), pa!(0x1000), PageSize::SIZE_4K, R | F::UNCACHED)
+            .map(|f| f.ignore()),
+        Err(PagingError::FlagsNotExpressible(R | F::UNCACHED))
+    );
+    assert_eq!(X86::<Paging4, ResetPat>::ia32_pat(), 0x0007_0406_0007_0406);
 }
 
 // ---- RISC-V: V 0, R 1, W 2, X 3, U 4, G 5, A 6, D 7, RSW 8-9, PPN 10-53, PBMT 61-62, N 63.

@@ -1,5 +1,6 @@
-//! AArch64 stage 1: [`AArch64<V, R, G>`](AArch64) for translation granule `G` (4, 16 or
-//! 64 KiB), VA size `V` and range `R` (TTBR0_EL1, [`Lower`], or TTBR1_EL1, [`Upper`]).
+//! AArch64 stage 1: [`AArch64<V, R, G, M>`](AArch64) for translation granule `G` (4, 16 or
+//! 64 KiB), VA size `V`, range `R` (TTBR0_EL1, [`Lower`], or TTBR1_EL1, [`Upper`]) and MAIR
+//! layout `M` ([`Mair`], by default `Mair<0, 1, 2>`).
 //!
 //! | granule | VA sizes | levels | leaves |
 //! |---|---|---|---|
@@ -19,8 +20,9 @@
 //! state).
 //!
 //! What the tables built here assume of the CPU:
-//! * MAIR_EL1 = [`MAIR`]: AttrIndx 0 normal write-back, 1 Device-nGnRE, 2 normal
-//!   non-cacheable;
+//! * MAIR_EL1 with the mode's layout `M`: by default [`MAIR`], AttrIndx 0 normal write-back,
+//!   1 Device-nGnRE, 2 normal non-cacheable; any other [`Mair`] layout with
+//!   [`AArch64::mair`];
 //! * TCR_EL1: TG0/TG1 = the granule, T0SZ/T1SZ = 64 - VA bits, IPS ≥ 48 bits.
 //!
 //! Dirty state follows the architecture's DBM scheme (D8.5): a writable leaf has DBM set, and
@@ -40,6 +42,7 @@ use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
 use crate::arch::aarch64_regs::{CpuFeatures, EPD0, EPD1, tcr_common, tcr_half};
+use crate::arch::mem_layout::{Mair, MairLayout};
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
@@ -144,17 +147,20 @@ pub(super) const INACCESSIBLE: u64 = 1 << (AArch64Pte::SW_OFFSET + 1);
 /// stays the caller's).
 pub(super) const MARKER: u64 = 1 << (AArch64Pte::SW_OFFSET + 2);
 
-/// The MAIR_EL1 value the memory-type encoding assumes: Attr0 = 0xff (normal, inner and outer
-/// write-back non-transient, read- and write-allocate), Attr1 = 0x04 (Device-nGnRE),
-/// Attr2 = 0x44 (normal, inner and outer non-cacheable).
+/// The MAIR_EL1 value the default layout (`Mair<0, 1, 2>`) assumes: Attr0 = 0xff (normal,
+/// inner and outer write-back non-transient, read- and write-allocate), Attr1 = 0x04
+/// (Device-nGnRE), Attr2 = 0x44 (normal, inner and outer non-cacheable).
 pub const MAIR: u64 = 0x44_04_ff;
+const_assert_eq!(MAIR, <Mair as MairLayout>::VALUE);
 
-const fn attr_index(mem: MemType) -> u64 {
-    match mem {
-        MemType::Normal => 0,
-        MemType::Device => 1,
-        MemType::Uncached => 2,
-    }
+/// The AttrIndx of each memory type under layout `M`.
+#[inline(always)]
+const fn attr_index<M: MairLayout>(mem: MemType) -> u64 {
+    (match mem {
+        MemType::Normal => M::NORMAL,
+        MemType::Device => M::DEVICE,
+        MemType::Uncached => M::UNCACHED,
+    }) as u64
 }
 
 /// A translation granule; sealed. Its shift sets every level's size, its index bits are
@@ -262,13 +268,25 @@ impl VaRange for Upper {
 }
 
 /// AArch64 stage 1 translation with granule `G` ([`Granule4K`] by default), VA size `V`
-/// ([`Va48`] by default) and range `R` ([`Lower`] for TTBR0, [`Upper`] for TTBR1).
+/// ([`Va48`] by default), range `R` ([`Lower`] for TTBR0, [`Upper`] for TTBR1) and MAIR layout
+/// `M` (which AttrIndx holds each memory type; [`Mair`]`<0, 1, 2>` by default).
+///
+/// ```
+/// use pagetable::arch::mem_layout::Mair;
+/// use pagetable::{AArch64, Granule4K, Lower, Va48};
+/// // A kernel whose MAIR_EL1 holds device memory at index 0 and normal memory at 1.
+/// type Kernel = AArch64<Va48, Lower, Granule4K, Mair<1, 0, 2>>;
+/// assert_eq!(Kernel::mair(), 0x44_ff_04);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AArch64<V: VaSize<G> = Va48, R: VaRange = Lower, G: Granule = Granule4K>(
-    PhantomData<(V, R, G)>,
-);
+pub struct AArch64<
+    V: VaSize<G> = Va48,
+    R: VaRange = Lower,
+    G: Granule = Granule4K,
+    M: MairLayout = Mair,
+>(PhantomData<(V, R, G, M)>);
 
-impl<V: VaSize<G>, R: VaRange, G: Granule> Sealed for AArch64<V, R, G> {}
+impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Sealed for AArch64<V, R, G, M> {}
 
 /// What a descriptor at `depth` is, where blocks may sit up to `max_leaf` (stage 1 and 2 alike).
 #[inline(always)]
@@ -344,7 +362,7 @@ const fn name(granule: u32, bits: u32, upper: bool) -> &'static str {
     }
 }
 
-impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
+impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R, G, M> {
     type Pte = AArch64Pte;
     type Root = V::Root;
     type MaxLeaf = G::MaxLeaf;
@@ -436,7 +454,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
     #[inline(always)]
     fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
         let mem = flags.mem_type();
-        let mut pte = VALID | AF | attr_index(mem) << AArch64Pte::ATTR_INDX_OFFSET;
+        let mut pte = VALID | AF | attr_index::<M>(mem) << AArch64Pte::ATTR_INDX_OFFSET;
         pte |= if mem == MemType::Normal {
             SH_INNER
         } else {
@@ -492,11 +510,14 @@ impl<V: VaSize<G>, R: VaRange, G: Granule> Arch for AArch64<V, R, G> {
         if pte & if user { UXN } else { PXN } == 0 {
             flags |= MappingFlags::EXECUTE;
         }
-        let mem = match (pte & ATTR_INDX) >> AArch64Pte::ATTR_INDX_OFFSET {
-            0 => MemType::Normal,
-            2 => MemType::Uncached,
-            // Attr1 and the indices this crate does not define.
-            _ => MemType::Device,
+        let index = (pte & ATTR_INDX) >> AArch64Pte::ATTR_INDX_OFFSET;
+        // The device index and the indices the layout does not define read as device.
+        let mem = if index == M::NORMAL as u64 {
+            MemType::Normal
+        } else if index == M::UNCACHED as u64 {
+            MemType::Uncached
+        } else {
+            MemType::Device
         };
         if pte & INACCESSIBLE != 0 {
             flags |= MappingFlags::INACCESSIBLE;
@@ -741,7 +762,15 @@ unsafe fn set_ttbr_el1(ttbr: u64, upper: bool, tagged: bool) {
     let _ = (ttbr, upper, tagged);
 }
 
-impl<V: VaSize<G>, R: VaRange, G: Granule> AArch64<V, R, G> {
+impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> AArch64<V, R, G, M> {
+    /// MAIR_EL1 for this mode's layout: normal write-back (0xff), Device-nGnRE (0x04) and
+    /// normal non-cacheable (0x44) at the layout's indices, Device-nGnRnE (0x00) at the rest.
+    /// [`MAIR`] for the default layout.
+    #[must_use]
+    pub const fn mair() -> u64 {
+        M::VALUE
+    }
+
     /// TCR_EL1 for this table's half alone: its TnSZ, TGn and walk attributes, the other half's
     /// walks disabled (EPDn), and IPS, AS, HA and HD from `features` (see
     /// [`aarch64_regs`](crate::arch::aarch64_regs)). For both halves,

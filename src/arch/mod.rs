@@ -17,6 +17,7 @@ pub mod aarch64;
 pub mod aarch64_regs;
 pub mod aarch64_s2;
 pub mod loongarch64;
+pub mod mem_layout;
 pub mod riscv;
 pub mod x86_64;
 pub mod x86_ept;

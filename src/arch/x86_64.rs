@@ -14,6 +14,7 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
+use crate::arch::mem_layout::{Pat, PatLayout};
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags, MemType};
@@ -145,28 +146,29 @@ const AVL_HIGH: u64 = ((1 << X86Pte::AVL_HIGH_BITS) - 1) << X86Pte::AVL_HIGH_OFF
 const PK: u64 = ((1 << X86Pte::PK_BITS) - 1) << X86Pte::PK_OFFSET;
 const ADDR: u64 = ((1 << X86Pte::ADDR_BITS) - 1) << X86Pte::ADDR_OFFSET;
 
-/// The IA32_PAT value the memory-type encoding assumes (Linux's layout), entry 0 in the low
+/// The IA32_PAT value the default layout ([`Pat`]) assumes (Linux's), entry 0 in the low
 /// byte: WB, WC, UC-, UC, WB, WP, UC-, WT.
 pub const PAT: u64 = 0x0407_0506_0007_0106;
 
-// SDM table 11-10 memory-type encodings: UC 0, WC 1, WT 4, WP 5, WB 6, UC- 7.
+// SDM table 13-10 memory-type encodings: UC 0, WC 1, WT 4, WP 5, WB 6, UC- 7.
 const_assert_eq!(PAT & 0xff, 6);
 const_assert_eq!((PAT >> 8) & 0xff, 1);
 const_assert_eq!((PAT >> 24) & 0xff, 0);
+const_assert_eq!(PAT, <Pat as PatLayout>::VALUE);
 
-/// PAT index (PAT:PCD:PWT) of each memory type under [`PAT`]: WB = 0, WC = 1, UC = 3.
-const fn pat_bits(mem: MemType) -> u64 {
-    match mem {
-        MemType::Normal => 0,
-        MemType::Uncached => PWT,
-        MemType::Device => PCD | PWT,
-    }
+/// The PAT index (PAT:PCD:PWT) of `mem` under layout `T`, as a leaf's PWT, PCD and PAT bits
+/// at level `L` (under the default layout: WB 0, WC 1, UC 3, PAT bit clear).
+#[inline(always)]
+const fn pat_bits<T: PatLayout, L: Level>(mem: MemType) -> u64 {
+    let index = match mem {
+        MemType::Normal => T::NORMAL,
+        MemType::Uncached => T::UNCACHED,
+        MemType::Device => T::DEVICE,
+    };
+    (if index & 1 != 0 { PWT } else { 0 })
+        | (if index & 2 != 0 { PCD } else { 0 })
+        | (if index & 4 != 0 { pat_bit::<L>() } else { 0 })
 }
-
-/// The memory-type field of [`MappingFlags`] for each PAT index under [`PAT`]: WB (0, 4) and the
-/// cached WP (5) and WT (7) read as normal (0), WC (1) as uncached (2), UC- (2, 6) and UC (3) as
-/// device (1).
-const PAT_MEM_TYPE: [u8; 8] = [0, 2, 1, 1, 0, 0, 1, 0];
 
 /// The PAT bit of a leaf at level `L`: bit 7 in a PTE, bit 12 in a 2 MiB or 1 GiB leaf.
 const fn pat_bit<L: Level>() -> u64 {
@@ -202,11 +204,29 @@ pub trait X86Mode: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 's
     const VA_BITS: u32;
 }
 
-/// An x86_64 paging mode; name it by its alias ([`X86_64`], [`X86_64La57`]).
+/// An x86_64 paging mode `M`, with the IA32_PAT layout `T` its kernel programs ([`Pat`],
+/// Linux's by default); name the default by its alias ([`X86_64`], [`X86_64La57`]).
+///
+/// ```
+/// use pagetable::arch::mem_layout::ResetPat;
+/// use pagetable::arch::x86_64::Paging4;
+/// use pagetable::X86;
+/// // A kernel that keeps IA32_PAT as the CPU reset it.
+/// type Kernel = X86<Paging4, ResetPat>;
+/// assert_eq!(Kernel::ia32_pat(), 0x0007_0406_0007_0406);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct X86<M: X86Mode>(PhantomData<M>);
+pub struct X86<M: X86Mode, T: PatLayout = Pat>(PhantomData<(M, T)>);
 
-impl<M: X86Mode> Sealed for X86<M> {}
+impl<M: X86Mode, T: PatLayout> Sealed for X86<M, T> {}
+
+impl<M: X86Mode, T: PatLayout> X86<M, T> {
+    /// IA32_PAT for this mode's layout: the layout's value ([`PAT`] by default).
+    #[must_use]
+    pub const fn ia32_pat() -> u64 {
+        T::VALUE
+    }
+}
 
 /// x86_64 4-level paging: 48-bit canonical VA, PML4 root, 4 KiB, 2 MiB and 1 GiB leaves.
 pub type X86_64 = X86<Paging4>;
@@ -236,7 +256,7 @@ impl X86Mode for Paging5 {
     const VA_BITS: u32 = 57;
 }
 
-impl<M: X86Mode> Arch for X86<M> {
+impl<M: X86Mode, T: PatLayout> Arch for X86<M, T> {
     type Pte = X86Pte;
     type Root = M::Root;
     /// PDPTEs (1 GiB), PDEs (2 MiB) and PTEs may map pages.
@@ -317,8 +337,11 @@ impl<M: X86Mode> Arch for X86<M> {
     }
 
     fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
-        // A present entry is always readable; IGNORE_PAT is EPT's.
-        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
+        // A present entry is always readable; IGNORE_PAT is EPT's; uncached (write-combining)
+        // memory needs a WC entry in the layout.
+        let no_wc = T::UNCACHED > 7 && flags.mem_type() == MemType::Uncached;
+        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) && !no_wc
+        {
             Ok(())
         } else {
             Err(PagingError::FlagsNotExpressible(flags))
@@ -327,7 +350,7 @@ impl<M: X86Mode> Arch for X86<M> {
 
     #[inline(always)]
     fn leaf_template<L: Level>(flags: MappingFlags) -> u64 {
-        let mut pte = P | A | pat_bits(flags.mem_type());
+        let mut pte = P | A | pat_bits::<T, L>(flags.mem_type());
         if flags.contains(MappingFlags::WRITE) {
             pte |= RW | D;
         }
@@ -361,7 +384,7 @@ impl<M: X86Mode> Arch for X86<M> {
         let perms = 1 | bit(RW) << 1 | (1 - bit(XD)) << 2 | bit(US) << 3 | bit(G) << 4;
         let index = bit(PWT) | bit(PCD) << 1 | bit(pat_bit::<L>()) << 2;
         let attrs = (bit(INACCESSIBLE) as u16) << 8;
-        MappingFlags::from_bits_valid((perms | PAT_MEM_TYPE[index as usize] << 5) as u16 | attrs)
+        MappingFlags::from_bits_valid((perms | T::MEM_TYPE[index as usize] << 5) as u16 | attrs)
     }
 
     #[inline(always)]

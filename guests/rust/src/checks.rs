@@ -123,6 +123,49 @@ pub fn execute() {
     report("and it still reads", read(CODE).is_some());
 }
 
+/// The mode's memory-type layout, seen through the CPU: one frame mapped as normal memory
+/// and as device memory. An unaligned load goes through normal memory and takes an
+/// alignment fault on device memory (where the architecture faults it: `arch::ALIGNMENT_FAULT`
+/// is that fault's cause), so a leaf whose AttrIndx named the wrong MAIR entry shows here.
+pub fn memory_types() {
+    const NORMAL_VA: u64 = PAGE + 0x2000;
+    const DEVICE_VA: u64 = PAGE + 0x3000;
+    let frame = frames::data_page();
+    poke(frame, 0x8877_6655_4433_2211);
+    poke(frame + 8, 0xff);
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        let flush = pt
+            .map(va(NORMAL_VA), pa(frame), PageSize::SIZE_4K, RW)
+            .expect("map normal");
+        pt.flush(flush);
+        let flush = pt
+            .map(va(DEVICE_VA), pa(frame), PageSize::SIZE_4K, RW | F::DEVICE)
+            .expect("map device");
+        pt.flush(flush);
+    }
+    let normal = read(NORMAL_VA + 1);
+    let device_aligned = read(DEVICE_VA);
+    let device = read(DEVICE_VA + 1);
+    let cause = last_cause();
+    {
+        let mut k = kernel();
+        let pt = pt!(k);
+        for page in [NORMAL_VA, DEVICE_VA] {
+            let (_, flush) = pt.unmap(va(page)).expect("unmap");
+            pt.flush(flush);
+        }
+    }
+    report(
+        "mapped normal under the kernel's MAIR layout, an unaligned load reads; mapped device, it takes an alignment fault",
+        normal == Some(0xff88_7766_5544_3322)
+            && device_aligned == Some(0x8877_6655_4433_2211)
+            && device.is_none()
+            && arch::alignment_fault(cause),
+    );
+}
+
 /// A load through `va` that must fault on an invalid entry: the probe fails and the cause is
 /// the architecture's for a not-present load.
 fn faults_not_present(va: u64) -> bool {

@@ -260,6 +260,9 @@ extern "C" fn kmain() -> ! {
 
     checks::map_protect_remap();
     checks::execute();
+    if arch::DEVICE_ALIGNMENT_FAULTS {
+        checks::memory_types();
+    }
     checks::non_present();
     checks::demand_paging();
     checks::split_live_block();

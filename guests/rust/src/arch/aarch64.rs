@@ -3,12 +3,15 @@
 
 use core::fmt;
 
-use pagetable::{AArch64, Lower, Va48};
+use pagetable::arch::mem_layout::Mair;
+use pagetable::{AArch64, Granule4K, Lower, Va48};
 
 use crate::Access;
 
-/// The paging mode: 48-bit VA, 4 KiB granule, TTBR0.
-pub type Mode = AArch64<Va48, Lower>;
+/// The paging mode: 48-bit VA, 4 KiB granule, TTBR0, and a MAIR layout that is not the
+/// crate's default: device memory at AttrIndx 0, normal at 1, non-cacheable at 2 (the layout
+/// page_table_multiarch's kernels program).
+pub type Mode = AArch64<Va48, Lower, Granule4K, Mair<1, 0, 2>>;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
 /// The PL011 UART, mapped as device memory.
@@ -25,6 +28,14 @@ pub const PROCESS_TABLES: u64 = 4;
 pub const HW_ACCESS_STATE: bool = true;
 /// Splitting a live block needs break-before-make here.
 pub const BREAKS_BEFORE_SPLIT: bool = true;
+/// An unaligned access to device memory takes an alignment fault (QEMU models it).
+pub const DEVICE_ALIGNMENT_FAULTS: bool = true;
+
+/// Whether `esr` is a data abort that an alignment fault caused (DFSC 0b100001).
+pub fn alignment_fault(esr: u64) -> bool {
+    esr >> 26 == 0x25 && esr & 0x3f == 0x21
+}
+
 /// A fetch from a no-execute page faults (and the fault is delivered).
 pub const NX_FETCH_FAULTS: bool = true;
 
@@ -254,7 +265,7 @@ pub unsafe fn mmu_on(ttbr0: u64) {
             "orr {t}, {t}, #(1 << 12)", // I
             "msr sctlr_el1, {t}",
             "isb",
-            mair = in(reg) pagetable::arch::aarch64::MAIR,
+            mair = in(reg) Mode::mair(),
             tcr = in(reg) Mode::tcr_el1(features),
             root = in(reg) ttbr0,
             t = out(reg) _,
@@ -262,13 +273,13 @@ pub unsafe fn mmu_on(ttbr0: u64) {
     };
 }
 
-/// QEMU's TLB keeps no entry across a change of ASID (it drops them all), so an entry of one
-/// address space surviving a switch cannot be seen here.
 /// Every CPU of this architecture tags its TLB entries with an address-space identifier.
 pub fn tlb_ids() -> bool {
     true
 }
 
+/// QEMU's TLB keeps no entry across a change of ASID (it drops them all), so an entry of one
+/// address space surviving a switch cannot be seen here.
 pub const TLB_KEEPS_TAGGED_ENTRIES: bool = false;
 
 /// PSCI SYSTEM_OFF; QEMU virt's conduit at EL1 is HVC.

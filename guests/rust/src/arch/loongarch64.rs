@@ -282,13 +282,22 @@ pub unsafe fn mmu_on(root: u64) {
     };
 }
 
-/// The architectural TLB that QEMU models is tagged: entries of one ASID stay while another
-/// runs, so a stale entry of a switched-out address space can be seen when it comes back.
+/// Device memory takes unaligned accesses here (or QEMU does not fault them): the memory-type
+/// check runs on AArch64 only.
+pub const DEVICE_ALIGNMENT_FAULTS: bool = false;
+
+/// Never asked for here (see `DEVICE_ALIGNMENT_FAULTS`).
+pub fn alignment_fault(_cause: u64) -> bool {
+    false
+}
+
 /// Every CPU of this architecture tags its TLB entries with an address-space identifier.
 pub fn tlb_ids() -> bool {
     true
 }
 
+/// The architectural TLB that QEMU models is tagged: entries of one ASID stay while another
+/// runs, so a stale entry of a switched-out address space can be seen when it comes back.
 pub const TLB_KEEPS_TAGGED_ENTRIES: bool = true;
 
 /// Writes a `ret` at the start of the data page `pa` and makes it visible to fetches.

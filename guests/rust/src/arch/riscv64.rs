@@ -235,13 +235,22 @@ pub unsafe fn mmu_on(satp: u64) {
     unsafe { core::arch::asm!("sfence.vma", "csrw satp, {}", "sfence.vma", in(reg) satp) };
 }
 
-/// QEMU's TLB keeps no entry across a satp write (it drops them all), so an entry of one
-/// address space surviving a switch cannot be seen here.
+/// Device memory takes unaligned accesses here (or QEMU does not fault them): the memory-type
+/// check runs on AArch64 only.
+pub const DEVICE_ALIGNMENT_FAULTS: bool = false;
+
+/// Never asked for here (see `DEVICE_ALIGNMENT_FAULTS`).
+pub fn alignment_fault(_cause: u64) -> bool {
+    false
+}
+
 /// Every CPU of this architecture tags its TLB entries with an address-space identifier.
 pub fn tlb_ids() -> bool {
     true
 }
 
+/// QEMU's TLB keeps no entry across a satp write (it drops them all), so an entry of one
+/// address space surviving a switch cannot be seen here.
 pub const TLB_KEEPS_TAGGED_ENTRIES: bool = false;
 
 /// Ends the machine through the SiFive test device.

@@ -367,6 +367,15 @@ pub unsafe fn mmu_on(cr3: u64) {
     }
 }
 
+/// Device memory takes unaligned accesses here (or QEMU does not fault them): the memory-type
+/// check runs on AArch64 only.
+pub const DEVICE_ALIGNMENT_FAULTS: bool = false;
+
+/// Never asked for here (see `DEVICE_ALIGNMENT_FAULTS`).
+pub fn alignment_fault(_cause: u64) -> bool {
+    false
+}
+
 /// Whether the CPU tags TLB entries: PCIDs (CPUID.1:ECX bit 17) and INVPCID
 /// (CPUID.(7,0):EBX bit 10). QEMU's TCG models neither (its `-cpu max` reports both bits
 /// clear), so under QEMU the address spaces run untagged; a CPU with both runs them tagged.
