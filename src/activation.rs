@@ -100,7 +100,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   for VTTBR_EL2; S-mode for satp and HS-mode for hgatp; PLV0; VMX root operation with
     ///   a current VMCS for EPT.
     /// * The control registers are set as the mode's arch file says its tables assume (for
-    ///   example [`AArch64::tcr_el1`](crate::AArch64::tcr_el1) and the mode's MAIR; CR4.PAE
+    ///   example [`AArch64::tcr`](crate::AArch64::tcr) and the mode's MAIR; CR4.PAE
     ///   and IA32_PAT; PWCL and PWCH), and, when tagged, identifiers are on with at least the
     ///   identifier's width (CR4.PCIDE = 1; TCR_EL1.AS or VTCR_EL2.VS for identifiers above
     ///   255; an ASIDLEN or VMIDLEN that holds it).

@@ -60,14 +60,18 @@ impl MappingFlags {
     ///
     /// [`Arch::INACCESSIBLE_TAG`]: crate::Arch::INACCESSIBLE_TAG
     pub const INACCESSIBLE: Self = Self(1 << 8);
+    /// AArch64 EL3 only ([`El3`](crate::El3)): the leaf maps the non-secure physical address
+    /// space (the descriptor's NS bit) from the secure world's table. Every other mode
+    /// refuses it.
+    pub const NON_SECURE: Self = Self(1 << 9);
 
     /// Every bit but the memory type: permissions, and the attributes.
-    const PERMISSIONS: u16 = 0x19f;
+    const PERMISSIONS: u16 = 0x39f;
     const MEM_SHIFT: u16 = 5;
     const MEM: u16 = 0x60;
 
     /// The raw bits: permissions in bits 0-4, the memory type in bits 5-6, `IGNORE_PAT` in
-    /// bit 7, `INACCESSIBLE` in bit 8.
+    /// bit 7, `INACCESSIBLE` in bit 8, `NON_SECURE` in bit 9.
     #[must_use]
     pub const fn bits(self) -> u16 {
         self.0
@@ -211,6 +215,9 @@ impl fmt::Debug for MappingFlags {
         }
         if self.contains(Self::INACCESSIBLE) {
             f.write_str(" inaccessible")?;
+        }
+        if self.contains(Self::NON_SECURE) {
+            f.write_str(" non-secure")?;
         }
         match self.mem_type() {
             MemType::Normal => Ok(()),

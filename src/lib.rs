@@ -63,8 +63,8 @@ mod state;
 mod tlb;
 
 pub use arch::aarch64::{
-    AArch64, Granule, Granule4K, Granule16K, Granule64K, Lower, Upper, Va36, Va39, Va42, Va47,
-    Va48, VaRange, VaSize,
+    AArch64, El2, El3, Granule, Granule4K, Granule16K, Granule64K, Lower, Regime, Upper, Va36,
+    Va39, Va42, Va47, Va48, VaRange, VaSize,
 };
 pub use arch::aarch64_s2::{AArch64S2, Ipa40, Ipa48, IpaSize};
 pub use arch::loongarch64::LoongArch64;

@@ -9,9 +9,9 @@ use pagetable::arch::mem_layout::{Mair, Pat, ResetPat};
 use pagetable::arch::x86_64::Paging4;
 use pagetable::levels::AtMost;
 use pagetable::{
-    AArch64, AccessState, Arch, Descriptor, EntryKind, Granule4K, HugePages, L1, L2, L3, L4, L5,
-    Level, LoongArch64, Lower, MappingFlags as F, MemType, PageSize, PageTable, PagingError,
-    PhysAddr, Sv39, Sv48, Sv57, TableFrame, Upper, Va39, Va48, X86, X86_64,
+    AArch64, AccessState, Arch, Descriptor, El2, El3, EntryKind, Granule4K, HugePages, L1, L2, L3,
+    L4, L5, Level, LoongArch64, Lower, MappingFlags as F, MemType, PageSize, PageTable,
+    PagingError, PhysAddr, Sv39, Sv48, Sv57, TableFrame, Upper, Va39, Va48, X86, X86_64,
 };
 
 const R: F = F::READ;
@@ -199,6 +199,80 @@ fn aarch64_dirty_state_follows_dbm_and_ap2() {
 #[test]
 fn aarch64_mair_value() {
     assert_eq!(pagetable::arch::aarch64::MAIR, 0x0000_0000_0044_04ff);
+}
+
+// ---- AArch64 EL2 (without VHE) and EL3: AP[1] (bit 6) RES1, no nG, XN bit 54 (no PXN), NS
+// ---- bit 5 at EL3. Every leaf is global; USER has no meaning.
+
+#[test]
+fn aarch64_el2_and_el3_leaves() {
+    // valid 1 + page 2 + AP[1] 0x40 + SH inner 0x300 + AF 0x400 = 0x743; DBM (1 << 51)
+    // + XN (1 << 54) = 0x0048 << 48.
+    assert_eq!(
+        leaf::<AArch64<Va48, El2>, L1>(0x4000_1000, R | W | G),
+        0x0048_0000_4000_1743
+    );
+    // Read-only and executable: + AP[2] 0x80 = 0x7c3, no DBM, no XN.
+    assert_eq!(
+        leaf::<AArch64<Va48, El3>, L1>(0x4000_1000, R | X | G),
+        0x0000_0000_4000_17c3
+    );
+    // EL3, non-secure device memory, 2M block: valid 1 + AttrIndx 1 (4) + NS 0x20 + AP[1] 0x40
+    // + SH outer 0x200 + AF 0x400 = 0x665; DBM + XN.
+    let ns_device = (R | W | G | F::NON_SECURE).with_mem_type(MemType::Device);
+    assert_eq!(
+        leaf::<AArch64<Va48, El3>, L2>(0x4020_0000, ns_device),
+        0x0048_0000_4020_0665
+    );
+    assert_eq!(
+        decode::<AArch64<Va48, El3>, L2>(0x0048_0000_4020_0665).1,
+        ns_device
+    );
+    // Decoded: AP[1] is not EL0 access, the leaf is global, XN is the execute bit.
+    assert_eq!(
+        decode::<AArch64<Va48, El2>, L1>(0x0048_0000_4000_1743).1,
+        R | W | G
+    );
+    assert_eq!(
+        decode::<AArch64<Va48, El2>, L1>(0x0000_0000_4000_17c3).1,
+        R | X | G
+    );
+}
+
+#[test]
+fn aarch64_el2_and_el3_refuse_what_they_cannot_express() {
+    let refused = |flags: F| Err(PagingError::FlagsNotExpressible(flags));
+    // No EL0 in the regime; no non-global leaf without ASIDs; NS only in EL3's secure tables.
+    assert_eq!(
+        Descriptor::<AArch64<Va48, El2>, L1>::leaf(PhysAddr::from(0x1000), R | U | G)
+            .map(|d| d.bits()),
+        refused(R | U | G)
+    );
+    assert_eq!(
+        Descriptor::<AArch64<Va48, El3>, L1>::leaf(PhysAddr::from(0x1000), R | W).map(|d| d.bits()),
+        refused(R | W)
+    );
+    let ns = R | G | F::NON_SECURE;
+    assert_eq!(
+        Descriptor::<AArch64<Va48, El2>, L1>::leaf(PhysAddr::from(0x1000), ns).map(|d| d.bits()),
+        refused(ns)
+    );
+    assert_eq!(
+        Descriptor::<AArch64, L1>::leaf(PhysAddr::from(0x1000), ns).map(|d| d.bits()),
+        refused(ns)
+    );
+    assert_eq!(
+        Descriptor::<X86_64, L1>::leaf(PhysAddr::from(0x1000), ns).map(|d| d.bits()),
+        refused(ns)
+    );
+    assert_eq!(
+        Descriptor::<Sv39, L1>::leaf(PhysAddr::from(0x1000), ns).map(|d| d.bits()),
+        refused(ns)
+    );
+    assert_eq!(
+        Descriptor::<LoongArch64, L1>::leaf(PhysAddr::from(0x1000), ns).map(|d| d.bits()),
+        refused(ns)
+    );
 }
 
 // ---- The memory-type layout a kernel picks (arch::mem_layout): the same flags land on the

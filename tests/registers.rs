@@ -6,9 +6,9 @@
 use memory_addr::{pa, va};
 use pagetable::arch::aarch64_regs::CpuFeatures;
 use pagetable::{
-    AArch64, AArch64S2, Arch, BufferFrames, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48,
-    LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError, Sv39, Sv39x4, Sv48,
-    Sv48x4, Sv57, Upper, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
+    AArch64, AArch64S2, Arch, BufferFrames, El2, El3, Ept, Granule16K, Granule64K, HugePages,
+    Ipa40, Ipa48, LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError, Sv39,
+    Sv39x4, Sv48, Sv48x4, Sv57, Upper, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
 };
 
 /// Where the tables' memory starts: aligned for every root (16 KiB for the x4 modes).
@@ -128,21 +128,15 @@ fn tcr_el1_for_each_half_and_granule() {
     let base = CpuFeatures::BASE;
     // T0SZ 16 (0x10) | IRGN0 1, ORGN0 1, SH0 3 (0x3500) | TG0 4K (0) | EPD1 (0x80_0000)
     // | TG1 4K (2 << 30 = 0x8000_0000) | IPS 48 (5 << 32).
-    assert_eq!(AArch64::<Va48, Lower>::tcr_el1(base), 0x5_8080_3510);
+    assert_eq!(AArch64::<Va48, Lower>::tcr(base), 0x5_8080_3510);
     // T1SZ 16 << 16 | walk attributes << 16 (0x3500_0000) | TG1 4K (0x8000_0000) | EPD0 (0x80)
     // | IPS 48.
-    assert_eq!(AArch64::<Va48, Upper>::tcr_el1(base), 0x5_b510_0080);
+    assert_eq!(AArch64::<Va48, Upper>::tcr(base), 0x5_b510_0080);
     // T0SZ 17 | 0x3500 | TG0 16K (2 << 14 = 0x8000) | EPD1 | TG1 16K (1 << 30) | IPS 48.
-    assert_eq!(
-        AArch64::<Va47, Lower, Granule16K>::tcr_el1(base),
-        0x5_4080_b511
-    );
+    assert_eq!(AArch64::<Va47, Lower, Granule16K>::tcr(base), 0x5_4080_b511);
     // T1SZ 22 << 16 (0x16_0000) | 0x3500_0000 | TG1 64K (3 << 30) | EPD0 | TG0 64K (1 << 14)
     // | IPS 48.
-    assert_eq!(
-        AArch64::<Va42, Upper, Granule64K>::tcr_el1(base),
-        0x5_f516_4080
-    );
+    assert_eq!(AArch64::<Va42, Upper, Granule64K>::tcr(base), 0x5_f516_4080);
     // 40-bit PA (IPS 2), 16-bit ASIDs (AS, bit 36), HA (39), HD (40):
     // 0x19 | 0x3500 | EPD1 | TG1 4K | 2 << 32 | 1 << 36 | 1 << 39 | 1 << 40.
     let all = CpuFeatures {
@@ -152,7 +146,49 @@ fn tcr_el1_for_each_half_and_granule() {
         hw_access: true,
         hw_dirty: true,
     };
-    assert_eq!(AArch64::<Va39, Lower>::tcr_el1(all), 0x192_8080_3519);
+    assert_eq!(AArch64::<Va39, Lower>::tcr(all), 0x192_8080_3519);
+}
+
+#[test]
+fn tcr_el2_and_tcr_el3_for_the_single_level_regimes() {
+    // T0SZ 16 | 0x3500 | TG0 4K | PS 48 (5 << 16) | RES1 bit 23 (0x80_0000) | RES1 bit 31.
+    assert_eq!(AArch64::<Va48, El2>::tcr(CpuFeatures::BASE), 0x8085_3510);
+    assert_eq!(AArch64::<Va48, El3>::tcr(CpuFeatures::BASE), 0x8085_3510);
+    // 40-bit PA (PS 2 << 16), HA (bit 21), HD (bit 22), T0SZ 25, TG0 64K (1 << 14):
+    // 0x19 | 0x3500 | 0x4000 | 0x2_0000 | 0x20_0000 | 0x40_0000 | 0x80_0000 | 0x8000_0000.
+    let f = CpuFeatures {
+        pa_range: 2,
+        asid16: true,
+        vmid16: false,
+        hw_access: true,
+        hw_dirty: true,
+    };
+    assert_eq!(AArch64::<Va42, El2, Granule64K>::tcr(f), 0x80e2_7516);
+    assert_eq!(AArch64::<Va39, El3>::tcr(f), 0x80e2_3519);
+}
+
+#[test]
+fn the_single_level_regimes_have_no_asid() {
+    // TTBR0_EL2 / TTBR0_EL3: the root alone.
+    assert_eq!(root_register::<AArch64<Va48, El2>>(0).0, 0x8000_0000);
+    assert_eq!(
+        (
+            AArch64::<Va48, El2>::TLB_ID_BITS,
+            AArch64::<Va48, El3>::TLB_ID_BITS
+        ),
+        (0, 0)
+    );
+    with_table::<AArch64<Va48, El3>, _>(|pt| {
+        assert_eq!(
+            pt.set_tlb_id(Some(1)),
+            Err(PagingError::TlbIdTooWide { id: 1, bits: 0 })
+        );
+        assert_eq!(pt.tlb_id(), None);
+    });
+    assert_eq!(
+        (AArch64::<Va48, El2>::NAME, AArch64::<Va48, El3>::NAME),
+        ("aarch64-48-el2", "aarch64-48-el3")
+    );
 }
 
 #[test]
@@ -171,7 +207,7 @@ fn cpu_features_from_the_id_registers() {
         }
     );
     // PARange 52 bits is clamped to 48 (IPS 5): the tables hold 48-bit addresses.
-    assert_eq!(AArch64::<Va48, Lower>::tcr_el1(f) >> 32 & 7, 5);
+    assert_eq!(AArch64::<Va48, Lower>::tcr(f) >> 32 & 7, 5);
     assert!(CpuFeatures::from_id_regs(0, 0x2).hw_dirty);
     assert_eq!(CpuFeatures::default(), CpuFeatures::BASE);
 }

@@ -41,6 +41,8 @@ use bitfield_struct::bitfield;
 use memory_addr::VirtAddr;
 use static_assertions::const_assert_eq;
 
+pub use crate::arch::aarch64_regimes::{El2, El3, Lower, Regime, Upper, VaRange};
+use crate::arch::aarch64_regimes::{flush_single, set_ttbr_single, tcr_single};
 use crate::arch::aarch64_regs::{CpuFeatures, EPD0, EPD1, tcr_common, tcr_half};
 use crate::arch::mem_layout::{Mair, MairLayout};
 use crate::arch::{self, Arch, VaSpace, sealed::Sealed};
@@ -217,12 +219,6 @@ pub trait VaSize<G: Granule>:
     const BITS: u32;
 }
 
-/// A VA range of the stage 1 modes: which TTBR the table serves; sealed.
-pub trait VaRange: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
-    /// The addresses it translates.
-    const SPACE: VaSpace;
-}
-
 macro_rules! va_sizes {
     ($($(#[$doc:meta])* $name:ident = $bits:literal: $($granule:ident => $root:ident),*;)*) => {$(
         $(#[$doc])*
@@ -248,23 +244,6 @@ va_sizes! {
     Va39 = 39: Granule4K => L3;
     /// 36-bit VA, 16K granule: two levels from level 2.
     Va36 = 36: Granule16K => L2;
-}
-
-/// The lower range, `[0, 2^n)`, translated through TTBR0_EL1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lower;
-/// The upper range, `[2^64 - 2^n, 2^64)`, translated through TTBR1_EL1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Upper;
-
-impl Sealed for Lower {}
-impl Sealed for Upper {}
-
-impl VaRange for Lower {
-    const SPACE: VaSpace = VaSpace::Lower;
-}
-impl VaRange for Upper {
-    const SPACE: VaSpace = VaSpace::Upper;
 }
 
 /// AArch64 stage 1 translation with granule `G` ([`Granule4K`] by default), VA size `V`
@@ -330,6 +309,17 @@ pub(super) const fn needs_break(old: u64, new: u64, no_break: u64) -> bool {
 /// The software bits, 55-58, in a block or page descriptor (stage 1 and 2 alike).
 pub(super) const SW: u64 = 0b1111 << AArch64Pte::SW_OFFSET;
 
+/// The table descriptor bit that forbids fetches below for a leaf of `user`'s privilege:
+/// UXNTable (bit 60) for EL0, PXNTable (bit 59) for EL1; in a regime with one privilege level
+/// bit 60 is XNTable and bit 59 RES0.
+const fn exec_table_bit(user: bool, regime: Regime) -> u64 {
+    if user || regime.single_level() {
+        UXN_TABLE
+    } else {
+        PXN_TABLE
+    }
+}
+
 /// What a stage 1 leaf may change without break-before-make: AP[2:1], PXN, UXN, AF, DBM and the
 /// software bits.
 const NO_BREAK: u64 = AP_EL0 | AP_RO | PXN | UXN | AF | DBM | SW;
@@ -342,7 +332,16 @@ const fn is_dirty(pte: u64) -> bool {
     pte & SW_DIRTY != 0 || pte & AP_RO == 0
 }
 
-const fn name(granule: u32, bits: u32, upper: bool) -> &'static str {
+const fn name(granule: u32, bits: u32, upper: bool, regime: Regime) -> &'static str {
+    match (regime, granule, bits) {
+        (Regime::El2, 12, 48) => return "aarch64-48-el2",
+        (Regime::El2, 12, 39) => return "aarch64-39-el2",
+        (Regime::El2, ..) => return "aarch64-el2",
+        (Regime::El3, 12, 48) => return "aarch64-48-el3",
+        (Regime::El3, 12, 39) => return "aarch64-39-el3",
+        (Regime::El3, ..) => return "aarch64-el3",
+        (Regime::El10, ..) => {}
+    }
     match (granule, bits, upper) {
         (12, 48, false) => "aarch64-48-ttbr0",
         (12, 48, true) => "aarch64-48-ttbr1",
@@ -366,7 +365,13 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
     type Pte = AArch64Pte;
     type Root = V::Root;
     type MaxLeaf = G::MaxLeaf;
-    const NAME: &'static str = name(G::SHIFT, V::BITS, matches!(R::SPACE, VaSpace::Upper));
+    const NAME: &'static str = name(
+        G::SHIFT,
+        V::BITS,
+        matches!(R::SPACE, VaSpace::Upper),
+        R::REGIME,
+    );
+    const NON_SECURE: bool = matches!(R::REGIME, Regime::El3);
     const PAGE_SHIFT: u32 = G::SHIFT;
     const INDEX_BITS: u32 = G::SHIFT - 3;
     const BREAK_BEFORE_MAKE: bool = true;
@@ -418,7 +423,7 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
         if acc & AP_TABLE_RO != 0 {
             gone |= MappingFlags::WRITE;
         }
-        if acc & if user { UXN_TABLE } else { PXN_TABLE } != 0 {
+        if acc & exec_table_bit(user, R::REGIME) != 0 {
             gone |= MappingFlags::EXECUTE;
         }
         flags.without(gone)
@@ -435,16 +440,23 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
             pte &= !AP_TABLE_RO;
         }
         if flags.contains(MappingFlags::EXECUTE) {
-            pte &= !if user { UXN_TABLE } else { PXN_TABLE };
+            pte &= !exec_table_bit(user, R::REGIME);
         }
         pte
     }
 
     #[inline]
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // EL1 can always read a valid stage 1 mapping: there is no write- or execute-only.
-        // IGNORE_PAT is EPT's.
-        if flags.contains(MappingFlags::READ) && !flags.contains(MappingFlags::IGNORE_PAT) {
+        // IGNORE_PAT is EPT's. A regime with one privilege level has no EL0 access and no
+        // ASIDs: its leaves are global, and only global leaves read back as written.
+        let single = R::REGIME.single_level();
+        let regime_ok = !single
+            || (!flags.contains(MappingFlags::USER) && flags.contains(MappingFlags::GLOBAL));
+        if flags.contains(MappingFlags::READ)
+            && !flags.contains(MappingFlags::IGNORE_PAT)
+            && regime_ok
+        {
             Ok(())
         } else {
             Err(PagingError::FlagsNotExpressible(flags))
@@ -463,25 +475,37 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
         if L::DEPTH == 1 {
             pte |= TABLE_OR_PAGE;
         }
-        let user = flags.contains(MappingFlags::USER);
-        if user {
-            pte |= AP_EL0;
-        }
         // Writable leaves start dirty: DBM set, AP[2] clear.
         pte |= if flags.contains(MappingFlags::WRITE) {
             DBM
         } else {
             AP_RO
         };
-        if !flags.contains(MappingFlags::GLOBAL) {
-            pte |= NG;
+        let execute = flags.contains(MappingFlags::EXECUTE);
+        if R::REGIME.single_level() {
+            // AP[1] is RES1; no nG (no ASIDs); one execute-never bit, XN (bit 54); NS at EL3.
+            pte |= AP_EL0;
+            if !execute {
+                pte |= UXN;
+            }
+            if flags.contains(MappingFlags::NON_SECURE) {
+                pte |= NS;
+            }
+        } else {
+            let user = flags.contains(MappingFlags::USER);
+            if user {
+                pte |= AP_EL0;
+            }
+            if !flags.contains(MappingFlags::GLOBAL) {
+                pte |= NG;
+            }
+            // Execute rights belong to one privilege level: EL0 for user leaves, EL1 otherwise.
+            pte |= match (execute, user) {
+                (false, _) => PXN | UXN,
+                (true, true) => PXN,
+                (true, false) => UXN,
+            };
         }
-        // Execute rights belong to one privilege level: EL0 for user leaves, EL1 otherwise.
-        pte |= match (flags.contains(MappingFlags::EXECUTE), user) {
-            (false, _) => PXN | UXN,
-            (true, true) => PXN,
-            (true, false) => UXN,
-        };
         if flags.contains(MappingFlags::INACCESSIBLE) {
             pte = (pte & !VALID) | INACCESSIBLE;
         }
@@ -497,18 +521,29 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
     #[inline]
     fn leaf_flags<L: Level>(pte: u64) -> MappingFlags {
         let mut flags = MappingFlags::READ;
-        let user = pte & AP_EL0 != 0;
         if is_writable(pte) {
             flags |= MappingFlags::WRITE;
         }
-        if user {
-            flags |= MappingFlags::USER;
-        }
-        if pte & NG == 0 {
+        if R::REGIME.single_level() {
+            // Every leaf of the regime is global; AP[1] is RES1, not EL0 access.
             flags |= MappingFlags::GLOBAL;
-        }
-        if pte & if user { UXN } else { PXN } == 0 {
-            flags |= MappingFlags::EXECUTE;
+            if pte & UXN == 0 {
+                flags |= MappingFlags::EXECUTE;
+            }
+            if Self::NON_SECURE && pte & NS != 0 {
+                flags |= MappingFlags::NON_SECURE;
+            }
+        } else {
+            let user = pte & AP_EL0 != 0;
+            if user {
+                flags |= MappingFlags::USER;
+            }
+            if pte & NG == 0 {
+                flags |= MappingFlags::GLOBAL;
+            }
+            if pte & if user { UXN } else { PXN } == 0 {
+                flags |= MappingFlags::EXECUTE;
+            }
         }
         let index = (pte & ATTR_INDX) >> AArch64Pte::ATTR_INDX_OFFSET;
         // The device index and the indices the layout does not define read as device.
@@ -537,8 +572,10 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
+        // NS is the caller's at EL3 (NON_SECURE), kept as found elsewhere.
+        let ns = if Self::NON_SECURE { 0 } else { NS };
         let keep =
-            Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | NS;
+            Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | ns;
         let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts
@@ -611,10 +648,11 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
         needs_break(old, new, NO_BREAK)
     }
 
-    const TLB_ID_BITS: u32 = 16;
+    const TLB_ID_BITS: u32 = if R::REGIME.single_level() { 0 } else { 16 };
     const TLB_ID_NAME: &'static str = "ASID";
 
     /// TTBR0_EL1 / TTBR1_EL1: BADDR (bits 47:1) = `root`, ASID (bits 63:48) = `id`, CnP clear.
+    /// TTBR0_EL2 / TTBR0_EL3 (no ASID): BADDR alone.
     #[inline]
     fn root_register(root: u64, id: u16) -> u64 {
         root | (id as u64) << 48
@@ -623,18 +661,28 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
     fn flush_in(scope: TlbScope, range: Option<(VirtAddr, usize)>) {
         match scope.id {
             // A table that may hold global leaves flushes them, for every ASID.
-            Some(asid) if !scope.global => flush_asid(asid, range),
+            Some(asid) if !scope.global && !R::REGIME.single_level() => flush_asid(asid, range),
             _ => arch::flush_untagged::<Self>(range),
         }
     }
 
     unsafe fn activate(scope: TlbScope) {
         let ttbr = Self::root_register(scope.root, scope.id.unwrap_or(0));
+        if R::REGIME.single_level() {
+            // SAFETY: forwarded: the caller's contract (`PageTable::activate`), at the
+            // regime's exception level.
+            return unsafe { set_ttbr_single(R::REGIME, ttbr) };
+        }
         // SAFETY: forwarded: the caller's contract (`PageTable::activate`).
         unsafe { set_ttbr_el1(ttbr, R::SPACE == VaSpace::Upper, scope.id.is_some()) }
     }
 
     fn flush_page(va: VirtAddr) {
+        if R::REGIME.single_level() {
+            // VA[55:12], as every TLBI by VA takes it.
+            let page = (va.as_usize() as u64 >> 12) & ((1 << 44) - 1);
+            return flush_single(R::REGIME, Some(page));
+        }
         #[cfg(all(
             target_arch = "aarch64",
             any(target_os = "none", feature = "privileged")
@@ -659,19 +707,23 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
     }
 
     fn flush_all() {
-        #[cfg(all(
-            target_arch = "aarch64",
-            any(target_os = "none", feature = "privileged")
-        ))]
-        // SAFETY: as for `flush_page`, for every EL1 translation.
-        unsafe {
-            core::arch::asm!(
-                "dsb ishst",
-                "tlbi vmalle1is",
-                "dsb ish",
-                "isb",
-                options(nostack, preserves_flags)
-            );
+        if R::REGIME.single_level() {
+            flush_single(R::REGIME, None);
+        } else {
+            #[cfg(all(
+                target_arch = "aarch64",
+                any(target_os = "none", feature = "privileged")
+            ))]
+            // SAFETY: as for `flush_page`, for every EL1 translation.
+            unsafe {
+                core::arch::asm!(
+                    "dsb ishst",
+                    "tlbi vmalle1is",
+                    "dsb ish",
+                    "isb",
+                    options(nostack, preserves_flags)
+                );
+            }
         }
     }
 }
@@ -771,19 +823,28 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> AArch64<V, R, G, M> {
         M::VALUE
     }
 
-    /// TCR_EL1 for this table's half alone: its TnSZ, TGn and walk attributes, the other half's
-    /// walks disabled (EPDn), and IPS, AS, HA and HD from `features` (see
-    /// [`aarch64_regs`](crate::arch::aarch64_regs)). For both halves,
-    /// [`AArch64Pair::tcr_el1`](crate::AArch64Pair::tcr_el1).
+    /// The translation control register of the table's regime.
+    ///
+    /// * [`Lower`], [`Upper`]: TCR_EL1 for this table's half alone: its TnSZ, TGn and walk
+    ///   attributes, the other half's walks disabled (EPDn), and IPS, AS, HA and HD from
+    ///   `features` (see [`aarch64_regs`](crate::arch::aarch64_regs)). For both halves,
+    ///   [`AArch64Pair::tcr_el1`](crate::AArch64Pair::tcr_el1).
+    /// * [`El2`], [`El3`]: TCR_EL2 (without VHE) or TCR_EL3: T0SZ, walk attributes, TG0, PS,
+    ///   HA and HD from `features`, and the RES1 bits 23 and 31.
     ///
     /// ```
     /// use pagetable::arch::aarch64_regs::CpuFeatures;
-    /// use pagetable::{AArch64, Lower, Va48};
+    /// use pagetable::{AArch64, El3, Lower, Va48};
     /// // T0SZ 16, write-back inner-shareable walks, TG0 4K; EPD1 (TG1 4K); IPS 48 bits.
-    /// assert_eq!(AArch64::<Va48, Lower>::tcr_el1(CpuFeatures::BASE), 0x5_8080_3510);
+    /// assert_eq!(AArch64::<Va48, Lower>::tcr(CpuFeatures::BASE), 0x5_8080_3510);
+    /// // T0SZ 16, walks 0x3500, TG0 4K, PS 48 bits (5 << 16), RES1 bits 23 and 31.
+    /// assert_eq!(AArch64::<Va48, El3>::tcr(CpuFeatures::BASE), 0x8085_3510);
     /// ```
     #[must_use]
-    pub const fn tcr_el1(features: CpuFeatures) -> u64 {
+    pub const fn tcr(features: CpuFeatures) -> u64 {
+        if R::REGIME.single_level() {
+            return tcr_single(V::BITS, G::SHIFT, features);
+        }
         let upper = matches!(R::SPACE, VaSpace::Upper);
         let other = if upper {
             EPD0 | tcr_half(V::BITS, G::SHIFT, false) & (3 << 14)

@@ -56,7 +56,7 @@ impl CpuFeatures {
     }
 
     /// IPS / PS: the CPU's size, at most 48 bits.
-    const fn ps(self) -> u64 {
+    pub(crate) const fn ps(self) -> u64 {
         if self.pa_range > PA_48 {
             PA_48 as u64
         } else {
@@ -75,10 +75,10 @@ impl Default for CpuFeatures {
 const PA_48: u8 = 0b101;
 /// IRGN = ORGN = write-back read- and write-allocate, SH = inner shareable: the walk
 /// attributes of one half, at the half's offset.
-const WALK_ATTRS: u64 = 0b01 << 8 | 0b01 << 10 | 0b11 << 12;
+pub(crate) const WALK_ATTRS: u64 = 0b01 << 8 | 0b01 << 10 | 0b11 << 12;
 
 /// TCR_EL1.TG0 (granule shift 12, 14, 16 → 0b00, 0b10, 0b01) and TG1 (→ 0b10, 0b01, 0b11).
-const fn tg(shift: u32, upper: bool) -> u64 {
+pub(crate) const fn tg(shift: u32, upper: bool) -> u64 {
     match (shift, upper) {
         (12, false) => 0b00,
         (14, false) => 0b10,

@@ -207,7 +207,7 @@ impl<I: IpaSize> Arch for AArch64S2<I> {
     }
 
     #[inline]
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         let stage1_only = MappingFlags::USER | MappingFlags::GLOBAL | MappingFlags::IGNORE_PAT;
         if flags.no_access() || flags.intersects(stage1_only) {
             Err(PagingError::FlagsNotExpressible(flags))

@@ -239,7 +239,7 @@ impl Arch for LoongArch64 {
     }
 
     #[inline]
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         if flags.no_access() || flags.contains(MappingFlags::IGNORE_PAT) {
             Err(PagingError::FlagsNotExpressible(flags))
         } else {

@@ -14,6 +14,7 @@ use crate::levels::{EntryKind, HasNext, Level};
 use crate::tlb::TlbScope;
 
 pub mod aarch64;
+pub mod aarch64_regimes;
 pub mod aarch64_regs;
 pub mod aarch64_s2;
 pub mod loongarch64;
@@ -107,12 +108,29 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// The table address held by a table entry.
     fn table_addr(pte: u64) -> u64;
 
-    /// Checks that `flags` can be expressed exactly.
+    /// Whether leaves can map the non-secure physical address space from a secure-world
+    /// table ([`MappingFlags::NON_SECURE`]): the AArch64 EL3 regime only.
+    const NON_SECURE: bool = false;
+
+    /// Checks that `flags` can be expressed exactly: [`NON_SECURE`](Self::NON_SECURE) where
+    /// the mode has it, then the mode's own rules ([`check_mode_flags`](Self::check_mode_flags)).
     ///
     /// # Errors
     ///
     /// [`PagingError::FlagsNotExpressible`] when they cannot.
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError>;
+    #[inline(always)]
+    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+        if flags.contains(MappingFlags::NON_SECURE) && !Self::NON_SECURE {
+            return Err(PagingError::FlagsNotExpressible(flags));
+        }
+        Self::check_mode_flags(flags)
+    }
+    /// The mode's own rules for [`check_flags`](Self::check_flags).
+    ///
+    /// # Errors
+    ///
+    /// [`PagingError::FlagsNotExpressible`] when the mode cannot express `flags`.
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError>;
     /// A new leaf at level `L` with `flags` (already checked) and no address: OR in
     /// [`leaf_addr_bits`](Self::leaf_addr_bits). New leaves start accessed and, if writable,
     /// dirty (see [`AccessState`]).

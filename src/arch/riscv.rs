@@ -259,7 +259,7 @@ impl<M: RiscvMode> Arch for Riscv<M> {
         ppn_addr(pte)
     }
 
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // R = W = X = 0 is a pointer, and W without R is reserved.
         let readable = flags.contains(MappingFlags::READ);
         if flags.no_access()

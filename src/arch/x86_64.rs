@@ -336,7 +336,7 @@ impl<M: X86Mode, T: PatLayout> Arch for X86<M, T> {
         pte
     }
 
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         // A present entry is always readable; IGNORE_PAT is EPT's; uncached (write-combining)
         // memory needs a WC entry in the layout.
         let no_wc = T::UNCACHED > 7 && flags.mem_type() == MemType::Uncached;

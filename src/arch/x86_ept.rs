@@ -204,7 +204,7 @@ impl Arch for Ept {
     }
 
     #[inline]
-    fn check_flags(flags: MappingFlags) -> Result<(), PagingError> {
+    fn check_mode_flags(flags: MappingFlags) -> Result<(), PagingError> {
         let not_ept = MappingFlags::USER | MappingFlags::GLOBAL | MappingFlags::INACCESSIBLE;
         let write_only = flags.contains(MappingFlags::WRITE) && !flags.contains(MappingFlags::READ);
         if flags.no_access() || write_only || flags.intersects(not_ept) {

@@ -266,7 +266,7 @@ pub unsafe fn mmu_on(ttbr0: u64) {
             "msr sctlr_el1, {t}",
             "isb",
             mair = in(reg) Mode::mair(),
-            tcr = in(reg) Mode::tcr_el1(features),
+            tcr = in(reg) Mode::tcr(features),
             root = in(reg) ttbr0,
             t = out(reg) _,
         )
