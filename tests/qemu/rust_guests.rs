@@ -95,6 +95,15 @@ const HYP_PLAN: &[&str] = &[
     "code mapped executable runs in the guest; made non-executable, its fetch exits",
     "unmapped while the guest runs, its load exits again; emptied tables are freed only after the flush",
 ];
+/// The AArch64 hypervisor's own translation, before the plan: EL2 (without VHE) on a table
+/// of the crate's.
+const EL2_OWN: &str = "EL2's own MMU on a table the crate built (AArch64<Va48, El2>): a page remapped live reads its new frame; unmapped, it reads until the crate's TLBI VAE2IS, then faults";
+/// Started at EL3: the secure firmware's checks, before the hypervisor's.
+const EL3_PLAN: &[&str] = &[
+    "EL3's MMU on a table the crate built (AArch64<Va48, El3>): the firmware runs on it",
+    "at EL3, a page remapped live reads its new frame; unmapped, it reads until the crate's TLBI VAE3IS, then faults",
+    "secure-only RAM reads through a secure leaf and faults through a NON_SECURE one (NS bit 5)",
+];
 const HYP_PROTECT: &str =
     "made read-only in stage 2 while the guest runs, the guest's store exits and its load works";
 
@@ -248,6 +257,14 @@ const AARCH64_HYP: Guest = Guest {
     ..AARCH64
 };
 
+/// The same hypervisor started at EL3 (`secure=on`, loaded as firmware with QEMU's generic
+/// loader, so the CPU starts in its reset state): its EL3 checks, then down to EL2.
+const AARCH64_EL3: Guest = Guest {
+    arch: "aarch64-el3",
+    machine: &["-M", "virt,virtualization=on,secure=on", "-cpu", "max"],
+    ..AARCH64_HYP
+};
+
 /// The RISC-V hypervisor in HS-mode, its guest in VS-mode on the crate's Sv39x4 G-stage.
 const RISCV64_HYP: Guest = Guest {
     arch: "riscv64-hs",
@@ -331,7 +348,15 @@ impl Guest {
         let (lines, done) = run(self.qemu, self.machine, self.cpus, &kernel);
         assert!(done, "{} guest: no DONE; it printed {lines:#?}", self.arch);
         let plan = if self.bin == "pagetable-hyp" {
-            HYP_PLAN.to_vec()
+            let mut plan = vec![];
+            if self.machine.iter().any(|m| m.contains("secure=on")) {
+                plan.extend_from_slice(EL3_PLAN);
+            }
+            if self.target.starts_with("aarch64") {
+                plan.push(EL2_OWN);
+            }
+            plan.extend_from_slice(HYP_PLAN);
+            plan
         } else {
             plan(self)
         };
@@ -428,8 +453,16 @@ fn run(qemu: &str, machine: &[&str], cpus: usize, kernel: &Path) -> (Vec<String>
             "none",
             "-no-reboot",
         ])
-        .arg("-kernel")
-        .arg(kernel)
+        // `secure=on`: loaded as firmware, so the CPU starts at EL3 (`-kernel` would start it
+        // at EL2, as a boot loader would).
+        .args(if machine.iter().any(|m| m.contains("secure=on")) {
+            vec![
+                "-device".to_string(),
+                format!("loader,file={},cpu-num=0", kernel.display()),
+            ]
+        } else {
+            vec!["-kernel".to_string(), kernel.display().to_string()]
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -605,6 +638,11 @@ fn rust_guest_loongarch64_fails_without_its_shootdown() {
 #[test]
 fn rust_hypervisor_aarch64_edits_the_stage_2_its_guest_runs_on() {
     AARCH64_HYP.passes_its_plan();
+}
+
+#[test]
+fn rust_firmware_aarch64_runs_on_an_el3_table_then_the_hypervisor_at_el2() {
+    AARCH64_EL3.passes_its_plan();
 }
 
 #[test]

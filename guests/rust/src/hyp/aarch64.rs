@@ -6,10 +6,15 @@ use core::fmt;
 
 pub use crate::shared::{Console, write_ret};
 
-use pagetable::{AArch64S2, Ipa40};
+use pagetable::arch::aarch64_regs::CpuFeatures;
+use pagetable::{AArch64, AArch64S2, El2, El3, Ipa40, PageTable, PagingHandler, Va48};
 
 /// Stage 2 with a 40-bit IPA space.
 pub type Mode = AArch64S2<Ipa40>;
+/// The hypervisor's own translation: the EL2 regime without VHE, 48-bit VA.
+pub type El2Mode = AArch64<Va48, El2>;
+/// The secure firmware's translation, when the machine starts at EL3.
+pub type El3Mode = AArch64<Va48, El3>;
 /// QEMU virt's RAM.
 pub const RAM: u64 = 0x4000_0000;
 
@@ -26,12 +31,64 @@ core::arch::global_asm!(
     "_start:",
     "    ldr x30, =__stack_top",
     "    mov sp, x30",
+    // Started at EL3 (QEMU `secure=on`, loaded as firmware): the EL3 checks on the EL3 table
+    // first, then down to EL2 (non-secure, AArch64, HVC enabled) where the hypervisor starts.
+    "    mrs x0, CurrentEL",
+    "    cmp x0, #(3 << 2)",
+    "    b.ne el2_start",
+    "    adr x0, el3_vectors",
+    "    msr vbar_el3, x0",
+    "    isb",
+    "    bl el3_main",
+    "    mov x0, #0x531", // SCR_EL3: NS, RES1 bits 4 and 5, HCE, RW
+    "    msr scr_el3, x0",
+    "    mov x0, #0x3c9", // SPSR_EL3: EL2h, DAIF masked
+    "    msr spsr_el3, x0",
+    "    adr x0, el2_start",
+    "    msr elr_el3, x0",
+    "    isb",
+    "    eret",
+    "el2_start:",
+    "    ldr x30, =__stack_top",
+    "    mov sp, x30",
     "    adr x0, hyp_vectors",
     "    msr vbar_el2, x0",
     "    isb",
     "    bl hyp_main",
     "1:  wfe",
     "    b 1b",
+    // EL3's vectors: a synchronous exception at EL3 is a probe's fault (`probe`): noted, and
+    // the probe's load skipped.
+    ".balign 2048",
+    "el3_vectors:",
+    ".rept 4",
+    ".balign 128",
+    "b .",
+    ".endr",
+    ".balign 128",
+    "    adr x16, probe_faulted",
+    "    mov x17, #1",
+    "    str x17, [x16]",
+    "    mrs x16, elr_el3",
+    "    add x16, x16, #4",
+    "    msr elr_el3, x16",
+    "    eret",
+    ".rept 3",
+    ".balign 128",
+    "b .",
+    ".endr",
+    ".rept 8",
+    ".balign 128",
+    "b .",
+    ".endr",
+    // probe(addr): the load at `addr` (at `probe_at`), or 0 if it faulted; EL2 and EL3.
+    ".global probe",
+    "probe:",
+    "    mov x1, x0",
+    "    mov x0, #0",
+    "probe_at:",
+    "    ldr x0, [x1]",
+    "    ret",
     ".balign 2048",
     "hyp_vectors:",
     ".rept 4",
@@ -126,7 +183,23 @@ core::arch::global_asm!(
     "    ldp x29, x30, [sp, #80]",
     "    ldp x19, x20, [sp], #96",
     "    ret",
+    // An exception of the hypervisor's own: a probe's fault (noted, the load skipped), or a
+    // bug.
     "hyp_fault:",
+    "    stp x16, x17, [sp, #-16]!",
+    "    adr x16, probe_at",
+    "    mrs x17, elr_el2",
+    "    cmp x16, x17",
+    "    b.ne 1f",
+    "    adr x16, probe_faulted",
+    "    mov x17, #1",
+    "    str x17, [x16]",
+    "    mrs x16, elr_el2",
+    "    add x16, x16, #4",
+    "    msr elr_el2, x16",
+    "    ldp x16, x17, [sp], #16",
+    "    eret",
+    "1:  ldp x16, x17, [sp], #16",
     "    mrs x0, esr_el2",
     "    mrs x1, far_el2",
     "    mrs x2, elr_el2",
@@ -288,4 +361,91 @@ pub fn image_end() -> u64 {
 pub fn power_off() -> ! {
     // SAFETY: ends the machine.
     unsafe { core::arch::asm!("smc #0", in("x0") 0x8400_0008u64, options(noreturn)) }
+}
+
+/// This CPU's translation features, from its ID registers.
+pub fn features() -> CpuFeatures {
+    let (mmfr0, mmfr1): (u64, u64);
+    // SAFETY: reads ID registers.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", "mrs {}, id_aa64mmfr1_el1", out(reg) mmfr0, out(reg) mmfr1)
+    };
+    CpuFeatures::from_id_regs(mmfr0, mmfr1)
+}
+
+/// Turns EL2's own MMU on with `pt`: MAIR_EL2 and TCR_EL2 as the crate composes them, then
+/// the table's `activate` (TTBR0_EL2, the EL2 TLB dropped), then SCTLR_EL2.M, C and I.
+///
+/// # Safety
+///
+/// `pt` maps the hypervisor's code, stack, data, frames and console one to one, and stays
+/// alive and live as long as EL2 runs translated.
+pub unsafe fn el2_mmu_on<H: PagingHandler>(pt: &PageTable<El2Mode, H>) {
+    // SAFETY: the caller's table translates everything that runs next, at the same address.
+    unsafe {
+        core::arch::asm!(
+            "msr mair_el2, {mair}",
+            "msr tcr_el2, {tcr}",
+            "isb",
+            mair = in(reg) El2Mode::mair(),
+            tcr = in(reg) El2Mode::tcr(features()),
+        );
+        pt.activate();
+        core::arch::asm!(
+            "mrs {t}, sctlr_el2",
+            "orr {t}, {t}, #1",
+            "orr {t}, {t}, #(1 << 2)",
+            "orr {t}, {t}, #(1 << 12)",
+            "msr sctlr_el2, {t}",
+            "isb",
+            t = out(reg) _,
+        );
+    }
+}
+
+/// Turns EL3's MMU on with `pt`, as `el2_mmu_on` does for EL2.
+///
+/// # Safety
+///
+/// At EL3; `pt` maps the code, stack, data and console one to one and stays alive and live
+/// while EL3 runs translated.
+pub unsafe fn el3_mmu_on<H: PagingHandler>(pt: &PageTable<El3Mode, H>) {
+    // SAFETY: as for `el2_mmu_on`.
+    unsafe {
+        core::arch::asm!(
+            "msr mair_el3, {mair}",
+            "msr tcr_el3, {tcr}",
+            "isb",
+            mair = in(reg) El3Mode::mair(),
+            tcr = in(reg) El3Mode::tcr(features()),
+        );
+        pt.activate();
+        core::arch::asm!(
+            "mrs {t}, sctlr_el3",
+            "orr {t}, {t}, #1",
+            "orr {t}, {t}, #(1 << 2)",
+            "orr {t}, {t}, #(1 << 12)",
+            "msr sctlr_el3, {t}",
+            "isb",
+            t = out(reg) _,
+        );
+    }
+}
+
+/// Set by the vector (EL2's or EL3's) when a probe faulted.
+#[unsafe(no_mangle)]
+static mut probe_faulted: u64 = 0;
+
+unsafe extern "C" {
+    fn probe(addr: u64) -> u64;
+}
+
+/// A load from `addr` at EL2 or EL3, or `None` if it faulted.
+pub fn read(addr: u64) -> Option<u64> {
+    // SAFETY: the flag is only written by the vector, while this code waits on the probe.
+    unsafe { core::ptr::write_volatile(&raw mut probe_faulted, 0) };
+    // SAFETY: a fault of the probe's load is caught by the vector, which skips it.
+    let value = unsafe { probe(addr) };
+    // SAFETY: as above.
+    (unsafe { core::ptr::read_volatile(&raw const probe_faulted) } == 0).then_some(value)
 }

@@ -14,6 +14,8 @@
 #[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
 #[cfg_attr(target_arch = "riscv64", path = "riscv64.rs")]
 mod arch;
+#[cfg(target_arch = "aarch64")]
+mod el3;
 #[cfg_attr(target_arch = "aarch64", path = "../shared/aarch64.rs")]
 #[cfg_attr(target_arch = "riscv64", path = "../shared/riscv64.rs")]
 mod shared;
@@ -92,11 +94,71 @@ pub fn data_page() -> u64 {
     pa
 }
 
+/// AArch64: the hypervisor's own EL2 translation on a table the crate built, from here on;
+/// a page remapped live through it, seen through EL2's MMU.
+#[cfg(target_arch = "aarch64")]
+fn el2_translation() {
+    let mut own = PageTable::<arch::El2Mode, Frames>::new(Frames).expect("an EL2 root");
+    let rwx = F::READ | F::WRITE | F::EXECUTE | F::GLOBAL;
+    // QEMU virt's RAM, one to one (the image, its frames, the guest's RAM), and the console.
+    own.map_region(
+        va(arch::RAM),
+        pa(arch::RAM),
+        1 << 30,
+        rwx,
+        HugePages::Allowed,
+    )
+    .expect("RAM")
+    .ignore();
+    let device = (F::READ | F::WRITE | F::GLOBAL).with_mem_type(pagetable::MemType::Device);
+    own.map(
+        va(shared::UART),
+        pa(shared::UART),
+        PageSize::SIZE_4K,
+        device,
+    )
+    .expect("the console")
+    .ignore();
+    let (old, new) = (data_page(), data_page());
+    // SAFETY: the hypervisor's data pages, untranslated still.
+    unsafe {
+        core::ptr::write_volatile(old as *mut u64, 0x2121);
+        core::ptr::write_volatile(new as *mut u64, 0x2222);
+    }
+    const PAGE_VA: u64 = 0x2_0000_0000;
+    own.map(va(PAGE_VA), pa(old), PageSize::SIZE_4K, F::READ | F::GLOBAL)
+        .expect("the page")
+        .ignore();
+    own.set_liveness(Liveness::Live);
+    // SAFETY: the table maps the code, stack, data, frames and console one to one, and is
+    // leaked below: it stays as long as EL2 runs translated.
+    unsafe { arch::el2_mmu_on(&own) };
+    let first = arch::read(PAGE_VA);
+    // Break-before-make (a new output address): the break's flush is the crate's TLBI VAE2IS.
+    let flush = own.remap(va(PAGE_VA), pa(new)).expect("remap");
+    own.flush(flush);
+    let moved = arch::read(PAGE_VA);
+    let (_, flush) = own.unmap(va(PAGE_VA)).expect("unmap");
+    let stale = arch::read(PAGE_VA);
+    own.flush(flush);
+    let gone = arch::read(PAGE_VA);
+    report(
+        "EL2's own MMU on a table the crate built (AArch64<Va48, El2>): a page remapped live reads its new frame; unmapped, it reads until the crate's TLBI VAE2IS, then faults",
+        first == Some(0x2121) && moved == Some(0x2222) && stale == Some(0x2222) && gone.is_none(),
+    );
+    core::mem::forget(own);
+}
+
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub fn va(addr: u64) -> VirtAddr {
+    VirtAddr::from(addr as usize)
+}
+
 fn ipa(addr: u64) -> VirtAddr {
     VirtAddr::from(addr as usize)
 }
 
-fn pa(addr: u64) -> PhysAddr {
+pub fn pa(addr: u64) -> PhysAddr {
     PhysAddr::from(addr as usize)
 }
 
@@ -139,7 +201,7 @@ fn guest(probe: Probe, addr: u64, value: u64) -> Option<u64> {
     (!FAULTED.load(Ordering::SeqCst)).then_some(result)
 }
 
-fn report(what: &str, ok: bool) {
+pub fn report(what: &str, ok: bool) {
     let _ = writeln!(Console, "guest: {} {what}", if ok { "ok" } else { "FAIL" });
 }
 
@@ -148,6 +210,8 @@ extern "C" fn hyp_main() -> ! {
     let image_end = arch::image_end();
     NEXT.store(image_end, Ordering::SeqCst);
     DATA.store(TABLES_END, Ordering::SeqCst);
+    #[cfg(target_arch = "aarch64")]
+    el2_translation();
     let mut pt = Stage2::new(Frames).expect("a stage 2 root");
     pt.map_region(
         ipa(arch::RAM),
