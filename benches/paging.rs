@@ -209,8 +209,9 @@ fn per_page<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-fn va(x: usize) -> pagetable::VirtAddr {
-    pagetable::VirtAddr::from(black_box(x))
+/// `x` as the input address the call wants (a `VirtAddr`, or a stage 2 `GuestPhysAddr`).
+fn va<T: From<usize>>(x: usize) -> T {
+    T::from(black_box(x))
 }
 fn pa(x: usize) -> pagetable::PhysAddr {
     pagetable::PhysAddr::from(black_box(x))

@@ -42,7 +42,7 @@ fn build<A: Arch>(title: &str, layout: &Layout) -> Result<(), PagingError> {
     let mut memory = vec![0u64; 256 * 512];
     let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
     let mut pt = PageTable::<A, _>::new(frames)?;
-    let (va, pa) = (|x: usize| VirtAddr::from(x), |x: usize| PhysAddr::from(x));
+    let (va, pa) = (|x: usize| A::Addr::from(x), |x: usize| PhysAddr::from(x));
     let kernel = F::GLOBAL;
     let huge = HugePages::Allowed;
     let page = 1usize << A::PAGE_SHIFT;
@@ -308,7 +308,7 @@ fn guest<A: Arch>(title: &str) -> Result<(), PagingError> {
     let mut memory = vec![0u64; 64 * 512];
     let frames = BufferFrames::new(&mut memory, PhysAddr::from(0x1_0000_0000)).expect("buffer");
     let mut pt = PageTable::<A, _>::new(frames)?;
-    let (gpa, hpa) = (|x: usize| VirtAddr::from(x), |x: usize| PhysAddr::from(x));
+    let (gpa, hpa) = (|x: usize| A::Addr::from(x), |x: usize| PhysAddr::from(x));
     let ram = F::READ | F::WRITE | F::EXECUTE;
     let flush = pt.map_region(
         gpa(0x8000_0000),

@@ -3,9 +3,9 @@
 
 use core::fmt;
 
-use memory_addr::{PhysAddr, VirtAddr};
+use memory_addr::PhysAddr;
 
-use crate::arch::Arch;
+use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::{MappingFlags, PageSize};
 use crate::flush::Flush;
@@ -130,11 +130,12 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// As for [`PageTable::map`].
     pub fn map(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         pa: PhysAddr,
         size: PageSize,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         if size.bytes() as u64 == Self::PAGE {
             // An aligned address in the remembered, unborrowed span passes every check of
             // `PageTable::map` on the virtual side; the others follow in its order.
@@ -165,11 +166,11 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
                 unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(raw_pa)) };
                 return Ok(Flush::range(s, s + Self::PAGE));
             }
-            return self.pt.map(va, pa, size, flags);
+            return self.pt.map(arch::from_va::<A>(va), pa, size, flags);
         }
         // A larger leaf may replace an empty table, which is then freed: forget it.
         self.forget();
-        self.pt.map(va, pa, size, flags)
+        self.pt.map(arch::from_va::<A>(va), pa, size, flags)
     }
 
     /// [`PageTable::query`], one load for an address next to the last one.
@@ -177,10 +178,11 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// # Errors
     ///
     /// As for [`PageTable::query`].
-    pub fn query(&mut self, va: VirtAddr) -> Result<Translation, PagingError> {
+    pub fn query(&mut self, va: A::Addr) -> Result<Translation<A::Addr>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         let Some((t, _, path)) = self.last_table(folded, None) else {
-            return self.pt.query(va);
+            return self.pt.query(arch::from_va::<A>(va));
         };
         // SAFETY: masked index; the table is live (see `last_table`).
         let pte = unsafe { t.load(TableRef::<A, L1>::index(folded)) };
@@ -194,9 +196,10 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// # Errors
     ///
     /// As for [`PageTable::unmap`].
-    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, Flush<A>), PagingError> {
+    pub fn unmap(&mut self, va: A::Addr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
+        let va = arch::to_va::<A>(va);
         self.forget();
-        self.pt.unmap(va)
+        self.pt.unmap(arch::from_va::<A>(va))
     }
 
     /// [`PageTable::protect`].
@@ -204,8 +207,9 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// # Errors
     ///
     /// As for [`PageTable::protect`].
-    pub fn protect(&mut self, va: VirtAddr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
-        self.pt.protect(va, flags)
+    pub fn protect(&mut self, va: A::Addr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
+        self.pt.protect(arch::from_va::<A>(va), flags)
     }
 }
 

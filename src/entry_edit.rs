@@ -4,7 +4,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use memory_addr::{PhysAddr, VirtAddr};
+use memory_addr::PhysAddr;
 
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -66,8 +66,8 @@ impl<A: Arch> EntryEdit<A> {
 
     /// The first address of the entry's span.
     #[must_use]
-    pub fn va(&self) -> VirtAddr {
-        A::unfold(self.va)
+    pub fn va(&self) -> A::Addr {
+        arch::from_va::<A>(A::unfold(self.va))
     }
 
     /// The size the entry maps (a marker: one granule page).
@@ -110,7 +110,7 @@ impl<A: Arch> EntryEdit<A> {
     ///   asked for then.
     pub fn set_flags(&mut self, flags: MappingFlags) -> Result<(), PagingError> {
         if self.kind != EntryKind::Leaf {
-            return Err(PagingError::NotMapped(self.va()));
+            return Err(PagingError::NotMapped(A::unfold(self.va)));
         }
         A::check_flags(flags)?;
         let new = (self.protect)(self.old, flags);
@@ -118,7 +118,7 @@ impl<A: Arch> EntryEdit<A> {
             && self.liveness == Liveness::LiveNoBreak
             && (self.needs_break)(self.old, new)
         {
-            return Err(PagingError::NeedsBreak(self.va()));
+            return Err(PagingError::NeedsBreak(A::unfold(self.va)));
         }
         self.flags = Some(flags);
         Ok(())
@@ -132,7 +132,7 @@ impl<A: Arch> EntryEdit<A> {
     /// * [`PagingError::NotMapped`] for a marker.
     pub fn set_soft_bits(&mut self, value: u64) -> Result<(), PagingError> {
         if self.kind != EntryKind::Leaf {
-            return Err(PagingError::NotMapped(self.va()));
+            return Err(PagingError::NotMapped(A::unfold(self.va)));
         }
         if value >> arch::soft_bits::<A>() != 0 {
             return Err(PagingError::SoftBitsTooWide(value));
@@ -163,7 +163,7 @@ impl<A: Arch> EntryEdit<A> {
     /// * [`PagingError::NotMarker`] for a leaf.
     pub fn set_marker(&mut self, payload: u64) -> Result<(), PagingError> {
         if self.kind != EntryKind::Marker {
-            return Err(PagingError::NotMarker(self.va()));
+            return Err(PagingError::NotMarker(A::unfold(self.va)));
         }
         let entry = arch::marker_entry::<A>(payload).ok_or(PagingError::PayloadTooWide(payload))?;
         self.marker = Some(entry);
@@ -256,10 +256,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   allocated. Then `f` is not called and nothing changed.
     pub fn modify_range(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
         f: impl FnMut(&mut EntryEdit<A>),
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let page = 1u64 << A::PAGE_SHIFT;
         let (s, e) = self.check_range(va, len, page)?;
         let root = self.root_ref();

@@ -3,8 +3,6 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use memory_addr::VirtAddr;
-
 use crate::arch::{Arch, VaSpace};
 use crate::retired::{Chain, Retired};
 use crate::tlb::TlbScope;
@@ -127,12 +125,16 @@ impl<A: Arch> Flush<A> {
                 && (self.start ^ (self.end - 1)) >> (A::VA_BITS - 1) != 0)
     }
 
-    /// The virtual range `(start, len)` to flush; `None` when empty or flushing everything.
-    pub fn va_range(&self) -> Option<(VirtAddr, usize)> {
+    /// The input range `(start, len)` to flush (virtual for stage 1, guest-physical for
+    /// stage 2); `None` when empty or flushing everything.
+    pub fn va_range(&self) -> Option<(A::Addr, usize)> {
         if self.is_empty() || self.is_all() {
             return None;
         }
-        Some((A::unfold(self.start), (self.end - self.start) as usize))
+        Some((
+            crate::arch::from_va::<A>(A::unfold(self.start)),
+            (self.end - self.start) as usize,
+        ))
     }
 
     fn pages(&self) -> u64 {
@@ -186,6 +188,7 @@ impl<A: Arch> Flush<A> {
         if self.is_all() {
             A::flush_in(scope, None);
         } else if let Some((start, len)) = self.va_range() {
+            let start = memory_addr::VirtAddr::from(start.into());
             A::flush_in(scope, Some((start, len >> A::PAGE_SHIFT)));
         }
         Retired {
@@ -222,6 +225,7 @@ impl<A: Arch> fmt::Debug for Flush<A> {
         if self.is_all() {
             write!(f, "Flush(all)")
         } else if let Some((va, len)) = self.va_range() {
+            let va: usize = va.into();
             write!(f, "Flush({va:#x} + {len:#x})")
         } else {
             write!(f, "Flush(none)")

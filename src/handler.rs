@@ -69,9 +69,9 @@ pub unsafe trait PagingHandler {
     /// ([`Arch::flush_page`]: on AArch64 `DSB`, `TLBI VAAE1IS` (stage 2: `TLBI IPAS2E1IS` and
     /// `TLBI VMALLE1IS`), `DSB`), which removes a block's entry as well as a page's. Override it
     /// to invalidate by ASID or VMID, or to reach CPUs the broadcast does not.
-    fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
+    fn break_flush<A: Arch>(&mut self, va: A::Addr, size: usize) {
         let _ = size;
-        A::flush_page(va);
+        A::flush_page(VirtAddr::from(va.into()));
     }
 
     /// Whether the table of `bytes` at `pa` is this handler's to take back: one that

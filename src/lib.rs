@@ -44,6 +44,7 @@
 extern crate std;
 
 mod activation;
+mod addr;
 pub mod arch;
 mod cursor;
 mod entry_edit;
@@ -62,6 +63,7 @@ mod size;
 mod state;
 mod tlb;
 
+pub use addr::GuestPhysAddr;
 pub use arch::aarch64::{
     AArch64, El2, El3, Granule, Granule4K, Granule16K, Granule64K, Lower, Regime, Upper, Va36,
     Va39, Va42, Va47, Va48, VaRange, VaSize,

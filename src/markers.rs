@@ -14,10 +14,10 @@ use crate::page_table::{PageTable, Translation};
 
 /// What [`PageTable::lookup`] finds at an address: what a page-fault handler asks first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub enum Lookup<Addr = VirtAddr> {
     /// A leaf translates the address (it may be
     /// [`INACCESSIBLE`](crate::MappingFlags::INACCESSIBLE)).
-    Mapped(Translation),
+    Mapped(Translation<Addr>),
     /// A marker holds the address's page, with this payload.
     Marker(u64),
     /// Nothing: no leaf, no marker.
@@ -82,7 +82,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
     /// * [`PagingError::AlreadyMapped`] if a leaf maps `va`.
     /// * [`PagingError::OutOfFrames`] if a table on the way cannot be allocated.
-    pub fn set_marker(&mut self, va: VirtAddr, payload: u64) -> Result<(), PagingError> {
+    pub fn set_marker(&mut self, va: A::Addr, payload: u64) -> Result<(), PagingError> {
+        let va = arch::to_va::<A>(va);
         let page = 1u64 << A::PAGE_SHIFT;
         let (s, _) = self.check_range(va, page as usize, page)?;
         let entry = arch::marker_entry::<A>(payload).ok_or(PagingError::PayloadTooWide(payload))?;
@@ -124,10 +125,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::NotCanonical`] if the table does not translate `va`.
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
     /// * [`PagingError::NotMarker`] if no marker is there.
-    pub fn take_marker(&mut self, va: VirtAddr) -> Result<(u64, Flush<A>), PagingError> {
+    pub fn take_marker(&mut self, va: A::Addr) -> Result<(u64, Flush<A>), PagingError> {
+        let va = arch::to_va::<A>(va);
         let page = 1u64 << A::PAGE_SHIFT;
         let (s, e) = self.check_range(va, page as usize, page)?;
-        let Lookup::Marker(payload) = self.lookup(va)? else {
+        let Lookup::Marker(payload) = self.lookup(arch::from_va::<A>(va))? else {
             return Err(PagingError::NotMarker(va));
         };
         let (root, ctx) = (self.root_ref(), self.ctx());
@@ -146,8 +148,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// # Errors
     ///
     /// [`PagingError::NotCanonical`] if the table does not translate `va`.
-    pub fn lookup(&self, va: VirtAddr) -> Result<Lookup, PagingError> {
-        match self.query(va) {
+    pub fn lookup(&self, va: A::Addr) -> Result<Lookup<A::Addr>, PagingError> {
+        let va = arch::to_va::<A>(va);
+        match self.query(arch::from_va::<A>(va)) {
             Ok(t) => return Ok(Lookup::Mapped(t)),
             Err(PagingError::NotMapped(_)) => {}
             Err(e) => return Err(e),

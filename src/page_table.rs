@@ -27,9 +27,10 @@ pub enum HugePages {
     Never,
 }
 
-/// What [`PageTable::query`] finds at an address.
+/// What [`PageTable::query`] finds at an address; `Addr` is the table's input address
+/// ([`Arch::Addr`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Translation {
+pub struct Translation<Addr = VirtAddr> {
     /// The physical address the queried address translates to (page offset applied).
     pub pa: PhysAddr,
     /// The flags of the leaf.
@@ -39,14 +40,15 @@ pub struct Translation {
     /// What the hardware recorded in the leaf.
     pub state: AccessState,
     /// The first address of the leaf.
-    pub leaf_va: VirtAddr,
+    pub leaf_va: Addr,
 }
 
-/// One leaf, as [`PageTable::for_each_mapping`] and [`PageTable::unmap`] report it.
+/// One leaf, as [`PageTable::for_each_mapping`] and [`PageTable::unmap`] report it; `Addr` is
+/// the table's input address ([`Arch::Addr`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// The first virtual address of the leaf (sign-extended where the mode is).
-    pub va: VirtAddr,
+pub struct Mapping<Addr = VirtAddr> {
+    /// The first input address of the leaf (sign-extended where the mode is).
+    pub va: Addr,
     /// The first physical address of the leaf.
     pub pa: PhysAddr,
     /// The size of the leaf.
@@ -60,22 +62,22 @@ pub struct Mapping {
 /// What [`PageTable::unmap_region_with`] clears: a leaf, or a marker
 /// ([`PageTable::set_marker`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cleared {
+pub enum Cleared<Addr = VirtAddr> {
     /// A leaf, as it was when the swap that cleared it returned it.
-    Leaf(Mapping),
+    Leaf(Mapping<Addr>),
     /// A marker at this page, with its payload.
     Marker {
         /// The page's first address.
-        va: VirtAddr,
+        va: Addr,
         /// What the marker held.
         payload: u64,
     },
 }
 
-impl Cleared {
+impl<Addr> Cleared<Addr> {
     /// The leaf, if this is one.
     #[must_use]
-    pub fn leaf(self) -> Option<Mapping> {
+    pub fn leaf(self) -> Option<Mapping<Addr>> {
         match self {
             Cleared::Leaf(m) => Some(m),
             Cleared::Marker { .. } => None,
@@ -83,23 +85,23 @@ impl Cleared {
     }
 }
 
-impl Translation {
+impl<Addr: memory_addr::MemoryAddr> Translation<Addr> {
     /// What `leaf` says of folded address `va` inside it.
-    pub(crate) fn from_raw<A: Arch>(leaf: RawLeaf, va: u64) -> Self {
+    pub(crate) fn from_raw<A: Arch<Addr = Addr>>(leaf: RawLeaf, va: u64) -> Self {
         Translation {
             pa: PhysAddr::from((leaf.pa + (va - leaf.va)) as usize),
             flags: leaf.flags,
             size: leaf.size,
             state: leaf.state,
-            leaf_va: A::unfold(leaf.va),
+            leaf_va: arch::from_va::<A>(A::unfold(leaf.va)),
         }
     }
 }
 
-impl Mapping {
-    fn from_raw<A: Arch>(leaf: RawLeaf) -> Self {
+impl<Addr: memory_addr::MemoryAddr> Mapping<Addr> {
+    pub(crate) fn from_raw<A: Arch<Addr = Addr>>(leaf: RawLeaf) -> Self {
         Self {
-            va: A::unfold(leaf.va),
+            va: arch::from_va::<A>(A::unfold(leaf.va)),
             pa: PhysAddr::from(leaf.pa as usize),
             size: leaf.size,
             flags: leaf.flags,
@@ -303,7 +305,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///
     /// * [`PagingError::NotCanonical`] if the table does not translate `va`.
     /// * [`PagingError::NotMapped`] if no leaf translates it.
-    pub fn query(&self, va: VirtAddr) -> Result<Translation, PagingError> {
+    pub fn query(&self, va: A::Addr) -> Result<Translation<A::Addr>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         // SAFETY: the root is live and ours (or borrowed, which we may read).
         let leaf = unsafe { walk::query::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
@@ -327,11 +330,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::OutOfFrames`] if a table on the way cannot be allocated.
     pub fn map(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         pa: PhysAddr,
         size: PageSize,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let depth = leaf_depth::<A>(size).ok_or(PagingError::SizeNotSupported(size))?;
         let (s, e) = self.check_range(va, size.bytes(), size.bytes() as u64)?;
         if depth == arch::root_depth::<A>()
@@ -387,20 +391,21 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// As for [`map`](Self::map), but never [`PagingError::SizeNotSupported`].
     pub fn map_page<S: LeafSize>(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         pa: PhysAddr,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError>
     where
         A: HasLeaf<S>,
     {
+        let va = arch::to_va::<A>(va);
         const {
             assert!(
                 size::has_leaf::<A, S>(),
                 "HasLeaf implemented for a size the mode lacks"
             )
         };
-        self.map(va, pa, S::SIZE, flags)
+        self.map(arch::from_va::<A>(va), pa, S::SIZE, flags)
     }
 
     /// Maps `[va, va + len)` to `[pa, pa + len)`, with the largest leaves that alignment allows
@@ -421,12 +426,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   reserved before anything changes.
     pub fn map_region(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         pa: PhysAddr,
         len: usize,
         flags: MappingFlags,
         huge: HugePages,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
         A::check_flags(flags)?;
@@ -480,10 +486,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::OutOfFrames`] if the tables it needs cannot all be allocated.
     pub fn map_frames(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         frames: &[PhysAddr],
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let len = frames
             .len()
             .checked_mul(Self::PAGE as usize)
@@ -554,7 +561,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::NotMapped`] if nothing is mapped at `va`.
     /// * [`PagingError::InsideLeaf`] if `va` lies inside a leaf that starts elsewhere.
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
-    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Mapping, Flush<A>), PagingError> {
+    pub fn unmap(&mut self, va: A::Addr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
+        let va = arch::to_va::<A>(va);
         let leaf = self.leaf_at(va)?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
@@ -584,7 +592,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
     /// * [`PagingError::UnalignedPa`] unless `pa` is aligned to the leaf's size.
     /// * [`PagingError::PaTooWide`] if the leaf would reach past the physical-address width.
-    pub fn remap(&mut self, va: VirtAddr, pa: PhysAddr) -> Result<Flush<A>, PagingError> {
+    pub fn remap(&mut self, va: A::Addr, pa: PhysAddr) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let leaf = self.leaf_at(va)?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
@@ -613,7 +622,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::NotCanonical`], [`PagingError::NotMapped`],
     ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
     /// * [`PagingError::FlagsNotExpressible`] if the mode cannot express `flags`.
-    pub fn protect(&mut self, va: VirtAddr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
+    pub fn protect(&mut self, va: A::Addr, flags: MappingFlags) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let leaf = self.leaf_at(va)?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
@@ -634,9 +644,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   as for [`unmap`](Self::unmap) (any address inside the leaf will do).
     pub fn clear_access_state(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         clear: AccessState,
     ) -> Result<(AccessState, Flush<A>), PagingError> {
+        let va = arch::to_va::<A>(va);
         self.edit_state(va, Modify::ClearState(clear))
     }
 
@@ -665,7 +676,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///
     /// [`PagingError::NotCanonical`], [`PagingError::NotMapped`] as for
     /// [`query`](Self::query).
-    pub fn soft_bits(&self, va: VirtAddr) -> Result<u64, PagingError> {
+    pub fn soft_bits(&self, va: A::Addr) -> Result<u64, PagingError> {
+        let va = arch::to_va::<A>(va);
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         // SAFETY: the root is live; reading is allowed anywhere in it.
         let bits =
@@ -698,7 +710,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   [`PagingError::InsideLeaf`], [`PagingError::Borrowed`] as for [`unmap`](Self::unmap).
     /// * [`PagingError::SoftBitsTooWide`] if `value` has a bit set at or above
     ///   [`arch::soft_bits`].
-    pub fn set_soft_bits(&mut self, va: VirtAddr, value: u64) -> Result<(), PagingError> {
+    pub fn set_soft_bits(&mut self, va: A::Addr, value: u64) -> Result<(), PagingError> {
+        let va = arch::to_va::<A>(va);
         let leaf = self.leaf_at(va)?;
         let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
         self.check_not_borrowed(s, e)?;
@@ -739,9 +752,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// for [`clear_access_state`](Self::clear_access_state).
     pub fn mark_access(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         mark: AccessState,
     ) -> Result<(AccessState, Flush<A>), PagingError> {
+        let va = arch::to_va::<A>(va);
         self.edit_state(va, Modify::Mark(mark))
     }
 
@@ -759,7 +773,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::Borrowed`] if the range meets a borrowed range.
     /// * [`PagingError::OutOfFrames`] if splitting the leaves at the edges needs tables that
     ///   cannot be allocated.
-    pub fn unmap_region(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
+    pub fn unmap_region(&mut self, va: A::Addr, len: usize) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         self.unmap_range(va, len, ())
     }
 
@@ -801,10 +816,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// `removed` is not called.
     pub fn unmap_region_with(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
-        mut removed: impl FnMut(Cleared),
+        mut removed: impl FnMut(Cleared<A::Addr>),
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         self.unmap_range(
             va,
             len,
@@ -812,7 +828,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
                 removed(match cleared {
                     walk::ClearedRaw::Leaf(leaf) => Cleared::Leaf(Mapping::from_raw::<A>(leaf)),
                     walk::ClearedRaw::Marker(va, payload) => Cleared::Marker {
-                        va: A::unfold(va),
+                        va: arch::from_va::<A>(A::unfold(va)),
                         payload,
                     },
                 })
@@ -871,10 +887,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   cannot be allocated.
     pub fn protect_region(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
         self.note_flags(flags);
@@ -926,11 +943,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   allocated.
     pub fn remap_region(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         pa: PhysAddr,
         len: usize,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
         A::check_flags(flags)?;
@@ -974,11 +992,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// on an error nothing changed and `changed` was not called.
     pub fn protect_region_with(
         &mut self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
         flags: MappingFlags,
-        mut changed: impl FnMut(Mapping),
+        mut changed: impl FnMut(Mapping<A::Addr>),
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let (s, e) = self.check_range(va, len, Self::PAGE)?;
         A::check_flags(flags)?;
         self.note_flags(flags);
@@ -1047,10 +1066,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// [`PagingError::RangeWraps`], [`PagingError::NotCanonical`].
     pub fn for_each_mapping_in(
         &self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
-        mut f: impl FnMut(Mapping),
+        mut f: impl FnMut(Mapping<A::Addr>),
     ) -> Result<(), PagingError> {
+        let va = arch::to_va::<A>(va);
         let (s, e) = self.check_range_shape(va, len, Self::PAGE)?;
         // SAFETY: the root is live; reading borrowed ranges is allowed.
         unsafe {
@@ -1063,7 +1083,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     /// Calls `f` for every leaf of the table, in address order (for a sign-extended mode, the
     /// lower half first).
-    pub fn for_each_mapping(&self, mut f: impl FnMut(Mapping)) {
+    pub fn for_each_mapping(&self, mut f: impl FnMut(Mapping<A::Addr>)) {
         // SAFETY: the root is live; reading borrowed ranges is allowed.
         unsafe {
             walk::for_each::<A, A::Root, H>(
@@ -1111,9 +1131,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     pub unsafe fn borrow_shared(
         &mut self,
         other: &Self,
-        va: VirtAddr,
+        va: A::Addr,
         len: usize,
     ) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let root_size = TableRef::<A, A::Root>::SIZE;
         let (s, e) = self.check_range_shape(va, len, root_size)?;
         let (lo, hi) = (
@@ -1220,7 +1241,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ///   extend to one contiguous range.
     /// * [`PagingError::OutOfFrames`] or [`PagingError::BadFrame`] if the tables for the empty
     ///   root entries cannot be had; nothing changes.
-    pub fn share(&mut self, va: VirtAddr, len: usize) -> Result<Flush<A>, PagingError> {
+    pub fn share(&mut self, va: A::Addr, len: usize) -> Result<Flush<A>, PagingError> {
+        let va = arch::to_va::<A>(va);
         let root_size = TableRef::<A, A::Root>::SIZE;
         let (s, e) = self.check_range_shape(va, len, root_size)?;
         self.check_not_borrowed(s, e)?;
@@ -1466,7 +1488,7 @@ impl<A: Arch, H: PagingHandler> fmt::Debug for PageTable<A, H> {
                 let offset = *n * first.size.bytes();
                 if first.size == m.size
                     && first.flags == m.flags
-                    && first.va.as_usize().wrapping_add(offset) == m.va.as_usize()
+                    && first.va.as_usize().wrapping_add(offset) == m.va.into()
                     && first.pa.as_usize() + offset == m.pa.as_usize()
                 {
                     *n += 1;
@@ -1476,6 +1498,13 @@ impl<A: Arch, H: PagingHandler> fmt::Debug for PageTable<A, H> {
                     result = print(f, (*first, *n));
                 }
             }
+            let m = Mapping {
+                va: arch::to_va::<A>(m.va),
+                pa: m.pa,
+                size: m.size,
+                flags: m.flags,
+                state: m.state,
+            };
             run = Some((m, 1));
         });
         result?;

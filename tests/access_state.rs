@@ -9,7 +9,7 @@ mod common;
 use common::Frames;
 use common::hw::Hardware;
 use common::raw;
-use memory_addr::{PhysAddr, VirtAddr};
+use memory_addr::PhysAddr;
 use pagetable::{
     AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40,
     LoongArch64, Lower, MappingFlags as F, PageTable, Sv39, Sv39x4, Va48, X86_64,
@@ -24,7 +24,7 @@ fn state(accessed: bool, dirty: bool) -> AccessState {
 
 fn marks_survive<A: Arch + Hardware>() {
     let page = 1usize << A::PAGE_SHIFT;
-    let v = |i: usize| VirtAddr::from(BASE + i * page);
+    let v = |i: usize| A::Addr::from(BASE + i * page);
     let frames = 16 << (A::PAGE_SHIFT - 12);
     let mut pt = PageTable::<A, _>::new(Frames::new(frames, 0x10_0000_0000)).unwrap();
     // Pages 0..8 writable, 8..16 read-only.

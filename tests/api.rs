@@ -479,7 +479,7 @@ fn new_table_has_an_all_empty_root() {
 /// on neighbouring pages across table boundaries, collisions, bad input, queries of holes and
 /// huge leaves, unmaps that free the table it remembers.
 fn cursor_agrees_with_the_table<A: Arch>(base: usize) {
-    let at = |v: usize| va!(base.wrapping_add(v));
+    let at = |v: usize| A::Addr::from(base.wrapping_add(v));
     let mut a = table::<A>(64);
     let mut b = table::<A>(64);
     for pt in [&mut a, &mut b] {
@@ -512,9 +512,9 @@ fn cursor_agrees_with_the_table<A: Arch>(base: usize) {
         );
         for q in [
             v,
-            va!(v.as_usize() + 0x1000),
-            va!(0x40_2000),
-            va!(0x80_0000),
+            A::Addr::from(Into::<usize>::into(v) + 0x1000),
+            A::Addr::from(0x40_2000),
+            A::Addr::from(0x80_0000),
         ] {
             assert_eq!(c.query(q), b.query(q), "query {q:?}");
         }
@@ -597,8 +597,8 @@ macro_rules! typed_sizes_map_as_their_page_size {
             let bytes = 1usize << $shift;
             // Each leaf at twice its size: leaves of different sizes never overlap.
             let at = bytes * 2;
-            pt.map_page::<pagetable::$size>(va!(at), pa!(bytes), F::READ).unwrap().ignore();
-            let t = pt.query(va!(at)).unwrap();
+            pt.map_page::<pagetable::$size>(<$mode as Arch>::Addr::from(at), pa!(bytes), F::READ).unwrap().ignore();
+            let t = pt.query(<$mode as Arch>::Addr::from(at)).unwrap();
             let what = (<$mode as Arch>::NAME, stringify!($size));
             assert_eq!((t.size.bytes(), t.pa), (bytes, pa!(bytes)), "{what:?}");
         )*

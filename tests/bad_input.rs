@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Frames;
+use common::{Frames, addr};
 use memory_addr::{pa, va};
 use pagetable::arch::level_shift;
 use pagetable::{
@@ -21,7 +21,7 @@ fn setup<A: Arch>() -> PageTable<A, Frames> {
     let mut pt = PageTable::new(Frames::new(32 << (A::PAGE_SHIFT - 12), 0x10_0000_0000)).unwrap();
     let block = PageSize::from_shift(level_shift::<A>(2)).unwrap();
     pt.map_region(
-        va!(0x1000_0000),
+        addr(0x1000_0000),
         pa!(0x8000_0000),
         0x1_0000,
         RW,
@@ -29,10 +29,10 @@ fn setup<A: Arch>() -> PageTable<A, Frames> {
     )
     .unwrap()
     .ignore();
-    pt.map(va!(0x4000_0000), PhysAddr::from(block.bytes()), block, RW)
+    pt.map(addr(0x4000_0000), PhysAddr::from(block.bytes()), block, RW)
         .unwrap()
         .ignore();
-    pt.set_marker(va!(0x3000_0000), 9).unwrap();
+    pt.set_marker(addr(0x3000_0000), 9).unwrap();
     pt
 }
 
@@ -70,172 +70,172 @@ fn cases() -> Vec<Case> {
     let high = 0xffff_8000_0000_0000usize;
     cases! {
         "unaligned virtual address", X86_64,
-            |pt| pt.map_region(va!(0x2000_0800), pa!(0x1000), 0x1000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0800), pa!(0x1000), 0x1000, RW, HugePages::Never)
             => E::UnalignedVa(va!(0x2000_0800));
         "unaligned physical address", X86_64,
-            |pt| pt.map_region(va!(0x2000_0000), pa!(0x1008), 0x1000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0000), pa!(0x1008), 0x1000, RW, HugePages::Never)
             => E::UnalignedPa(pa!(0x1008));
         "unaligned length", X86_64,
-            |pt| pt.map_region(va!(0x2000_0000), pa!(0x1000), 0x1800, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0000), pa!(0x1000), 0x1800, RW, HugePages::Never)
             => E::UnalignedLen(0x1800);
         "zero length", X86_64,
-            |pt| pt.unmap_region(va!(0x1000_0000), 0)
+            |pt| pt.unmap_region(addr(0x1000_0000), 0)
             => E::EmptyRange;
         "virtual address not canonical", X86_64,
-            |pt| pt.query(va!(0x8000_0000_0000))
+            |pt| pt.query(addr(0x8000_0000_0000))
             => E::NotCanonical(va!(0x8000_0000_0000));
         "virtual address beyond the mode's width", Sv39,
-            |pt| pt.map(va!(0x40_0000_0000), pa!(0), PageSize::SIZE_4K, RW)
+            |pt| pt.map(addr(0x40_0000_0000), pa!(0), PageSize::SIZE_4K, RW)
             => E::NotCanonical(va!(0x40_0000_0000));
         "range running off the lower half", X86_64,
-            |pt| pt.protect_region(va!(0x7fff_ffff_f000), 0x2000, F::READ)
+            |pt| pt.protect_region(addr(0x7fff_ffff_f000), 0x2000, F::READ)
             => E::NotCanonical(va!(0x8000_0000_0000));
         "range running past the end of the TTBR0 space", AArch64,
-            |pt| pt.unmap_region(va!(0xffff_ffff_f000), 0x2000)
+            |pt| pt.unmap_region(addr(0xffff_ffff_f000), 0x2000)
             => E::NotCanonical(va!(0x1_0000_0000_0000));
         "virtual range wrapping past the top", X86_64,
-            |pt| pt.unmap_region(va!(0xffff_ffff_ffff_f000), 0x2000)
+            |pt| pt.unmap_region(addr(0xffff_ffff_ffff_f000), 0x2000)
             => E::RangeWraps;
         "physical range wrapping past the top", X86_64,
-            |pt| pt.map_region(va!(0x2000_0000), PhysAddr::from(usize::MAX - 0xfff), 0x2000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0000), PhysAddr::from(usize::MAX - 0xfff), 0x2000, RW, HugePages::Never)
             => E::RangeWraps;
         "physical address beyond the mode's width", X86_64,
-            |pt| pt.map(va!(0x2000_0000), pa!(1 << 52), PageSize::SIZE_4K, RW)
+            |pt| pt.map(addr(0x2000_0000), pa!(1 << 52), PageSize::SIZE_4K, RW)
             => E::PaTooWide(pa!(1 << 52));
         "physical range ending beyond the width", LoongArch64,
-            |pt| pt.map_region(va!(0x2000_0000), pa!(0xffff_ffff_f000), 0x2000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0000), pa!(0xffff_ffff_f000), 0x2000, RW, HugePages::Never)
             => E::PaTooWide(pa!(0x1_0000_0000_0000));
         "overlapping an existing mapping", X86_64,
-            |pt| pt.map_region(va!(0x0fff_e000), pa!(0), 0x4000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x0fff_e000), pa!(0), 0x4000, RW, HugePages::Never)
             => E::AlreadyMapped(va!(0x1000_0000));
         "overlapping a huge leaf from inside", X86_64,
-            |pt| pt.map(va!(0x4010_0000), pa!(0), PageSize::SIZE_4K, RW)
+            |pt| pt.map(addr(0x4010_0000), pa!(0), PageSize::SIZE_4K, RW)
             => E::AlreadyMapped(va!(0x4010_0000));
         "huge leaf over a table that maps something", X86_64,
-            |pt| pt.map(va!(0x1000_0000), pa!(0), PageSize::SIZE_2M, RW)
+            |pt| pt.map(addr(0x1000_0000), pa!(0), PageSize::SIZE_2M, RW)
             => E::AlreadyMapped(va!(0x1000_0000));
         "huge leaf at a 4K-aligned physical address", X86_64,
-            |pt| pt.map(va!(0x6000_0000), pa!(0x1000), PageSize::SIZE_2M, RW)
+            |pt| pt.map(addr(0x6000_0000), pa!(0x1000), PageSize::SIZE_2M, RW)
             => E::UnalignedPa(pa!(0x1000));
         "huge leaf at a 4K-aligned virtual address", X86_64,
-            |pt| pt.map(va!(0x6000_1000), pa!(0), PageSize::SIZE_2M, RW)
+            |pt| pt.map(addr(0x6000_1000), pa!(0), PageSize::SIZE_2M, RW)
             => E::UnalignedVa(va!(0x6000_1000));
         "leaf size the mode does not have", X86_64,
-            |pt| pt.map(va!(0), pa!(0), PageSize::SIZE_512G, RW)
+            |pt| pt.map(addr(0), pa!(0), PageSize::SIZE_512G, RW)
             => E::SizeNotSupported(PageSize::SIZE_512G);
         "leaf size that is not a level's", Sv39,
-            |pt| pt.map(va!(0), pa!(0), PageSize::from_shift(14).unwrap(), RW)
+            |pt| pt.map(addr(0), pa!(0), PageSize::from_shift(14).unwrap(), RW)
             => E::SizeNotSupported(PageSize::from_shift(14).unwrap());
         "flags without read on x86 (present means readable)", X86_64,
-            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, F::WRITE)
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, F::WRITE)
             => E::FlagsNotExpressible(F::WRITE);
         "write without read on RISC-V (reserved)", Sv39,
-            |pt| pt.protect(va!(0x1000_0000), F::WRITE)
+            |pt| pt.protect(addr(0x1000_0000), F::WRITE)
             => E::FlagsNotExpressible(F::WRITE);
         "no access at all on LoongArch", LoongArch64,
-            |pt| pt.protect_region(va!(0x1000_0000), 0x1000, F::EMPTY)
+            |pt| pt.protect_region(addr(0x1000_0000), 0x1000, F::EMPTY)
             => E::FlagsNotExpressible(F::EMPTY);
         "guest physical address beyond a 40-bit IPA", AArch64S2<Ipa40>,
-            |pt| pt.map(va!(1 << 40), pa!(0), PageSize::SIZE_4K, RW)
+            |pt| pt.map(addr(1 << 40), pa!(0), PageSize::SIZE_4K, RW)
             => E::NotCanonical(va!(1 << 40));
         "guest physical address beyond Sv39x4's 41 bits", Sv39x4,
-            |pt| pt.map_region(va!(0x1ff_ffff_f000), pa!(0), 0x2000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x1ff_ffff_f000), pa!(0), 0x2000, RW, HugePages::Never)
             => E::NotCanonical(va!(0x200_0000_0000));
         "a stage 1 flag at stage 2", AArch64S2<Ipa40>,
-            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::USER)
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::USER)
             => E::FlagsNotExpressible(RW | F::USER);
         "global in the G-stage", Sv39x4,
-            |pt| pt.protect_region(va!(0x1000_0000), 0x1000, RW | F::GLOBAL)
+            |pt| pt.protect_region(addr(0x1000_0000), 0x1000, RW | F::GLOBAL)
             => E::FlagsNotExpressible(RW | F::GLOBAL);
         "write-only in EPT (a misconfiguration)", Ept,
-            |pt| pt.protect(va!(0x1000_0000), F::WRITE)
+            |pt| pt.protect(addr(0x1000_0000), F::WRITE)
             => E::FlagsNotExpressible(F::WRITE);
         "EPT's ignore-PAT in a stage 1 mode", X86_64,
-            |pt| pt.map(va!(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::IGNORE_PAT)
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::IGNORE_PAT)
             => E::FlagsNotExpressible(RW | F::IGNORE_PAT);
         "a 4K-granule size in the 16K granule", AArch64<Va48, Lower, Granule16K>,
-            |pt| pt.map(va!(0x8000_0000), pa!(0), PageSize::SIZE_2M, RW)
+            |pt| pt.map(addr(0x8000_0000), pa!(0), PageSize::SIZE_2M, RW)
             => E::SizeNotSupported(PageSize::SIZE_2M);
         "a page smaller than the 64K granule's", AArch64<Va48, Lower, Granule64K>,
-            |pt| pt.map_region(va!(0x2000_0000), pa!(0), 0x1000, RW, HugePages::Never)
+            |pt| pt.map_region(addr(0x2000_0000), pa!(0), 0x1000, RW, HugePages::Never)
             => E::UnalignedLen(0x1000);
         "a block split in a live table that refuses breaks", AArch64,
             |pt| {
                 pt.set_liveness(Liveness::LiveNoBreak);
-                pt.unmap_region(va!(0x4000_1000), 0x1000)
+                pt.unmap_region(addr(0x4000_1000), 0x1000)
             }
             => E::NeedsBreak(va!(0x4000_1000));
         "unmap of an unmapped page", X86_64,
-            |pt| pt.unmap(va!(0x2000_0000))
+            |pt| pt.unmap(addr(0x2000_0000))
             => E::NotMapped(va!(0x2000_0000));
         "remap of an unmapped page", X86_64,
-            |pt| pt.remap(va!(0x2000_0000), pa!(0))
+            |pt| pt.remap(addr(0x2000_0000), pa!(0))
             => E::NotMapped(va!(0x2000_0000));
         "protect of an unmapped page", Sv39,
-            |pt| pt.protect(va!(0x2000_0000), RW)
+            |pt| pt.protect(addr(0x2000_0000), RW)
             => E::NotMapped(va!(0x2000_0000));
         "protect_region over a hole", X86_64,
-            |pt| pt.protect_region(va!(0x1000_0000), 0x2_0000, F::READ)
+            |pt| pt.protect_region(addr(0x1000_0000), 0x2_0000, F::READ)
             => E::NotMapped(va!(0x1001_0000));
         "access-state clear of an unmapped page", AArch64,
-            |pt| pt.clear_access_state(va!(0x2000_0000), pagetable::AccessState { accessed: true, dirty: true })
+            |pt| pt.clear_access_state(addr(0x2000_0000), pagetable::AccessState { accessed: true, dirty: true })
             => E::NotMapped(va!(0x2000_0000));
         "single-leaf call inside a huge leaf", X86_64,
-            |pt| pt.unmap(va!(0x4000_1000))
+            |pt| pt.unmap(addr(0x4000_1000))
             => E::InsideLeaf { leaf: va!(0x4000_0000), size: PageSize::SIZE_2M };
         "marker payload wider than the mode's marker bits", X86_64,
-            |pt| pt.set_marker(va!(0x2000_0000), 1 << 61)
+            |pt| pt.set_marker(addr(0x2000_0000), 1 << 61)
             => E::PayloadTooWide(1 << 61);
         "marker payload wider than EPT's 58 bits", Ept,
-            |pt| pt.set_marker(va!(0x2000_0000), 1 << 58)
+            |pt| pt.set_marker(addr(0x2000_0000), 1 << 58)
             => E::PayloadTooWide(1 << 58);
         "marker at an unaligned address", Sv39,
-            |pt| pt.set_marker(va!(0x2000_0800), 1)
+            |pt| pt.set_marker(addr(0x2000_0800), 1)
             => E::UnalignedVa(va!(0x2000_0800));
         "marker where a leaf maps", X86_64,
-            |pt| pt.set_marker(va!(0x1000_1000), 1)
+            |pt| pt.set_marker(addr(0x1000_1000), 1)
             => E::AlreadyMapped(va!(0x1000_1000));
         "marker inside a huge leaf", AArch64,
-            |pt| pt.set_marker(va!(0x4000_3000), 1)
+            |pt| pt.set_marker(addr(0x4000_3000), 1)
             => E::AlreadyMapped(va!(0x4000_3000));
         "taking a marker from a leaf (a non-present entry expected)", X86_64,
-            |pt| pt.take_marker(va!(0x1000_0000))
+            |pt| pt.take_marker(addr(0x1000_0000))
             => E::NotMarker(va!(0x1000_0000));
         "taking a marker from a hole", LoongArch64,
-            |pt| pt.take_marker(va!(0x2000_0000))
+            |pt| pt.take_marker(addr(0x2000_0000))
             => E::NotMarker(va!(0x2000_0000));
         "unmap of a marker (a leaf expected)", X86_64,
-            |pt| pt.unmap(va!(0x3000_0000))
+            |pt| pt.unmap(addr(0x3000_0000))
             => E::NotMapped(va!(0x3000_0000));
         "protect of a marker (a leaf expected)", AArch64,
-            |pt| pt.protect(va!(0x3000_0000), RW)
+            |pt| pt.protect(addr(0x3000_0000), RW)
             => E::NotMapped(va!(0x3000_0000));
         "an inaccessible leaf on EPT (its present bits are its permissions)", Ept,
-            |pt| pt.protect(va!(0x1000_0000), RW | F::INACCESSIBLE)
+            |pt| pt.protect(addr(0x1000_0000), RW | F::INACCESSIBLE)
             => E::FlagsNotExpressible(RW | F::INACCESSIBLE);
         "software bits beyond the mode's (RISC-V has one)", Sv39,
-            |pt| pt.set_soft_bits(va!(0x1000_0000), 0b10)
+            |pt| pt.set_soft_bits(addr(0x1000_0000), 0b10)
             => E::SoftBitsTooWide(0b10);
         "scattered frames, one unaligned", X86_64,
-            |pt| pt.map_frames(va!(0x2000_0000), &[pa!(0x5000), pa!(0x7008), pa!(0x9000)], RW)
+            |pt| pt.map_frames(addr(0x2000_0000), &[pa!(0x5000), pa!(0x7008), pa!(0x9000)], RW)
             => E::UnalignedPa(pa!(0x7008));
         "scattered frames, one beyond the width", Sv39,
-            |pt| pt.map_frames(va!(0x2000_0000), &[pa!(0x5000), pa!(1 << 56)], RW)
+            |pt| pt.map_frames(addr(0x2000_0000), &[pa!(0x5000), pa!(1 << 56)], RW)
             => E::PaTooWide(pa!(1 << 56));
         "scattered frames, none", X86_64,
-            |pt| pt.map_frames(va!(0x2000_0000), &[], RW)
+            |pt| pt.map_frames(addr(0x2000_0000), &[], RW)
             => E::EmptyRange;
         "scattered frames over a mapping", AArch64,
-            |pt| pt.map_frames(va!(0x0fff_f000), &[pa!(0x5000), pa!(0x9000)], RW)
+            |pt| pt.map_frames(addr(0x0fff_f000), &[pa!(0x5000), pa!(0x9000)], RW)
             => E::AlreadyMapped(va!(0x1000_0000));
         "remap_region of a block to an address unaligned for it", X86_64,
-            |pt| pt.remap_region(va!(0x4000_0000), pa!(0x7000_1000), 0x20_0000, RW)
+            |pt| pt.remap_region(addr(0x4000_0000), pa!(0x7000_1000), 0x20_0000, RW)
             => E::UnalignedPa(pa!(0x7000_1000));
         "remap_region over a hole", Sv39,
-            |pt| pt.remap_region(va!(0x1000_f000), pa!(0x7000_0000), 0x2000, RW)
+            |pt| pt.remap_region(addr(0x1000_f000), pa!(0x7000_0000), 0x2000, RW)
             => E::NotMapped(va!(0x1001_0000));
         "remap to an address unaligned for the leaf", X86_64,
-            |pt| pt.remap(va!(0x4000_0000), pa!(0x1000))
+            |pt| pt.remap(addr(0x4000_0000), pa!(0x1000))
             => E::UnalignedPa(pa!(0x1000));
         "borrow of less than a root entry", X86_64,
             |pt| {
@@ -248,7 +248,7 @@ fn cases() -> Vec<Case> {
             |pt| {
                 let other = setup::<X86_64>();
                 // SAFETY: the call fails before anything is borrowed.
-                unsafe { pt.borrow_shared(&other, va!(0), 1 << 39) }
+                unsafe { pt.borrow_shared(&other, addr(0), 1 << 39) }
             }
             => E::AlreadyMapped(va!(0));
         "borrow of a range the owner does not share", X86_64,
@@ -261,8 +261,8 @@ fn cases() -> Vec<Case> {
         "a root-level leaf in a shared range", Sv48,
             |pt| {
                 // Root entry 0 holds a table already: sharing it changes no byte.
-                pt.share(va!(0), 1 << 39).unwrap().ignore();
-                pt.map(va!(0), pa!(0), PageSize::SIZE_512G, RW)
+                pt.share(addr(0), 1 << 39).unwrap().ignore();
+                pt.map(addr(0), pa!(0), PageSize::SIZE_512G, RW)
             }
             => E::Shared(va!(0));
         "map into a borrowed range", X86_64,
@@ -277,7 +277,7 @@ fn cases() -> Vec<Case> {
             }
             => E::Borrowed(VirtAddr::from(0xffff_8000_0000_0000usize));
         "walk of a bad range", X86_64,
-            |pt| pt.for_each_mapping_in(va!(0x1000), 0x800, |_| {})
+            |pt| pt.for_each_mapping_in(addr(0x1000), 0x800, |_| {})
             => E::UnalignedLen(0x800);
         "adopting a root that is not table-aligned", X86_64,
             |_pt| {

@@ -5,12 +5,13 @@
 //! tables, and architectures that need no breaks, replace entries in place.
 
 mod common;
+use pagetable::gpa;
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use common::Frames;
 use common::raw::{self, Manual};
+use common::{Frames, at};
 use memory_addr::{pa, va};
 use pagetable::{
     AArch64, AArch64S2, Arch, Granule64K, HugePages, Ipa40, Liveness, Lower, MappingFlags as F,
@@ -43,7 +44,8 @@ unsafe impl<M: Manual> PagingHandler for Watch<M> {
     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
         self.frames.phys_to_virt(pa)
     }
-    fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
+    fn break_flush<A: Arch>(&mut self, va: A::Addr, size: usize) {
+        let va = VirtAddr::from(va.into());
         let tree = raw::walk::<M>(&self.frames, self.root.unwrap()).unwrap();
         let (start, end) = (va.as_usize() as u64, va.as_usize() as u64 + size as u64);
         for &(leaf, _, shift) in &tree.leaves {
@@ -80,7 +82,7 @@ const M2: usize = 2 << 20;
 fn populated<M: Manual + Arch>(liveness: Liveness) -> PageTable<M, Watch<M>> {
     let mut pt = table::<M>(liveness);
     pt.map_region(
-        va!(0x4000_0000),
+        at::<M>(0x4000_0000),
         pa!(0x8000_0000),
         M2,
         RW,
@@ -88,9 +90,14 @@ fn populated<M: Manual + Arch>(liveness: Liveness) -> PageTable<M, Watch<M>> {
     )
     .unwrap()
     .ignore();
-    pt.map(va!(0x1000_0000), pa!(0x9000_0000), PageSize::SIZE_4K, RW)
-        .unwrap()
-        .ignore();
+    pt.map(
+        at::<M>(0x1000_0000),
+        pa!(0x9000_0000),
+        PageSize::SIZE_4K,
+        RW,
+    )
+    .unwrap()
+    .ignore();
     pt
 }
 
@@ -191,7 +198,7 @@ fn offline_tables_and_x86_replace_in_place() {
 #[test]
 fn stage2_and_64k_blocks_break_too() {
     let mut pt = populated::<AArch64S2<Ipa40>>(Liveness::Live);
-    pt.protect_region(va!(0x4000_0000), 0x1000, F::READ)
+    pt.protect_region(gpa!(0x4000_0000), 0x1000, F::READ)
         .unwrap()
         .ignore();
     assert_eq!(breaks(&pt), [(0x4000_0000, M2)]);

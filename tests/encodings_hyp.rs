@@ -7,6 +7,7 @@ mod common;
 
 use common::Frames;
 use memory_addr::{pa, va};
+use pagetable::gpa;
 use pagetable::levels::AtMost;
 use pagetable::{
     AArch64, AArch64S2, AccessState, Arch, Descriptor, EntryKind, Ept, Granule16K, Granule64K,
@@ -251,13 +252,13 @@ fn g_stage_leaf_has_u() {
 #[test]
 fn g_stage_addresses_are_41_and_50_bits_zero_extended() {
     let mut pt = PageTable::<Sv39x4, _>::new(Frames::new(16, 0x8000_0000)).unwrap();
-    let top = va!((1 << 41) - 0x1000);
+    let top = gpa!((1 << 41) - 0x1000);
     pt.map(top, pa!(0x1000), PageSize::SIZE_4K, R)
         .unwrap()
         .ignore();
     assert_eq!(pt.query(top).unwrap().pa, pa!(0x1000));
     assert_eq!(
-        pt.map(va!(1 << 41), pa!(0x1000), PageSize::SIZE_4K, R)
+        pt.map(gpa!(1 << 41), pa!(0x1000), PageSize::SIZE_4K, R)
             .err(),
         Some(PagingError::NotCanonical(va!(1 << 41)))
     );
@@ -265,7 +266,7 @@ fn g_stage_addresses_are_41_and_50_bits_zero_extended() {
     assert_ne!(pt.root().get(2047).unwrap().bits(), 0);
     let pt = PageTable::<Sv48x4, _>::new(Frames::new(16, 0x8000_0000)).unwrap();
     assert!(
-        pt.query(va!((1 << 50) - 1))
+        pt.query(gpa!((1 << 50) - 1))
             .is_err_and(|e| e == PagingError::NotMapped(va!((1 << 50) - 1)))
     );
 }

@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::ptr::NonNull;
 
-use common::Frames;
-use memory_addr::{pa, va};
+use common::{Frames, at};
+use memory_addr::pa;
 use pagetable::{
     AArch64, Arch, HugePages, Liveness, MappingFlags as F, PageSize, PageTable, PagingHandler,
     PhysAddr, Sv39, X86_64,
@@ -49,7 +49,7 @@ unsafe impl PagingHandler for Adopting {
 fn adopted<A: Arch>(liveness: Liveness) -> PageTable<A, Adopting> {
     let mut boot = PageTable::<A, _>::new(Frames::new(256, 0x10_0000_0000)).unwrap();
     boot.map_region(
-        va!(0x4000_0000),
+        at::<A>(0x4000_0000),
         pa!(0x8000_0000),
         0x4_0000,
         RW,
@@ -58,7 +58,7 @@ fn adopted<A: Arch>(liveness: Liveness) -> PageTable<A, Adopting> {
     .unwrap()
     .ignore();
     boot.map_region(
-        va!(0x8000_0000),
+        at::<A>(0x8000_0000),
         pa!(0x9000_0000),
         0x2000,
         RW,
@@ -86,7 +86,7 @@ fn edit_and_drop<A: Arch>(liveness: Liveness) {
     let foreign = pt.handler().foreign.clone();
     // The crate's own tables, at 3 GiB.
     pt.map(
-        va!(0xc000_0000),
+        at::<A>(0xc000_0000),
         pa!(0xa000_0000),
         PageSize::from_shift(A::PAGE_SHIFT).unwrap(),
         RW,
@@ -95,18 +95,18 @@ fn edit_and_drop<A: Arch>(liveness: Liveness) {
     .ignore();
     // Emptying foreign tables: page by page (the last unmap empties them), and a range that
     // covers a whole foreign subtree.
-    let (_, flush) = pt.unmap(va!(0x8000_0000)).unwrap();
+    let (_, flush) = pt.unmap(at::<A>(0x8000_0000)).unwrap();
     pt.flush(flush);
-    let flush = pt.unmap_region(va!(0x8000_0000), 0x4000_0000).unwrap();
+    let flush = pt.unmap_region(at::<A>(0x8000_0000), 0x4000_0000).unwrap();
     pt.flush(flush);
     // A range that empties a foreign table without covering it (its 64 pages), then one that
     // covers what is left of the subtree.
-    let flush = pt.unmap_region(va!(0x4000_0000), 0x4_0000).unwrap();
+    let flush = pt.unmap_region(at::<A>(0x4000_0000), 0x4_0000).unwrap();
     pt.flush(flush);
-    let flush = pt.unmap_region(va!(0x4000_0000), 0x4000_0000).unwrap();
+    let flush = pt.unmap_region(at::<A>(0x4000_0000), 0x4000_0000).unwrap();
     pt.flush(flush);
-    assert!(pt.query(va!(0x4000_1000)).is_err());
-    assert_eq!(pt.query(va!(0xc000_0000)).unwrap().pa, pa!(0xa000_0000));
+    assert!(pt.query(at::<A>(0x4000_1000)).is_err());
+    assert_eq!(pt.query(at::<A>(0xc000_0000)).unwrap().pa, pa!(0xa000_0000));
     let ledger = pt.handler().frames.ledger();
     drop(pt);
     // Only the foreign tables are left out: everything the crate allocated came back.

@@ -4,6 +4,7 @@
 //! what a leaf mapped under them allows; LoongArch never links a table at physical address 0.
 
 mod common;
+use pagetable::gpa;
 
 use common::Frames;
 use common::mmu::{Event, Mmu};
@@ -48,7 +49,7 @@ fn frees<M: common::hw::Hardware>(events: &[Event]) -> Vec<u64> {
 fn unlinked_tables_outlive_the_call<M: common::hw::Hardware + Arch>() {
     let page = 1usize << M::PAGE_SHIFT;
     let small = PageSize::from_shift(M::PAGE_SHIFT).unwrap();
-    let base = M::unfold(1 << 30);
+    let base = M::Addr::from(M::unfold(1 << 30).as_usize());
     let untouched = |pt: &PageTable<M, Mmu<M>>, linked: &[u64], what: &str| {
         assert_eq!(
             frees::<M>(&pt.handler().take_events()),
@@ -87,7 +88,7 @@ fn unlinked_tables_outlive_the_call<M: common::hw::Hardware + Arch>() {
     let linked = tables(&pt);
     let root = pt.root_paddr().as_usize() as u64;
     let frames = &pt.handler().frames;
-    let (entry, _) = common::mmu::leaf_entry::<M>(frames, root, base.as_usize() as u64);
+    let (entry, _) = common::mmu::leaf_entry::<M>(frames, root, base.into() as u64);
     frames.write_phys(entry, 0);
     let block = 1usize << level_shift::<M>(2);
     let flush = pt
@@ -284,11 +285,11 @@ fn ept_parents_that_allow_only_reads_let_a_new_leaf_through() {
     // SAFETY: the tree came from `frames` and nothing else owns it.
     let mut pt = unsafe { PageTable::<Ept, _>::from_root(pa!(root as usize), frames) }.unwrap();
     let rwx = RW | F::EXECUTE;
-    pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, rwx)
+    pt.map(gpa!(0x1000), pa!(0x5000), PageSize::SIZE_4K, rwx)
         .unwrap()
         .ignore();
     assert_eq!(pt.handler().read_phys(root) & 0b111, 0b111);
-    assert_eq!(pt.query(va!(0x1000)).unwrap().flags, rwx);
+    assert_eq!(pt.query(gpa!(0x1000)).unwrap().flags, rwx);
 }
 
 #[test]

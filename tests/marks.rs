@@ -6,13 +6,14 @@
 
 mod common;
 
+use common::at;
 use common::hw::Hardware;
 use common::mmu::{Mmu, leaf_entry};
 use pagetable::arch::level_shift;
 use pagetable::{
     AArch64, AArch64S2, AccessState, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48,
     Liveness, LoongArch64, Lower, MappingFlags as F, PageTable, PhysAddr, Sv39, Sv39x4, Sv48,
-    Sv48x4, Sv57, Upper, Va36, Va39, Va42, Va47, Va48, VirtAddr, X86_64, X86_64La57,
+    Sv48x4, Sv57, Upper, Va36, Va39, Va42, Va47, Va48, X86_64, X86_64La57,
 };
 
 const RW: F = F::READ.union(F::WRITE);
@@ -32,10 +33,6 @@ fn block<M: Arch>() -> u64 {
     1 << level_shift::<M>(2)
 }
 
-fn va(a: u64) -> VirtAddr {
-    VirtAddr::from(a as usize)
-}
-
 /// A table with one writable leaf at `base()` (a page, or a level-2 block if `huge`), made
 /// clean, so that a store through it is a new mark.
 fn clean_table<M: Hardware + Arch>(liveness: Liveness, huge: bool) -> Pt<M> {
@@ -47,7 +44,7 @@ fn clean_table<M: Hardware + Arch>(liveness: Liveness, huge: bool) -> Pt<M> {
         (page::<M>(), HugePages::Never)
     };
     pt.map_region(
-        va(base::<M>()),
+        at::<M>(base::<M>()),
         PhysAddr::from(0x8000_0000),
         len as usize,
         RW,
@@ -56,12 +53,12 @@ fn clean_table<M: Hardware + Arch>(liveness: Liveness, huge: bool) -> Pt<M> {
     .unwrap()
     .ignore();
     let (state, flush) = pt
-        .clear_access_state(va(base::<M>()), AccessState::BOTH)
+        .clear_access_state(at::<M>(base::<M>()), AccessState::BOTH)
         .unwrap();
     flush.ignore();
     assert!(state.dirty, "{}: a new writable leaf starts dirty", M::NAME);
     assert!(
-        !pt.query(va(base::<M>())).unwrap().state.dirty,
+        !pt.query(at::<M>(base::<M>())).unwrap().state.dirty,
         "{}: cleared",
         M::NAME
     );
@@ -100,8 +97,8 @@ fn sweep<M: Hardware + Arch>(
     }
 }
 
-fn dirty_at<M: Hardware + Arch>(pt: &Pt<M>, at: u64) -> bool {
-    pt.query(va(at)).is_ok_and(|t| t.state.dirty)
+fn dirty_at<M: Hardware + Arch>(pt: &Pt<M>, addr: u64) -> bool {
+    pt.query(at::<M>(addr)).is_ok_and(|t| t.state.dirty)
 }
 
 fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
@@ -111,7 +108,9 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
         Liveness::Offline,
         false,
         |pt| {
-            let (state, flush) = pt.clear_access_state(va(b), AccessState::BOTH).unwrap();
+            let (state, flush) = pt
+                .clear_access_state(at::<M>(b), AccessState::BOTH)
+                .unwrap();
             flush.ignore();
             Some(state.dirty)
         },
@@ -122,7 +121,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
         Liveness::Offline,
         false,
         |pt| {
-            let (gone, flush) = pt.unmap(va(b)).unwrap();
+            let (gone, flush) = pt.unmap(at::<M>(b)).unwrap();
             flush.ignore();
             Some(gone.state.dirty)
         },
@@ -135,7 +134,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             false,
             |pt| {
                 let mut dirty = None;
-                pt.unmap_region_with(va(b), page::<M>() as usize, |c| {
+                pt.unmap_region_with(at::<M>(b), page::<M>() as usize, |c| {
                     dirty = Some(c.leaf().expect("a leaf").state.dirty);
                 })
                 .unwrap()
@@ -150,7 +149,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             false,
             |pt| {
                 let mut dirty = None;
-                pt.protect_region_with(va(b), page::<M>() as usize, F::READ, |m| {
+                pt.protect_region_with(at::<M>(b), page::<M>() as usize, F::READ, |m| {
                     dirty = Some(m.state.dirty);
                 })
                 .unwrap()
@@ -165,9 +164,9 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             true,
             |pt| {
                 let mut dirty = None;
-                pt.unmap_region_with(va(b), page::<M>() as usize, |c| {
+                pt.unmap_region_with(at::<M>(b), page::<M>() as usize, |c| {
                     let m = c.leaf().expect("a leaf");
-                    assert_eq!(m.va, va(b), "{}: the page unmapped", M::NAME);
+                    assert_eq!(m.va, at::<M>(b), "{}: the page unmapped", M::NAME);
                     dirty = Some(m.state.dirty);
                 })
                 .unwrap()
@@ -181,7 +180,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             liveness,
             false,
             |pt| {
-                pt.protect(va(b), F::READ).unwrap().ignore();
+                pt.protect(at::<M>(b), F::READ).unwrap().ignore();
                 None
             },
             |pt| dirty_at(pt, b),
@@ -191,7 +190,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             liveness,
             false,
             |pt| {
-                pt.remap(va(b), PhysAddr::from(0x9000_0000))
+                pt.remap(at::<M>(b), PhysAddr::from(0x9000_0000))
                     .unwrap()
                     .ignore();
                 None
@@ -203,7 +202,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             liveness,
             true,
             |pt| {
-                pt.protect_region(va(b), page::<M>() as usize, F::READ)
+                pt.protect_region(at::<M>(b), page::<M>() as usize, F::READ)
                     .unwrap()
                     .ignore();
                 None
@@ -215,7 +214,7 @@ fn every_call_keeps_or_reports_a_store_at_every_moment<M: Hardware + Arch>() {
             liveness,
             true,
             |pt| {
-                pt.unmap_region(va(b), page::<M>() as usize)
+                pt.unmap_region(at::<M>(b), page::<M>() as usize)
                     .unwrap()
                     .ignore();
                 None

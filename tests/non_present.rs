@@ -4,8 +4,9 @@
 //! range calls are checked to treat both as the docs say.
 
 mod common;
+use pagetable::gpa;
 
-use common::Frames;
+use common::{Frames, at};
 use memory_addr::{pa, va};
 use pagetable::arch::marker_bits;
 use pagetable::{
@@ -69,7 +70,7 @@ fn riscv_and_loongarch_inaccessible_pages_clear_v_and_set_their_tag() {
 fn inaccessible_round_trip<A: Arch<Root = pagetable::L4>>() {
     let mut pt = table::<A>();
     pt.map(
-        va!(0x20_0000),
+        at::<A>(0x20_0000),
         pa!(0x8000_0000),
         PageSize::from_shift(A::PAGE_SHIFT).unwrap(),
         RW,
@@ -77,18 +78,18 @@ fn inaccessible_round_trip<A: Arch<Root = pagetable::L4>>() {
     .unwrap()
     .ignore();
     let before = l1_entry(&pt, 0x20_0000);
-    pt.protect(va!(0x20_0000), RW | NONE).unwrap().ignore();
-    let t = pt.query(va!(0x20_0010)).unwrap();
+    pt.protect(at::<A>(0x20_0000), RW | NONE).unwrap().ignore();
+    let t = pt.query(at::<A>(0x20_0010)).unwrap();
     assert_eq!(
         (t.pa, t.flags),
         (pa!(0x8000_0010), RW | NONE),
         "{}",
         A::NAME
     );
-    assert_eq!(pt.lookup(va!(0x20_0010)).unwrap(), Lookup::Mapped(t));
+    assert_eq!(pt.lookup(at::<A>(0x20_0010)).unwrap(), Lookup::Mapped(t));
     let none = l1_entry(&pt, 0x20_0000);
     assert_eq!(none & 1, 0, "{}: valid bit still set", A::NAME);
-    pt.protect(va!(0x20_0000), RW).unwrap().ignore();
+    pt.protect(at::<A>(0x20_0000), RW).unwrap().ignore();
     assert_eq!(
         l1_entry(&pt, 0x20_0000),
         before,
@@ -125,7 +126,7 @@ fn an_inaccessible_block_split_by_a_range_gives_inaccessible_pages() {
 #[test]
 fn ept_refuses_inaccessible_leaves() {
     let mut pt = table::<Ept>();
-    let got = pt.map(va!(0x1000), pa!(0x1000), PageSize::SIZE_4K, RW | NONE);
+    let got = pt.map(gpa!(0x1000), pa!(0x1000), PageSize::SIZE_4K, RW | NONE);
     assert_eq!(got.unwrap_err(), E::FlagsNotExpressible(RW | NONE));
 }
 
@@ -148,10 +149,10 @@ fn markers_encode_as_documented() {
     // EPT: every payload bit; bits 0-2, 10, 11 and 63 reserved, tag bit 11:
     // 0x7fff_ffff_ffff_f3f8 | 0x800.
     let mut pt = table::<Ept>();
-    pt.set_marker(va!(0x5000), (1 << 58) - 1).unwrap();
+    pt.set_marker(gpa!(0x5000), (1 << 58) - 1).unwrap();
     assert_eq!(l1_entry(&pt, 0x5000), 0x7fff_ffff_ffff_fbf8);
     assert_eq!(
-        pt.lookup(va!(0x5000)).unwrap(),
+        pt.lookup(gpa!(0x5000)).unwrap(),
         Lookup::Marker((1 << 58) - 1)
     );
 }
@@ -175,7 +176,7 @@ fn riscv_marker_skips_the_rsw_bits() {
 fn swapped<A: Arch>() -> PageTable<A, Frames> {
     let mut pt = table::<A>();
     pt.map_region(
-        va!(0x10_0000),
+        at::<A>(0x10_0000),
         pa!(0x8000_0000),
         0x1_0000,
         RW,
@@ -183,8 +184,8 @@ fn swapped<A: Arch>() -> PageTable<A, Frames> {
     )
     .unwrap()
     .ignore();
-    pt.unmap(va!(0x10_5000)).unwrap().1.ignore();
-    pt.set_marker(va!(0x10_5000), 0xabcd).unwrap();
+    pt.unmap(at::<A>(0x10_5000)).unwrap().1.ignore();
+    pt.set_marker(at::<A>(0x10_5000), 0xabcd).unwrap();
     pt
 }
 

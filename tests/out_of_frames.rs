@@ -10,7 +10,7 @@
 mod common;
 
 use common::{Frames, fails_cleanly_at_every_allocation, set_fail_from};
-use memory_addr::{PhysAddr, VirtAddr};
+use memory_addr::PhysAddr;
 use pagetable::arch::{level_shift, max_leaf_depth, root_depth};
 use pagetable::{
     AArch64, AArch64S2, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Ipa48, LoongArch64,
@@ -46,7 +46,7 @@ fn scenario<A: Arch>(base: usize) -> usize {
     let size = |depth| 1usize << level_shift::<A>(depth);
     let (k4, m2, g1) = (size(1), size(2), big::<A>());
     let top = PageSize::from_shift(level_shift::<A>(max_leaf_depth::<A>().min(3))).unwrap();
-    let v = |off: usize| VirtAddr::from(base.wrapping_add(off));
+    let v = |off: usize| A::Addr::from(base.wrapping_add(off));
     // Physical addresses with the virtual ones' alignment modulo the largest size, so huge
     // leaves fit.
     let p = |off: usize| PhysAddr::from(0x80_0000_0000 + off);
@@ -114,12 +114,12 @@ fn scenario<A: Arch>(base: usize) -> usize {
     assert!(
         reported
             .windows(2)
-            .all(|w| w[0].va + w[0].size.bytes() == w[1].va)
+            .all(|w| w[0].va.into() + w[0].size.bytes() == w[1].va.into())
     );
     assert!(
         reported
             .iter()
-            .all(|m| m.pa == p(m.va.as_usize().wrapping_sub(base)))
+            .all(|m| m.pa == p(Into::<usize>::into(m.va).wrapping_sub(base)))
     );
     assert!(pt.query(v(from)).is_err() && pt.query(v(from + len - k4)).is_err());
     assert!(pt.query(v(from - k4)).is_ok() && pt.query(v(from + len)).is_ok());
@@ -128,13 +128,13 @@ fn scenario<A: Arch>(base: usize) -> usize {
     // with a handler that refuses every allocation.
     let root_size = 1usize << level_shift::<A>(root_depth::<A>());
     let entry = base & !(root_size - 1);
-    pt.share(VirtAddr::from(entry), root_size).unwrap().ignore();
+    pt.share(A::Addr::from(entry), root_size).unwrap().ignore();
     let mut other = PageTable::<A, _>::new(Frames::new(pool, 0x2_0000_0000)).unwrap();
     set_fail_from(&mut other, Some(0));
     let frames = other.handler().live_frames();
     // SAFETY: `pt` outlives the borrow, which is released before either is dropped. `other`'s
     // handler cannot reach `pt`'s frames, so nothing reads through the borrowed entry here.
-    unsafe { other.borrow_shared(&pt, VirtAddr::from(entry), root_size) }
+    unsafe { other.borrow_shared(&pt, A::Addr::from(entry), root_size) }
         .unwrap()
         .ignore();
     tried += 1;

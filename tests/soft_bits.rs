@@ -12,18 +12,18 @@ use pagetable::{
 
 const RW: F = F::READ.union(F::WRITE);
 
-use common::{l1_entry, small_table as table};
+use common::{at, l1_entry, small_table as table};
 
 /// The bits that setting every software bit changes in the page at 0x1000.
 fn all_soft_bits<A: Arch<Root = pagetable::L4>>() -> u64 {
     let mut pt = table::<A>();
-    pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, RW)
+    pt.map(at::<A>(0x1000), pa!(0x5000), PageSize::SIZE_4K, RW)
         .unwrap()
         .ignore();
     let before = l1_entry(&pt, 0x1000);
     let all = (1 << soft_bits::<A>()) - 1;
-    pt.set_soft_bits(va!(0x1000), all).unwrap();
-    assert_eq!(pt.soft_bits(va!(0x1000)).unwrap(), all, "{}", A::NAME);
+    pt.set_soft_bits(at::<A>(0x1000), all).unwrap();
+    assert_eq!(pt.soft_bits(at::<A>(0x1000)).unwrap(), all, "{}", A::NAME);
     l1_entry(&pt, 0x1000) ^ before
 }
 

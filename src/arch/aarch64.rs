@@ -363,6 +363,7 @@ const fn name(granule: u32, bits: u32, upper: bool, regime: Regime) -> &'static 
 
 impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R, G, M> {
     type Pte = AArch64Pte;
+    type Addr = VirtAddr;
     type Root = V::Root;
     type MaxLeaf = G::MaxLeaf;
     const NAME: &'static str = name(

@@ -172,6 +172,7 @@ const fn is_dirty(pte: u64) -> bool {
 
 impl<I: IpaSize> Arch for AArch64S2<I> {
     type Pte = AArch64S2Pte;
+    type Addr = crate::GuestPhysAddr;
     type Root = I::Root;
     type MaxLeaf = L3;
     const NAME: &'static str = if I::BITS == 40 {

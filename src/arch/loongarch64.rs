@@ -188,6 +188,7 @@ impl Sealed for LoongArch64 {}
 
 impl Arch for LoongArch64 {
     type Pte = LoongArchPte;
+    type Addr = VirtAddr;
     type Root = L4;
     type MaxLeaf = L3;
     const NAME: &'static str = "loongarch64";

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use memory_addr::VirtAddr;
+use memory_addr::{MemoryAddr, VirtAddr};
 
 use crate::error::PagingError;
 use crate::flags::{AccessState, MappingFlags};
@@ -64,6 +64,10 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     type Pte: Copy + fmt::Debug + From<u64> + Into<u64>;
     /// The root level: [`L3`](crate::L3), [`L4`](crate::L4) or [`L5`](crate::L5).
     type Root: HasNext;
+    /// The table's input address: [`VirtAddr`] for stage 1,
+    /// [`GuestPhysAddr`](crate::GuestPhysAddr) for stage 2. Every call of the facade takes
+    /// it, and every address it reports is one.
+    type Addr: MemoryAddr + fmt::Debug + Send + Sync + 'static;
     /// The highest level that may hold a leaf; every level below it may too.
     type MaxLeaf: Level;
 
@@ -477,4 +481,16 @@ pub const fn geometry_ok<A: Arch>() -> bool {
         && A::MARKER_RESERVED & A::MARKER_TAG != 0
         && A::MARKER_RESERVED & A::INACCESSIBLE_TAG == A::INACCESSIBLE_TAG
         && A::MARKER_TAG & A::INACCESSIBLE_TAG == 0
+}
+
+/// The table's input address `addr` as the walk's `VirtAddr` (the same number).
+#[inline(always)]
+pub(crate) fn to_va<A: Arch>(addr: A::Addr) -> VirtAddr {
+    VirtAddr::from(addr.into())
+}
+
+/// A walk's `VirtAddr` as the table's input address (the same number).
+#[inline(always)]
+pub(crate) fn from_va<A: Arch>(va: VirtAddr) -> A::Addr {
+    A::Addr::from(va.as_usize())
 }

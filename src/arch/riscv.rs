@@ -115,6 +115,8 @@ const fn pbmt(mem: MemType) -> u64 {
 pub trait RiscvMode: Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static {
     /// The root level.
     type Root: HasNext;
+    /// The input address: virtual for satp modes, guest-physical for the G-stage.
+    type Addr: memory_addr::MemoryAddr + core::fmt::Debug + Send + Sync + 'static;
     /// The mode's name, for dumps.
     const NAME: &'static str;
     /// Virtual (guest physical, for the G-stage) address bits.
@@ -168,6 +170,7 @@ impl Sealed for Sv39x4Mode {}
 impl Sealed for Sv48x4Mode {}
 
 impl RiscvMode for Sv39Mode {
+    type Addr = VirtAddr;
     type Root = L3;
     const NAME: &'static str = "sv39";
     const VA_BITS: u32 = 39;
@@ -175,6 +178,7 @@ impl RiscvMode for Sv39Mode {
 }
 
 impl RiscvMode for Sv48Mode {
+    type Addr = VirtAddr;
     type Root = L4;
     const NAME: &'static str = "sv48";
     const VA_BITS: u32 = 48;
@@ -182,6 +186,7 @@ impl RiscvMode for Sv48Mode {
 }
 
 impl RiscvMode for Sv57Mode {
+    type Addr = VirtAddr;
     type Root = L5;
     const NAME: &'static str = "sv57";
     const VA_BITS: u32 = 57;
@@ -189,6 +194,7 @@ impl RiscvMode for Sv57Mode {
 }
 
 impl RiscvMode for Sv39x4Mode {
+    type Addr = crate::GuestPhysAddr;
     type Root = L3;
     const NAME: &'static str = "sv39x4";
     /// Sv39 plus the two bits of the root's wider index.
@@ -197,6 +203,7 @@ impl RiscvMode for Sv39x4Mode {
 }
 
 impl RiscvMode for Sv48x4Mode {
+    type Addr = crate::GuestPhysAddr;
     type Root = L4;
     const NAME: &'static str = "sv48x4";
     const VA_BITS: u32 = 50;
@@ -211,6 +218,7 @@ const fn g_stage_user<M: RiscvMode>() -> u64 {
 
 impl<M: RiscvMode> Arch for Riscv<M> {
     type Pte = RiscvPte;
+    type Addr = M::Addr;
     type Root = M::Root;
     /// Every level may hold a leaf.
     type MaxLeaf = M::Root;

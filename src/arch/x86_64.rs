@@ -258,6 +258,7 @@ impl X86Mode for Paging5 {
 
 impl<M: X86Mode, T: PatLayout> Arch for X86<M, T> {
     type Pte = X86Pte;
+    type Addr = VirtAddr;
     type Root = M::Root;
     /// PDPTEs (1 GiB), PDEs (2 MiB) and PTEs may map pages.
     type MaxLeaf = L3;

@@ -119,6 +119,7 @@ impl Sealed for Ept {}
 
 impl Arch for Ept {
     type Pte = EptPte;
+    type Addr = crate::GuestPhysAddr;
     type Root = L4;
     type MaxLeaf = L3;
     const NAME: &'static str = "x86-ept";

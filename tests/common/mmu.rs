@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use pagetable::{Arch, PagingHandler, PhysAddr, VirtAddr};
+use pagetable::{Arch, PagingHandler, PhysAddr};
 
 use super::Frames;
 use super::hw::Hardware;
@@ -91,10 +91,10 @@ unsafe impl<M: Hardware> PagingHandler for Mmu<M> {
         }
         self.frames.phys_to_virt(pa)
     }
-    fn break_flush<A: Arch>(&mut self, va: VirtAddr, _size: usize) {
+    fn break_flush<A: Arch>(&mut self, va: A::Addr, _size: usize) {
         self.events
             .borrow_mut()
-            .push(Event::Break(va.as_usize() as u64));
+            .push(Event::Break(va.into() as u64));
     }
 }
 

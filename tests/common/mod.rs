@@ -337,3 +337,111 @@ pub fn l1_entry<A: pagetable::Arch<Root = pagetable::L4>>(
         .expect("a last-level table")
         .bits()
 }
+
+/// Results of a table of any mode with their addresses as plain `VirtAddr` numbers (a stage 2
+/// table reports `GuestPhysAddr`s), so one model and one set of expectations serve every mode.
+pub trait Plain {
+    /// The same result, addresses as `VirtAddr`.
+    type Out;
+    /// Converts.
+    fn plain(self) -> Self::Out;
+}
+
+fn plain_va<G: Into<usize>>(a: G) -> pagetable::VirtAddr {
+    pagetable::VirtAddr::from(a.into())
+}
+
+impl<G: Into<usize>> Plain for pagetable::Mapping<G> {
+    type Out = pagetable::Mapping;
+    fn plain(self) -> pagetable::Mapping {
+        pagetable::Mapping {
+            va: plain_va(self.va),
+            pa: self.pa,
+            size: self.size,
+            flags: self.flags,
+            state: self.state,
+        }
+    }
+}
+
+impl<G: Into<usize>> Plain for pagetable::Translation<G> {
+    type Out = pagetable::Translation;
+    fn plain(self) -> pagetable::Translation {
+        pagetable::Translation {
+            pa: self.pa,
+            flags: self.flags,
+            size: self.size,
+            state: self.state,
+            leaf_va: plain_va(self.leaf_va),
+        }
+    }
+}
+
+impl<G: Into<usize>> Plain for pagetable::Cleared<G> {
+    type Out = pagetable::Cleared;
+    fn plain(self) -> pagetable::Cleared {
+        match self {
+            pagetable::Cleared::Leaf(m) => pagetable::Cleared::Leaf(m.plain()),
+            pagetable::Cleared::Marker { va, payload } => pagetable::Cleared::Marker {
+                va: plain_va(va),
+                payload,
+            },
+        }
+    }
+}
+
+impl<G: Into<usize>> Plain for pagetable::Lookup<G> {
+    type Out = pagetable::Lookup;
+    fn plain(self) -> pagetable::Lookup {
+        match self {
+            pagetable::Lookup::Mapped(t) => pagetable::Lookup::Mapped(t.plain()),
+            pagetable::Lookup::Marker(p) => pagetable::Lookup::Marker(p),
+            pagetable::Lookup::Empty => pagetable::Lookup::Empty,
+        }
+    }
+}
+
+macro_rules! plain_as_is {
+    ($($t:ty),*) => {$(
+        impl Plain for $t {
+            type Out = $t;
+            fn plain(self) -> $t {
+                self
+            }
+        }
+    )*};
+}
+plain_as_is!((), u64, pagetable::AccessState);
+
+impl<T: Plain, U: Plain> Plain for (T, U) {
+    type Out = (T::Out, U::Out);
+    fn plain(self) -> Self::Out {
+        (self.0.plain(), self.1.plain())
+    }
+}
+
+impl<T: Plain> Plain for Vec<T> {
+    type Out = Vec<T::Out>;
+    fn plain(self) -> Vec<T::Out> {
+        self.into_iter().map(Plain::plain).collect()
+    }
+}
+
+impl<T: Plain, E> Plain for Result<T, E> {
+    type Out = Result<T::Out, E>;
+    fn plain(self) -> Result<T::Out, E> {
+        self.map(Plain::plain)
+    }
+}
+
+/// The input address `x` of a table of mode `A` (a `VirtAddr`, or a `GuestPhysAddr` for
+/// stage 2).
+pub fn at<A: pagetable::Arch>(x: u64) -> A::Addr {
+    A::Addr::from(x as usize)
+}
+
+/// The address `x` as whatever input address the call it is passed to wants (a table's
+/// `VirtAddr` or `GuestPhysAddr`), inferred from the call.
+pub fn addr<T: From<usize>>(x: usize) -> T {
+    T::from(x)
+}

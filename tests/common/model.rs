@@ -25,7 +25,7 @@ use pagetable::{
 
 use super::hw::Hardware;
 use super::raw;
-use super::{Frames, Shared};
+use super::{Frames, Plain, Shared, at};
 
 /// Fails the run with a message unless `cond` holds.
 macro_rules! ensure {
@@ -1236,7 +1236,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     HugePages::Never
                 };
                 let got = pt.map_region(
-                    VirtAddr::from(va as usize),
+                    at::<A>(va),
                     PhysAddr::from(pa as usize),
                     len as usize,
                     flags,
@@ -1259,7 +1259,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let pa = align(model.pick_pa(pa, (va, None)), pa.mode % 8 >= 6);
                 let flags = flags_of(*flags);
                 let got = pt.map(
-                    VirtAddr::from(va as usize),
+                    at::<A>(va),
                     PhysAddr::from(pa as usize),
                     PageSize::from_shift(shift).unwrap(),
                     flags,
@@ -1269,7 +1269,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             }
             Op::Unmap { va } => {
                 let va = model.pick_va(va).0;
-                let got = pt.unmap(VirtAddr::from(va as usize)).map(|(m, f)| {
+                let got = pt.unmap(at::<A>(va)).map(|(m, f)| {
                     pt.flush(f);
                     m
                 });
@@ -1280,24 +1280,24 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let (va, run_end) = model.pick_va(va);
                 let len = model.pick_len(len, true, va, run_end);
                 let want = model.unmap_region(va, len);
-                let va = VirtAddr::from(va as usize);
+                let va = at::<A>(va);
                 if *report {
                     let mut gone = vec![];
                     let got = pt.unmap_region_with(va, len as usize, |m| gone.push(m));
                     let got = got.map(|f| pt.flush(f)).map(|()| gone);
-                    (compare(step, op, got, want)?, Some(va.as_usize() as u64))
+                    (compare(step, op, got, want)?, Some(va.into() as u64))
                 } else {
                     let got = pt.unmap_region(va, len as usize).map(|f| pt.flush(f));
                     (
                         compare(step, op, got, want.map(|_| ()))?,
-                        Some(va.as_usize() as u64),
+                        Some(va.into() as u64),
                     )
                 }
             }
             Op::Protect { va, flags } => {
                 let va = model.pick_va(va).0;
                 let flags = flags_of(*flags);
-                let got = pt.protect(VirtAddr::from(va as usize), flags);
+                let got = pt.protect(at::<A>(va), flags);
                 let want = model.protect(va, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
@@ -1310,7 +1310,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let (va, run_end) = model.pick_va(va);
                 let len = model.pick_len(len, true, va, run_end);
                 let flags = flags_of(*flags);
-                let at = VirtAddr::from(va as usize);
+                let at = at::<A>(va);
                 if *report {
                     let mut changed = vec![];
                     let got = pt.protect_region_with(at, len as usize, flags, |m| changed.push(m));
@@ -1327,7 +1327,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let picked = model.pick_va(va);
                 let va = picked.0;
                 let pa = model.pick_pa(pa, picked);
-                let got = pt.remap(VirtAddr::from(va as usize), PhysAddr::from(pa as usize));
+                let got = pt.remap(at::<A>(va), PhysAddr::from(pa as usize));
                 let want = model.remap(va, pa);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
@@ -1341,12 +1341,10 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     accessed: *accessed,
                     dirty: *dirty,
                 };
-                let got = pt
-                    .clear_access_state(VirtAddr::from(va as usize), clear)
-                    .map(|(s, f)| {
-                        pt.flush(f);
-                        s
-                    });
+                let got = pt.clear_access_state(at::<A>(va), clear).map(|(s, f)| {
+                    pt.flush(f);
+                    s
+                });
                 let want = model.clear_state(va, clear);
                 (compare(step, op, got, want)?, Some(va))
             }
@@ -1355,13 +1353,13 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let payload = payload
                     .checked_shr(64 - u32::from(*width % 65))
                     .unwrap_or(0);
-                let got = pt.set_marker(VirtAddr::from(va as usize), payload);
+                let got = pt.set_marker(at::<A>(va), payload);
                 let want = model.set_marker(va, payload);
                 (compare(step, op, got, want)?, Some(va))
             }
             Op::TakeMarker { va } => {
                 let va = model.pick_marker_va(va);
-                let got = pt.take_marker(VirtAddr::from(va as usize)).map(|(p, f)| {
+                let got = pt.take_marker(at::<A>(va)).map(|(p, f)| {
                     pt.flush(f);
                     p
                 });
@@ -1394,7 +1392,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let flags = flags_of(*flags);
                 let addrs: Vec<PhysAddr> =
                     frames.iter().map(|&f| PhysAddr::from(f as usize)).collect();
-                let got = pt.map_frames(VirtAddr::from(va as usize), &addrs, flags);
+                let got = pt.map_frames(at::<A>(va), &addrs, flags);
                 let want = model.map_frames(va, &frames, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
@@ -1405,7 +1403,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let pa = model.pick_pa(pa, picked);
                 let flags = flags_of(*flags);
                 let got = pt.remap_region(
-                    VirtAddr::from(va as usize),
+                    at::<A>(va),
                     PhysAddr::from(pa as usize),
                     len as usize,
                     flags,
@@ -1427,14 +1425,14 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let soft = u64::from(*soft) >> (u32::from(*soft) % 8);
                 let bump = u64::from(*bump);
                 let mut seen = vec![];
-                let got = pt.modify_range(VirtAddr::from(va as usize), len as usize, |e| {
-                    let at = e.va().as_usize() as u64;
+                let got = pt.modify_range(at::<A>(va), len as usize, |e| {
+                    let at = e.va().into() as u64;
                     match (e.leaf(), e.marker()) {
                         (Some(l), _) => {
                             seen.push((
                                 at,
                                 Ok(Mapping {
-                                    va: e.va(),
+                                    va: VirtAddr::from(at as usize),
                                     pa: l.pa,
                                     size: e.size(),
                                     flags: l.flags,
@@ -1471,12 +1469,10 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     accessed: *accessed,
                     dirty: *dirty,
                 };
-                let got = pt
-                    .mark_access(VirtAddr::from(va as usize), mark)
-                    .map(|(s, f)| {
-                        pt.flush(f);
-                        s
-                    });
+                let got = pt.mark_access(at::<A>(va), mark).map(|(s, f)| {
+                    pt.flush(f);
+                    s
+                });
                 let want = model.mark_access(va, mark);
                 (compare(step, op, got, want)?, Some(va))
             }
@@ -1484,19 +1480,19 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let va = model.pick_va(va).0;
                 // Mostly within the mode's bits; now and then one too wide.
                 let value = u64::from(*value) >> (u32::from(*value) % 8);
-                let got = pt.set_soft_bits(VirtAddr::from(va as usize), value);
+                let got = pt.set_soft_bits(at::<A>(va), value);
                 let want = model.set_soft(va, value);
                 (compare(step, op, got, want)?, Some(va))
             }
             Op::Lookup { va } => {
                 let va = model.pick_marker_va(va);
-                let got = pt.lookup(VirtAddr::from(va as usize));
+                let got = pt.lookup(at::<A>(va));
                 let want = model.lookup(va);
                 (compare(step, op, got, want)?, Some(va))
             }
             Op::Query { va } => {
                 let va = model.pick_va(va).0;
-                let got = pt.query(VirtAddr::from(va as usize));
+                let got = pt.query(at::<A>(va));
                 let want = model.query(va);
                 (compare(step, op, got, want)?, Some(va))
             }
@@ -1526,7 +1522,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             Op::Share { va } => {
                 let va = model.pick_va(va).0 & !((1u64 << model.root_shift()) - 1);
                 let len = 1usize << model.root_shift();
-                let got = pt.share(VirtAddr::from(va as usize), len);
+                let got = pt.share(at::<A>(va), len);
                 let want = model.share(va);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
@@ -1536,35 +1532,27 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let mut other = PageTable::<A, _>::new(pt.handler().clone())
                     .map_err(|e| format!("step {step}: no root for the borrower: {e:?}"))?;
                 // SAFETY: `other` is dropped in this step, before `pt`; both reach one memory.
-                let got = unsafe {
-                    other.borrow_shared(&pt, VirtAddr::from(va as usize), root_size as usize)
-                };
+                let got = unsafe { other.borrow_shared(&pt, at::<A>(va), root_size as usize) };
                 let want = model.borrow(va);
                 let what = compare(step, op, got.map(|f| other.flush(f)), want)?;
                 if what.is_ok() {
                     // The borrower reads exactly the owner's leaves there, and may not edit them.
                     let mut seen = vec![];
                     other
-                        .for_each_mapping_in(VirtAddr::from(va as usize), root_size as usize, |m| {
-                            seen.push(m)
-                        })
+                        .for_each_mapping_in(at::<A>(va), root_size as usize, |m| seen.push(m))
                         .map_err(|e| format!("step {step}: borrower walk: {e:?}"))?;
                     ensure_eq!(
-                        seen,
+                        seen.clone().plain(),
                         model.for_each_in(va, root_size).unwrap_or_default(),
                         "step {}: the borrower sees other leaves",
                         step
                     );
                     for m in seen.iter().take(4) {
-                        let _ = compare(
-                            step,
-                            op,
-                            other.query(m.va),
-                            model.query(m.va.as_usize() as u64),
-                        )?;
+                        let _ =
+                            compare(step, op, other.query(m.va), model.query(m.va.into() as u64))?;
                         ensure_eq!(
                             other.unmap(m.va).map(|(_, f)| f.ignore()).err(),
-                            Some(E::Borrowed(m.va)),
+                            Some(E::Borrowed(VirtAddr::from(m.va.into()))),
                             "step {}: the borrower edited a borrowed leaf",
                             step
                         );
@@ -1576,20 +1564,17 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             }
             Op::CursorUnmap { va } => {
                 let va = model.pick_va(va).0;
-                let got = pt
-                    .cursor()
-                    .unmap(VirtAddr::from(va as usize))
-                    .map(|(m, f)| {
-                        pt.flush(f);
-                        m
-                    });
+                let got = pt.cursor().unmap(at::<A>(va)).map(|(m, f)| {
+                    pt.flush(f);
+                    m
+                });
                 let want = model.unmap(va);
                 (compare(step, op, got, want)?, Some(va))
             }
             Op::CursorProtect { va, flags } => {
                 let va = model.pick_va(va).0;
                 let flags = flags_of(*flags);
-                let got = pt.cursor().protect(VirtAddr::from(va as usize), flags);
+                let got = pt.cursor().protect(at::<A>(va), flags);
                 let want = model.protect(va, flags);
                 (compare(step, op, got.map(|f| pt.flush(f)), want)?, Some(va))
             }
@@ -1626,7 +1611,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 let len = model.pick_len(len, true, va, run_end);
                 let mut seen = vec![];
                 let got = pt
-                    .for_each_mapping_in(VirtAddr::from(va as usize), len as usize, |m| {
+                    .for_each_mapping_in(at::<A>(va), len as usize, |m| {
                         seen.push(m);
                     })
                     .map(|()| seen);
@@ -1646,7 +1631,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                     );
                     let unchanged = c.table().handler().0.borrow().digest();
                     let got = c.map(
-                        VirtAddr::from(v as usize),
+                        at::<A>(v),
                         PhysAddr::from(p as usize),
                         PageSize::from_shift(A::PAGE_SHIFT).unwrap(),
                         flags,
@@ -1663,12 +1648,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                         v.wrapping_add(model.spec.page),
                         v.wrapping_sub(model.spec.page),
                     ] {
-                        let _ = compare(
-                            step,
-                            op,
-                            c.query(VirtAddr::from(q as usize)),
-                            model.query(q),
-                        )?;
+                        let _ = compare(step, op, c.query(at::<A>(q)), model.query(q))?;
                     }
                 }
                 (Ok(()), Some(first))
@@ -1765,7 +1745,7 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
         );
         // The whole table agrees with the model, and holds exactly the frames it needs.
         let mut walked = vec![];
-        pt.for_each_mapping(|m| walked.push(m));
+        pt.for_each_mapping(|m| walked.push(m.plain()));
         ensure_eq!(
             &walked,
             &model.mappings(),
@@ -1803,11 +1783,11 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
                 va.wrapping_add(model.spec.page),
                 va.wrapping_add(5 << 20),
             ] {
-                let got = pt.query(VirtAddr::from(probe as usize));
+                let got = pt.query(at::<A>(probe));
                 let _ = compare(step, op, got, model.query(probe))?;
-                let got = pt.lookup(VirtAddr::from(probe as usize));
+                let got = pt.lookup(at::<A>(probe));
                 let _ = compare(step, op, got, model.lookup(probe))?;
-                let got = pt.soft_bits(VirtAddr::from(probe as usize));
+                let got = pt.soft_bits(at::<A>(probe));
                 let _ = compare(step, op, got, model.soft(probe))?;
             }
         }
@@ -1820,13 +1800,13 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
 }
 
 /// Checks a call's result against the model's expectation; returns the call's outcome.
-fn compare<T: PartialEq + std::fmt::Debug>(
+fn compare<G: Plain<Out = T>, T: PartialEq + std::fmt::Debug>(
     step: usize,
     op: &Op,
-    got: Result<T, E>,
+    got: Result<G, E>,
     want: Expect<T>,
 ) -> Result<Result<(), E>, String> {
-    match (got, want) {
+    match (got.map(Plain::plain), want) {
         (Ok(g), Ok(w)) => {
             ensure_eq!(g, w, "step {}: {:?}", step, op);
             Ok(Ok(()))

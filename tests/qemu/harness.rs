@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pagetable::{
     Arch, BufferFrames, Descriptor, Flush, HugePages, L1, MappingFlags as F, PageSize, PageTable,
-    PagingError, PhysAddr, VirtAddr,
+    PagingError, PhysAddr,
 };
 
 pub const MAGIC: u64 = 0x7061_6765_7461_626c;
@@ -125,7 +125,10 @@ pub fn record<A: Arch>(flush: Flush<A>, into: &mut Vec<FlushRec>) {
     if flush.is_all() {
         into.push(FlushRec::All);
     } else if let Some((va, len)) = flush.va_range() {
-        into.push(FlushRec::Pages(va.as_usize() as u64, len as u64 / 4096));
+        into.push(FlushRec::Pages(
+            Into::<usize>::into(va) as u64,
+            len as u64 / 4096,
+        ));
     }
     flush.ignore();
 }
@@ -157,7 +160,7 @@ pub fn apply<A: Arch>(
     edit: Edit,
     flushes: &mut Vec<FlushRec>,
 ) -> Result<(), PagingError> {
-    let v = VirtAddr::from(va as usize);
+    let v = A::Addr::from(va as usize);
     let flush = match edit {
         Edit::Unmap => pt.unmap(v)?.1,
         Edit::Protect(flags) => pt.protect(v, flags)?,
@@ -177,7 +180,7 @@ pub struct One<'a, A: Arch> {
 impl<A: Arch> Space for One<'_, A> {
     fn map_region(&mut self, va: u64, pa: u64, len: u64, flags: F) {
         let f = self.pt.map_region(
-            VirtAddr::from(va as usize),
+            A::Addr::from(va as usize),
             PhysAddr::from(pa as usize),
             len as usize,
             flags,
@@ -188,7 +191,7 @@ impl<A: Arch> Space for One<'_, A> {
     }
     fn map(&mut self, va: u64, pa: u64, size: PageSize, flags: F) {
         let f = self.pt.map(
-            VirtAddr::from(va as usize),
+            A::Addr::from(va as usize),
             PhysAddr::from(pa as usize),
             size,
             flags,

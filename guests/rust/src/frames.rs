@@ -82,8 +82,9 @@ unsafe impl PagingHandler for Frames {
 
     /// The crate's own invalidation, then a load of the broken address: it must fault, since
     /// the entry is invalid and no TLB may hold it any more.
-    fn break_flush<A: Arch>(&mut self, va: VirtAddr, size: usize) {
+    fn break_flush<A: Arch>(&mut self, va: A::Addr, size: usize) {
         let _ = size;
+        let va = VirtAddr::from(va.into());
         A::flush_page(va);
         BREAKS.fetch_add(1, Ordering::SeqCst);
         if crate::read(va.as_usize() as u64).is_none() {

@@ -353,7 +353,10 @@ pub(super) unsafe fn split<A: Arch, L: HasNext, H: PagingHandler>(
         // SAFETY: live table owned by the caller. The swap returns the leaf as last marked by
         // the MMU; once invalid, no MMU marks it again.
         let old = unsafe { t.swap(i, 0) };
-        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        h.break_flush::<A>(
+            crate::arch::from_va::<A>(A::unfold(va)),
+            TableRef::<A, L>::SIZE as usize,
+        );
         fill(old);
         // SAFETY: as above.
         unsafe { t.store(i, entry) };
@@ -397,7 +400,10 @@ pub(super) unsafe fn rewrite_leaf<A: Arch, L: Level, H: PagingHandler>(
     if A::BREAK_BEFORE_MAKE && liveness == Liveness::Live && A::needs_break::<L>(old, change(old)) {
         // SAFETY: live table owned by the caller; see `split`.
         let old = unsafe { t.swap(i, 0) };
-        h.break_flush::<A>(A::unfold(va), TableRef::<A, L>::SIZE as usize);
+        h.break_flush::<A>(
+            crate::arch::from_va::<A>(A::unfold(va)),
+            TableRef::<A, L>::SIZE as usize,
+        );
         // SAFETY: as above.
         unsafe { t.store(i, change(old)) };
         old

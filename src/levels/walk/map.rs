@@ -404,7 +404,7 @@ unsafe fn replace_table<A: Arch, L: HasNext, H: PagingHandler>(
         // SAFETY: as for `store`.
         unsafe { t.swap(i, 0) };
         h.break_flush::<A>(
-            A::unfold(entry_base::<A, L>(va)),
+            crate::arch::from_va::<A>(A::unfold(entry_base::<A, L>(va))),
             TableRef::<A, L>::SIZE as usize,
         );
     }

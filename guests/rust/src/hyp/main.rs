@@ -26,7 +26,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagetable::{
-    HugePages, Liveness, MappingFlags as F, PageSize, PageTable, PagingHandler, PhysAddr, VirtAddr,
+    GuestPhysAddr, HugePages, Liveness, MappingFlags as F, PageSize, PageTable, PagingHandler,
+    PhysAddr, VirtAddr,
 };
 
 use arch::Console;
@@ -154,8 +155,8 @@ pub fn va(addr: u64) -> VirtAddr {
     VirtAddr::from(addr as usize)
 }
 
-fn ipa(addr: u64) -> VirtAddr {
-    VirtAddr::from(addr as usize)
+fn ipa(addr: u64) -> GuestPhysAddr {
+    GuestPhysAddr::from(addr as usize)
 }
 
 pub fn pa(addr: u64) -> PhysAddr {
