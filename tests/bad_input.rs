@@ -7,10 +7,12 @@ mod common;
 use common::{Frames, addr};
 use memory_addr::{pa, va};
 use pagetable::arch::level_shift;
+use pagetable::arch::mem_layout::ResetPat;
+use pagetable::arch::x86_64::Paging4;
 use pagetable::{
-    AArch64, AArch64S2, Arch, Ept, Granule16K, Granule64K, HugePages, Ipa40, Liveness, LoongArch64,
-    Lower, MappingFlags as F, PageSize, PageTable, PagingError as E, PhysAddr, Sv39, Sv39x4, Sv48,
-    Va48, VirtAddr, X86_64,
+    AArch64, AArch64S2, Arch, El2, El3, Ept, Granule16K, Granule64K, HugePages, Ipa40, Liveness,
+    LoongArch64, Lower, MappingFlags as F, PageSize, PageTable, PagingError as E, PhysAddr, Sv39,
+    Sv39x4, Sv48, Va48, VirtAddr, X86, X86_64,
 };
 
 const RW: F = F::READ.union(F::WRITE);
@@ -20,16 +22,22 @@ const RW: F = F::READ.union(F::WRITE);
 fn setup<A: Arch>() -> PageTable<A, Frames> {
     let mut pt = PageTable::new(Frames::new(32 << (A::PAGE_SHIFT - 12), 0x10_0000_0000)).unwrap();
     let block = PageSize::from_shift(level_shift::<A>(2)).unwrap();
+    // The regimes with one privilege level (AArch64 EL2, EL3) have global leaves only.
+    let rw = if A::check_flags(RW).is_ok() {
+        RW
+    } else {
+        RW | F::GLOBAL
+    };
     pt.map_region(
         addr(0x1000_0000),
         pa!(0x8000_0000),
         0x1_0000,
-        RW,
+        rw,
         HugePages::Never,
     )
     .unwrap()
     .ignore();
-    pt.map(addr(0x4000_0000), PhysAddr::from(block.bytes()), block, RW)
+    pt.map(addr(0x4000_0000), PhysAddr::from(block.bytes()), block, rw)
         .unwrap()
         .ignore();
     pt.set_marker(addr(0x3000_0000), 9).unwrap();
@@ -285,6 +293,33 @@ fn cases() -> Vec<Case> {
                 unsafe { PageTable::<X86_64, _>::from_root(pa!(0x10_0000_0800), Frames::new(1, 0x10_0000_0000)) }
             }
             => E::UnalignedPa(pa!(0x10_0000_0800));
+        "a PCID wider than 12 bits", X86_64,
+            |pt| pt.set_tlb_id(Some(0x1000))
+            => E::TlbIdTooWide { id: 0x1000, bits: 12 };
+        "a LoongArch ASID wider than 10 bits", LoongArch64,
+            |pt| pt.set_tlb_id(Some(0x400))
+            => E::TlbIdTooWide { id: 0x400, bits: 10 };
+        "a G-stage VMID wider than 14 bits", Sv39x4,
+            |pt| pt.set_tlb_id(Some(0x4000))
+            => E::TlbIdTooWide { id: 0x4000, bits: 14 };
+        "an ASID in the EL2 regime (it has none)", AArch64<Va48, El2>,
+            |pt| pt.set_tlb_id(Some(1))
+            => E::TlbIdTooWide { id: 1, bits: 0 };
+        "an EPT identifier (EPTP is the context)", Ept,
+            |pt| pt.set_tlb_id(Some(1))
+            => E::TlbIdTooWide { id: 1, bits: 0 };
+        "EL0 access at EL3 (one privilege level)", AArch64<Va48, El3>,
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::GLOBAL | F::USER)
+            => E::FlagsNotExpressible(RW | F::GLOBAL | F::USER);
+        "a non-global leaf at EL2 (no ASIDs)", AArch64<Va48, El2>,
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW)
+            => E::FlagsNotExpressible(RW);
+        "a non-secure leaf outside EL3", AArch64<Va48, El2>,
+            |pt| pt.map(addr(0x2000_0000), pa!(0), PageSize::SIZE_4K, RW | F::GLOBAL | F::NON_SECURE)
+            => E::FlagsNotExpressible(RW | F::GLOBAL | F::NON_SECURE);
+        "write-combining where IA32_PAT has no WC entry", X86<Paging4, ResetPat>,
+            |pt| pt.protect(addr(0x1000_0000), RW | F::UNCACHED)
+            => E::FlagsNotExpressible(RW | F::UNCACHED);
         "adopting a root beyond the mode's physical width", Sv39,
             |_pt| {
                 // SAFETY: as above.
