@@ -278,11 +278,18 @@ fn a_global_leaf_widens_the_tagged_flushes_for_good() {
                 .ignore();
         },
         |pt| {
+            // The first map walks (through the table's own `map`); the second takes the
+            // cursor's own path, on the table it remembers.
             let mut cursor = pt.cursor();
             cursor
+                .map(va!(0x1000), pa!(0x1000), PageSize::SIZE_4K, F::READ)
+                .unwrap()
+                .ignore();
+            assert!(!cursor.table().tlb_scope().may_hold_global());
+            cursor
                 .map(
-                    va!(0x1000),
-                    pa!(0x1000),
+                    va!(0x2000),
+                    pa!(0x2000),
                     PageSize::SIZE_4K,
                     F::READ | F::GLOBAL,
                 )
