@@ -571,13 +571,18 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
 
     #[inline]
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
+        Self::leaf_protect_with::<L>(old, flags, Self::leaf_template::<L>(flags))
+    }
+
+    #[inline]
+    fn leaf_protect_with<L: Level>(old: u64, flags: MappingFlags, template: u64) -> u64 {
         // Keep the address, AF, and the bits flags do not speak for; the contiguous hint goes,
         // since a protect may cover part of a run.
         // NS is the caller's at EL3 (NON_SECURE), kept as found elsewhere.
         let ns = if Self::NON_SECURE { 0 } else { NS };
         let keep =
             Self::leaf_addr_mask::<L>() | AF | (SW & !(SW_DIRTY | INACCESSIBLE)) | UPPER | GP | ns;
-        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !AF);
+        let mut new = (old & keep) | (template & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts
             // dirty like a new one.

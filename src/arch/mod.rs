@@ -159,6 +159,14 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// `old` with new `flags` (already checked): the address and the access state stay, except
     /// that a leaf that becomes writable starts dirty, as a new writable leaf does.
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64;
+    /// [`leaf_protect`](Self::leaf_protect) with `template` =
+    /// [`leaf_template::<L>(flags)`](Self::leaf_template) worked out by the caller: region
+    /// loops work it out once, not per leaf.
+    #[inline(always)]
+    fn leaf_protect_with<L: Level>(old: u64, flags: MappingFlags, template: u64) -> u64 {
+        let _ = template;
+        Self::leaf_protect::<L>(old, flags)
+    }
     /// `old` with the state bits set in `clear` cleared.
     fn leaf_clear_state<L: Level>(old: u64, clear: AccessState) -> u64;
     /// `old` marked as the MMU would mark it, for software that manages the marks itself (a

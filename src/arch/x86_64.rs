@@ -159,15 +159,30 @@ const_assert_eq!(PAT, <Pat as PatLayout>::VALUE);
 /// The PAT index (PAT:PCD:PWT) of `mem` under layout `T`, as a leaf's PWT, PCD and PAT bits
 /// at level `L` (under the default layout: WB 0, WC 1, UC 3, PAT bit clear).
 #[inline(always)]
-const fn pat_bits<T: PatLayout, L: Level>(mem: MemType) -> u64 {
-    let index = match mem {
-        MemType::Normal => T::NORMAL,
-        MemType::Uncached => T::UNCACHED,
-        MemType::Device => T::DEVICE,
-    };
+fn pat_bits<T: PatLayout, L: Level>(mem: MemType) -> u64 {
+    // Three constants per layout and level, worked out at compile time: the walk's hot loops
+    // see a choice between constants, as with a fixed layout.
+    match mem {
+        MemType::Normal => PatBits::<T, L>::NORMAL,
+        MemType::Uncached => PatBits::<T, L>::UNCACHED,
+        MemType::Device => PatBits::<T, L>::DEVICE,
+    }
+}
+
+/// PWT (index bit 0), PCD (bit 1) and the level's PAT bit (bit 2) of a PAT index.
+const fn index_bits<L: Level>(index: u8) -> u64 {
     (if index & 1 != 0 { PWT } else { 0 })
         | (if index & 2 != 0 { PCD } else { 0 })
         | (if index & 4 != 0 { pat_bit::<L>() } else { 0 })
+}
+
+/// The leaf bits of each memory type under layout `T` at level `L`.
+struct PatBits<T, L>(PhantomData<(T, L)>);
+
+impl<T: PatLayout, L: Level> PatBits<T, L> {
+    const NORMAL: u64 = index_bits::<L>(T::NORMAL);
+    const DEVICE: u64 = index_bits::<L>(T::DEVICE);
+    const UNCACHED: u64 = index_bits::<L>(T::UNCACHED);
 }
 
 /// The PAT bit of a leaf at level `L`: bit 7 in a PTE, bit 12 in a 2 MiB or 1 GiB leaf.
@@ -400,10 +415,15 @@ impl<M: X86Mode, T: PatLayout> Arch for X86<M, T> {
 
     #[inline(always)]
     fn leaf_protect<L: Level>(old: u64, flags: MappingFlags) -> u64 {
+        Self::leaf_protect_with::<L>(old, flags, Self::leaf_template::<L>(flags))
+    }
+
+    #[inline(always)]
+    fn leaf_protect_with<L: Level>(old: u64, flags: MappingFlags, template: u64) -> u64 {
         // Keep the address, the access state, and the bits flags do not speak for (software
         // bits but this crate's tag, protection key).
         let keep = Self::leaf_addr_mask::<L>() | A | D | (AVL & !INACCESSIBLE) | AVL_HIGH | PK;
-        let mut new = (old & keep) | (Self::leaf_template::<L>(flags) & !(A | D));
+        let mut new = (old & keep) | (template & !(A | D));
         if flags.contains(MappingFlags::WRITE) && old & RW == 0 {
             new |= D;
         }

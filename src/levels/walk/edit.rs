@@ -467,9 +467,12 @@ impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for ModifyApply<'_, A, H
         let hw_live = self.hw_live;
         match op {
             Modify::Protect(flags) => {
+                let template = A::leaf_template::<L1>(flags);
                 // SAFETY: the run lies inside the live table the caller owns.
                 unsafe {
-                    modify_leaves::<A>(t, run, hw_live, |old, _| A::leaf_protect::<L1>(old, flags))
+                    modify_leaves::<A>(t, run, hw_live, |old, _| {
+                        A::leaf_protect_with::<L1>(old, flags, template)
+                    })
                 }
             }
             Modify::Remap(delta) => {

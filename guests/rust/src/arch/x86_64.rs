@@ -355,7 +355,7 @@ impl fmt::Write for Console {
 /// The tables map the running code, its stack and its frames one to one.
 pub unsafe fn mmu_on(cr3: u64) {
     load_idt();
-    let pat = pagetable::arch::x86_64::PAT;
+    let pat = Mode::ia32_pat();
     // SAFETY: IA32_PAT is written before any leaf of the crate's is used; the caller's tables
     // translate everything that runs next. CR4.PCIDE is set with CR3's PCID 0, as it must be.
     unsafe {
