@@ -1346,6 +1346,134 @@ fn footprint(_: &mut Criterion) {
     );
 }
 
+/// 64 Ki distinct random pages of the GiB (a quarter of its slots), and a second random order of
+/// the same pages: a page-fault workload's mapping and its later munmap, page by page.
+fn random_pages() -> (Vec<usize>, Vec<usize>) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 16) as usize
+    };
+    let mut slots: Vec<usize> = (0..PAGES).collect();
+    for i in (1..PAGES).rev() {
+        slots.swap(i, next() % (i + 1));
+    }
+    let mapped: Vec<usize> = slots[..PAGES / 4].iter().map(|s| VA + s * FRAME).collect();
+    let mut order = mapped.clone();
+    for i in (1..order.len()).rev() {
+        order.swap(i, next() % (i + 1));
+    }
+    (mapped, order)
+}
+
+/// Single-page unmaps in random order of 64 Ki random pages of a GiB: every crate's plain
+/// one-page unmap, as a kernel's munmap of faulted-in pages calls it. Ours frees each
+/// last-level table the moment it empties (and the tables above it); page_table_multiarch and
+/// the x86_64 crate leave emptied tables in place, as their docs say.
+fn unmap_random_order(c: &mut Criterion) {
+    let (mapped, order) = random_pages();
+    let mut g = Group::new(c, "unmap_4k_random_order");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(order.len() as u64));
+    let ours = || {
+        let mut pt = ours_new::<pagetable::X86_64>();
+        for &v in &mapped {
+            pt.map(va(v), pa(v - VA + PA), pagetable::PageSize::SIZE_4K, RW)
+                .unwrap()
+                .ignore();
+        }
+        pt
+    };
+    g.bench_function("pagetable", |b| {
+        b.iter_batched(
+            ours,
+            |mut pt| {
+                for &v in black_box(&order) {
+                    per_page(|| pt.unmap(va(v))).unwrap().1.ignore();
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("pagetable_cursor", |b| {
+        b.iter_batched(
+            ours,
+            |mut pt| {
+                let mut c = pt.cursor();
+                for &v in black_box(&order) {
+                    per_page(|| c.unmap(va(v))).unwrap().1.ignore();
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter_batched(
+            || {
+                let mut pt = ptm_new();
+                for &v in &mapped {
+                    pt.cursor()
+                        .map(
+                            memory_addr::VirtAddr::from(v),
+                            memory_addr::PhysAddr::from(v - VA + PA),
+                            page_table_multiarch::PageSize::Size4K,
+                            PTM_RW,
+                        )
+                        .unwrap();
+                }
+                pt
+            },
+            |mut pt| {
+                {
+                    let mut c = pt.cursor();
+                    for &v in black_box(&order) {
+                        per_page(|| c.unmap(memory_addr::VirtAddr::from(v))).unwrap();
+                    }
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("x86_64", |b| {
+        b.iter_batched(
+            || {
+                use x86::Mapper;
+                let mut t = x86::new();
+                for &v in &mapped {
+                    let page = x86::Page::<x86::Size4KiB>::containing_address(x86::VirtAddr::new(
+                        v as u64,
+                    ));
+                    let frame = x86::PhysFrame::containing_address(x86::PhysAddr::new(
+                        (v - VA + PA) as u64,
+                    ));
+                    // SAFETY: the mapping points at memory nobody touches.
+                    unsafe { t.mapper.map_to(page, frame, x86::RW, &mut x86::Frames) }
+                        .unwrap()
+                        .ignore();
+                }
+                t
+            },
+            |mut t| {
+                use x86::Mapper;
+                for &v in black_box(&order) {
+                    let page = x86::Page::<x86::Size4KiB>::containing_address(x86::VirtAddr::new(
+                        v as u64,
+                    ));
+                    per_page(|| t.mapper.unmap(page)).unwrap().1.ignore();
+                }
+                t
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     footprint,
@@ -1357,6 +1485,7 @@ criterion_group!(
     protect_region,
     walk,
     mixed_trace,
-    map_one_by_one
+    map_one_by_one,
+    unmap_random_order
 );
 criterion_main!(benches);
