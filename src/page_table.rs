@@ -563,23 +563,30 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
     pub fn unmap(&mut self, va: A::Addr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
         let va = arch::to_va::<A>(va);
-        let leaf = self.leaf_at(va)?;
-        let (s, e) = (leaf.va, leaf.va + leaf.size.bytes() as u64);
-        self.check_not_borrowed(s, e)?;
-        let depth = leaf_depth::<A>(leaf.size).ok_or(PagingError::NotMapped(va))?;
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // A leaf lies inside one root entry (a root-level leaf is one).
+        let root_index = TableRef::<A, A::Root>::index(folded);
+        let borrowed = self.state.borrowed.meets(root_index, root_index + 1);
         let (root, ctx) = (self.root_ref(), self.ctx());
         let h = &mut self.handler;
         // Clearing one whole leaf splits nothing: no frames reserved, so this cannot fail.
         let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, NonRoot<A>>::BYTES)?
             .for_change::<A, H>(h, ctx, 0)?;
-        // SAFETY: the root is live and ours; `[s, e)` is one leaf of `depth`, not borrowed.
-        let (state, _) =
-            unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, depth, true) };
-        let gone = RawLeaf { state, ..leaf };
-        Ok((
-            Mapping::from_raw::<A>(gone),
-            Flush::range(s, e).with_retired(stash.finish(h)),
-        ))
+        // One walk finds the leaf, checks it and clears it.
+        // SAFETY: the root is live and ours and its span holds `folded`.
+        match unsafe { walk::unmap_at::<A, H>(h, &mut stash, root, folded, borrowed) } {
+            Ok(gone) => {
+                let (s, e) = (gone.va, gone.va + gone.size.bytes() as u64);
+                Ok((
+                    Mapping::from_raw::<A>(gone),
+                    Flush::range(s, e).with_retired(stash.finish(h)),
+                ))
+            }
+            Err(err) => {
+                stash.release(h);
+                Err(err)
+            }
+        }
     }
 
     /// Points the leaf that starts at `va` at `pa`, keeping its flags and access state. To

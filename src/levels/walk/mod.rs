@@ -39,7 +39,7 @@ pub(crate) use read::{
     RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, leaf_entry, query,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
-pub(crate) use unmap::{ClearedRaw, Report, Reporter, unmap_apply, unmap_one};
+pub(crate) use unmap::{ClearedRaw, Report, Reporter, unmap_apply, unmap_at, unmap_one};
 pub(crate) use visit::visit_apply;
 
 /// One entry of a level-`L` table that a range touches: its index, the part `[a, b)` of the

@@ -6,10 +6,12 @@ use core::marker::PhantomData;
 
 use super::edit::split;
 use super::{
-    Below, PointStep, PointVisitor, RawLeaf, Run, Span, Stash, Step, Visitor, below, child,
+    Below, Descend, PointStep, PointVisitor, RawLeaf, Run, Span, Stash, Step, Visitor, below,
+    child, entry_base,
 };
 use crate::arch::Arch;
-use crate::flags::AccessState;
+use crate::error::PagingError;
+use crate::flags::{AccessState, PageSize};
 use crate::handler::PagingHandler;
 use crate::levels::{EntryKind, HasNext, L1, Level, TableRef};
 
@@ -308,4 +310,153 @@ pub(crate) unsafe fn unmap_one<A: Arch, L: Level, H: PagingHandler>(
     let mut v = UnmapOne { h, stash, depth };
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut v, t, va, kept) }
+}
+
+/// Finds the leaf that starts at folded `va` and clears it, in one walk: the leaf as the swap
+/// that cleared it returned it (its flags as the walk lets them through), and whether the
+/// table it was in is empty now and may go. Nothing changes on an error: no leaf translates
+/// `va` ([`PagingError::NotMapped`]), the leaf starts elsewhere
+/// ([`PagingError::InsideLeaf`]), or it lies in a borrowed root entry (`borrowed`:
+/// [`PagingError::Borrowed`]), checked in that order, as a query followed by the unmap would.
+struct UnmapAt<'a, H> {
+    h: &'a mut H,
+    stash: &'a mut Stash,
+    /// The address as the caller gave it, for the errors.
+    at: u64,
+    borrowed: bool,
+}
+
+type UnmapAtOut = Result<(RawLeaf, bool), PagingError>;
+
+impl<H: PagingHandler> UnmapAt<'_, H> {
+    /// Leaf `i` of `t`, whose entry is `pte` and whose first address is `base`: cleared, or
+    /// the error that leaves it.
+    ///
+    /// # Safety
+    ///
+    /// `t` is live and owned by the caller, `i` in bounds, `pte` a leaf entry loaded from it.
+    #[inline(always)]
+    unsafe fn clear<A: Arch, L: Level>(
+        &self,
+        t: TableRef<A, L>,
+        i: usize,
+        base: u64,
+        (kept, path): (bool, u64),
+    ) -> UnmapAtOut {
+        if base != self.at {
+            return Err(PagingError::InsideLeaf {
+                leaf: A::unfold(base),
+                size: PageSize::from_shift(TableRef::<A, L>::SHIFT).unwrap_or(PageSize::SIZE_4K),
+            });
+        }
+        if self.borrowed {
+            return Err(PagingError::Borrowed(A::unfold(base)));
+        }
+        // SAFETY: forwarded.
+        let old = unsafe { t.swap(i, 0) };
+        let mut leaf = RawLeaf::of::<A, L>(base, old);
+        if A::TABLE_GATES {
+            leaf.flags = A::path_restrict(path, leaf.flags);
+        }
+        // SAFETY: live table.
+        Ok((leaf, !kept && unsafe { t.is_zero() }))
+    }
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapAt<'_, H> {
+    type Out = UnmapAtOut;
+    type Down = (bool, u64);
+
+    #[inline(always)]
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, down: (bool, u64)) -> UnmapAtOut {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        if A::entry_kind::<L1>(pte) != EntryKind::Leaf {
+            return Err(PagingError::NotMapped(A::unfold(self.at)));
+        }
+        // SAFETY: forwarded.
+        unsafe { self.clear(t, i, entry_base::<A, L1>(self.at), down) }
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        down: (bool, u64),
+    ) -> PointStep<A, L::Next, (bool, u64), UnmapAtOut> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        match A::entry_kind::<L>(pte) {
+            EntryKind::Leaf => {
+                // SAFETY: forwarded; `pte` is a leaf entry loaded from `t`.
+                PointStep::Stop(unsafe { self.clear(t, i, entry_base::<A, L>(self.at), down) })
+            }
+            EntryKind::Table => {
+                // SAFETY: a table entry of a live table leads to a live table one down.
+                let next = unsafe { child::<A, L, H>(self.h, pte) };
+                let kept = self.stash.ctx.keeps::<A, L>(i);
+                PointStep::Descend(next, (kept, A::path_step(down.1, pte)))
+            }
+            EntryKind::Empty | EntryKind::Marker => {
+                PointStep::Stop(Err(PagingError::NotMapped(A::unfold(self.at))))
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn ascend<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (kept, _): (bool, u64),
+        out: UnmapAtOut,
+    ) -> UnmapAtOut {
+        let (leaf, emptied) = out?;
+        if !emptied {
+            return Ok((leaf, false));
+        }
+        // SAFETY: in bounds, live table.
+        let only_child =
+            (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
+        if only_child && !kept {
+            // This table empties with its child: the level above unlinks both at once.
+            return Ok((leaf, true));
+        }
+        if self.stash.retire_room::<A, H>(self.h) {
+            // SAFETY: live table owned by the caller; the emptied subtree is ours.
+            unsafe {
+                let pte = t.load(i);
+                t.store(i, 0);
+                self.stash
+                    .retire::<A, L::Next, H>(self.h, A::table_addr(pte));
+            }
+        }
+        Ok((leaf, false))
+    }
+}
+
+/// Clears the leaf that starts at folded `va` below the root `t`, found by the same walk; see
+/// [`UnmapAt`]. `borrowed`: whether `va`'s root entry is borrowed.
+///
+/// # Safety
+///
+/// `t` is the live root of the tree the caller owns (`&mut PageTable`), reached through `h`,
+/// and its span holds `va`.
+pub(crate) unsafe fn unmap_at<A: Arch, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, A::Root>,
+    va: u64,
+    borrowed: bool,
+) -> Result<RawLeaf, PagingError> {
+    let mut v = UnmapAt {
+        h,
+        stash,
+        at: va,
+        borrowed,
+    };
+    // SAFETY: forwarded; the root is kept.
+    unsafe { <A::Root as Descend>::point::<A, _>(&mut v, t, va, (true, A::PATH_START)) }
+        .map(|(leaf, _)| leaf)
 }
