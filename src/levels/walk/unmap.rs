@@ -268,27 +268,43 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
         kept: bool,
         (old, emptied): (AccessState, bool),
     ) -> (AccessState, bool) {
-        if !emptied {
-            return (old, false);
-        }
-        // SAFETY: in bounds, live table.
-        let only_child =
-            (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
-        if only_child && !kept {
-            // This table empties with its child: the level above unlinks both at once.
-            return (old, true);
-        }
-        if self.stash.retire_room::<A, H>(self.h) {
-            // SAFETY: live table owned by the caller; the emptied subtree is ours.
-            unsafe {
-                let pte = t.load(i);
-                t.store(i, 0);
-                self.stash
-                    .retire::<A, L::Next, H>(self.h, A::table_addr(pte));
-            }
-        }
-        (old, false)
+        // SAFETY: forwarded.
+        let up = emptied && unsafe { unlink_emptied::<A, L, H>(self.h, self.stash, t, i, kept) };
+        (old, up)
     }
+}
+
+/// Entry `i` of `t` leads to a table the clear of a single leaf just emptied: unlinks and
+/// retires it, or, if `t` empties with it and may go (not `kept`), leaves both for the level
+/// above to unlink at once (`true`).
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller (`&mut PageTable`), `i` in bounds, and the table entry
+/// `i` leads to is empty and the caller's.
+#[inline(always)]
+unsafe fn unlink_emptied<A: Arch, L: HasNext, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    kept: bool,
+) -> bool {
+    // SAFETY: in bounds, live table.
+    let only_child = (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
+    if only_child && !kept {
+        // This table empties with its child: the level above unlinks both at once.
+        return true;
+    }
+    if stash.retire_room::<A, H>(h) {
+        // SAFETY: live table owned by the caller; the emptied subtree is ours.
+        unsafe {
+            let pte = t.load(i);
+            t.store(i, 0);
+            stash.retire::<A, L::Next, H>(h, A::table_addr(pte));
+        }
+    }
+    false
 }
 
 /// Clears the leaf of `depth` that starts at folded `va` below `t` (`kept` if `t` must stay
@@ -413,26 +429,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapAt<'_, H> {
         out: UnmapAtOut,
     ) -> UnmapAtOut {
         let (leaf, emptied) = out?;
-        if !emptied {
-            return Ok((leaf, false));
-        }
-        // SAFETY: in bounds, live table.
-        let only_child =
-            (0..TableRef::<A, L>::ENTRIES).all(|k| k == i || unsafe { t.load(k) } == 0);
-        if only_child && !kept {
-            // This table empties with its child: the level above unlinks both at once.
-            return Ok((leaf, true));
-        }
-        if self.stash.retire_room::<A, H>(self.h) {
-            // SAFETY: live table owned by the caller; the emptied subtree is ours.
-            unsafe {
-                let pte = t.load(i);
-                t.store(i, 0);
-                self.stash
-                    .retire::<A, L::Next, H>(self.h, A::table_addr(pte));
-            }
-        }
-        Ok((leaf, false))
+        // SAFETY: forwarded.
+        let up = emptied && unsafe { unlink_emptied::<A, L, H>(self.h, self.stash, t, i, kept) };
+        Ok((leaf, up))
     }
 }
 

@@ -6,8 +6,12 @@ use core::fmt;
 
 pub use crate::shared::{Console, write_ret};
 
+use pagetable::arch::aarch64::VaRange;
 use pagetable::arch::aarch64_regs::CpuFeatures;
-use pagetable::{AArch64, AArch64S2, El2, El3, Ipa40, PageTable, PagingHandler, Va48};
+use pagetable::{
+    AArch64, AArch64S2, El2, El3, HugePages, Ipa40, MappingFlags as F, MemType, PageSize,
+    PageTable, PagingHandler, PhysAddr, Va48, VirtAddr,
+};
 
 /// Stage 2 with a 40-bit IPA space.
 pub type Mode = AArch64S2<Ipa40>;
@@ -373,64 +377,60 @@ pub fn features() -> CpuFeatures {
     CpuFeatures::from_id_regs(mmfr0, mmfr1)
 }
 
-/// Turns EL2's own MMU on with `pt`: MAIR_EL2 and TCR_EL2 as the crate composes them, then
-/// the table's `activate` (TTBR0_EL2, the EL2 TLB dropped), then SCTLR_EL2.M, C and I.
-///
-/// # Safety
-///
-/// `pt` maps the hypervisor's code, stack, data, frames and console one to one, and stays
-/// alive and live as long as EL2 runs translated.
-pub unsafe fn el2_mmu_on<H: PagingHandler>(pt: &PageTable<El2Mode, H>) {
-    // SAFETY: the caller's table translates everything that runs next, at the same address.
-    unsafe {
-        core::arch::asm!(
-            "msr mair_el2, {mair}",
-            "msr tcr_el2, {tcr}",
-            "isb",
-            mair = in(reg) El2Mode::mair(),
-            tcr = in(reg) El2Mode::tcr(features()),
-        );
-        pt.activate();
-        core::arch::asm!(
-            "mrs {t}, sctlr_el2",
-            "orr {t}, {t}, #1",
-            "orr {t}, {t}, #(1 << 2)",
-            "orr {t}, {t}, #(1 << 12)",
-            "msr sctlr_el2, {t}",
-            "isb",
-            t = out(reg) _,
-        );
-    }
+/// `$name(pt)`: turns the MMU of exception level `$el` on with `pt`, of mode `$mode`: MAIR_ELx
+/// and TCR_ELx as the crate composes them, then the table's `activate` (TTBR0_ELx, that
+/// level's TLB dropped), then SCTLR_ELx.M, C and I.
+macro_rules! mmu_on {
+    ($(#[$doc:meta])* $name:ident, $mode:ty, $el:literal) => {
+        $(#[$doc])*
+        pub unsafe fn $name<H: PagingHandler>(pt: &PageTable<$mode, H>) {
+            // SAFETY: the caller's table translates everything that runs next, at the same
+            // address.
+            unsafe {
+                core::arch::asm!(
+                    concat!("msr mair_", $el, ", {mair}"),
+                    concat!("msr tcr_", $el, ", {tcr}"),
+                    "isb",
+                    mair = in(reg) <$mode>::mair(),
+                    tcr = in(reg) <$mode>::tcr(features()),
+                );
+                pt.activate();
+                core::arch::asm!(
+                    concat!("mrs {t}, sctlr_", $el),
+                    "orr {t}, {t}, #1",
+                    "orr {t}, {t}, #(1 << 2)",
+                    "orr {t}, {t}, #(1 << 12)",
+                    concat!("msr sctlr_", $el, ", {t}"),
+                    "isb",
+                    t = out(reg) _,
+                );
+            }
+        }
+    };
 }
 
-/// Turns EL3's MMU on with `pt`, as `el2_mmu_on` does for EL2.
-///
-/// # Safety
-///
-/// At EL3; `pt` maps the code, stack, data and console one to one and stays alive and live
-/// while EL3 runs translated.
-pub unsafe fn el3_mmu_on<H: PagingHandler>(pt: &PageTable<El3Mode, H>) {
-    // SAFETY: as for `el2_mmu_on`.
-    unsafe {
-        core::arch::asm!(
-            "msr mair_el3, {mair}",
-            "msr tcr_el3, {tcr}",
-            "isb",
-            mair = in(reg) El3Mode::mair(),
-            tcr = in(reg) El3Mode::tcr(features()),
-        );
-        pt.activate();
-        core::arch::asm!(
-            "mrs {t}, sctlr_el3",
-            "orr {t}, {t}, #1",
-            "orr {t}, {t}, #(1 << 2)",
-            "orr {t}, {t}, #(1 << 12)",
-            "msr sctlr_el3, {t}",
-            "isb",
-            t = out(reg) _,
-        );
-    }
-}
+mmu_on!(
+    /// EL2's own MMU on with `pt` (see `mmu_on!`).
+    ///
+    /// # Safety
+    ///
+    /// At EL2; `pt` maps the hypervisor's code, stack, data, frames and console one to one,
+    /// and stays alive and live as long as EL2 runs translated.
+    el2_mmu_on,
+    El2Mode,
+    "el2"
+);
+mmu_on!(
+    /// EL3's MMU on with `pt` (see `mmu_on!`).
+    ///
+    /// # Safety
+    ///
+    /// At EL3; `pt` maps the code, stack, data and console one to one and stays alive and
+    /// live while EL3 runs translated.
+    el3_mmu_on,
+    El3Mode,
+    "el3"
+);
 
 /// Set by the vector (EL2's or EL3's) when a probe faulted.
 #[unsafe(no_mangle)]
@@ -448,4 +448,27 @@ pub fn read(addr: u64) -> Option<u64> {
     let value = unsafe { probe(addr) };
     // SAFETY: as above.
     (unsafe { core::ptr::read_volatile(&raw const probe_faulted) } == 0).then_some(value)
+}
+
+/// Maps, one to one in `pt` (the hypervisor's or the firmware's own table): QEMU virt's first
+/// GiB of RAM (the image, its frames, the guest's RAM; read, write, execute) and the console
+/// (device memory). Global: the EL2 and EL3 regimes have no other kind of leaf.
+pub fn map_own<R: VaRange, H: PagingHandler>(pt: &mut PageTable<AArch64<Va48, R>, H>) {
+    let (va, pa) = (
+        |a: u64| VirtAddr::from(a as usize),
+        |a: u64| PhysAddr::from(a as usize),
+    );
+    let rwx = F::READ | F::WRITE | F::EXECUTE | F::GLOBAL;
+    pt.map_region(va(RAM), pa(RAM), 1 << 30, rwx, HugePages::Allowed)
+        .expect("RAM")
+        .ignore();
+    let device = (F::READ | F::WRITE | F::GLOBAL).with_mem_type(MemType::Device);
+    pt.map(
+        va(crate::shared::UART),
+        pa(crate::shared::UART),
+        PageSize::SIZE_4K,
+        device,
+    )
+    .expect("the console")
+    .ignore();
 }

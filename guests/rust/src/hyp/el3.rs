@@ -4,7 +4,7 @@
 
 use core::fmt::Write;
 
-use pagetable::{BufferFrames, HugePages, Liveness, MappingFlags as F, PageSize, PageTable};
+use pagetable::{BufferFrames, Liveness, MappingFlags as F, PageSize, PageTable};
 
 use crate::arch::{self, Console, El3Mode};
 use crate::{pa, report, va};
@@ -34,25 +34,7 @@ extern "C" fn el3_main() {
     let base = buffer.as_ptr() as usize;
     let frames = BufferFrames::new(buffer, pa(base as u64)).expect("EL3's frames");
     let mut pt = PageTable::<El3Mode, _>::new(frames).expect("an EL3 root");
-    let rwx = F::READ | F::WRITE | F::EXECUTE | F::GLOBAL;
-    pt.map_region(
-        va(arch::RAM),
-        pa(arch::RAM),
-        1 << 30,
-        rwx,
-        HugePages::Allowed,
-    )
-    .expect("RAM")
-    .ignore();
-    let device = (F::READ | F::WRITE | F::GLOBAL).with_mem_type(pagetable::MemType::Device);
-    pt.map(
-        va(crate::shared::UART),
-        pa(crate::shared::UART),
-        PageSize::SIZE_4K,
-        device,
-    )
-    .expect("the console")
-    .ignore();
+    arch::map_own(&mut pt);
     let rw = F::READ | F::WRITE | F::GLOBAL;
     pt.map(va(SECURE_VA), pa(SECURE_RAM), PageSize::SIZE_4K, rw)
         .expect("secure RAM")

@@ -100,26 +100,7 @@ pub fn data_page() -> u64 {
 #[cfg(target_arch = "aarch64")]
 fn el2_translation() {
     let mut own = PageTable::<arch::El2Mode, Frames>::new(Frames).expect("an EL2 root");
-    let rwx = F::READ | F::WRITE | F::EXECUTE | F::GLOBAL;
-    // QEMU virt's RAM, one to one (the image, its frames, the guest's RAM), and the console.
-    own.map_region(
-        va(arch::RAM),
-        pa(arch::RAM),
-        1 << 30,
-        rwx,
-        HugePages::Allowed,
-    )
-    .expect("RAM")
-    .ignore();
-    let device = (F::READ | F::WRITE | F::GLOBAL).with_mem_type(pagetable::MemType::Device);
-    own.map(
-        va(shared::UART),
-        pa(shared::UART),
-        PageSize::SIZE_4K,
-        device,
-    )
-    .expect("the console")
-    .ignore();
+    arch::map_own(&mut own);
     let (old, new) = (data_page(), data_page());
     // SAFETY: the hypervisor's data pages, untranslated still.
     unsafe {
