@@ -79,31 +79,19 @@ has_leaf! {
 impl<I: IpaSize> HasLeaf<Size4K> for AArch64S2<I> {}
 impl<I: IpaSize> HasLeaf<Size2M> for AArch64S2<I> {}
 impl<I: IpaSize> HasLeaf<Size1G> for AArch64S2<I> {}
-impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size4K>
-    for AArch64<V, R, Granule4K, M>
-{
+/// The leaves of every AArch64 stage 1 mode of a granule, whatever its VA size, regime and
+/// memory-type layout.
+macro_rules! aarch64_leaves {
+    ($($granule:ident: $($size:ident)*;)*) => {$($(
+        impl<V: VaSize<$granule>, R: VaRange, M: MairLayout> HasLeaf<$size>
+            for AArch64<V, R, $granule, M>
+        {
+        }
+    )*)*};
 }
-impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size2M>
-    for AArch64<V, R, Granule4K, M>
-{
-}
-impl<V: VaSize<Granule4K>, R: VaRange, M: MairLayout> HasLeaf<Size1G>
-    for AArch64<V, R, Granule4K, M>
-{
-}
-impl<V: VaSize<Granule16K>, R: VaRange, M: MairLayout> HasLeaf<Size16K>
-    for AArch64<V, R, Granule16K, M>
-{
-}
-impl<V: VaSize<Granule16K>, R: VaRange, M: MairLayout> HasLeaf<Size32M>
-    for AArch64<V, R, Granule16K, M>
-{
-}
-impl<V: VaSize<Granule64K>, R: VaRange, M: MairLayout> HasLeaf<Size64K>
-    for AArch64<V, R, Granule64K, M>
-{
-}
-impl<V: VaSize<Granule64K>, R: VaRange, M: MairLayout> HasLeaf<Size512M>
-    for AArch64<V, R, Granule64K, M>
-{
+
+aarch64_leaves! {
+    Granule4K: Size4K Size2M Size1G;
+    Granule16K: Size16K Size32M;
+    Granule64K: Size64K Size512M;
 }
