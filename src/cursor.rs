@@ -10,7 +10,7 @@ use crate::error::PagingError;
 use crate::flags::{MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
-use crate::levels::walk::{self, RawLeaf};
+use crate::levels::walk::{self, CountSlot, RawLeaf};
 use crate::levels::{EntryKind, L1, TableRef};
 use crate::page_table::{Mapping, PageTable, Translation};
 
@@ -36,6 +36,8 @@ pub struct LastTableCursor<'a, A: Arch, H: PagingHandler> {
     template: Option<(MappingFlags, u64)>,
     /// The table entries above the remembered table, folded ([`Arch::path_step`]).
     last_path: u64,
+    /// The table entry that links the remembered table, which counts its live entries.
+    last_slot: CountSlot<A>,
     /// The flags the remembered table's parents were last made to let through, if any.
     granted: Option<MappingFlags>,
 }
@@ -52,6 +54,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             last: TableRef::dangling(),
             template: None,
             last_path: A::PATH_START,
+            last_slot: CountSlot::dangling(),
             granted: None,
         }
     }
@@ -71,31 +74,33 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         &mut self,
         va: u64,
         grant: Option<MappingFlags>,
-    ) -> Option<(TableRef<A, L1>, bool, u64)> {
+    ) -> Option<(TableRef<A, L1>, bool, u64, CountSlot<A>)> {
         let base = va & !(Self::SPAN - 1);
         let granted = grant.is_none() || !A::TABLE_GATES || grant == self.granted;
         if self.last_base == base && granted {
-            return Some((self.last, false, self.last_path));
+            return Some((self.last, false, self.last_path, self.last_slot));
         }
         let root = self.pt.root_ref();
         let handler = self.pt.handler();
         // SAFETY: the root is live and ours; with `grant`, the caller holds the table mutably
         // (it is mapping, in a range it checked is not borrowed).
-        let (pa, path) = unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va, grant) }?;
+        let (pa, path, slot) =
+            unsafe { walk::last_table_pa::<A, A::Root, H>(handler, root, va, grant) }?;
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
         let table = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
         if self.pt.check_not_borrowed(base, base + Self::SPAN).is_err() {
             // A borrowed table is its owner's, which may free it between two calls here: used
             // for this call only, never remembered.
-            return Some((table, true, path));
+            return Some((table, true, path, slot));
         }
         self.last = table;
         self.last_base = base;
         self.last_path = path;
+        self.last_slot = slot;
         // A walk that granted nothing (a query's) leaves a new table's parents unknown.
         self.granted = grant;
-        Some((table, false, path))
+        Some((table, false, path, slot))
     }
 
     /// Forgets the remembered table.
@@ -150,11 +155,11 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
             let raw_pa = self.pt.check_pa(pa, Self::PAGE as usize, Self::PAGE)?;
             let template = self.template(flags)?;
             let table = if fast.is_some() {
-                Some((self.last, false, self.last_path))
+                Some((self.last, false, self.last_path, self.last_slot))
             } else {
                 self.last_table(s, Some(flags))
             };
-            if let Some((t, _, _)) = table {
+            if let Some((t, _, _, slot)) = table {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
@@ -164,6 +169,8 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
                 }
                 // SAFETY: as above.
                 unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(raw_pa)) };
+                // SAFETY: the entry that links `t`, in our tree (see `last_table`).
+                unsafe { slot.added(1) };
                 return Ok(Flush::range(s, s + Self::PAGE));
             }
             return self.pt.map(arch::from_va::<A>(va), pa, size, flags);
@@ -181,7 +188,7 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     pub fn query(&mut self, va: A::Addr) -> Result<Translation<A::Addr>, PagingError> {
         let va = arch::to_va::<A>(va);
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
-        let Some((t, _, path)) = self.last_table(folded, None) else {
+        let Some((t, _, path, _)) = self.last_table(folded, None) else {
             return self.pt.query(arch::from_va::<A>(va));
         };
         // SAFETY: masked index; the table is live (see `last_table`).

@@ -90,17 +90,21 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let root = self.root_ref();
         // SAFETY: the root is live and ours; `s` lies in its span.
         let last = unsafe { walk::last_table_pa::<A, A::Root, H>(&self.handler, root, s, None) };
-        if let Some((table, _)) = last {
+        if let Some((table, _, slot)) = last {
             // The common case, tables there: no reservation.
             // SAFETY: a last-level table of our tree.
             let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
             let i = TableRef::<A, L1>::index(s);
             // SAFETY: in bounds of a live table we own.
             return match A::entry_kind::<L1>(unsafe { t.load(i) }) {
-                EntryKind::Empty | EntryKind::Marker => {
+                kind @ (EntryKind::Empty | EntryKind::Marker) => {
                     // Invalid over invalid: nothing an MMU caches or writes.
                     // SAFETY: as above.
                     unsafe { t.store(i, entry) };
+                    if kind == EntryKind::Empty {
+                        // SAFETY: the entry that links `t`, in our tree.
+                        unsafe { slot.added(1) };
+                    }
                     Ok(())
                 }
                 EntryKind::Leaf | EntryKind::Table => Err(PagingError::AlreadyMapped(va)),
@@ -158,7 +162,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         let root = self.root_ref();
         // SAFETY: the root is live; reading is allowed anywhere in it.
-        let Some((table, _)) =
+        let Some((table, _, _)) =
             (unsafe { walk::last_table_pa::<A, A::Root, H>(&self.handler, root, folded, None) })
         else {
             return Ok(Lookup::Empty);

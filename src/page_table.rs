@@ -166,6 +166,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// sharing nothing; to adopt a tree an MMU is walking (the one a bootloader left in CR3),
     /// call [`set_liveness`](Self::set_liveness) next.
     ///
+    /// The tables above the last level are read once, and the hardware-ignored bits in which
+    /// this crate counts the live entries of each last-level table ([`Arch::LIVE_COUNT`]: x86
+    /// bits 52-61 of a PDE that links a page table) are cleared, atomically, in every entry
+    /// that has them set: whatever put them there, this crate does not trust them.
+    ///
     /// # Errors
     ///
     /// * [`PagingError::UnalignedPa`] if `root` is not aligned to the root table's size.
@@ -219,6 +224,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         if (!A::TABLE_AT_PA_0 && raw == 0) || handler.phys_to_virt(root).as_ptr() as usize % 8 != 0
         {
             return Err(PagingError::BadFrame(root));
+        }
+        // The tree may have been built, or edited, by other code: the bits this crate keeps
+        // live-entry counts in may hold anything, so none is trusted.
+        // SAFETY: the root is a live tree we own now (caller), reached through `handler`; the
+        // borrowed root entries are the only ones that link another table's tree (caller).
+        unsafe {
+            walk::scrub::<A, H>(&handler, TableRef::from_pa(&handler, raw), state.borrowed);
         }
         Ok(Self {
             root: raw,

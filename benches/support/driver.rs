@@ -74,7 +74,12 @@ impl<'a> Group<'a> {
                 g.bench_function(id, |b| f(&mut Bencher::Time(b)));
             }
             None => {
-                println!("icount {}/{id} {}", self.name, self.elements);
+                let name = format!("{}/{id}", self.name);
+                // `PAGETABLE_ICOUNT_ONLY=text` counts only the benchmarks whose name holds it.
+                if std::env::var("PAGETABLE_ICOUNT_ONLY").is_ok_and(|only| !name.contains(&only)) {
+                    return;
+                }
+                println!("icount {name} {}", self.elements);
                 f(&mut Bencher::Count);
             }
         }

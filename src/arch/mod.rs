@@ -105,6 +105,18 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
     /// `protect`, `remap`, splits and `clear_access_state`.
     const SOFT_BITS: u64;
 
+    /// The bits of a table entry linking a last-level table that the hardware ignores and
+    /// this crate uses to count the non-empty entries of that table, so that a single-page
+    /// unmap knows without a scan whether the table emptied (see `levels::live`); 0 where the
+    /// mode has no room for it, and every such table is scanned instead. The field holds the
+    /// count plus one (0: not counted) and must hold every value up to the entries per table
+    /// plus one.
+    const LIVE_COUNT: u64 = 0;
+    /// The bits a counted table entry also carries so that the MMU never writes it (x86: A,
+    /// which the processor sets only where it is clear): a plain store of the entry then
+    /// cannot lose a hardware update.
+    const LIVE_COUNT_SETTLED: u64 = 0;
+
     /// What a raw entry at level `L` is.
     fn entry_kind<L: Level>(pte: u64) -> EntryKind;
     /// An entry pointing to the next-level table at `pa`.

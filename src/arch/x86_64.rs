@@ -142,6 +142,11 @@ const MARKER: u64 = 1 << (X86Pte::AVL_OFFSET + 1);
 const AVL: u64 = ((1 << X86Pte::AVL_BITS) - 1) << X86Pte::AVL_OFFSET;
 /// Bits 52-58, ignored by the hardware: software's.
 const AVL_HIGH: u64 = ((1 << X86Pte::AVL_HIGH_BITS) - 1) << X86Pte::AVL_HIGH_OFFSET;
+/// Bits 52-61 of a paging-structure entry that references a table (SDM 4.5, the formats of a
+/// PML5E, PML4E, PDPTE and PDE that reference a table: bits 62:52 ignored): in a PDE, the
+/// live-entry count of the page table it links ([`Arch::LIVE_COUNT`]), 0 (not counted) or
+/// 1 to 513 (0 to 512 entries).
+const LIVE: u64 = ((1 << 10) - 1) << 52;
 /// Bits 59-62: the protection key.
 const PK: u64 = ((1 << X86Pte::PK_BITS) - 1) << X86Pte::PK_OFFSET;
 const ADDR: u64 = ((1 << X86Pte::ADDR_BITS) - 1) << X86Pte::ADDR_OFFSET;
@@ -288,6 +293,10 @@ impl<M: X86Mode, T: PatLayout> Arch for X86<M, T> {
     const MARKER_RESERVED: u64 = P | INACCESSIBLE | MARKER;
     /// Bits 9-10 and 52-58 (bit 11 is this crate's): 9 bits.
     const SOFT_BITS: u64 = (AVL & !INACCESSIBLE) | AVL_HIGH;
+
+    const LIVE_COUNT: u64 = LIVE;
+    /// SDM 4.8: the processor sets A in a paging-structure entry it uses unless it is set.
+    const LIVE_COUNT_SETTLED: u64 = A;
 
     #[inline(always)]
     fn entry_kind<L: Level>(pte: u64) -> EntryKind {

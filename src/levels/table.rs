@@ -371,6 +371,21 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         }
     }
 
+    /// The same table, typed by level `M`, which is `L` under another name (a generic level
+    /// known to be that one).
+    ///
+    /// # Safety
+    ///
+    /// `M::DEPTH == L::DEPTH`.
+    #[inline(always)]
+    pub(crate) unsafe fn retyped<M: Level>(self) -> TableRef<A, M> {
+        debug_assert_eq!(M::DEPTH, L::DEPTH);
+        TableRef {
+            base: self.base,
+            _level: PhantomData,
+        }
+    }
+
     /// A reference to no table, as a placeholder; never to be read or written through.
     pub(crate) fn dangling() -> Self {
         Self {
@@ -469,6 +484,18 @@ impl<A: Arch, L: Level> TableRef<A, L> {
                 Ok(replaced) | Err(replaced) => replaced,
             }
         }
+    }
+
+    /// How many entries are not zero.
+    ///
+    /// # Safety
+    ///
+    /// The table is live.
+    pub(crate) unsafe fn live_entries(self) -> usize {
+        // SAFETY: every index is in bounds.
+        (0..Self::ENTRIES)
+            .filter(|&i| unsafe { self.load(i) } != 0)
+            .count()
     }
 
     /// Whether every entry is zero.

@@ -52,6 +52,10 @@ pub trait Manual {
     /// entry with those bits cleared and the tag set; 0 if the mode has none), the tag of a
     /// marker, and the bits a marker's payload skips.
     const SOFT: Soft;
+    /// Where the crate documents it counts the live entries of a last-level table in the
+    /// entry that links it (`Arch::LIVE_COUNT`: the count plus one, 0 for not counted); 0
+    /// where it does not.
+    const LIVE_COUNT: u64 = 0;
 }
 
 /// See [`Manual::SOFT`].
@@ -160,6 +164,8 @@ pub struct RawTree {
     pub markers: Vec<(u64, u64)>,
     /// Each leaf's software bits, packed, in the order of `leaves`.
     pub soft: Vec<u64>,
+    /// How many last-level tables carry a live-entry count (each checked right).
+    pub counted: usize,
 }
 
 /// Walks the tree at `root` in `mem`.
@@ -220,7 +226,26 @@ fn visit<M: Manual>(
                 tree.entries.push(table + i * 8);
                 tree.soft.push(payload(pte, !M::SOFT.leaf));
             }
-            Raw::Table(next) => visit::<M>(mem, next, depth - 1, at, tree)?,
+            Raw::Table(next) => {
+                let field = (pte & M::LIVE_COUNT) >> M::LIVE_COUNT.trailing_zeros();
+                if depth == 2 && field != 0 {
+                    let bytes = 1u64 << M::GRANULE;
+                    let live = (0..bytes / 8)
+                        .filter(|k| {
+                            mem.is_live(next, bytes as usize) && mem.read_phys(next + k * 8) != 0
+                        })
+                        .count() as u64;
+                    if field - 1 != live {
+                        return Err(format!(
+                            "entry {i} of the depth-2 table {table:#x} counts {} live entries \
+                             in the table it links, which holds {live}",
+                            field - 1
+                        ));
+                    }
+                    tree.counted += 1;
+                }
+                visit::<M>(mem, next, depth - 1, at, tree)?
+            }
         }
     }
     Ok(())
@@ -247,6 +272,10 @@ fn misaligned(pa: u64, shift: u32, what: &str) -> Result<Raw, String> {
 
 // ---- x86_64, Intel SDM vol. 3A 4.5: P bit 0, PS bit 7 (PDPTE, PDE), address bits 12..51; in
 // ---- a 2M/1G leaf bit 12 is PAT and the bits between it and the leaf size are reserved.
+
+/// Bits 52-61 of a PDE that references a page table (ignored by the processor): the crate's
+/// live-entry count of that table, as its documentation of `Arch::LIVE_COUNT` says.
+const X86_LIVE: u64 = 0x3ff << 52;
 
 fn x86_read(pte: u64, depth: u32) -> Result<Raw, String> {
     const ADDR: u64 = 0x000f_ffff_ffff_f000;
@@ -365,7 +394,7 @@ fn riscv_read(pte: u64, depth: u32) -> Result<Raw, String> {
 
 /// Modes whose entries read by one function of this file.
 macro_rules! manual {
-    ($($mode:ty => $levels:literal, $space:ident, $read:expr, $soft:expr $(, granule $g:literal, va $va:literal)?;)*) => {
+    ($($mode:ty => $levels:literal, $space:ident, $read:expr, $soft:expr $(, granule $g:literal, va $va:literal)? $(, live $live:expr)?;)*) => {
         $(impl Manual for $mode {
             const LEVELS: u32 = $levels;
             const SPACE: Space = Space::$space;
@@ -375,13 +404,14 @@ macro_rules! manual {
                 $read(pte, depth)
             }
             const SOFT: Soft = $soft;
+            $(const LIVE_COUNT: u64 = $live;)?
         })*
     };
 }
 
 manual! {
-    X86_64 => 4, Canonical, x86_read, X86_SOFT;
-    X86_64La57 => 5, Canonical, x86_read, X86_SOFT;
+    X86_64 => 4, Canonical, x86_read, X86_SOFT, live X86_LIVE;
+    X86_64La57 => 5, Canonical, x86_read, X86_SOFT, live X86_LIVE;
     AArch64<Va48, Lower> => 4, Lower, arm_read::<12>, ARM_SOFT;
     AArch64<Va48, Upper> => 4, Upper, arm_read::<12>, ARM_SOFT;
     AArch64<Va39, Lower> => 3, Lower, arm_read::<12>, ARM_SOFT;

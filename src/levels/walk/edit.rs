@@ -9,8 +9,8 @@ use memory_addr::PhysAddr;
 
 use super::map::grant_entry;
 use super::{
-    Below, PointStep, PointVisitor, Reporter, Run, Span, Stash, Step, Visitor, below, child,
-    entry_base,
+    Below, Occupancy, PointStep, PointVisitor, Reporter, Run, Span, Stash, Step, Visitor, below,
+    child, entry_base,
 };
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -181,6 +181,7 @@ impl<'a, A: Arch, H: PagingHandler> EditCheck<'a, A, H> {
 impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
     type Err = PagingError;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), PagingError> {
@@ -440,6 +441,7 @@ impl<'a, A: Arch, H: PagingHandler, R: Reporter> ModifyApply<'a, A, H, R> {
 impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for ModifyApply<'_, A, H, R> {
     type Err = Infallible;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
@@ -628,6 +630,7 @@ impl<H: PagingHandler> EditOne<'_, H> {
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for EditOne<'_, H> {
     type Out = Result<AccessState, PagingError>;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Self::Out {

@@ -7,8 +7,8 @@ use memory_addr::PhysAddr;
 use super::Ctx;
 use super::read::first_leaf;
 use super::{
-    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor, below,
-    child, entry_base,
+    AtLevel, Below, Descend, Occupancy, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor,
+    below, child, entry_base, live,
 };
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -75,6 +75,7 @@ struct MapCheck<'a, A: Arch, H> {
 impl<A: Arch, H: PagingHandler> Visitor<A> for MapCheck<'_, A, H> {
     type Err = PagingError;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), PagingError> {
@@ -225,6 +226,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
     type Err = Infallible;
     type Down = bool;
     const WHOLE_TABLES: bool = true;
+    const OCCUPANCY: Occupancy = Occupancy::Counts;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, fresh: bool) -> Result<(), Infallible> {
@@ -323,10 +325,16 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for MapApply<'_, A, H> {
         at: Span,
         below: Below<A, L::Next, bool>,
     ) -> Result<(), Infallible> {
+        // Every entry of the range below was empty and now maps a page (the check pass).
+        let filled = ((at.b - at.a) >> TableRef::<A, L1>::SHIFT) as usize;
         if below.down {
             // The new table is filled: link it, so that no walker sees it half made.
+            let entry = live::fresh::<A, L>(Descriptor::<A, L>::table(below.frame).bits(), filled);
             // SAFETY: live table owned by the caller; the new table is this tree's now.
-            unsafe { t.store_entry(at.i, Descriptor::table(below.frame)) };
+            unsafe { t.store(at.i, entry) };
+        } else {
+            // SAFETY: live table owned by the caller; the entry links the table filled.
+            unsafe { live::added::<A, L>(t, at.i, filled) };
         }
         Ok(())
     }
@@ -449,6 +457,7 @@ impl<A: Arch, H: PagingHandler> MapOne<'_, A, H> {
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
     type Out = Result<Chain, PagingError>;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Counts;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Self::Out {
@@ -456,6 +465,22 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
         let pte = unsafe { t.load(i) };
         // SAFETY: forwarded.
         unsafe { self.store_leaf::<L1>(t, i, pte) }
+    }
+
+    #[inline(always)]
+    unsafe fn ascend<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (): (),
+        out: Self::Out,
+    ) -> Self::Out {
+        if out.is_ok() {
+            // A leaf went into the empty entry of the table below.
+            // SAFETY: live table owned by the caller; the entry links the table below.
+            unsafe { live::added::<A, L>(t, i, 1) };
+        }
+        out
     }
 
     #[inline(always)]

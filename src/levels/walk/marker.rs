@@ -1,7 +1,7 @@
 //! Placing a marker: one descent to a last-level entry, making the tables that are missing on
 //! the way.
 
-use super::{PointStep, PointVisitor, Stash, child};
+use super::{Occupancy, PointStep, PointVisitor, Stash, child};
 use crate::arch::Arch;
 use crate::error::PagingError;
 use crate::handler::PagingHandler;
@@ -20,6 +20,7 @@ struct SetMarker<'a, H> {
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for SetMarker<'_, H> {
     type Out = Result<(), PagingError>;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Changes;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Self::Out {

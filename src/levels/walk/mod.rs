@@ -25,6 +25,7 @@ use crate::arch::Arch;
 use crate::handler::PagingHandler;
 
 mod edit;
+mod live;
 mod map;
 mod marker;
 mod read;
@@ -33,6 +34,7 @@ mod unmap;
 mod visit;
 
 pub(crate) use edit::{EditNeeds, Modify, edit_check, edit_one, modify_apply};
+pub(crate) use live::{CountSlot, Occupancy, scrub};
 pub(crate) use map::{MapReq, Scattered, map_apply, map_check, map_one};
 pub(crate) use marker::set_marker;
 pub(crate) use read::{
@@ -107,6 +109,9 @@ pub trait Visitor<A: Arch> {
     /// freeing, counting them). A measured choice: for some visitors the compiler makes a
     /// slower inner loop of the specialised one.
     const WHOLE_TABLES: bool = false;
+    /// What the visitor does to whether last-level entries are empty, which decides who keeps
+    /// the live-entry counts right (see [`Occupancy`]). No default: every visitor says.
+    const OCCUPANCY: Occupancy;
 
     /// The last-level entries of `t` in `run`.
     ///
@@ -165,6 +170,8 @@ pub trait PointVisitor<A: Arch> {
     type Out;
     /// What each descent hands the table below.
     type Down: Copy;
+    /// As for [`Visitor::OCCUPANCY`].
+    const OCCUPANCY: Occupancy;
 
     /// Entry `i` of the last-level table `t`.
     ///
@@ -332,6 +339,10 @@ unsafe fn visit_entry<A: Arch, L: HasNext, V: Visitor<A>>(
         Ok(Step::Descend(below)) => {
             // SAFETY: the visitor hands out a live table one level down, for `[a, b)`.
             unsafe { L::Next::range::<A, V>(v, below.table, at.a, at.b, below.down)? };
+            if V::OCCUPANCY == Occupancy::Changes {
+                // SAFETY: an entry of `t`, which the visitor may change (forwarded contract).
+                unsafe { live::forget::<A, L>(t, at.i) };
+            }
             // SAFETY: as for `entry`.
             unsafe { v.ascend::<L>(t, at, below) }
         }
@@ -359,6 +370,10 @@ unsafe fn point_above<A: Arch, L: HasNext, V: PointVisitor<A>>(
         PointStep::Descend(next, below) => {
             // SAFETY: the visitor hands out a live table one level down, whose span holds `va`.
             let out = unsafe { L::Next::point::<A, V>(v, next, va, below) };
+            if V::OCCUPANCY == Occupancy::Changes {
+                // SAFETY: an entry of `t`, which the visitor may change (forwarded contract).
+                unsafe { live::forget::<A, L>(t, i) };
+            }
             // SAFETY: as for `entry`.
             unsafe { v.ascend::<L>(t, i, down, out) }
         }

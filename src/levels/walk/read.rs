@@ -6,8 +6,8 @@ use core::marker::PhantomData;
 
 use super::map::grant_entry;
 use super::{
-    AtLevel, Below, Descend, PointStep, PointVisitor, Run, Span, Step, Visitor, child, decode,
-    entry_base, into, span,
+    AtLevel, Below, CountSlot, Descend, Occupancy, PointStep, PointVisitor, Run, Span, Step,
+    Visitor, child, decode, entry_base, into, span,
 };
 use crate::arch::Arch;
 use crate::flags::{AccessState, MappingFlags, PageSize};
@@ -76,6 +76,7 @@ struct Query<'a, H> {
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for Query<'_, H> {
     type Out = Option<RawLeaf>;
     type Down = u64;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, path: u64) -> Option<RawLeaf> {
@@ -129,6 +130,7 @@ struct LeafEntry<'a, H> {
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for LeafEntry<'_, H> {
     type Out = Option<u64>;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Option<u64> {
@@ -179,11 +181,12 @@ struct LastTable<'a, H> {
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
-    type Out = Option<(u64, u64)>;
+    type Out = Option<(u64, u64, CountSlot<A>)>;
     type Down = u64;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
-    unsafe fn last(&mut self, _: TableRef<A, L1>, _: usize, _: u64) -> Option<(u64, u64)> {
+    unsafe fn last(&mut self, _: TableRef<A, L1>, _: usize, _: u64) -> Self::Out {
         // Only reached from a last-level table itself, which has no last-level table below.
         None
     }
@@ -194,7 +197,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
         t: TableRef<A, L>,
         i: usize,
         path: u64,
-    ) -> PointStep<A, L::Next, u64, Option<(u64, u64)>> {
+    ) -> PointStep<A, L::Next, u64, Self::Out> {
         // SAFETY: in bounds, live table.
         let mut pte = unsafe { t.load(i) };
         if A::entry_kind::<L>(pte) != EntryKind::Table {
@@ -206,7 +209,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
         }
         let path = A::path_step(path, pte);
         if L::DEPTH == 2 {
-            return PointStep::Stop(Some((A::table_addr(pte), path)));
+            // SAFETY: `L` is `L2`.
+            let slot = unsafe { CountSlot::new(t, i) };
+            return PointStep::Stop(Some((A::table_addr(pte), path, slot)));
         }
         // SAFETY: a table entry leads to a live table one down.
         PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, path)
@@ -214,7 +219,8 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
 }
 
 /// The physical address of the last-level table on the way to folded `va`, if every entry
-/// from `t` down to it is a table entry, and the table entries on the way folded into `path`.
+/// from `t` down to it is a table entry, the table entries on the way folded into `path`, and
+/// the entry that links it (its live-entry count).
 /// Where `grant` is given, each of those entries is first made to let through what leaves
 /// with those flags allow, so the walk writes.
 ///
@@ -227,7 +233,7 @@ pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
     t: TableRef<A, L>,
     va: u64,
     grant: Option<MappingFlags>,
-) -> Option<(u64, u64)> {
+) -> Option<(u64, u64, CountSlot<A>)> {
     // SAFETY: forwarded.
     unsafe { L::point::<A, _>(&mut LastTable { h, grant }, t, va, A::PATH_START) }
 }
@@ -243,6 +249,7 @@ struct ForEach<'a, A, H, F> {
 impl<A: Arch, H: PagingHandler, F: FnMut(RawLeaf)> Visitor<A> for ForEach<'_, A, H, F> {
     type Err = Infallible;
     type Down = u64;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, path: u64) -> Result<(), Infallible> {
@@ -314,6 +321,7 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for FirstLeaf<'_, A, H> {
     type Err = u64;
     type Down = ();
     const WHOLE_TABLES: bool = true;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), u64> {
@@ -389,6 +397,7 @@ impl<A: Arch, S: TableSink> Visitor<A> for TablesBelow<A, S> {
     type Err = Infallible;
     type Down = ();
     const WHOLE_TABLES: bool = true;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
 
     #[inline(always)]
     unsafe fn run(&mut self, _: TableRef<A, L1>, _: Run, (): ()) -> Result<(), Infallible> {

@@ -299,7 +299,16 @@ impl Stash {
     }
 
     /// Gives back whatever is left (retired tables are not: see [`finish`](Self::finish)).
-    pub(crate) fn release<H: PagingHandler>(mut self, h: &mut H) {
+    #[inline(always)]
+    pub(crate) fn release<H: PagingHandler>(self, h: &mut H) {
+        // Most single-page changes reserve nothing: no call for them.
+        if self.head != NO_FRAME || self.spare != NO_FRAME {
+            self.release_frames(h);
+        }
+    }
+
+    #[inline(never)]
+    fn release_frames<H: PagingHandler>(mut self, h: &mut H) {
         for head in [&mut self.head, &mut self.spare] {
             while *head != NO_FRAME {
                 let pa = *head;

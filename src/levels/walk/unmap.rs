@@ -6,8 +6,8 @@ use core::marker::PhantomData;
 
 use super::edit::split;
 use super::{
-    Below, Descend, PointStep, PointVisitor, RawLeaf, Run, Span, Stash, Step, Visitor, below,
-    child, entry_base,
+    Below, Descend, Occupancy, PointStep, PointVisitor, RawLeaf, Run, Span, Stash, Step, Visitor,
+    below, child, entry_base, live,
 };
 use crate::arch::Arch;
 use crate::error::PagingError;
@@ -83,6 +83,7 @@ struct UnmapApply<'a, A: Arch, H, R> {
 impl<A: Arch, H: PagingHandler, R: Reporter> Visitor<A> for UnmapApply<'_, A, H, R> {
     type Err = Infallible;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Changes;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
@@ -205,8 +206,8 @@ pub(crate) unsafe fn unmap_apply<A: Arch, L: Level, H: PagingHandler, R: Reporte
 }
 
 /// Clears the leaf of `depth` that starts at `va`. The result is the leaf's access state as
-/// the swap that cleared it found it (with every mark the MMU made), and whether the table it was in is empty
-/// now and may go. The topmost table the clear empties is unlinked and retired, with the chain
+/// the swap that cleared it found it (with every mark the MMU made), and what the level above
+/// is left to do about the table the leaf was in ([`Emptied`]). The topmost table the clear empties is unlinked and retired, with the chain
 /// of emptied tables below it; a kept table (the root, the tables below shared root entries:
 /// what goes down) stays linked.
 struct UnmapOne<'a, H> {
@@ -222,26 +223,22 @@ impl<H: PagingHandler> UnmapOne<'_, H> {
     ///
     /// `t` is live and owned by the caller, `i` in bounds.
     #[inline(always)]
-    unsafe fn clear<A: Arch, L: Level>(
-        t: TableRef<A, L>,
-        i: usize,
-        kept: bool,
-    ) -> (AccessState, bool) {
+    unsafe fn clear<A: Arch, L: Level>(t: TableRef<A, L>, i: usize) -> (AccessState, Emptied) {
         // SAFETY: forwarded.
         let old = unsafe { t.swap(i, 0) };
-        // SAFETY: live table.
-        (A::leaf_state::<L>(old), !kept && unsafe { t.is_zero() })
+        (A::leaf_state::<L>(old), Emptied::Maybe)
     }
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
-    type Out = (AccessState, bool);
+    type Out = (AccessState, Emptied);
     type Down = bool;
+    const OCCUPANCY: Occupancy = Occupancy::Counts;
 
     #[inline(always)]
-    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, kept: bool) -> (AccessState, bool) {
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, _: bool) -> (AccessState, Emptied) {
         // SAFETY: forwarded.
-        unsafe { Self::clear(t, i, kept) }
+        unsafe { Self::clear(t, i) }
     }
 
     #[inline(always)]
@@ -249,11 +246,11 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
         &mut self,
         t: TableRef<A, L>,
         i: usize,
-        kept: bool,
-    ) -> PointStep<A, L::Next, bool, (AccessState, bool)> {
+        _: bool,
+    ) -> PointStep<A, L::Next, bool, (AccessState, Emptied)> {
         if L::DEPTH == self.depth {
             // SAFETY: forwarded.
-            return PointStep::Stop(unsafe { Self::clear(t, i, kept) });
+            return PointStep::Stop(unsafe { Self::clear(t, i) });
         }
         // SAFETY: live table; the leaf lies below this table entry (the caller found it).
         let next = unsafe { child::<A, L, H>(self.h, t.load(i)) };
@@ -266,11 +263,59 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapOne<'_, H> {
         t: TableRef<A, L>,
         i: usize,
         kept: bool,
-        (old, emptied): (AccessState, bool),
-    ) -> (AccessState, bool) {
+        (old, below): (AccessState, Emptied),
+    ) -> (AccessState, Emptied) {
         // SAFETY: forwarded.
-        let up = emptied && unsafe { unlink_emptied::<A, L, H>(self.h, self.stash, t, i, kept) };
-        (old, up)
+        (old, unsafe {
+            after_clear::<A, L, H>(self.h, self.stash, t, i, kept, below)
+        })
+    }
+}
+
+/// What a single-leaf clear leaves the level above to do about the table it was in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Emptied {
+    /// Nothing: the table stays.
+    No,
+    /// A leaf of the table went: whether that emptied it, its count or a scan tells
+    /// ([`live::removed_one`]).
+    Maybe,
+    /// The table is empty: all it held was an emptied table, left linked to go with it.
+    Yes,
+}
+
+/// Back at entry `i` of `t` (`kept` if `t` must stay linked) from a single-leaf clear in the
+/// subtree it links, which left `below`: if that emptied the table below, it is unlinked and
+/// retired, or, if `t` empties with it and may go, left for the level above to unlink with `t`
+/// ([`Emptied::Yes`]).
+///
+/// # Safety
+///
+/// `t` is live and owned by the caller (`&mut PageTable`), `i` in bounds, and entry `i` links
+/// the table the clear reported on.
+#[inline(always)]
+unsafe fn after_clear<A: Arch, L: HasNext, H: PagingHandler>(
+    h: &mut H,
+    stash: &mut Stash,
+    t: TableRef<A, L>,
+    i: usize,
+    kept: bool,
+    below: Emptied,
+) -> Emptied {
+    let empty = match below {
+        Emptied::No => false,
+        Emptied::Maybe => {
+            // SAFETY: forwarded. The count goes down even where the table must stay.
+            let none_left = unsafe { live::removed_one::<A, L, H>(h, t, i) };
+            none_left && !stash.ctx.keeps::<A, L>(i)
+        }
+        Emptied::Yes => true,
+    };
+    // SAFETY: forwarded; the table below is empty.
+    if empty && unsafe { unlink_emptied::<A, L, H>(h, stash, t, i, kept) } {
+        Emptied::Yes
+    } else {
+        Emptied::No
     }
 }
 
@@ -308,8 +353,7 @@ unsafe fn unlink_emptied<A: Arch, L: HasNext, H: PagingHandler>(
 }
 
 /// Clears the leaf of `depth` that starts at folded `va` below `t` (`kept` if `t` must stay
-/// linked); the leaf's access state as the swap found it, and whether `t` is empty now and may
-/// go.
+/// linked); the leaf's access state as the swap found it.
 ///
 /// # Safety
 ///
@@ -322,10 +366,10 @@ pub(crate) unsafe fn unmap_one<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     depth: u8,
     kept: bool,
-) -> (AccessState, bool) {
+) -> AccessState {
     let mut v = UnmapOne { h, stash, depth };
     // SAFETY: forwarded.
-    unsafe { L::point::<A, _>(&mut v, t, va, kept) }
+    unsafe { L::point::<A, _>(&mut v, t, va, kept) }.0
 }
 
 /// Finds the leaf that starts at folded `va` and clears it, in one walk: the leaf as the swap
@@ -342,7 +386,7 @@ struct UnmapAt<'a, H> {
     borrowed: bool,
 }
 
-type UnmapAtOut = Result<(RawLeaf, bool), PagingError>;
+type UnmapAtOut = Result<(RawLeaf, Emptied), PagingError>;
 
 impl<H: PagingHandler> UnmapAt<'_, H> {
     /// Leaf `i` of `t`, whose entry is `pte` and whose first address is `base`: cleared, or
@@ -357,7 +401,7 @@ impl<H: PagingHandler> UnmapAt<'_, H> {
         t: TableRef<A, L>,
         i: usize,
         base: u64,
-        (kept, path): (bool, u64),
+        (_, path): (bool, u64),
     ) -> UnmapAtOut {
         if base != self.at {
             return Err(PagingError::InsideLeaf {
@@ -374,14 +418,14 @@ impl<H: PagingHandler> UnmapAt<'_, H> {
         if A::TABLE_GATES {
             leaf.flags = A::path_restrict(path, leaf.flags);
         }
-        // SAFETY: live table.
-        Ok((leaf, !kept && unsafe { t.is_zero() }))
+        Ok((leaf, Emptied::Maybe))
     }
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapAt<'_, H> {
     type Out = UnmapAtOut;
     type Down = (bool, u64);
+    const OCCUPANCY: Occupancy = Occupancy::Counts;
 
     #[inline(always)]
     unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, down: (bool, u64)) -> UnmapAtOut {
@@ -428,10 +472,11 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for UnmapAt<'_, H> {
         (kept, _): (bool, u64),
         out: UnmapAtOut,
     ) -> UnmapAtOut {
-        let (leaf, emptied) = out?;
+        let (leaf, below) = out?;
         // SAFETY: forwarded.
-        let up = emptied && unsafe { unlink_emptied::<A, L, H>(self.h, self.stash, t, i, kept) };
-        Ok((leaf, up))
+        Ok((leaf, unsafe {
+            after_clear::<A, L, H>(self.h, self.stash, t, i, kept, below)
+        }))
     }
 }
 

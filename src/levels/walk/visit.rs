@@ -5,7 +5,7 @@ use core::convert::Infallible;
 use core::marker::PhantomData;
 
 use super::edit::{rewrite_leaf, split};
-use super::{Run, Span, Stash, Step, Visitor, below, entry_base};
+use super::{Occupancy, Run, Span, Stash, Step, Visitor, below, entry_base};
 use crate::arch::Arch;
 use crate::entry_edit::EntryEdit;
 use crate::handler::PagingHandler;
@@ -58,6 +58,7 @@ impl<A: Arch, H: PagingHandler, F: FnMut(&mut EntryEdit<A>)> Visitor<A>
 {
     type Err = Infallible;
     type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Changes;
 
     #[inline(always)]
     unsafe fn run(&mut self, t: TableRef<A, L1>, run: Run, (): ()) -> Result<(), Infallible> {
