@@ -42,6 +42,10 @@ pub struct LastTableCursor<'a, A: Arch, H: PagingHandler> {
     granted: Option<MappingFlags>,
 }
 
+/// A last-level table the cursor reached: the table, whether its span is borrowed, the table
+/// entries above it folded, and the entry that links it (its live-entry count).
+type Reached<A> = (TableRef<A, L1>, bool, u64, CountSlot<A>);
+
 /// No table remembered: not a span base (those are aligned and below 2^57).
 const NONE: u64 = u64::MAX;
 
@@ -74,7 +78,7 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         &mut self,
         va: u64,
         grant: Option<MappingFlags>,
-    ) -> Option<(TableRef<A, L1>, bool, u64, CountSlot<A>)> {
+    ) -> Option<Reached<A>> {
         let base = va & !(Self::SPAN - 1);
         let granted = grant.is_none() || !A::TABLE_GATES || grant == self.granted;
         if self.last_base == base && granted {

@@ -386,6 +386,22 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         }
     }
 
+    /// The entries from `i` on, as a table whose entry 0 is entry `i` of this one: for a
+    /// handle on one entry, read and written only at index 0.
+    ///
+    /// # Safety
+    ///
+    /// `i < ENTRIES`.
+    #[inline(always)]
+    pub(crate) unsafe fn offset(self, i: usize) -> Self {
+        debug_assert!(i < Self::ENTRIES);
+        Self {
+            // SAFETY: in bounds of the table (caller).
+            base: unsafe { self.base.add(i) },
+            _level: PhantomData,
+        }
+    }
+
     /// A reference to no table, as a placeholder; never to be read or written through.
     pub(crate) fn dangling() -> Self {
         Self {

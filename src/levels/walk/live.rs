@@ -109,9 +109,12 @@ pub(crate) unsafe fn added<A: Arch, L: HasNext>(t: TableRef<A, L>, i: usize, n: 
     }
     // SAFETY: forwarded.
     let pte = unsafe { t.load(i) };
-    if let Some(c) = count::<A>(pte) {
+    if pte & A::LIVE_COUNT != 0 {
+        // Counted, so settled (only `with_count` writes counts): a plain store, and the count
+        // plus one plus `n` stays inside the field (at most the entries plus one).
+        debug_assert!(pte & A::LIVE_COUNT_SETTLED == A::LIVE_COUNT_SETTLED);
         // SAFETY: forwarded.
-        unsafe { put(t, i, pte, |p| with_count::<A>(p, c + n)) };
+        unsafe { t.store(i, pte + ((n as u64) << shift::<A>())) };
     }
 }
 
@@ -137,23 +140,31 @@ pub(crate) unsafe fn removed_one<A: Arch, L: HasNext, H: PagingHandler>(
         // SAFETY: live table.
         return unsafe { child.is_zero() };
     }
-    let n = match count::<A>(pte) {
-        // One of the `c` it counted went: `c` is at least 1 (the invariant); a broken one
-        // would show up as a table found empty by a scan, never as a count below zero.
-        Some(c) if c > 0 => c - 1,
-        // SAFETY: live table.
-        _ => unsafe { child.live_entries() },
-    };
-    // SAFETY: forwarded.
-    unsafe { put(t, i, pte, |p| with_count::<A>(p, n)) };
-    n == 0
+    match count::<A>(pte) {
+        // One of the `c` it counted went: `c` is at least 1 (the invariant; a count of 0
+        // here would be a broken one, and is not trusted).
+        Some(c) if c > 0 => {
+            // Counted, so settled: a plain store of the count one lower.
+            debug_assert!(pte & A::LIVE_COUNT_SETTLED == A::LIVE_COUNT_SETTLED);
+            // SAFETY: forwarded.
+            unsafe { t.store(i, pte - (1 << shift::<A>())) };
+            c == 1
+        }
+        _ => {
+            // SAFETY: live table.
+            let n = unsafe { child.live_entries() };
+            // SAFETY: forwarded.
+            unsafe { put(t, i, pte, |p| with_count::<A>(p, n)) };
+            n == 0
+        }
+    }
 }
 
 /// The table entry that links a last-level table: where its count is kept.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CountSlot<A: Arch> {
-    table: TableRef<A, L2>,
-    i: usize,
+    /// The table, offset to the entry: its entry 0 is the slot.
+    entry: TableRef<A, L2>,
 }
 
 impl<A: Arch> CountSlot<A> {
@@ -165,17 +176,15 @@ impl<A: Arch> CountSlot<A> {
     #[inline(always)]
     pub(crate) unsafe fn new<L: Level>(t: TableRef<A, L>, i: usize) -> Self {
         Self {
-            // SAFETY: forwarded.
-            table: unsafe { t.retyped::<L2>() },
-            i,
+            // SAFETY: `L` is `L2` (forwarded), and entry `i` is in bounds of `t`.
+            entry: unsafe { t.retyped::<L2>().offset(i) },
         }
     }
 
     /// A placeholder that is never used.
     pub(crate) fn dangling() -> Self {
         Self {
-            table: TableRef::dangling(),
-            i: 0,
+            entry: TableRef::dangling(),
         }
     }
 
@@ -188,7 +197,7 @@ impl<A: Arch> CountSlot<A> {
     #[inline(always)]
     pub(crate) unsafe fn added(self, n: usize) {
         // SAFETY: forwarded.
-        unsafe { added::<A, L2>(self.table, self.i, n) }
+        unsafe { added::<A, L2>(self.entry, 0, n) }
     }
 }
 
