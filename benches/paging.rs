@@ -933,6 +933,18 @@ fn query(c: &mut Criterion) {
             sum
         })
     });
+    g.bench_function("pagetable_translate", |b| {
+        b.iter(|| {
+            let mut sum = 0;
+            for &v in black_box(&vas) {
+                sum += per_page(|| ours.translate(pagetable::VirtAddr::from(v)))
+                    .unwrap()
+                    .0
+                    .as_usize();
+            }
+            sum
+        })
+    });
     let ptm = ptm_mapped();
     g.bench_function("page_table_multiarch", |b| {
         b.iter(|| {

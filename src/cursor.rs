@@ -74,11 +74,7 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// remembered, or found by one descent and then remembered. With `grant`, the entries on
     /// the way are made to let through leaves with those flags ([`Arch::table_grant`]) first,
     /// unless the remembered path was granted them already.
-    fn last_table(
-        &mut self,
-        va: u64,
-        grant: Option<MappingFlags>,
-    ) -> Option<Reached<A>> {
+    fn last_table(&mut self, va: u64, grant: Option<MappingFlags>) -> Option<Reached<A>> {
         let base = va & !(Self::SPAN - 1);
         let granted = grant.is_none() || !A::TABLE_GATES || grant == self.granted;
         if self.last_base == base && granted {

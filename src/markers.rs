@@ -140,7 +140,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let h = &mut self.handler;
         // Clearing one entry splits nothing: no frames reserved, so this cannot fail.
         let bytes = TableRef::<A, <A::Root as HasNext>::Next>::BYTES;
-        let mut stash = Stash::reserve::<A, H>(h, 0, bytes)?.for_change::<A, H>(h, ctx, 0)?;
+        let mut stash = Stash::none(bytes, ctx);
         // SAFETY: the root is live and ours; a marker, an entry of depth 1, is at `s`.
         unsafe { walk::unmap_one::<A, A::Root, H>(h, &mut stash, root, s, 1, true) };
         Ok((payload, Flush::range(s, e).with_retired(stash.finish(h))))

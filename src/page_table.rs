@@ -326,6 +326,44 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Ok(Translation::from_raw::<A>(leaf, folded))
     }
 
+    /// The physical address `va` translates to and the size of the leaf that maps it: what
+    /// [`query`](Self::query) reports as `pa` and `size`, without working out the flags and
+    /// access state (a page-fault path or a DMA setup that needs the frame alone). As `query`,
+    /// it finds [`INACCESSIBLE`](MappingFlags::INACCESSIBLE) leaves too, and says nothing of
+    /// whether an access would be allowed.
+    ///
+    /// ```
+    /// use pagetable::{BufferFrames, MappingFlags, PageSize, PageTable, X86_64};
+    /// use memory_addr::{pa, va};
+    ///
+    /// let mut memory = vec![0u64; 8 << 9];
+    /// let frames = BufferFrames::new(&mut memory, pa!(0x10_0000)).unwrap();
+    /// let mut pt = PageTable::<X86_64, _>::new(frames).unwrap();
+    /// pt.map(va!(0x20_0000), pa!(0x8000_0000), PageSize::SIZE_2M, MappingFlags::READ)
+    ///     .unwrap()
+    ///     .ignore();
+    /// assert_eq!(
+    ///     pt.translate(va!(0x20_1234)).unwrap(),
+    ///     (pa!(0x8000_1234), PageSize::SIZE_2M)
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`query`](Self::query): [`PagingError::NotCanonical`] if the table does not
+    /// translate `va`, [`PagingError::NotMapped`] if no leaf maps it.
+    #[inline]
+    pub fn translate(&self, va: A::Addr) -> Result<(PhysAddr, PageSize), PagingError> {
+        let va = arch::to_va::<A>(va);
+        let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
+        // SAFETY: the root is live and ours (or borrowed, which we may read).
+        let (pa, shift) =
+            unsafe { walk::translate::<A, A::Root, H>(&self.handler, self.root_ref(), folded) }
+                .ok_or(PagingError::NotMapped(va))?;
+        let size = PageSize::from_shift(shift).ok_or(PagingError::NotMapped(va))?;
+        Ok((PhysAddr::from(pa as usize), size))
+    }
+
     /// Maps one leaf of `size` at `va` to `pa`.
     ///
     /// # Errors
@@ -581,9 +619,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let borrowed = self.state.borrowed.meets(root_index, root_index + 1);
         let (root, ctx) = (self.root_ref(), self.ctx());
         let h = &mut self.handler;
-        // Clearing one whole leaf splits nothing: no frames reserved, so this cannot fail.
-        let mut stash = Stash::reserve::<A, H>(h, 0, TableRef::<A, NonRoot<A>>::BYTES)?
-            .for_change::<A, H>(h, ctx, 0)?;
+        // Clearing one whole leaf splits nothing: no frames reserved.
+        let mut stash = Stash::none(TableRef::<A, NonRoot<A>>::BYTES, ctx);
         // One walk finds the leaf, checks it and clears it.
         // SAFETY: the root is live and ours and its span holds `folded`.
         match unsafe { walk::unmap_at::<A, H>(h, &mut stash, root, folded, borrowed) } {

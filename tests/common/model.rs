@@ -1785,6 +1785,28 @@ pub fn run<A: Modeled>(ops: &[Op]) -> Result<(), String> {
             ] {
                 let got = pt.query(at::<A>(probe));
                 let _ = compare(step, op, got, model.query(probe))?;
+                // `translate` is `query`'s address and size.
+                let got = pt
+                    .translate(at::<A>(probe))
+                    .map(|(pa, size)| (pa.as_usize(), size));
+                match (got, model.query(probe)) {
+                    (Ok(got), Ok(t)) => {
+                        ensure_eq!(
+                            got,
+                            (t.pa.as_usize(), t.size),
+                            "step {step}: translate after {op:?}"
+                        )
+                    }
+                    (Err(e), Err(allowed)) => ensure!(
+                        allowed.contains(&e),
+                        "step {step}: translate after {op:?}: {e:?}, not one of {allowed:?}"
+                    ),
+                    (got, want) => {
+                        return Err(format!(
+                            "step {step}: translate after {op:?}: {got:?}, want {want:?}"
+                        ));
+                    }
+                }
                 let got = pt.lookup(at::<A>(probe));
                 let _ = compare(step, op, got, model.lookup(probe))?;
                 let got = pt.soft_bits(at::<A>(probe));

@@ -122,6 +122,71 @@ pub(crate) unsafe fn query<A: Arch, L: Level, H: PagingHandler>(
     unsafe { L::point::<A, _>(&mut Query { h, va }, t, va, A::PATH_START) }
 }
 
+/// The physical address `va` translates to and the size of the leaf that maps it, if any:
+/// [`Query`] without the flags.
+struct Translate<'a, H> {
+    h: &'a H,
+    va: u64,
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for Translate<'_, H> {
+    type Out = Option<(u64, u32)>;
+    type Down = ();
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
+
+    #[inline(always)]
+    unsafe fn last(&mut self, t: TableRef<A, L1>, i: usize, (): ()) -> Self::Out {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        Self::leaf::<A, L1>(self.va, pte)
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        (): (),
+    ) -> PointStep<A, L::Next, (), Self::Out> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        if A::entry_kind::<L>(pte) == EntryKind::Table {
+            // SAFETY: a table entry of a live table leads to a live table one down.
+            PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ())
+        } else {
+            PointStep::Stop(Self::leaf::<A, L>(self.va, pte))
+        }
+    }
+}
+
+impl<H> Translate<'_, H> {
+    /// What entry `pte` of a level-`L` table translates `va` to, if it is a leaf.
+    #[inline(always)]
+    fn leaf<A: Arch, L: Level>(va: u64, pte: u64) -> Option<(u64, u32)> {
+        if A::entry_kind::<L>(pte) != EntryKind::Leaf {
+            return None;
+        }
+        let shift = TableRef::<A, L>::SHIFT;
+        let offset = va & ((1 << shift) - 1);
+        Some((A::leaf_addr::<L>(pte) | offset, shift))
+    }
+}
+
+/// What folded `va` translates to below `t` (its physical address, and the log2 of the leaf's
+/// size), if a leaf maps it.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h` whose span holds `va`.
+pub(crate) unsafe fn translate<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<(u64, u32)> {
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut Translate { h, va }, t, va, ()) }
+}
+
 /// The raw entry of the leaf translating an address, if any.
 struct LeafEntry<'a, H> {
     h: &'a H,

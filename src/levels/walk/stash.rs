@@ -144,6 +144,16 @@ impl Stash {
         Ok(core::mem::replace(&mut taking.stash, Self::empty(bytes)))
     }
 
+    /// A stash holding no frames, for a change in `ctx` that cannot need any: one that only
+    /// clears entries (and may unlink tables, whose retire records it takes from the handler
+    /// then, or leaves the tables linked if it cannot).
+    #[inline(always)]
+    pub(crate) const fn none(bytes: usize, ctx: Ctx) -> Self {
+        let mut stash = Self::empty(bytes);
+        stash.ctx = ctx;
+        stash
+    }
+
     const fn empty(bytes: usize) -> Self {
         Self {
             head: NO_FRAME,
@@ -254,6 +264,7 @@ impl Stash {
     }
 
     /// The tables the change retired, for its `Flush`; the unused frames go back.
+    #[inline(always)]
     pub(crate) fn finish<H: PagingHandler>(mut self, h: &mut H) -> Chain {
         let retired = self.retired.take();
         self.release(h);
