@@ -16,6 +16,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 #[path = "support/driver.rs"]
 mod driver;
+mod replay;
 use driver::{Bencher, Group};
 
 const FRAME: usize = 4096;
@@ -298,6 +299,11 @@ mod x86 {
 
     pub fn new() -> Table {
         pool().tidy();
+        new_untidy()
+    }
+
+    /// A new table, the pool as it is.
+    pub fn new_untidy() -> Table {
         let root = pool().alloc();
         let ptr = virt(root).cast::<PageTable>();
         // SAFETY: a fresh pool frame, all ours.
@@ -367,6 +373,11 @@ mod arm {
 
     pub fn new() -> Table {
         pool().tidy();
+        new_untidy()
+    }
+
+    /// A new table, the pool as it is.
+    pub fn new_untidy() -> Table {
         Mapping::with_asid_and_va_range(Frames, 1, 0, El1And0, VaRange::Lower)
     }
 
@@ -1344,6 +1355,204 @@ fn mixed_trace(c: &mut Criterion) {
     g.finish();
 }
 
+/// The memory system calls of real programs (`benches/traces/`), replayed as a kernel with
+/// eager population would (see `replay.rs`): one group per trace, per system call.
+fn trace_replay(c: &mut Criterion) {
+    use replay::{Prim, R, W, X};
+    fn ours_flags(p: u8) -> pagetable::MappingFlags {
+        use pagetable::MappingFlags as F;
+        let mut f = F::USER | F::READ;
+        if p & W != 0 {
+            f |= F::WRITE;
+        }
+        if p & X != 0 {
+            f |= F::EXECUTE;
+        }
+        f
+    }
+    fn ours_run<A: pagetable::Arch>(spaces: &[Vec<Prim>]) {
+        for space in black_box(spaces) {
+            let mut pt = pagetable::PageTable::<A, _>::new(OurFrames).unwrap();
+            for &p in space {
+                match p {
+                    Prim::Map(v, len, p) => pt.map_region(
+                        va(v),
+                        pa(v),
+                        len,
+                        ours_flags(p),
+                        pagetable::HugePages::Never,
+                    ),
+                    Prim::Protect(v, len, p) => pt.protect_region(va(v), len, ours_flags(p)),
+                    Prim::Unmap(v, len) => pt.unmap_region(va(v), len),
+                }
+                .unwrap()
+                .ignore();
+            }
+        }
+    }
+    fn ptm_flags(p: u8) -> page_table_multiarch::MappingFlags {
+        use page_table_multiarch::MappingFlags as F;
+        let mut f = F::USER | F::READ;
+        if p & W != 0 {
+            f |= F::WRITE;
+        }
+        if p & X != 0 {
+            f |= F::EXECUTE;
+        }
+        f
+    }
+    fn ptm_run(spaces: &[Vec<Prim>]) {
+        for space in black_box(spaces) {
+            let mut pt = Ptm::try_new().unwrap();
+            {
+                let mut c = pt.cursor();
+                for &p in space {
+                    match p {
+                        Prim::Map(v, len, p) => c.map_region(
+                            v.into(),
+                            |x: memory_addr::VirtAddr| x.as_usize().into(),
+                            len,
+                            ptm_flags(p),
+                            false,
+                        ),
+                        Prim::Protect(v, len, p) => c.protect_region(v.into(), len, ptm_flags(p)),
+                        Prim::Unmap(v, len) => c.unmap_region(v.into(), len),
+                    }
+                    .unwrap();
+                }
+            }
+        }
+    }
+    fn x86_flags(p: u8) -> x86::PageTableFlags {
+        use x86::PageTableFlags as F;
+        let mut f = F::PRESENT | F::USER_ACCESSIBLE;
+        if p & W != 0 {
+            f |= F::WRITABLE;
+        }
+        if p & X == 0 {
+            f |= F::NO_EXECUTE;
+        }
+        f
+    }
+    fn x86_run(spaces: &[Vec<Prim>]) {
+        use x86::{Mapper, Page, PhysAddr, PhysFrame, Size4KiB, VirtAddr};
+        for space in black_box(spaces) {
+            let mut t = x86::new_untidy();
+            for &p in space {
+                let (v, len) = match p {
+                    Prim::Map(v, len, _) | Prim::Protect(v, len, _) | Prim::Unmap(v, len) => {
+                        (v, len)
+                    }
+                };
+                for a in (v..v + len).step_by(FRAME) {
+                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a as u64));
+                    match p {
+                        Prim::Map(_, _, p) => {
+                            let frame = PhysFrame::containing_address(PhysAddr::new(a as u64));
+                            // SAFETY: the mapping points at memory nobody touches.
+                            unsafe { t.mapper.map_to(page, frame, x86_flags(p), &mut x86::Frames) }
+                                .unwrap()
+                                .ignore();
+                        }
+                        Prim::Protect(_, _, p) => {
+                            // SAFETY: as above.
+                            unsafe { t.mapper.update_flags(page, x86_flags(p)) }
+                                .unwrap()
+                                .ignore();
+                        }
+                        Prim::Unmap(..) => t.mapper.unmap(page).unwrap().1.ignore(),
+                    }
+                }
+            }
+        }
+    }
+    fn arm_attrs(p: u8) -> arm::Attr {
+        let mut a = arm::RW | arm::Attr::USER | arm::Attr::PXN;
+        if p & W == 0 {
+            a |= arm::Attr::READ_ONLY;
+        }
+        if p & X == 0 {
+            a |= arm::Attr::UXN;
+        }
+        a
+    }
+    fn arm_run(spaces: &[Vec<Prim>], compact: bool) {
+        for space in black_box(spaces) {
+            let mut t = arm::new_untidy();
+            for &p in space {
+                match p {
+                    Prim::Map(v, len, p) => t.map_range(
+                        &arm::region(v, len),
+                        arm::PhysicalAddress(v),
+                        arm_attrs(p),
+                        arm::Constraints::NO_BLOCK_MAPPINGS,
+                    ),
+                    Prim::Protect(v, len, p) => t.modify_range(&arm::region(v, len), &|_, d| {
+                        let want = arm_attrs(p);
+                        let bits = arm::Attr::READ_ONLY | arm::Attr::UXN;
+                        d.modify_flags(want & bits, !want & bits)
+                    }),
+                    Prim::Unmap(v, len) => {
+                        let r = t.map_range(
+                            &arm::region(v, len),
+                            arm::PhysicalAddress(0),
+                            arm::Attr::empty(),
+                            arm::Constraints::empty(),
+                        );
+                        if compact {
+                            t.compact_subtables();
+                        }
+                        r
+                    }
+                }
+                .unwrap();
+            }
+        }
+    }
+    let _ = R;
+    for name in ["python_tests", "cargo_build", "cargo_release_tests"] {
+        let trace = replay::load(name);
+        println!(
+            "trace {}: {} system calls, {} address spaces, {} runs of {} pages ({} mapped)",
+            trace.name,
+            trace.calls,
+            trace.spaces.len(),
+            trace.prims,
+            trace.pages,
+            trace.mapped
+        );
+        let spaces = &trace.spaces;
+        let mut g = Group::new(c, &format!("trace_{name}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(trace.calls as u64));
+        g.bench_function("pagetable", |b| {
+            pool().tidy();
+            b.iter(|| ours_run::<pagetable::X86_64>(spaces))
+        });
+        g.bench_function("pagetable_aarch64", |b| {
+            pool().tidy();
+            b.iter(|| ours_run::<pagetable::AArch64>(spaces))
+        });
+        g.bench_function("page_table_multiarch", |b| {
+            pool().tidy();
+            b.iter(|| ptm_run(spaces))
+        });
+        g.bench_function("x86_64", |b| {
+            pool().tidy();
+            b.iter(|| x86_run(spaces))
+        });
+        g.bench_function("aarch64_paging", |b| {
+            pool().tidy();
+            b.iter(|| arm_run(spaces, false))
+        });
+        g.bench_function("aarch64_paging_compact", |b| {
+            pool().tidy();
+            b.iter(|| arm_run(spaces, true))
+        });
+        g.finish();
+    }
+}
+
 /// The `PageTable` value's size and the frames 1 GiB of 4K pages takes, printed with the run.
 fn footprint(_: &mut Criterion) {
     let before = pool().in_use();
@@ -1498,6 +1707,7 @@ criterion_group!(
     walk,
     mixed_trace,
     map_one_by_one,
-    unmap_random_order
+    unmap_random_order,
+    trace_replay
 );
 criterion_main!(benches);
