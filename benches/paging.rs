@@ -1094,6 +1094,12 @@ fn protect_region(c: &mut Criterion) {
     let mut ours = ours_mapped::<pagetable::X86_64>(pagetable::HugePages::Never);
     let mut n = 0;
     g.bench_function("pagetable", |b| ours_protect_region(b, &mut ours, &mut n));
+    drop(ours);
+    let mut a64 = ours_mapped::<pagetable::AArch64>(pagetable::HugePages::Never);
+    g.bench_function("pagetable_aarch64", |b| {
+        ours_protect_region(b, &mut a64, &mut n)
+    });
+    drop(a64);
     let mut s2 = ours_mapped::<S2>(pagetable::HugePages::Never);
     g.bench_function("pagetable_aarch64_s2", |b| {
         ours_protect_region(b, &mut s2, &mut n)

@@ -206,13 +206,24 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             // The common case in a sweep or two with no branch: fold the run's entries into
             // their AND (and, if the arch asks, their OR), from which the arch can often tell
             // that all of them are leaves the MMU will not write. Otherwise, entry by entry.
+            // Offline, nothing else writes the entries: only holes matter, and an OR of 0 (no
+            // leaf writable by the MMU) leaves the arch's test at "all of them are leaves".
+            let offline = self.liveness == Liveness::Offline;
             let all = (0..run.count).fold(u64::MAX, |acc, k| acc & load(k));
-            let any = || (0..run.count).fold(0, |acc, k| acc | load(k));
+            let any = || {
+                if offline {
+                    0
+                } else {
+                    (0..run.count).fold(0, |acc, k| acc | load(k))
+                }
+            };
             if !A::settled_leaves(all, any) {
                 for k in 0..run.count {
                     let pte = load(k);
                     match A::entry_kind::<L1>(pte) {
-                        EntryKind::Leaf => self.needs.hw_live |= A::hw_may_update::<L1>(pte),
+                        EntryKind::Leaf => {
+                            self.needs.hw_live |= !offline && A::hw_may_update::<L1>(pte);
+                        }
                         // A marker is kept as it is: the apply pass must go entry by entry.
                         EntryKind::Marker => self.needs.hw_live = true,
                         EntryKind::Empty | EntryKind::Table => {
