@@ -534,6 +534,22 @@ fn map_one_by_one(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    g.bench_function("pagetable_plain", |b| {
+        b.iter_batched(
+            ours_new::<pagetable::X86_64>,
+            |mut pt| {
+                // `PageTable::map` itself, a walk from the root for every page.
+                for i in 0..black_box(PAGES) {
+                    let (v, p) = (va(VA + i * FRAME), pa(PA + i * FRAME));
+                    per_page(|| pt.map(v, p, pagetable::PageSize::SIZE_4K, black_box(RW)))
+                        .unwrap()
+                        .ignore();
+                }
+                pt
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.bench_function("page_table_multiarch", |b| {
         b.iter_batched(
             ptm_new,
