@@ -473,6 +473,19 @@ mod hand {
         sum
     }
 
+    /// The sum of the addresses of every present 4K page of the GiB at `va`.
+    pub fn walk_addresses(t: &Tree, va: usize) -> u64 {
+        let mut sum = 0u64;
+        for (i, &pt) in table(t.pd).iter().enumerate() {
+            for (j, &e) in table((pt & !0xfff) as usize).iter().enumerate() {
+                if e & 1 != 0 {
+                    sum = sum.wrapping_add((va + (i << 21) + (j << 12)) as u64);
+                }
+            }
+        }
+        sum
+    }
+
     /// Maps 1 GiB of 4K pages at `va` onto `frames` (one per page): the same loops, each entry
     /// from the list.
     pub fn map_gib_frames(va: usize, frames: &[usize]) -> Tree {
@@ -1215,6 +1228,54 @@ fn walk(c: &mut Criterion) {
     pool().tidy();
     let tree = hand::map_gib(VA, PA);
     g.bench_function("hand_written", |b| b.iter(|| hand::walk(black_box(&tree))));
+    g.finish();
+    // The same walks with a closure that reads each mapping's address (a kernel's fork or
+    // `/proc/PID/pagemap`), which every crate works out for it.
+    let mut g = Group::new(c, "walk_1g_of_4k_addresses");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.bench_function("pagetable", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            ours.for_each_mapping_in(va(VA), black_box(GIB), |m| {
+                sum = sum.wrapping_add(m.va.as_usize())
+            })
+            .unwrap();
+            sum
+        })
+    });
+    g.bench_function("page_table_multiarch", |b| {
+        b.iter(|| {
+            let sum = std::cell::Cell::new(0usize);
+            let f = |level: usize,
+                     _i: usize,
+                     v: memory_addr::VirtAddr,
+                     e: &page_table_entry::x86_64::X64PTE| {
+                if level == 3 && page_table_entry::GenericPTE::is_present(e) {
+                    sum.set(sum.get().wrapping_add(v.as_usize()));
+                }
+            };
+            ptm.walk(usize::MAX, Some(&f), None);
+            sum.get()
+        })
+    });
+    g.bench_function("aarch64_paging", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            arm_t
+                .walk_range(&arm::region(VA, GIB), &mut |r, d, level| {
+                    if level == 3 && d.is_valid() {
+                        sum = sum.wrapping_add(r.start().0);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            sum
+        })
+    });
+    g.bench_function("hand_written", |b| {
+        b.iter(|| hand::walk_addresses(black_box(&tree), VA))
+    });
     g.finish();
 }
 

@@ -18,6 +18,7 @@ GROUPS = [
     ("unmap_half_mapped_1g", "munmap of a half-mapped GiB (alternating 64 KiB runs), per page of range", PAGES),
     ("protect_region_4k_1g", "protect_region 1 GiB of 4K", PAGES),
     ("walk_1g_of_4k", "walk every mapping of 1 GiB of 4K", PAGES),
+    ("walk_1g_of_4k_addresses", "same, the closure reads each mapping's address", PAGES),
     ("mixed_trace", "mixed kernel-like trace (per operation)", None),
     ("trace_python_tests", "trace: CPython's tests (per system call)", None),
     ("trace_cargo_build", "trace: cargo build (per system call)", None),
