@@ -1458,6 +1458,9 @@ fn trace_replay(c: &mut Criterion) {
             let mut pt = pagetable::PageTable::<A, _>::new(OurFrames).unwrap();
             for &p in space {
                 match p {
+                    Prim::Fault(v, p) => {
+                        pt.map(va(v), pa(v), pagetable::PageSize::SIZE_4K, ours_flags(p))
+                    }
                     Prim::Map(v, len, p) => pt.map_region(
                         va(v),
                         pa(v),
@@ -1491,6 +1494,12 @@ fn trace_replay(c: &mut Criterion) {
                 let mut c = pt.cursor();
                 for &p in space {
                     match p {
+                        Prim::Fault(v, p) => c.map(
+                            v.into(),
+                            v.into(),
+                            page_table_multiarch::PageSize::Size4K,
+                            ptm_flags(p),
+                        ),
                         Prim::Map(v, len, p) => c.map_region(
                             v.into(),
                             |x: memory_addr::VirtAddr| x.as_usize().into(),
@@ -1526,11 +1535,12 @@ fn trace_replay(c: &mut Criterion) {
                     Prim::Map(v, len, _) | Prim::Protect(v, len, _) | Prim::Unmap(v, len) => {
                         (v, len)
                     }
+                    Prim::Fault(v, _) => (v, FRAME),
                 };
                 for a in (v..v + len).step_by(FRAME) {
                     let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a as u64));
                     match p {
-                        Prim::Map(_, _, p) => {
+                        Prim::Map(_, _, p) | Prim::Fault(_, p) => {
                             let frame = PhysFrame::containing_address(PhysAddr::new(a as u64));
                             // SAFETY: the mapping points at memory nobody touches.
                             unsafe { t.mapper.map_to(page, frame, x86_flags(p), &mut x86::Frames) }
@@ -1564,6 +1574,12 @@ fn trace_replay(c: &mut Criterion) {
             let mut t = arm::new_untidy();
             for &p in space {
                 match p {
+                    Prim::Fault(v, p) => t.map_range(
+                        &arm::region(v, FRAME),
+                        arm::PhysicalAddress(v),
+                        arm_attrs(p),
+                        arm::Constraints::NO_BLOCK_MAPPINGS,
+                    ),
                     Prim::Map(v, len, p) => t.map_range(
                         &arm::region(v, len),
                         arm::PhysicalAddress(v),
@@ -1593,8 +1609,18 @@ fn trace_replay(c: &mut Criterion) {
         }
     }
     let _ = R;
-    for name in ["python_tests", "cargo_build", "cargo_release_tests"] {
-        let trace = replay::load(name);
+    let traces = [
+        ("python_tests", false),
+        ("cargo_build", false),
+        ("cargo_release_tests", false),
+        ("python_tests_faults", true),
+    ];
+    for (name, faults) in traces {
+        let trace = if faults {
+            replay::load_faults(name)
+        } else {
+            replay::load(name)
+        };
         println!(
             "trace {}: {} system calls, {} address spaces, {} runs of {} pages ({} mapped)",
             trace.name,

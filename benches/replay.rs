@@ -32,6 +32,9 @@ pub const X: u8 = 4;
 /// One primitive call on a page-aligned run `[va, va + len)`.
 #[derive(Clone, Copy, Debug)]
 pub enum Prim {
+    /// A page fault on the unmapped page at `va`: map that one page with these protection
+    /// bits (the demand-paging replay; a kernel's fault path maps one page at a time).
+    Fault(usize, u8),
     /// Map the unmapped run with these protection bits.
     Map(usize, usize, u8),
     /// Give the mapped run these protection bits.
@@ -252,17 +255,19 @@ pub fn load(name: &'static str) -> Trace {
             _ => calls -= 1,
         }
     }
-    let spaces: Vec<Vec<Prim>> = spaces
-        .into_values()
-        .map(|s| s.out)
-        .filter(|o| !o.is_empty())
-        .collect();
+    finish(name, spaces.into_values().map(|s| s.out), calls)
+}
+
+/// The trace `name` from its spaces' calls.
+fn finish(name: &'static str, spaces: impl Iterator<Item = Vec<Prim>>, calls: usize) -> Trace {
+    let spaces: Vec<Vec<Prim>> = spaces.filter(|o| !o.is_empty()).collect();
     let prims = spaces.iter().map(Vec::len).sum();
     let pages = spaces
         .iter()
         .flatten()
         .map(|p| match *p {
             Prim::Map(_, len, _) | Prim::Protect(_, len, _) | Prim::Unmap(_, len) => len / PAGE,
+            Prim::Fault(..) => 1,
         })
         .sum();
     let mapped = spaces
@@ -270,6 +275,7 @@ pub fn load(name: &'static str) -> Trace {
         .flatten()
         .map(|p| match *p {
             Prim::Map(_, len, _) => len / PAGE,
+            Prim::Fault(..) => 1,
             _ => 0,
         })
         .sum();
@@ -281,4 +287,205 @@ pub fn load(name: &'static str) -> Trace {
         pages,
         mapped,
     }
+}
+
+/// One address space of the demand-paging replay: its regions (as [`Space`]'s) and the pages
+/// that faulted in, and the primitive calls so far.
+#[derive(Default)]
+struct Demand {
+    regions: Space,
+    pages: std::collections::BTreeSet<usize>,
+    /// Each thread's system call in flight: its number and arguments.
+    entered: BTreeMap<u32, (u32, [usize; 6])>,
+}
+
+impl Demand {
+    /// The mapped pages of `[a, b)` as runs of consecutive pages.
+    fn runs(&self, a: usize, b: usize) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = vec![];
+        for &p in self.pages.range(a..b) {
+            match runs.last_mut() {
+                Some((_, e)) if *e == p => *e += PAGE,
+                _ => runs.push((p, p + PAGE)),
+            }
+        }
+        runs
+    }
+
+    fn unmap(&mut self, a: usize, b: usize) {
+        for (s, e) in self.runs(a, b) {
+            self.regions.out.push(Prim::Unmap(s, e - s));
+        }
+        let gone: Vec<usize> = self.pages.range(a..b).copied().collect();
+        for p in gone {
+            self.pages.remove(&p);
+        }
+    }
+
+    fn protect(&mut self, a: usize, b: usize, p: u8) {
+        if p == 0 {
+            self.unmap(a, b);
+        } else {
+            for (s, e) in self.runs(a, b) {
+                self.regions.out.push(Prim::Protect(s, e - s, p));
+            }
+        }
+    }
+
+    /// A region `[a, b)` with protection `p`, replacing what was there.
+    fn region(&mut self, a: usize, b: usize, p: u8) {
+        self.unmap(a, b);
+        self.regions.cut(a, b);
+        for (s, _, _) in self.regions.inside(a, b) {
+            self.regions.regions.remove(&s);
+        }
+        if a < b {
+            self.regions.regions.insert(a, (b, p));
+        }
+    }
+
+    fn fault(&mut self, addr: usize) {
+        let page = addr & !(PAGE - 1);
+        if self.pages.contains(&page) {
+            return; // a write or protection fault on a mapped page: no new entry
+        }
+        // Outside every region the program mapped: what the kernel set up (the stack, the
+        // executable, the loader), read-write here.
+        let p = match self.regions.regions.range(..=page).next_back() {
+            Some((_, &(e, p))) if e > page => p,
+            _ => R | W,
+        };
+        if p == 0 {
+            return; // PROT_NONE: the program takes a signal, nothing is mapped
+        }
+        self.pages.insert(page);
+        self.regions.out.push(Prim::Fault(page, p));
+    }
+}
+
+/// Reads and works out the page-fault trace `benches/traces/{name}.txt.gz`: `perf record -c 1
+/// -e page-faults -d` with the memory system calls as `raw_syscalls` events, printed by `perf
+/// script -F pid,tid,event,addr,trace`. Each process id is one address space; a fault on a
+/// page not mapped yet maps it (with its region's protection), `munmap` and `mprotect` unmap
+/// or protect the pages that faulted in, `mremap` moves them, `mmap` and `brk` only make
+/// regions.
+pub fn load_faults(name: &'static str) -> Trace {
+    let path = format!(
+        "{}/benches/traces/{name}.txt.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let lines = BufReader::new(flate2::read::GzDecoder::new(file)).lines();
+    let mut spaces: BTreeMap<u32, Demand> = BTreeMap::new();
+    let mut calls = 0;
+    let hex = |s: &str| usize::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+    for line in lines {
+        let line = line.expect("a readable trace");
+        let mut words = line.split_whitespace();
+        let Some((pid, tid)) = words.next().and_then(|w| w.split_once('/')) else {
+            continue;
+        };
+        let (Ok(pid), Ok(tid)) = (pid.parse::<u32>(), tid.parse::<u32>()) else {
+            continue;
+        };
+        let space = spaces.entry(pid).or_default();
+        match words.next() {
+            Some("page-faults:") => {
+                if let Some(addr) = words.next().and_then(hex) {
+                    calls += 1;
+                    space.fault(addr);
+                }
+            }
+            Some("raw_syscalls:sys_enter:") => {
+                // "NR 9 (0, 2000, 3, 22, ffffffff, 0)"
+                let rest: Vec<&str> = words.collect();
+                let Some(nr) = rest.get(1).and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let args = rest[2..].join(" ");
+                let args = args.trim_start_matches('(');
+                let args = args.split(')').next().unwrap_or("");
+                let mut a = [0usize; 6];
+                for (slot, v) in a.iter_mut().zip(args.split(',')) {
+                    *slot = hex(v).unwrap_or(0);
+                }
+                space.entered.insert(tid, (nr, a));
+            }
+            Some("raw_syscalls:sys_exit:") => {
+                // "NR 9 = 140269730791424"
+                let rest: Vec<&str> = words.collect();
+                let Some(ret) = rest.get(3).and_then(|r| r.parse::<i64>().ok()) else {
+                    continue;
+                };
+                let Some((nr, a)) = space.entered.remove(&tid) else {
+                    continue;
+                };
+                if ret < 0 {
+                    continue; // failed: nothing changed
+                }
+                calls += 1;
+                let ret = ret as usize;
+                let prot_bits = |p: usize| {
+                    let mut bits = 0;
+                    if p & 1 != 0 {
+                        bits |= R;
+                    }
+                    if p & 2 != 0 {
+                        bits |= R | W;
+                    }
+                    if p & 4 != 0 {
+                        bits |= R | X;
+                    }
+                    bits
+                };
+                match nr {
+                    // mmap(addr, len, prot, ...) = start
+                    9 => space.region(ret, ret + up(a[1]), prot_bits(a[2])),
+                    // mprotect(start, len, prot)
+                    10 => {
+                        let (s, e) = (a[0], a[0] + up(a[1]));
+                        space.protect(s, e, prot_bits(a[2]));
+                        space.regions.cut(s, e);
+                        for (rs, re, _) in space.regions.inside(s, e) {
+                            space.regions.regions.insert(rs, (re, prot_bits(a[2])));
+                        }
+                    }
+                    // munmap(start, len)
+                    11 => space.region(a[0], a[0] + up(a[1]), 0),
+                    // brk(end) = new end: a shrink unmaps, growth makes heap
+                    12 if a[0] != 0 => {
+                        let cur = space.regions.brk.unwrap_or(ret);
+                        if up(ret) < up(cur) {
+                            space.unmap(up(ret), up(cur));
+                        } else {
+                            space.region(up(cur), up(ret), R | W);
+                        }
+                        space.regions.brk = Some(ret);
+                    }
+                    12 => space.regions.brk = Some(ret),
+                    // mremap(old, old_len, new_len, ...) = new: the pages move
+                    25 => {
+                        let (old, old_len, new_len) = (a[0], up(a[1]), up(a[2]));
+                        let p = space.regions.prot_at(old);
+                        let moved: Vec<usize> = space
+                            .pages
+                            .range(old..old + old_len.min(new_len))
+                            .map(|&q| q - old)
+                            .collect();
+                        space.region(old, old + old_len, 0);
+                        space.region(ret, ret + new_len, p);
+                        for off in moved {
+                            space.pages.insert(ret + off);
+                        }
+                        for (s, e) in space.runs(ret, ret + new_len) {
+                            space.regions.out.push(Prim::Map(s, e - s, p));
+                        }
+                    }
+                    _ => calls -= 1,
+                }
+            }
+            _ => {}
+        }
+    }
+    finish(name, spaces.into_values().map(|d| d.regions.out), calls)
 }

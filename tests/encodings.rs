@@ -660,3 +660,66 @@ fn a_last_level_entry_is_never_a_table_in_any_mode() {
     no_last_level_entry_is_a_table::<pagetable::AArch64S2<pagetable::Ipa40>>();
     no_last_level_entry_is_a_table::<pagetable::Ept>();
 }
+
+/// `Arch::table_grant` sets and clears bits that depend on the flags alone, as its
+/// documentation says and the walk relies on (it works the two masks out once per walk):
+/// checked for every mode, every flag combination the API has, and entries with every pattern
+/// of bits.
+#[test]
+fn table_grant_is_two_masks_of_the_flags() {
+    fn check<A: Arch>() {
+        let bits = [
+            F::READ,
+            F::WRITE,
+            F::EXECUTE,
+            F::USER,
+            F::GLOBAL,
+            F::DEVICE,
+            F::INACCESSIBLE,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for combo in 0..1u32 << bits.len() {
+            let flags = bits
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| combo >> k & 1 == 1)
+                .fold(F::EMPTY, |f, (_, &b)| f | b);
+            let (set, keep) = (A::table_grant(0, flags), A::table_grant(u64::MAX, flags));
+            for pte in [
+                0,
+                u64::MAX,
+                A::table_entry(0x1000),
+                A::table_entry(0x1000) | 1 << 63,
+            ] {
+                assert_eq!(
+                    A::table_grant(pte, flags),
+                    (pte | set) & keep,
+                    "{} {flags:?}",
+                    A::NAME
+                );
+            }
+            for _ in 0..64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                assert_eq!(
+                    A::table_grant(x, flags),
+                    (x | set) & keep,
+                    "{} {flags:?}",
+                    A::NAME
+                );
+            }
+        }
+    }
+    check::<X86_64>();
+    check::<pagetable::X86_64La57>();
+    check::<pagetable::Ept>();
+    check::<AArch64>();
+    check::<pagetable::AArch64<pagetable::Va48, pagetable::Upper>>();
+    check::<pagetable::AArch64<pagetable::Va48, pagetable::El2>>();
+    check::<pagetable::AArch64<pagetable::Va48, pagetable::El3>>();
+    check::<pagetable::AArch64S2<pagetable::Ipa40>>();
+    check::<pagetable::Sv39>();
+    check::<pagetable::Sv48x4>();
+    check::<pagetable::LoongArch64>();
+}

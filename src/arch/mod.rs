@@ -218,7 +218,9 @@ pub trait Arch: sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + 'st
         flags
     }
     /// The table entry `pte`, changed so that it lets through everything a leaf below it with
-    /// `flags` allows (and nothing is taken from what it let through before).
+    /// `flags` allows (and nothing is taken from what it let through before). It sets and
+    /// clears bits that depend on `flags` alone: `table_grant(pte, f)` is
+    /// `(pte | table_grant(0, f)) & table_grant(!0, f)`, which the walk relies on.
     #[inline(always)]
     fn table_grant(pte: u64, flags: MappingFlags) -> u64 {
         let _ = flags;

@@ -381,10 +381,38 @@ pub(super) unsafe fn grant_entry<A: Arch, L: Level>(
     pte: u64,
     flags: MappingFlags,
 ) -> u64 {
-    if A::TABLE_GATES && A::table_grant(pte, flags) != pte {
+    // SAFETY: forwarded.
+    unsafe { grant_entry_with::<A, L>(t, i, pte, grant_masks::<A>(flags)) }
+}
+
+/// What [`Arch::table_grant`] does for `flags`, as the bits it sets and the bits it keeps
+/// (its contract: `table_grant(pte, flags) == (pte | set) & keep`): worked out once for a walk
+/// instead of once per level.
+#[inline(always)]
+pub(super) fn grant_masks<A: Arch>(flags: MappingFlags) -> (u64, u64) {
+    (A::table_grant(0, flags), A::table_grant(u64::MAX, flags))
+}
+
+/// [`grant_entry`] with the masks of [`grant_masks`].
+///
+/// # Safety
+///
+/// As for [`grant_entry`].
+#[inline(always)]
+pub(super) unsafe fn grant_entry_with<A: Arch, L: Level>(
+    t: TableRef<A, L>,
+    i: usize,
+    pte: u64,
+    (set, keep): (u64, u64),
+) -> u64 {
+    if !A::TABLE_GATES {
+        return pte;
+    }
+    let grant = |p: u64| (p | set) & keep;
+    if grant(pte) != pte {
         // SAFETY: forwarded.
-        let old = unsafe { t.update_loaded(i, pte, |p| A::table_grant(p, flags)) };
-        A::table_grant(old, flags)
+        let old = unsafe { t.update_loaded(i, pte, grant) };
+        grant(old)
     } else {
         pte
     }
@@ -433,6 +461,8 @@ struct MapOne<'a, A: Arch, H> {
     s: u64,
     e: u64,
     req: &'a MapReq,
+    /// [`grant_masks`] of the request's flags.
+    grant: (u64, u64),
     _arch: core::marker::PhantomData<A>,
 }
 
@@ -528,7 +558,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             }
             EntryKind::Table => {
                 // SAFETY: live table owned by the caller.
-                let pte = unsafe { grant_entry::<A, L>(t, i, pte, self.req.flags) };
+                let pte = unsafe { grant_entry_with::<A, L>(t, i, pte, self.grant) };
                 // SAFETY: a table entry leads to a live table one down.
                 PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ())
             }
@@ -573,6 +603,7 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
         s,
         e,
         req,
+        grant: grant_masks::<A>(req.flags),
         _arch: core::marker::PhantomData,
     };
     // SAFETY: forwarded.
