@@ -23,6 +23,7 @@ GROUPS = [
     ("trace_python_tests", "trace: CPython's tests (per system call)", None),
     ("trace_cargo_build", "trace: cargo build (per system call)", None),
     ("trace_cargo_release_tests", "trace: cargo build --release of a test (per system call)", None),
+    ("trace_python_tests_faults", "demand paging: CPython's tests, page faults and system calls (per event)", None),
 ]
 CRATES = ["pagetable", "pagetable_plain", "pagetable_translate", "pagetable_cursor", "page_table_multiarch", "x86_64", "hand_written",
           "pagetable_aarch64", "aarch64_paging", "aarch64_paging_compact", "pagetable_aarch64_s2", "pagetable_aarch64_64k"]
