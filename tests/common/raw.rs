@@ -227,7 +227,9 @@ fn visit<M: Manual>(
                 tree.soft.push(payload(pte, !M::SOFT.leaf));
             }
             Raw::Table(next) => {
-                let field = (pte & M::LIVE_COUNT) >> M::LIVE_COUNT.trailing_zeros();
+                let field = (pte & M::LIVE_COUNT)
+                    .checked_shr(M::LIVE_COUNT.trailing_zeros())
+                    .unwrap_or(0);
                 if depth == 2 && field != 0 {
                     let bytes = 1u64 << M::GRANULE;
                     let live = (0..bytes / 8)
