@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use memory_addr::PhysAddr;
+use memory_addr::{PhysAddr, VirtAddr};
 
 use crate::arch::{self, Arch};
 use crate::error::PagingError;
@@ -140,7 +140,46 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         size: PageSize,
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
-        let va = arch::to_va::<A>(va);
+        let raw = arch::to_va::<A>(va);
+        // The fast path: a granule page in the remembered table's span, with the flags the
+        // cursor mapped last (checked then), an aligned frame that fits the width, and an empty
+        // slot. Each test only picks the path: anything else goes the general way, which makes
+        // every check in `PageTable::map`'s order.
+        let gates_ok = !A::TABLE_GATES || self.granted == Some(flags);
+        if let (true, Some(s), Some((f, template))) = (
+            size.bytes() as u64 == Self::PAGE && gates_ok,
+            A::fold(raw),
+            self.template,
+        ) {
+            let pa_raw = pa.as_usize() as u64;
+            let page_ok = s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base;
+            let pa_ok = pa_raw % Self::PAGE == 0
+                && (pa_raw | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0;
+            if page_ok && pa_ok && f == flags {
+                let (t, i) = (self.last, TableRef::<A, L1>::index(s));
+                // SAFETY: masked index; the remembered table is live and ours (`last_table`).
+                let old = unsafe { t.load(i) };
+                if A::entry_kind::<L1>(old) == EntryKind::Empty {
+                    // SAFETY: as above.
+                    unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(pa_raw)) };
+                    // SAFETY: the entry that links the remembered table, in our tree.
+                    unsafe { self.last_slot.added(1) };
+                    return Ok(Flush::range(s, s + Self::PAGE));
+                }
+            }
+        }
+        self.map_general(raw, pa, size, flags)
+    }
+
+    /// [`map`](Self::map) off its fast path.
+    #[inline(never)]
+    fn map_general(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
         if size.bytes() as u64 == Self::PAGE {
             // An aligned address in the remembered, unborrowed span passes every check of
             // `PageTable::map` on the virtual side; the others follow in its order.

@@ -12,7 +12,7 @@ use crate::flags::{AccessState, MappingFlags, PageSize};
 use crate::flush::Flush;
 use crate::handler::PagingHandler;
 use crate::levels::walk::{self, Ctx, MapReq, Modify, RawLeaf, Stash};
-use crate::levels::{Descriptor, EntryKind, HasNext, Table, TableRef};
+use crate::levels::{Descriptor, EntryKind, HasNext, L1, Table, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::{self, Retired};
 use crate::size::{self, HasLeaf, LeafSize};
@@ -122,6 +122,8 @@ pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
     pub(crate) state: TableState,
     pub(crate) handler: H,
+    /// The flags `map` last made a granule leaf with (checked then) and that leaf's template.
+    leaf_cache: Option<(MappingFlags, u64)>,
     _arch: PhantomData<A>,
 }
 
@@ -157,6 +159,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root,
             state: TableState::default(),
             handler,
+            leaf_cache: None,
             _arch: PhantomData,
         })
     }
@@ -236,6 +239,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root: raw,
             state,
             handler,
+            leaf_cache: None,
             _arch: PhantomData,
         })
     }
@@ -386,6 +390,66 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         flags: MappingFlags,
     ) -> Result<Flush<A>, PagingError> {
         let va = arch::to_va::<A>(va);
+        if size.bytes() as u64 == Self::PAGE {
+            if let Some(flush) = self.map_page_fast(va, pa, flags) {
+                return Ok(flush);
+            }
+        }
+        self.map_general(va, pa, size, flags)
+    }
+
+    /// [`map`](Self::map) of a granule page where every table on the way exists and already
+    /// lets the flags through, with the flags the last such map used: one walk, a load and a
+    /// store. Each test only picks the path; `None` sends the call the general way
+    /// ([`map_general`](Self::map_general)), which makes every check in the documented order.
+    #[inline(always)]
+    fn map_page_fast(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        flags: MappingFlags,
+    ) -> Option<Flush<A>> {
+        let (cached, template) = self.leaf_cache?;
+        let s = A::fold(va)?;
+        let pa = pa.as_usize() as u64;
+        let pa_ok = pa % Self::PAGE == 0 && (pa | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0;
+        let root_index = TableRef::<A, A::Root>::index(s);
+        if cached != flags
+            || s % Self::PAGE != 0
+            || !pa_ok
+            || self.state.borrowed.meets(root_index, root_index + 1)
+        {
+            return None;
+        }
+        // SAFETY: the root is live and ours; reading only (no grant).
+        let (table, path, slot) =
+            unsafe { walk::last_table_read::<A, A::Root, H>(&self.handler, self.root_ref(), s) }?;
+        if A::TABLE_GATES && A::path_restrict(path, flags) != flags {
+            return None; // a table entry on the way must be made to let the flags through
+        }
+        // SAFETY: a last-level table of our tree.
+        let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
+        let i = TableRef::<A, L1>::index(s);
+        // SAFETY: masked index, live table.
+        if A::entry_kind::<L1>(unsafe { t.load(i) }) != EntryKind::Empty {
+            return None;
+        }
+        // SAFETY: as above; the table is ours (`&mut self`) and the slot empty.
+        unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(pa)) };
+        // SAFETY: the entry that links `t`, in our tree.
+        unsafe { slot.added(1) };
+        Some(Flush::range(s, s + Self::PAGE))
+    }
+
+    /// [`map`](Self::map), the general way.
+    #[inline(never)]
+    fn map_general(
+        &mut self,
+        va: VirtAddr,
+        pa: PhysAddr,
+        size: PageSize,
+        flags: MappingFlags,
+    ) -> Result<Flush<A>, PagingError> {
         let depth = leaf_depth::<A>(size).ok_or(PagingError::SizeNotSupported(size))?;
         let (s, e) = self.check_range(va, size.bytes(), size.bytes() as u64)?;
         if depth == arch::root_depth::<A>()
@@ -398,6 +462,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             .wrapping_sub(s);
         A::check_flags(flags)?;
         self.note_flags(flags);
+        if depth == 1 {
+            self.leaf_cache = Some((flags, A::leaf_template::<L1>(flags)));
+        }
         let req = MapReq {
             delta,
             huge: true,
@@ -613,6 +680,58 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
     pub fn unmap(&mut self, va: A::Addr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
         let va = arch::to_va::<A>(va);
+        if let Some(done) = self.unmap_page_fast(va) {
+            return Ok(done);
+        }
+        self.unmap_general(va)
+    }
+
+    /// [`unmap`](Self::unmap) of a granule leaf whose last-level table is counted and keeps
+    /// other entries (so nothing is unlinked): one walk, the clear, the count one lower. Each
+    /// test only picks the path; `None` sends the call the general way, having changed
+    /// nothing.
+    #[inline(always)]
+    fn unmap_page_fast(&mut self, va: VirtAddr) -> Option<(Mapping<A::Addr>, Flush<A>)> {
+        let s = A::fold(va)?;
+        let root_index = TableRef::<A, A::Root>::index(s);
+        if s % Self::PAGE != 0 || self.state.borrowed.meets(root_index, root_index + 1) {
+            return None;
+        }
+        // SAFETY: the root is live and ours; a read.
+        let (table, path, slot) =
+            unsafe { walk::last_table_read::<A, A::Root, H>(&self.handler, self.root_ref(), s) }?;
+        // SAFETY: a last-level table of our tree.
+        let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
+        let i = TableRef::<A, L1>::index(s);
+        // SAFETY: masked index, live table.
+        let pte = unsafe { t.load(i) };
+        // SAFETY: the entry that links `t`, which we own; the leaf at `i` is cleared next.
+        if A::entry_kind::<L1>(pte) != EntryKind::Leaf || !unsafe { slot.removed_one_of_many() } {
+            return None;
+        }
+        // The state as the clear found it: an atomic swap where an MMU may still mark the leaf.
+        // SAFETY: as above.
+        let old = unsafe {
+            if self.state.liveness == Liveness::Offline || !A::hw_may_update::<L1>(pte) {
+                t.store(i, 0);
+                pte
+            } else {
+                t.swap(i, 0)
+            }
+        };
+        let mut leaf = RawLeaf::of::<A, L1>(s, old);
+        if A::TABLE_GATES {
+            leaf.flags = A::path_restrict(path, leaf.flags);
+        }
+        Some((
+            Mapping::from_raw::<A>(leaf),
+            Flush::range(s, s + Self::PAGE),
+        ))
+    }
+
+    /// [`unmap`](Self::unmap), the general way.
+    #[inline(never)]
+    fn unmap_general(&mut self, va: VirtAddr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
         let folded = A::fold(va).ok_or(PagingError::NotCanonical(va))?;
         // A leaf lies inside one root entry (a root-level leaf is one).
         let root_index = TableRef::<A, A::Root>::index(folded);

@@ -188,6 +188,32 @@ impl<A: Arch> CountSlot<A> {
         }
     }
 
+    /// Counts one entry of the linked table down, if the count shows it keeps another one
+    /// after (so that no table empties): true if it did. False (nothing changed) where the
+    /// table is not counted or the entry is its last.
+    ///
+    /// # Safety
+    ///
+    /// The slot's table is live and owned by the caller, its entry links a table, and the
+    /// caller is about to clear a non-empty entry of that table.
+    #[inline(always)]
+    pub(crate) unsafe fn removed_one_of_many(self) -> bool {
+        if !here::<A, L2>() {
+            return false;
+        }
+        // SAFETY: forwarded.
+        let pte = unsafe { self.entry.load(0) };
+        match count::<A>(pte) {
+            Some(c) if c >= 2 => {
+                // Counted, so settled: a plain store.
+                // SAFETY: forwarded.
+                unsafe { self.entry.store(0, pte - (1 << shift::<A>())) };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// [`added`] at this entry.
     ///
     /// # Safety

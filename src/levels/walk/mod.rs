@@ -38,8 +38,8 @@ pub(crate) use live::{CountSlot, Occupancy, scrub};
 pub(crate) use map::{MapReq, Scattered, map_apply, map_check, map_one};
 pub(crate) use marker::set_marker;
 pub(crate) use read::{
-    RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, leaf_entry, query,
-    translate,
+    RawLeaf, count_tables, for_each, free_at_depth, free_subtree, last_table_pa, last_table_read,
+    leaf_entry, query, translate,
 };
 pub(crate) use stash::{Ctx, Stash, alloc_frame};
 pub(crate) use unmap::{ClearedRaw, Report, Reporter, unmap_apply, unmap_at, unmap_one};

@@ -303,6 +303,61 @@ pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
     unsafe { L::point::<A, _>(&mut LastTable { h, grant }, t, va, A::PATH_START) }
 }
 
+/// [`LastTable`] without grants: the last-level table on the way to an address, the table
+/// entries folded, and the entry that links it; a read, small enough to inline into a
+/// single-page call.
+struct LastTableRead<'a, H> {
+    h: &'a H,
+}
+
+impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTableRead<'_, H> {
+    type Out = Option<(u64, u64, CountSlot<A>)>;
+    type Down = u64;
+    const OCCUPANCY: Occupancy = Occupancy::Keeps;
+
+    #[inline(always)]
+    unsafe fn last(&mut self, _: TableRef<A, L1>, _: usize, _: u64) -> Self::Out {
+        None
+    }
+
+    #[inline(always)]
+    unsafe fn entry<L: HasNext>(
+        &mut self,
+        t: TableRef<A, L>,
+        i: usize,
+        path: u64,
+    ) -> PointStep<A, L::Next, u64, Self::Out> {
+        // SAFETY: in bounds, live table.
+        let pte = unsafe { t.load(i) };
+        if A::entry_kind::<L>(pte) != EntryKind::Table {
+            return PointStep::Stop(None);
+        }
+        let path = A::path_step(path, pte);
+        if L::DEPTH == 2 {
+            // SAFETY: `L` is `L2`.
+            let slot = unsafe { CountSlot::new(t, i) };
+            return PointStep::Stop(Some((A::table_addr(pte), path, slot)));
+        }
+        // SAFETY: a table entry leads to a live table one down.
+        PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, path)
+    }
+}
+
+/// [`last_table_pa`] without grants, inlined.
+///
+/// # Safety
+///
+/// `t` is a live table of a tree reached through `h` whose span holds `va`.
+#[inline(always)]
+pub(crate) unsafe fn last_table_read<A: Arch, L: Level, H: PagingHandler>(
+    h: &H,
+    t: TableRef<A, L>,
+    va: u64,
+) -> Option<(u64, u64, CountSlot<A>)> {
+    // SAFETY: forwarded.
+    unsafe { L::point::<A, _>(&mut LastTableRead { h }, t, va, A::PATH_START) }
+}
+
 /// Calls `f` for every leaf of the range, in address order; what goes down is the table
 /// entries on the way, folded.
 struct ForEach<'a, A, H, F> {
