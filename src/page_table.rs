@@ -122,8 +122,9 @@ pub struct PageTable<A: Arch, H: PagingHandler> {
     root: u64,
     pub(crate) state: TableState,
     pub(crate) handler: H,
-    /// The flags `map` last made a granule leaf with (checked then) and that leaf's template.
-    leaf_cache: Option<(MappingFlags, u64)>,
+    /// The flags `map` last made a granule leaf with (checked then) and that leaf's template;
+    /// a template of 0 (no leaf template is: it has a valid bit or a tag) if none yet.
+    leaf_cache: (MappingFlags, u64),
     _arch: PhantomData<A>,
 }
 
@@ -159,7 +160,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root,
             state: TableState::default(),
             handler,
-            leaf_cache: None,
+            leaf_cache: (MappingFlags::EMPTY, 0),
             _arch: PhantomData,
         })
     }
@@ -239,7 +240,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root: raw,
             state,
             handler,
-            leaf_cache: None,
+            leaf_cache: (MappingFlags::EMPTY, 0),
             _arch: PhantomData,
         })
     }
@@ -409,12 +410,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         pa: PhysAddr,
         flags: MappingFlags,
     ) -> Option<Flush<A>> {
-        let (cached, template) = self.leaf_cache?;
+        let (cached, template) = self.leaf_cache;
         let s = A::fold(va)?;
         let pa = pa.as_usize() as u64;
         let pa_ok = pa % Self::PAGE == 0 && (pa | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0;
         let root_index = TableRef::<A, A::Root>::index(s);
         if cached != flags
+            || template == 0
             || s % Self::PAGE != 0
             || !pa_ok
             || self.state.borrowed.meets(root_index, root_index + 1)
@@ -463,7 +465,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         A::check_flags(flags)?;
         self.note_flags(flags);
         if depth == 1 {
-            self.leaf_cache = Some((flags, A::leaf_template::<L1>(flags)));
+            self.leaf_cache = (flags, A::leaf_template::<L1>(flags));
         }
         let req = MapReq {
             delta,
