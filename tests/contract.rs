@@ -250,13 +250,14 @@ fn the_memory_type_of_a_union_does_not_depend_on_the_order() {
 
 #[test]
 fn the_page_table_value_is_root_state_and_handler() {
-    // The root's address (8 bytes) and the `TableState` (liveness, borrowed and shared
-    // root-entry ranges, the TLB identifier and the may-hold-global bit: 24 bytes), 32 in all,
-    // beside the handler.
+    // The root's address (8 bytes), the `TableState` (liveness, borrowed and shared
+    // root-entry ranges, the TLB identifier and the may-hold-global bit: 24 bytes) and the
+    // leaf template of the flags `map` last used (its flags and the template: 16 bytes), 48 in
+    // all, beside the handler.
     assert_eq!(
         std::mem::size_of::<PageTable<X86_64, pagetable::BufferFrames<'static>>>()
             - std::mem::size_of::<pagetable::BufferFrames<'static>>(),
-        32
+        48
     );
     assert_eq!(std::mem::size_of::<pagetable::TableState>(), 24);
 }
