@@ -239,13 +239,14 @@ pub(crate) unsafe fn leaf_entry<A: Arch, L: Level, H: PagingHandler>(
 /// The last-level table on the way to an address, if every entry down to it is a table entry,
 /// with the table entries on the way folded ([`Arch::path_step`]). With `grant`, each of those
 /// entries is first made to let through what leaves with those flags allow
-/// ([`Arch::table_grant`]).
-struct LastTable<'a, H> {
+/// ([`Arch::table_grant`]); `GRANTS` says whether it does, so that the walk without is a read
+/// small enough to inline into a single-page call.
+struct LastTable<'a, H, const GRANTS: bool> {
     h: &'a H,
-    grant: Option<MappingFlags>,
+    grant: MappingFlags,
 }
 
-impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
+impl<A: Arch, H: PagingHandler, const GRANTS: bool> PointVisitor<A> for LastTable<'_, H, GRANTS> {
     type Out = Option<(u64, u64, CountSlot<A>)>;
     type Down = u64;
     const OCCUPANCY: Occupancy = Occupancy::Keeps;
@@ -268,9 +269,9 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTable<'_, H> {
         if A::entry_kind::<L>(pte) != EntryKind::Table {
             return PointStep::Stop(None);
         }
-        if let Some(flags) = self.grant {
+        if GRANTS {
             // SAFETY: live table owned by the caller (who asked for grants).
-            pte = unsafe { grant_entry::<A, L>(t, i, pte, flags) };
+            pte = unsafe { grant_entry::<A, L>(t, i, pte, self.grant) };
         }
         let path = A::path_step(path, pte);
         if L::DEPTH == 2 {
@@ -299,47 +300,13 @@ pub(crate) unsafe fn last_table_pa<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
     grant: Option<MappingFlags>,
 ) -> Option<(u64, u64, CountSlot<A>)> {
-    // SAFETY: forwarded.
-    unsafe { L::point::<A, _>(&mut LastTable { h, grant }, t, va, A::PATH_START) }
-}
-
-/// [`LastTable`] without grants: the last-level table on the way to an address, the table
-/// entries folded, and the entry that links it; a read, small enough to inline into a
-/// single-page call.
-struct LastTableRead<'a, H> {
-    h: &'a H,
-}
-
-impl<A: Arch, H: PagingHandler> PointVisitor<A> for LastTableRead<'_, H> {
-    type Out = Option<(u64, u64, CountSlot<A>)>;
-    type Down = u64;
-    const OCCUPANCY: Occupancy = Occupancy::Keeps;
-
-    #[inline(always)]
-    unsafe fn last(&mut self, _: TableRef<A, L1>, _: usize, _: u64) -> Self::Out {
-        None
-    }
-
-    #[inline(always)]
-    unsafe fn entry<L: HasNext>(
-        &mut self,
-        t: TableRef<A, L>,
-        i: usize,
-        path: u64,
-    ) -> PointStep<A, L::Next, u64, Self::Out> {
-        // SAFETY: in bounds, live table.
-        let pte = unsafe { t.load(i) };
-        if A::entry_kind::<L>(pte) != EntryKind::Table {
-            return PointStep::Stop(None);
-        }
-        let path = A::path_step(path, pte);
-        if L::DEPTH == 2 {
-            // SAFETY: `L` is `L2`.
-            let slot = unsafe { CountSlot::new(t, i) };
-            return PointStep::Stop(Some((A::table_addr(pte), path, slot)));
-        }
-        // SAFETY: a table entry leads to a live table one down.
-        PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, path)
+    match grant {
+        // SAFETY: forwarded.
+        Some(grant) => unsafe {
+            L::point::<A, _>(&mut LastTable::<H, true> { h, grant }, t, va, A::PATH_START)
+        },
+        // SAFETY: forwarded.
+        None => unsafe { last_table_read::<A, L, H>(h, t, va) },
     }
 }
 
@@ -355,7 +322,12 @@ pub(crate) unsafe fn last_table_read<A: Arch, L: Level, H: PagingHandler>(
     va: u64,
 ) -> Option<(u64, u64, CountSlot<A>)> {
     // SAFETY: forwarded.
-    unsafe { L::point::<A, _>(&mut LastTableRead { h }, t, va, A::PATH_START) }
+    let mut v = LastTable::<H, false> {
+        h,
+        grant: MappingFlags::EMPTY,
+    };
+    // SAFETY: forwarded; no grants, a read.
+    unsafe { L::point::<A, _>(&mut v, t, va, A::PATH_START) }
 }
 
 /// Calls `f` for every leaf of the range, in address order; what goes down is the table
