@@ -153,8 +153,7 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         ) {
             let pa_raw = pa.as_usize() as u64;
             let page_ok = s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base;
-            let pa_ok = pa_raw % Self::PAGE == 0
-                && (pa_raw | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0;
+            let pa_ok = PageTable::<A, H>::page_frame_ok(pa_raw);
             if page_ok && pa_ok && f == flags {
                 let (t, i) = (self.last, TableRef::<A, L1>::index(s));
                 // SAFETY: masked index; the remembered table is live and ours (`last_table`).

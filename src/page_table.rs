@@ -413,7 +413,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let (cached, template) = self.leaf_cache;
         let s = A::fold(va)?;
         let pa = pa.as_usize() as u64;
-        let pa_ok = pa % Self::PAGE == 0 && (pa | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0;
+        let pa_ok = Self::page_frame_ok(pa);
         let root_index = TableRef::<A, A::Root>::index(s);
         if cached != flags
             || template == 0
@@ -441,6 +441,13 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: the entry that links `t`, in our tree.
         unsafe { slot.added(1) };
         Some(Flush::range(s, s + Self::PAGE))
+    }
+
+    /// Whether a granule page at physical address `pa` passes `map`'s checks of its frame:
+    /// aligned, and inside the physical-address width.
+    #[inline(always)]
+    pub(crate) fn page_frame_ok(pa: u64) -> bool {
+        pa % Self::PAGE == 0 && (pa | (Self::PAGE - 1)) & !arch::pa_mask::<A>() == 0
     }
 
     /// [`map`](Self::map), the general way.
