@@ -563,17 +563,25 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let delta = self.check_pa(pa, len, Self::PAGE)?.wrapping_sub(s);
         A::check_flags(flags)?;
         self.note_flags(flags);
-        self.map_folded(
-            s,
-            e,
-            MapReq {
-                delta,
-                huge: huge == HugePages::Allowed,
-                flags,
-                exact_depth: 0,
-                shared: self.state.shared,
-            },
-        )
+        let mut req = MapReq {
+            delta,
+            huge: huge == HugePages::Allowed,
+            flags,
+            exact_depth: 0,
+            shared: self.state.shared,
+        };
+        if let Some(depth) = req.one_leaf::<A>(s, e) {
+            // The region is the one leaf the two passes would make: the single-leaf walk makes
+            // it, with the same checks (it replaces an empty table as they would).
+            req.exact_depth = depth;
+            let (root, ctx) = (self.root_ref(), self.ctx());
+            // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
+            let retired = unsafe {
+                walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)?
+            };
+            return Ok(Flush::range(s, e).with_retired(retired));
+        }
+        self.map_folded(s, e, req)
     }
 
     fn map_folded(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {

@@ -6,6 +6,7 @@ use memory_addr::PhysAddr;
 
 use super::Ctx;
 use super::read::first_leaf;
+use super::stash::alloc_frame;
 use super::{
     AtLevel, Below, Descend, Occupancy, PointStep, PointVisitor, Run, Span, Stash, Step, Visitor,
     below, child, entry_base, live,
@@ -14,7 +15,7 @@ use crate::arch::{self, Arch};
 use crate::error::PagingError;
 use crate::flags::MappingFlags;
 use crate::handler::PagingHandler;
-use crate::levels::{Descriptor, EntryKind, HasNext, L1, Level, TableRef};
+use crate::levels::{Descriptor, EntryKind, HasNext, L1, Level, TableFrame, TableRef};
 use crate::liveness::Liveness;
 use crate::retired::Chain;
 use crate::state::RootRange;
@@ -53,6 +54,20 @@ impl MapReq {
             || (depth <= arch::max_leaf_depth::<A>()
                 && self.huge
                 && a.wrapping_add(self.delta) % (1 << arch::level_shift::<A>(depth)) == 0))
+    }
+
+    /// The depth of the one leaf that a region map of folded `[s, e)` makes, if it makes
+    /// just one: `[s, e)` is one entry of a level that may hold this leaf
+    /// ([`leaf_here_at`](Self::leaf_here_at)).
+    #[inline(always)]
+    pub(crate) fn one_leaf<A: Arch>(&self, s: u64, e: u64) -> Option<u8> {
+        let len = e.wrapping_sub(s);
+        if !len.is_power_of_two() || s % len != 0 {
+            return None;
+        }
+        let depth = (1..=arch::max_leaf_depth::<A>())
+            .find(|&d| arch::level_shift::<A>(d) == len.trailing_zeros())?;
+        self.leaf_here_at::<A>(depth, s, true).then_some(depth)
     }
 
     /// The leaf at level `L` that maps folded `va`.
@@ -561,6 +576,29 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
                 let pte = unsafe { grant_entry_with::<A, L>(t, i, pte, self.grant) };
                 // SAFETY: a table entry leads to a live table one down.
                 PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ())
+            }
+            EntryKind::Empty if L::DEPTH - self.req.exact_depth == 1 => {
+                // One new table, holding the leaf: its frame is the whole reservation.
+                let bytes = TableRef::<A, L::Next>::BYTES;
+                let pa = match alloc_frame::<A, H>(self.h, bytes) {
+                    Ok(pa) => pa,
+                    Err(e) => return stop(Err(e)),
+                };
+                // SAFETY: a frame just allocated and checked, linked nowhere: ours alone.
+                let table = unsafe { TableRef::<A, L::Next>::from_pa(self.h, pa) };
+                // SAFETY: as above; the index is masked into bounds.
+                unsafe {
+                    table.zero_fresh();
+                    table.store(
+                        TableRef::<A, L::Next>::index(self.s),
+                        self.req.leaf::<A, L::Next>(self.s),
+                    );
+                }
+                // Linked once filled, so that no walker sees it half made.
+                let link = Descriptor::<A, L>::table(TableFrame::from_raw(pa)).bits();
+                // SAFETY: live table owned by the caller; the new table is this tree's now.
+                unsafe { t.store(i, live::fresh::<A, L>(link, 1)) };
+                stop(Ok(Chain::EMPTY))
             }
             EntryKind::Empty => {
                 let need = (L::DEPTH - self.req.exact_depth) as usize;
