@@ -1,7 +1,7 @@
 //! Out-of-frames injection, in every mode: a handler that fails from the N-th allocation on,
 //! for every N until the call succeeds, over `map_region` (tables at every level, huge leaves
 //! and 4K edges), `unmap_region`, `unmap_region_with` and `protect_region` that split huge
-//! leaves at both ends, and
+//! leaves at both ends, `map_region` of exactly one leaf (the single-leaf walk), and
 //! `borrow_shared`. Every failure must return `OutOfFrames`, leave every table byte as it was, and
 //! leak no frame; the call that finally succeeds must do the whole change. The sizes are the
 //! mode's own: its page, the leaf one level up, and the one above that (a run of blocks where
@@ -71,6 +71,18 @@ fn scenario<A: Arch>(base: usize) -> usize {
     assert_eq!(size(g1 + 5 * k4), top);
     assert_eq!(size(2 * g1 + m2), block);
     assert_eq!(size(2 * g1 + 3 * m2), page);
+
+    // Regions of exactly one leaf take the single-leaf walk: a block whose table is new, then
+    // a page whose table is new below it.
+    tried += fails_cleanly_at_every_allocation(&mut pt, |pt| {
+        pt.map_region(v(3 * g1), p(3 * g1), m2, RW, HugePages::Allowed)
+    }) + 1;
+    tried += fails_cleanly_at_every_allocation(&mut pt, |pt| {
+        pt.map_region(v(3 * g1 + m2), p(3 * g1 + m2), k4, RW, HugePages::Allowed)
+    }) + 1;
+    assert_eq!(pt.query(v(3 * g1 + k4)).unwrap().size, block);
+    assert_eq!(pt.query(v(3 * g1 + m2)).unwrap().size, page);
+    assert!(pt.query(v(3 * g1 + m2 + k4)).is_err());
 
     // Cut a 2M leaf at the start and the 1G leaf at the end (1G -> 2M -> 4K: two tables; one
     // where the "1G leaf" is a run of blocks).
