@@ -192,12 +192,13 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
             };
             let raw_pa = self.pt.check_pa(pa, Self::PAGE as usize, Self::PAGE)?;
             let template = self.template(flags)?;
+            // Read-only first: nothing changes before the slot is known to be free.
             let table = if fast.is_some() {
                 Some((self.last, false, self.last_path, self.last_slot))
             } else {
-                self.last_table(s, Some(flags))
+                self.last_table(s, None)
             };
-            if let Some((t, _, _, slot)) = table {
+            if let Some((t, borrowed, path, slot)) = table {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
@@ -205,6 +206,19 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
                     // A leaf, or a marker.
                     return Err(PagingError::AlreadyMapped(A::unfold(s)));
                 }
+                let (t, slot) = if !A::TABLE_GATES || A::path_restrict(path, flags) == flags {
+                    if !borrowed {
+                        // The remembered path lets these flags through as it is.
+                        self.granted = Some(flags);
+                    }
+                    (t, slot)
+                } else {
+                    // The map will succeed: now the entries on the way are widened for it.
+                    match self.last_table(s, Some(flags)) {
+                        Some((t, _, _, slot)) => (t, slot),
+                        None => return self.pt.map(arch::from_va::<A>(va), pa, size, flags),
+                    }
+                };
                 // SAFETY: as above.
                 unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(raw_pa)) };
                 // SAFETY: the entry that links `t`, in our tree (see `last_table`).

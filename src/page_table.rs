@@ -481,11 +481,19 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             exact_depth: depth,
             shared: self.state.shared,
         };
+        self.map_leaf(s, e, req)
+    }
+
+    /// Maps folded `[s, e)`, inside the space and not borrowed, as the one leaf of
+    /// `req.exact_depth`: in one descent, or, where a table entry on the way must be widened
+    /// for the flags, by the two passes, which check everything before they widen it.
+    fn map_leaf(&mut self, s: u64, e: u64, req: MapReq) -> Result<Flush<A>, PagingError> {
         let (root, ctx) = (self.root_ref(), self.ctx());
         // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-        let retired =
-            unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)? };
-        Ok(Flush::range(s, e).with_retired(retired))
+        match unsafe { walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)? } {
+            Some(retired) => Ok(Flush::range(s, e).with_retired(retired)),
+            None => self.map_folded(s, e, req),
+        }
     }
 
     /// [`map`](Self::map) with the leaf size as a type (the x86_64 crate's `Page<S>` idea): a
@@ -574,12 +582,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             // The region is the one leaf the two passes would make: the single-leaf walk makes
             // it, with the same checks (it replaces an empty table as they would).
             req.exact_depth = depth;
-            let (root, ctx) = (self.root_ref(), self.ctx());
-            // SAFETY: the root is live and ours; the range is inside the space and not borrowed.
-            let retired = unsafe {
-                walk::map_one::<A, A::Root, H>(&mut self.handler, ctx, root, s, e, &req)?
-            };
-            return Ok(Flush::range(s, e).with_retired(retired));
+            return self.map_leaf(s, e, req);
         }
         self.map_folded(s, e, req)
     }

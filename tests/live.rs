@@ -227,6 +227,52 @@ fn a_query_under_restricting_parents_reports_what_the_walk_allows() {
     assert_eq!(pt.query(va!(0x1000)).unwrap().flags, F::READ | F::EXECUTE);
 }
 
+/// A map that fails changes nothing, not even the parents it would have had to widen: a
+/// parent made supervisor-only and read-only stays so for every leaf below it, through `map`
+/// and the cursor, whether the walk stops at the leaf's own slot, at a 2M leaf on the way, or
+/// where the one table it would add cannot be had.
+#[test]
+fn a_failed_map_leaves_restricting_parents_alone() {
+    let user = RW | F::USER;
+    for cursor in [false, true] {
+        let mut pt = PageTable::<X86_64, _>::new(Frames::new(16, 0x10_0000)).unwrap();
+        pt.map(va!(0x1000), pa!(0x5000), PageSize::SIZE_4K, RW)
+            .unwrap()
+            .ignore();
+        pt.map(va!(0x40_0000), pa!(0x20_0000), PageSize::SIZE_2M, RW)
+            .unwrap()
+            .ignore();
+        let root = pt.root_paddr().as_usize() as u64;
+        let pml4e = pt.handler().read_phys(root);
+        pt.handler().write_phys(root, pml4e & !0b110);
+        let before = pt.handler().snapshot();
+        let mut map = |pt: &mut PageTable<X86_64, Frames>, v: usize| {
+            let (v, p) = (va!(v), pa!(0x9000));
+            if cursor {
+                pt.cursor()
+                    .map(v, p, PageSize::SIZE_4K, user)
+                    .map(|f| f.ignore())
+            } else {
+                pt.map(v, p, PageSize::SIZE_4K, user).map(|f| f.ignore())
+            }
+        };
+        let cases = [
+            (0x1000, PagingError::AlreadyMapped(va!(0x1000))),
+            (0x40_1000, PagingError::AlreadyMapped(va!(0x40_1000))),
+            (0x80_0000, PagingError::OutOfFrames),
+        ];
+        for (v, err) in cases {
+            common::set_fail_from(&mut pt, Some(0));
+            assert_eq!(map(&mut pt, v), Err(err));
+            assert!(
+                pt.handler().snapshot() == before,
+                "cursor {cursor}: a failed map at {v:#x} changed the tables"
+            );
+        }
+        assert_eq!(pt.query(va!(0x1000)).unwrap().flags, F::READ);
+    }
+}
+
 /// A tree of `levels` tables from `frames`, each linking the next through entry 0 with
 /// `parent | next` (the last one left empty), as an adopted tree would be; its root.
 fn adopted_chain(frames: &mut Frames, levels: usize, parent: u64) -> u64 {

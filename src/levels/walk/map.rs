@@ -469,7 +469,10 @@ unsafe fn replace_table<A: Arch, L: HasNext, H: PagingHandler>(
 
 /// A single-leaf map in one descent: through the tables that exist, checking for conflicts on
 /// the way; at the first missing one, the tables below are reserved (all or none) and made.
-/// The result is what it retired (an empty table a huge leaf replaced).
+/// The result is what it retired (an empty table a huge leaf replaced), or `None` where a
+/// table entry on the way must first be made to let the flags through: it changes nothing
+/// before it knows the map succeeds, and a gate widened for a map that then fails would stay
+/// wide for every leaf below it, so that case is left to the two passes.
 struct MapOne<'a, A: Arch, H> {
     h: &'a mut H,
     ctx: Ctx,
@@ -489,18 +492,18 @@ impl<A: Arch, H: PagingHandler> MapOne<'_, A, H> {
         t: TableRef<A, L>,
         i: usize,
         pte: u64,
-    ) -> Result<Chain, PagingError> {
+    ) -> Result<Option<Chain>, PagingError> {
         if A::entry_kind::<L>(pte) != EntryKind::Empty {
             return Err(PagingError::AlreadyMapped(A::unfold(self.s)));
         }
         // SAFETY: live table owned by the caller.
         unsafe { t.store(i, self.req.leaf::<A, L>(self.s)) };
-        Ok(Chain::EMPTY)
+        Ok(Some(Chain::EMPTY))
     }
 }
 
 impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
-    type Out = Result<Chain, PagingError>;
+    type Out = Result<Option<Chain>, PagingError>;
     type Down = ();
     const OCCUPANCY: Occupancy = Occupancy::Counts;
 
@@ -520,7 +523,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
         (): (),
         out: Self::Out,
     ) -> Self::Out {
-        if out.is_ok() {
+        if let Ok(Some(_)) = out {
             // A leaf went into the empty entry of the table below.
             // SAFETY: live table owned by the caller; the entry links the table below.
             unsafe { live::added::<A, L>(t, i, 1) };
@@ -565,15 +568,17 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
             let leaf = self.req.leaf::<A, L>(self.s);
             // SAFETY: live table owned by the caller; the subtree is empty.
             unsafe { replace_table::<A, L, H>(h, &mut stash, t, i, self.s, pte, leaf) };
-            return stop(Ok(stash.finish(h)));
+            return stop(Ok(Some(stash.finish(h))));
         }
         match kind {
             EntryKind::Leaf | EntryKind::Marker => {
                 stop(Err(PagingError::AlreadyMapped(A::unfold(self.s))))
             }
             EntryKind::Table => {
-                // SAFETY: live table owned by the caller.
-                let pte = unsafe { grant_entry_with::<A, L>(t, i, pte, self.grant) };
+                let (set, keep) = self.grant;
+                if A::TABLE_GATES && (pte | set) & keep != pte {
+                    return stop(Ok(None));
+                }
                 // SAFETY: a table entry leads to a live table one down.
                 PointStep::Descend(unsafe { child::<A, L, H>(self.h, pte) }, ())
             }
@@ -598,7 +603,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
                 let link = Descriptor::<A, L>::table(TableFrame::from_raw(pa)).bits();
                 // SAFETY: live table owned by the caller; the new table is this tree's now.
                 unsafe { t.store(i, live::fresh::<A, L>(link, 1)) };
-                stop(Ok(Chain::EMPTY))
+                stop(Ok(Some(Chain::EMPTY)))
             }
             EntryKind::Empty => {
                 let need = (L::DEPTH - self.req.exact_depth) as usize;
@@ -614,14 +619,15 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
                 };
                 debug_assert!(stash.is_empty());
                 stash.release(self.h);
-                stop(Ok(Chain::EMPTY))
+                stop(Ok(Some(Chain::EMPTY)))
             }
         }
     }
 }
 
 /// A single-leaf map of folded `[s, e)` (one leaf of `req.exact_depth`) from `t`; what it
-/// retired.
+/// retired, or `None` (having changed nothing) where a table entry on the way must be widened
+/// first: then [`map_check`] and [`map_apply`] do it, checking before they change anything.
 ///
 /// # Safety
 ///
@@ -634,7 +640,7 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
     s: u64,
     e: u64,
     req: &MapReq,
-) -> Result<Chain, PagingError> {
+) -> Result<Option<Chain>, PagingError> {
     let mut v = MapOne {
         h,
         ctx,
