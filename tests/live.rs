@@ -246,7 +246,7 @@ fn a_failed_map_leaves_restricting_parents_alone() {
         let pml4e = pt.handler().read_phys(root);
         pt.handler().write_phys(root, pml4e & !0b110);
         let before = pt.handler().snapshot();
-        let mut map = |pt: &mut PageTable<X86_64, Frames>, v: usize| {
+        let map = |pt: &mut PageTable<X86_64, Frames>, v: usize| {
             let (v, p) = (va!(v), pa!(0x9000));
             if cursor {
                 pt.cursor()
