@@ -58,6 +58,7 @@ mod liveness;
 mod markers;
 mod page_table;
 mod pair;
+mod remembered;
 mod retired;
 mod size;
 mod state;

@@ -14,6 +14,7 @@ use crate::handler::PagingHandler;
 use crate::levels::walk::{self, Ctx, MapReq, Modify, RawLeaf, Stash};
 use crate::levels::{Descriptor, EntryKind, HasNext, L1, Table, TableRef};
 use crate::liveness::Liveness;
+use crate::remembered::Remembered;
 use crate::retired::{self, Retired};
 use crate::size::{self, HasLeaf, LeafSize};
 use crate::state::{RootRange, TableState};
@@ -125,14 +126,22 @@ pub struct PageTable<A: Arch, H: PagingHandler> {
     /// The flags `map` last made a granule leaf with (checked then) and that leaf's template;
     /// a template of 0 (no leaf template is: it has a valid bit or a tag) if none yet.
     leaf_cache: (MappingFlags, u64),
+    /// The last-level table the fast paths of `map` and `unmap` last walked to: the next
+    /// single-page call in its span starts there, not at the root. Every change that may
+    /// unlink a table takes its context from [`ctx`](Self::ctx), which forgets it first (as
+    /// does [`handler_mut`](Self::handler_mut)), so it only ever names a linked table of ours;
+    /// it is never one in a borrowed range.
+    last: Remembered<A>,
     _arch: PhantomData<A>,
 }
 
 // SAFETY: the value owns its tables exclusively (borrowed ranges are never written or freed
-// through it), so moving it to another thread moves that ownership; `H: Send` moves with it.
+// through it), so moving it to another thread moves that ownership, the pointers into its own
+// tables that it remembers (`last`) included; `H: Send` moves with it.
 unsafe impl<A: Arch, H: PagingHandler + Send> Send for PageTable<A, H> {}
 // SAFETY: `&PageTable` only reads table memory (atomically), which any number of threads may
-// do at once; `H: Sync` because `&self` methods call `H::phys_to_virt`.
+// do at once, and never writes `last`; `H: Sync` because `&self` methods call
+// `H::phys_to_virt`.
 unsafe impl<A: Arch, H: PagingHandler + Sync> Sync for PageTable<A, H> {}
 
 impl<A: Arch, H: PagingHandler> PageTable<A, H> {
@@ -161,6 +170,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             state: TableState::default(),
             handler,
             leaf_cache: (MappingFlags::EMPTY, 0),
+            last: Remembered::none(),
             _arch: PhantomData,
         })
     }
@@ -241,6 +251,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             state,
             handler,
             leaf_cache: (MappingFlags::EMPTY, 0),
+            last: Remembered::none(),
             _arch: PhantomData,
         })
     }
@@ -284,6 +295,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// [`PagingHandler::free_table`]: the caller neither replaces it by one that does not, nor
     /// frees through it a frame the table still uses.
     pub unsafe fn handler_mut(&mut self) -> &mut H {
+        // A new handler may reach the tables at other addresses.
+        self.last = Remembered::none();
         &mut self.handler
     }
 
@@ -423,14 +436,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         {
             return None;
         }
-        // SAFETY: the root is live and ours; reading only (no grant).
-        let (table, path, slot) =
-            unsafe { walk::last_table_read::<A, A::Root, H>(&self.handler, self.root_ref(), s) }?;
+        let (t, path, slot) = self.last_table(s)?;
         if A::TABLE_GATES && A::path_restrict(path, flags) != flags {
             return None; // a table entry on the way must be made to let the flags through
         }
-        // SAFETY: a last-level table of our tree.
-        let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
         let i = TableRef::<A, L1>::index(s);
         // SAFETY: masked index, live table.
         if A::entry_kind::<L1>(unsafe { t.load(i) }) != EntryKind::Empty {
@@ -441,6 +450,25 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: the entry that links `t`, in our tree.
         unsafe { slot.added(1) };
         Some(Flush::range(s, s + Self::PAGE))
+    }
+
+    /// The last-level table on the way to folded `s` (outside every borrowed range: the
+    /// caller checked), with the table entries above it folded and the entry that links it:
+    /// the remembered one if its span holds `s`, else found by a read-only walk and
+    /// remembered. `None` if the walk reaches no last-level table.
+    #[inline(always)]
+    fn last_table(&mut self, s: u64) -> Option<(TableRef<A, L1>, u64, walk::CountSlot<A>)> {
+        if let Some(found) = self.last.get(s) {
+            return Some(found);
+        }
+        // SAFETY: the root is live and ours; reading only (no grant).
+        let (table, path, slot) =
+            unsafe { walk::last_table_read::<A, A::Root, H>(&self.handler, self.root_ref(), s) }?;
+        // SAFETY: a last-level table of our tree, linked until a change that may unlink it,
+        // which forgets it first (`ctx`).
+        let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
+        self.last = Remembered::new(s, t, path, slot);
+        Some((t, path, slot))
     }
 
     /// Whether a granule page at physical address `pa` passes `map`'s checks of its frame:
@@ -675,8 +703,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Ok(Flush::range(s, e).with_retired(stash.finish(h)))
     }
 
-    /// What the walk must know of this table besides its tree.
-    pub(crate) fn ctx(&self) -> Ctx {
+    /// What a changing walk must know of this table besides its tree. Every change that may
+    /// unlink a table takes it from here, so this is where the fast paths' remembered table is
+    /// forgotten.
+    pub(crate) fn ctx(&mut self) -> Ctx {
+        self.last = Remembered::none();
         Ctx {
             liveness: self.state.liveness,
             owner: self.root,
@@ -717,11 +748,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         if s % Self::PAGE != 0 || self.state.borrowed.meets(root_index, root_index + 1) {
             return None;
         }
-        // SAFETY: the root is live and ours; a read.
-        let (table, path, slot) =
-            unsafe { walk::last_table_read::<A, A::Root, H>(&self.handler, self.root_ref(), s) }?;
-        // SAFETY: a last-level table of our tree.
-        let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
+        let (t, path, slot) = self.last_table(s)?;
         let i = TableRef::<A, L1>::index(s);
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };

@@ -622,3 +622,45 @@ fn map_page_maps_one_leaf_of_the_typed_size_in_every_mode_family() {
     typed_sizes_map_as_their_page_size!(pagetable::Ept: Size4K = 12, Size2M = 21, Size1G = 30);
     typed_sizes_map_as_their_page_size!(pagetable::Sv48x4: Size4K = 12, Size512G = 39);
 }
+
+/// `map` and `unmap` remember the last-level table they last walked to; every call that may
+/// free that table makes them forget it, so the next single-page call in its span finds the
+/// table that is linked there now, not the freed one.
+#[test]
+fn single_page_calls_never_reach_a_freed_table() {
+    let (a, b, c) = (0x4000_0000usize, 0x4000_1000usize, 0x4000_2000usize);
+    let ways: [(&str, fn(&mut PageTable<X86_64, Frames>)); 3] = [
+        ("unmap of the last page", |pt| {
+            pt.unmap(va!(0x4000_1000)).unwrap().1.ignore();
+        }),
+        ("unmap_region", |pt| {
+            pt.unmap_region(va!(0x4000_0000), 0x20_0000).unwrap().ignore();
+        }),
+        ("take_marker", |pt| {
+            pt.set_marker(va!(0x4000_3000), 7).unwrap();
+            pt.unmap(va!(0x4000_1000)).unwrap().1.ignore();
+            pt.take_marker(va!(0x4000_3000)).unwrap().1.ignore();
+        }),
+    ];
+    for (way, free) in ways {
+        let mut pt = table::<X86_64>(16);
+        for v in [a, b] {
+            pt.map(va!(v), pa!(0x9000_0000 + v - a), PageSize::SIZE_4K, RW)
+                .unwrap()
+                .ignore();
+        }
+        // The fast path now remembers the table; empty it by a fast unmap, then free it.
+        pt.unmap(va!(a)).unwrap().1.ignore();
+        free(&mut pt);
+        // The tables above it emptied too: only the root is left.
+        assert_eq!(pt.table_frames(), 1, "{way}: the last-level table was freed");
+        pt.map(va!(c), pa!(0x9000_2000), PageSize::SIZE_4K, RW)
+            .unwrap()
+            .ignore();
+        assert_eq!(pt.query(va!(c)).unwrap().pa, pa!(0x9000_2000), "{way}");
+        assert_eq!(pt.table_frames(), 4, "{way}");
+        assert_eq!(pt.unmap(va!(c)).unwrap().0.pa, pa!(0x9000_2000), "{way}");
+        assert!(pt.query(va!(c)).is_err(), "{way}");
+        assert_eq!(pt.table_frames(), 1, "{way}");
+    }
+}

@@ -251,13 +251,14 @@ fn the_memory_type_of_a_union_does_not_depend_on_the_order() {
 #[test]
 fn the_page_table_value_is_root_state_and_handler() {
     // The root's address (8 bytes), the `TableState` (liveness, borrowed and shared
-    // root-entry ranges, the TLB identifier and the may-hold-global bit: 24 bytes) and the
-    // leaf template of the flags `map` last used (its flags and the template: 16 bytes), 48 in
-    // all, beside the handler.
+    // root-entry ranges, the TLB identifier and the may-hold-global bit: 24 bytes), the
+    // leaf template of the flags `map` last used (its flags and the template: 16 bytes) and
+    // the last-level table `map` and `unmap` last walked to (its span, address, folded path
+    // and linking entry: 32 bytes), 80 in all, beside the handler.
     assert_eq!(
         std::mem::size_of::<PageTable<X86_64, pagetable::BufferFrames<'static>>>()
             - std::mem::size_of::<pagetable::BufferFrames<'static>>(),
-        48
+        80
     );
     assert_eq!(std::mem::size_of::<pagetable::TableState>(), 24);
 }

@@ -1,0 +1,56 @@
+//! [`Remembered`]: the last-level table a single-page call last walked to, so that the next
+//! call in that table's span starts there instead of at the root.
+
+use crate::arch::Arch;
+use crate::levels::walk::CountSlot;
+use crate::levels::{L1, TableRef};
+
+/// A last-level table of the tree, with what the walk to it learned: the table entries above it
+/// folded ([`Arch::path_step`]) and the entry that links it (its live-entry count).
+///
+/// Plain words, not an `Option` of a struct: the fast paths compare one of them. Whoever keeps
+/// one must forget it before anything that may unlink a table of the tree, so that it only ever
+/// names a linked table.
+#[derive(Clone, Copy)]
+pub(crate) struct Remembered<A: Arch> {
+    /// The folded address where the table's span starts; [`Self::NONE`] if no table.
+    base: u64,
+    table: TableRef<A, L1>,
+    path: u64,
+    slot: CountSlot<A>,
+}
+
+impl<A: Arch> Remembered<A> {
+    /// No table: not a span base (those are aligned and below 2^57).
+    const NONE: u64 = u64::MAX;
+    /// What one last-level table spans.
+    const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
+
+    /// Nothing remembered.
+    pub(crate) fn none() -> Self {
+        Self {
+            base: Self::NONE,
+            table: TableRef::dangling(),
+            path: A::PATH_START,
+            slot: CountSlot::dangling(),
+        }
+    }
+
+    /// `table`, whose span holds folded `va`, reached through the folded `path` and linked by
+    /// `slot`.
+    #[inline(always)]
+    pub(crate) fn new(va: u64, table: TableRef<A, L1>, path: u64, slot: CountSlot<A>) -> Self {
+        Self {
+            base: va & !(Self::SPAN - 1),
+            table,
+            path,
+            slot,
+        }
+    }
+
+    /// The remembered table, its path and its slot, if its span holds folded `va`.
+    #[inline(always)]
+    pub(crate) fn get(&self, va: u64) -> Option<(TableRef<A, L1>, u64, CountSlot<A>)> {
+        (va & !(Self::SPAN - 1) == self.base).then_some((self.table, self.path, self.slot))
+    }
+}
