@@ -634,7 +634,9 @@ fn single_page_calls_never_reach_a_freed_table() {
             pt.unmap(va!(0x4000_1000)).unwrap().1.ignore();
         }),
         ("unmap_region", |pt| {
-            pt.unmap_region(va!(0x4000_0000), 0x20_0000).unwrap().ignore();
+            pt.unmap_region(va!(0x4000_0000), 0x20_0000)
+                .unwrap()
+                .ignore();
         }),
         ("take_marker", |pt| {
             pt.set_marker(va!(0x4000_3000), 7).unwrap();
@@ -653,7 +655,16 @@ fn single_page_calls_never_reach_a_freed_table() {
         pt.unmap(va!(a)).unwrap().1.ignore();
         free(&mut pt);
         // The tables above it emptied too: only the root is left.
-        assert_eq!(pt.table_frames(), 1, "{way}: the last-level table was freed");
+        assert_eq!(
+            pt.table_frames(),
+            1,
+            "{way}: the last-level table was freed"
+        );
+        assert_eq!(
+            pt.unmap(va!(b)).map(|(m, f)| (m, f.ignore())),
+            Err(PagingError::NotMapped(va!(b))),
+            "{way}"
+        );
         pt.map(va!(c), pa!(0x9000_2000), PageSize::SIZE_4K, RW)
             .unwrap()
             .ignore();
