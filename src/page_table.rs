@@ -436,7 +436,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         {
             return None;
         }
-        let (t, path, slot) = self.last_table(s)?;
+        let (t, path, slot) = self.last_table::<true>(s)?;
         if A::TABLE_GATES && A::path_restrict(path, flags) != flags {
             return None; // a table entry on the way must be made to let the flags through
         }
@@ -455,9 +455,12 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// The last-level table on the way to folded `s` (outside every borrowed range: the
     /// caller checked), with the table entries above it folded and the entry that links it:
     /// the remembered one if its span holds `s`, else found by a read-only walk and
-    /// remembered. `None` if the walk reaches no last-level table.
+    /// remembered if `REMEMBER`. `None` if the walk reaches no last-level table.
     #[inline(always)]
-    fn last_table(&mut self, s: u64) -> Option<(TableRef<A, L1>, u64, walk::CountSlot<A>)> {
+    fn last_table<const REMEMBER: bool>(
+        &mut self,
+        s: u64,
+    ) -> Option<(TableRef<A, L1>, u64, walk::CountSlot<A>)> {
         if let Some(found) = self.last.get(s) {
             return Some(found);
         }
@@ -467,7 +470,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         // SAFETY: a last-level table of our tree, linked until a change that may unlink it,
         // which forgets it first (`ctx`).
         let t = unsafe { TableRef::<A, L1>::from_pa(&self.handler, table) };
-        self.last = Remembered::new(s, t, path, slot);
+        if REMEMBER {
+            self.last = Remembered::new(s, t, path, slot);
+        }
         Some((t, path, slot))
     }
 
@@ -748,7 +753,9 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         if s % Self::PAGE != 0 || self.state.borrowed.meets(root_index, root_index + 1) {
             return None;
         }
-        let (t, path, slot) = self.last_table(s)?;
+        // Remembered, but not remembering: unmaps of single pages are as often scattered
+        // (reclaim) as neighbours, and a miss would cost a store of the walk's result.
+        let (t, path, slot) = self.last_table::<false>(s)?;
         let i = TableRef::<A, L1>::index(s);
         // SAFETY: masked index, live table.
         let pte = unsafe { t.load(i) };
