@@ -77,6 +77,10 @@ impl MappingFlags {
         self.0
     }
 
+    /// Flags no caller can pass (every bit set, where [`from_bits`](Self::from_bits) takes
+    /// only known ones and every operator keeps to them): a cache's "nothing yet".
+    pub(crate) const NONE_YET: Self = Self(u16::MAX);
+
     /// Builds flags from [`bits`](Self::bits); `None` if a bit is unknown or the memory-type
     /// field holds no [`MemType`].
     #[must_use]

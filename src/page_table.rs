@@ -124,7 +124,7 @@ pub struct PageTable<A: Arch, H: PagingHandler> {
     pub(crate) state: TableState,
     pub(crate) handler: H,
     /// The flags `map` last made a granule leaf with (checked then) and that leaf's template;
-    /// a template of 0 (no leaf template is: it has a valid bit or a tag) if none yet.
+    /// [`MappingFlags::NONE_YET`] and 0 if none yet.
     leaf_cache: (MappingFlags, u64),
     /// The last-level table the fast paths of `map` and `unmap` last walked to: the next
     /// single-page call in its span starts there, not at the root. Every change that may
@@ -169,7 +169,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root,
             state: TableState::default(),
             handler,
-            leaf_cache: (MappingFlags::EMPTY, 0),
+            leaf_cache: (MappingFlags::NONE_YET, 0),
             last: Remembered::none(),
             _arch: PhantomData,
         })
@@ -250,7 +250,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
             root: raw,
             state,
             handler,
-            leaf_cache: (MappingFlags::EMPTY, 0),
+            leaf_cache: (MappingFlags::NONE_YET, 0),
             last: Remembered::none(),
             _arch: PhantomData,
         })
@@ -396,6 +396,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
     /// * [`PagingError::AlreadyMapped`] if anything in `[va, va + size)` is mapped.
     /// * [`PagingError::OutOfFrames`] if a table on the way cannot be allocated.
+    #[inline(always)]
     pub fn map(
         &mut self,
         va: A::Addr,
@@ -427,17 +428,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         let s = A::fold(va)?;
         let pa = pa.as_usize() as u64;
         let pa_ok = Self::page_frame_ok(pa);
-        let root_index = TableRef::<A, A::Root>::index(s);
-        if cached != flags
-            || template == 0
-            || s % Self::PAGE != 0
-            || !pa_ok
-            || self.state.borrowed.meets(root_index, root_index + 1)
-        {
+        if cached != flags || s % Self::PAGE != 0 || !pa_ok {
             return None;
         }
-        let (t, path, slot) = self.last_table::<true>(s)?;
-        if A::TABLE_GATES && A::path_restrict(path, flags) != flags {
+        let (t, _, slot) = self.last_table::<true>(s)?;
+        if !self.last.lets_through(flags) {
             return None; // a table entry on the way must be made to let the flags through
         }
         let i = TableRef::<A, L1>::index(s);
@@ -452,10 +447,11 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         Some(Flush::range(s, s + Self::PAGE))
     }
 
-    /// The last-level table on the way to folded `s` (outside every borrowed range: the
-    /// caller checked), with the table entries above it folded and the entry that links it:
-    /// the remembered one if its span holds `s`, else found by a read-only walk and
-    /// remembered if `REMEMBER`. `None` if the walk reaches no last-level table.
+    /// The last-level table on the way to folded `s`, with the table entries above it folded
+    /// and the entry that links it: the remembered one if its span holds `s`, else found by a
+    /// read-only walk and remembered if `REMEMBER`. `None` if `s` lies in a borrowed range
+    /// (the remembered table never does: borrowing and releasing forget it) or the walk
+    /// reaches no last-level table.
     #[inline(always)]
     fn last_table<const REMEMBER: bool>(
         &mut self,
@@ -463,6 +459,10 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     ) -> Option<(TableRef<A, L1>, u64, walk::CountSlot<A>)> {
         if let Some(found) = self.last.get(s) {
             return Some(found);
+        }
+        let root_index = TableRef::<A, A::Root>::index(s);
+        if self.state.borrowed.meets(root_index, root_index + 1) {
+            return None;
         }
         // SAFETY: the root is live and ours; reading only (no grant).
         let (table, path, slot) =
@@ -734,6 +734,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// * [`PagingError::NotMapped`] if nothing is mapped at `va`.
     /// * [`PagingError::InsideLeaf`] if `va` lies inside a leaf that starts elsewhere.
     /// * [`PagingError::Borrowed`] if `va` lies in a borrowed range.
+    #[inline]
     pub fn unmap(&mut self, va: A::Addr) -> Result<(Mapping<A::Addr>, Flush<A>), PagingError> {
         let va = arch::to_va::<A>(va);
         if let Some(done) = self.unmap_page_fast(va) {
@@ -749,8 +750,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     #[inline(always)]
     fn unmap_page_fast(&mut self, va: VirtAddr) -> Option<(Mapping<A::Addr>, Flush<A>)> {
         let s = A::fold(va)?;
-        let root_index = TableRef::<A, A::Root>::index(s);
-        if s % Self::PAGE != 0 || self.state.borrowed.meets(root_index, root_index + 1) {
+        if s % Self::PAGE != 0 {
             return None;
         }
         // Remembered, but not remembering: unmaps of single pages are as often scattered
@@ -1363,6 +1363,8 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         va: A::Addr,
         len: usize,
     ) -> Result<Flush<A>, PagingError> {
+        // The fast paths skip the borrowed check for the table they remember.
+        self.last = Remembered::none();
         let va = arch::to_va::<A>(va);
         let root_size = TableRef::<A, A::Root>::SIZE;
         let (s, e) = self.check_range_shape(va, len, root_size)?;
@@ -1516,6 +1518,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     /// Unlinks the borrowed range (without freeing anything) and returns its flush.
     pub fn release_borrowed(&mut self) -> Flush<A> {
+        self.last = Remembered::none();
         let (lo, hi) = self.borrowed_range();
         let root = self.root_ref();
         for i in lo..hi {

@@ -2,6 +2,7 @@
 //! call in that table's span starts there instead of at the root.
 
 use crate::arch::Arch;
+use crate::flags::MappingFlags;
 use crate::levels::walk::CountSlot;
 use crate::levels::{L1, TableRef};
 
@@ -18,6 +19,9 @@ pub(crate) struct Remembered<A: Arch> {
     table: TableRef<A, L1>,
     path: u64,
     slot: CountSlot<A>,
+    /// Flags `path` was found to let through ([`Arch::path_restrict`]), or flags no caller
+    /// passes.
+    lets_through: MappingFlags,
 }
 
 impl<A: Arch> Remembered<A> {
@@ -33,6 +37,7 @@ impl<A: Arch> Remembered<A> {
             table: TableRef::dangling(),
             path: A::PATH_START,
             slot: CountSlot::dangling(),
+            lets_through: MappingFlags::NONE_YET,
         }
     }
 
@@ -45,6 +50,7 @@ impl<A: Arch> Remembered<A> {
             table,
             path,
             slot,
+            lets_through: MappingFlags::NONE_YET,
         }
     }
 
@@ -52,5 +58,19 @@ impl<A: Arch> Remembered<A> {
     #[inline(always)]
     pub(crate) fn get(&self, va: u64) -> Option<(TableRef<A, L1>, u64, CountSlot<A>)> {
         (va & !(Self::SPAN - 1) == self.base).then_some((self.table, self.path, self.slot))
+    }
+
+    /// Whether the table entries above the remembered table let leaves with `flags` through
+    /// as they are: worked out once per table and flags.
+    #[inline(always)]
+    pub(crate) fn lets_through(&mut self, flags: MappingFlags) -> bool {
+        if !A::TABLE_GATES || self.lets_through == flags {
+            return true;
+        }
+        let yes = A::path_restrict(self.path, flags) == flags;
+        if yes {
+            self.lets_through = flags;
+        }
+        yes
     }
 }

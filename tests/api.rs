@@ -629,7 +629,8 @@ fn map_page_maps_one_leaf_of_the_typed_size_in_every_mode_family() {
 #[test]
 fn single_page_calls_never_reach_a_freed_table() {
     let (a, b, c) = (0x4000_0000usize, 0x4000_1000usize, 0x4000_2000usize);
-    let ways: [(&str, fn(&mut PageTable<X86_64, Frames>)); 3] = [
+    type Free = fn(&mut PageTable<X86_64, Frames>);
+    let ways: [(&str, Free); 3] = [
         ("unmap of the last page", |pt| {
             pt.unmap(va!(0x4000_1000)).unwrap().1.ignore();
         }),

@@ -253,12 +253,13 @@ fn the_page_table_value_is_root_state_and_handler() {
     // The root's address (8 bytes), the `TableState` (liveness, borrowed and shared
     // root-entry ranges, the TLB identifier and the may-hold-global bit: 24 bytes), the
     // leaf template of the flags `map` last used (its flags and the template: 16 bytes) and
-    // the last-level table `map` and `unmap` last walked to (its span, address, folded path
-    // and linking entry: 32 bytes), 80 in all, beside the handler.
+    // the last-level table `map` and `unmap` last walked to (its span, address, folded path,
+    // linking entry and the flags that path was found to let through: 40 bytes), 88 in all,
+    // beside the handler.
     assert_eq!(
         std::mem::size_of::<PageTable<X86_64, pagetable::BufferFrames<'static>>>()
             - std::mem::size_of::<pagetable::BufferFrames<'static>>(),
-        80
+        88
     );
     assert_eq!(std::mem::size_of::<pagetable::TableState>(), 24);
 }
