@@ -143,6 +143,12 @@ const PXN: u64 = 1 << AArch64Pte::PXN_OFFSET;
 const UXN: u64 = 1 << AArch64Pte::UXN_OFFSET;
 /// This crate's software dirty bit: dirtiness of a leaf that is read-only now.
 pub(super) const SW_DIRTY: u64 = 1 << AArch64Pte::SW_OFFSET;
+/// How far AP\[2\] (read-only) lies below [`SW_DIRTY`].
+const DIRTY_FROM_AP_RO: u32 = AArch64Pte::SW_OFFSET as u32 - AArch64Pte::AP_RO_OFFSET as u32;
+const_assert_eq!(AP_RO << DIRTY_FROM_AP_RO, SW_DIRTY);
+/// How far AP\[2\] lies below DBM.
+const DBM_ABOVE_AP_RO: u32 = AArch64Pte::DBM_OFFSET as u32 - AArch64Pte::AP_RO_OFFSET as u32;
+const_assert_eq!(AP_RO << DBM_ABOVE_AP_RO, DBM);
 /// Software bit 56: an inaccessible leaf, valid bit clear (this crate's tag).
 pub(super) const INACCESSIBLE: u64 = 1 << (AArch64Pte::SW_OFFSET + 1);
 /// Software bit 57: a marker, valid bit and bit 56 clear (this crate's tag; a leaf's bit 57
@@ -585,12 +591,13 @@ impl<V: VaSize<G>, R: VaRange, G: Granule, M: MairLayout> Arch for AArch64<V, R,
         let mut new = (old & keep) | (template & !AF);
         if flags.contains(MappingFlags::WRITE) {
             // Stays clean only if it was writable and clean; a leaf becoming writable starts
-            // dirty like a new one.
-            if is_writable(old) && !is_dirty(old) {
-                new |= AP_RO;
-            }
-        } else if is_dirty(old) {
-            new |= SW_DIRTY;
+            // dirty like a new one. Writable and clean is DBM and AP[2] set and SW_DIRTY
+            // clear: both moved down onto AP[2] (shifts, no compare, as below).
+            new |= (old >> DBM_ABOVE_AP_RO) & old & (!old >> DIRTY_FROM_AP_RO) & AP_RO;
+        } else {
+            // SW_DIRTY if `is_dirty(old)`: kept if set, or AP[2] clear moved up into it (one
+            // shift, no compare, so that a run of leaves compiles to vector operations).
+            new |= (old & SW_DIRTY) | ((!old & AP_RO) << DIRTY_FROM_AP_RO);
         }
         new
     }

@@ -546,6 +546,27 @@ impl<A: Arch, L: Level> TableRef<A, L> {
         })
     }
 
+    /// `f` of entries `first..first + count` read as plain words, which the compiler may
+    /// vectorize: for a table no MMU walks and no one else writes (an
+    /// [`Offline`](crate::Liveness::Offline) table the caller holds mutably).
+    ///
+    /// # Safety
+    ///
+    /// `first + count <= ENTRIES`, and nothing writes these entries during the call.
+    #[inline(always)]
+    pub(crate) unsafe fn read_words<R>(
+        self,
+        first: usize,
+        count: usize,
+        f: impl FnOnce(&[u64]) -> R,
+    ) -> R {
+        debug_assert!(first + count <= Self::ENTRIES);
+        // SAFETY: in bounds (above); `AtomicU64` and `u64` share a layout; the slice does not
+        // outlive `f`, and no one writes the entries meanwhile, so plain reads race with
+        // nothing.
+        f(unsafe { core::slice::from_raw_parts(self.base.cast::<u64>().add(first), count) })
+    }
+
     /// Zeroes a table that nothing else sees yet.
     ///
     /// # Safety

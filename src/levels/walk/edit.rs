@@ -209,7 +209,16 @@ impl<A: Arch, H: PagingHandler> Visitor<A> for EditCheck<'_, A, H> {
             // Offline, nothing else writes the entries: only holes matter, and an OR of 0 (no
             // leaf writable by the MMU) leaves the arch's test at "all of them are leaves".
             let offline = self.liveness == Liveness::Offline;
-            let all = (0..run.count).fold(u64::MAX, |acc, k| acc & load(k));
+            let all = if offline {
+                // SAFETY: in bounds; offline, no MMU walks the table and we hold it mutably.
+                unsafe {
+                    t.read_words(run.first, run.count, |words| {
+                        words.iter().fold(u64::MAX, |acc, &w| acc & w)
+                    })
+                }
+            } else {
+                (0..run.count).fold(u64::MAX, |acc, k| acc & load(k))
+            };
             let any = || {
                 if offline {
                     0
