@@ -296,7 +296,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// frees through it a frame the table still uses.
     pub unsafe fn handler_mut(&mut self) -> &mut H {
         // A new handler may reach the tables at other addresses.
-        self.last = Remembered::none();
+        self.last.forget();
         &mut self.handler
     }
 
@@ -712,7 +712,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// unlink a table takes it from here, so this is where the fast paths' remembered table is
     /// forgotten.
     pub(crate) fn ctx(&mut self) -> Ctx {
-        self.last = Remembered::none();
+        self.last.forget();
         Ctx {
             liveness: self.state.liveness,
             owner: self.root,
@@ -1364,7 +1364,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
         len: usize,
     ) -> Result<Flush<A>, PagingError> {
         // The fast paths skip the borrowed check for the table they remember.
-        self.last = Remembered::none();
+        self.last.forget();
         let va = arch::to_va::<A>(va);
         let root_size = TableRef::<A, A::Root>::SIZE;
         let (s, e) = self.check_range_shape(va, len, root_size)?;
@@ -1518,7 +1518,7 @@ impl<A: Arch, H: PagingHandler> PageTable<A, H> {
 
     /// Unlinks the borrowed range (without freeing anything) and returns its flush.
     pub fn release_borrowed(&mut self) -> Flush<A> {
-        self.last = Remembered::none();
+        self.last.forget();
         let (lo, hi) = self.borrowed_range();
         let root = self.root_ref();
         for i in lo..hi {

@@ -41,6 +41,12 @@ impl<A: Arch> Remembered<A> {
         }
     }
 
+    /// Forgets the table.
+    #[inline(always)]
+    pub(crate) fn forget(&mut self) {
+        self.base = Self::NONE;
+    }
+
     /// `table`, whose span holds folded `va`, reached through the folded `path` and linked by
     /// `slot`.
     #[inline(always)]

@@ -479,8 +479,6 @@ struct MapOne<'a, A: Arch, H> {
     s: u64,
     e: u64,
     req: &'a MapReq,
-    /// [`grant_masks`] of the request's flags.
-    grant: (u64, u64),
     _arch: core::marker::PhantomData<A>,
 }
 
@@ -575,8 +573,7 @@ impl<A: Arch, H: PagingHandler> PointVisitor<A> for MapOne<'_, A, H> {
                 stop(Err(PagingError::AlreadyMapped(A::unfold(self.s))))
             }
             EntryKind::Table => {
-                let (set, keep) = self.grant;
-                if A::TABLE_GATES && (pte | set) & keep != pte {
+                if A::TABLE_GATES && A::table_grant(pte, self.req.flags) != pte {
                     return stop(Ok(None));
                 }
                 // SAFETY: a table entry leads to a live table one down.
@@ -647,7 +644,6 @@ pub(crate) unsafe fn map_one<A: Arch, L: Level, H: PagingHandler>(
         s,
         e,
         req,
-        grant: grant_masks::<A>(req.flags),
         _arch: core::marker::PhantomData,
     };
     // SAFETY: forwarded.
