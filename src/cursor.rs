@@ -13,6 +13,7 @@ use crate::handler::PagingHandler;
 use crate::levels::walk::{self, CountSlot, RawLeaf};
 use crate::levels::{EntryKind, L1, TableRef};
 use crate::page_table::{Mapping, PageTable, Translation};
+use crate::remembered::Remembered;
 
 /// A cursor over a [`PageTable`], from [`PageTable::cursor`].
 ///
@@ -26,48 +27,30 @@ use crate::page_table::{Mapping, PageTable, Translation};
 /// tree meanwhile, and the cursor forgets the table on any call of its own that may free one.
 pub struct LastTableCursor<'a, A: Arch, H: PagingHandler> {
     pt: &'a mut PageTable<A, H>,
-    /// The folded address where the remembered table's span starts; [`NONE`] if no table is
-    /// remembered. A table in a borrowed range is never remembered.
-    /// Plain words, not an `Option` of a struct: the fast path compares one of them.
-    last_base: u64,
-    /// The remembered table (dangling while `last_base` is [`NONE`]).
-    last: TableRef<A, L1>,
+    /// The remembered table, with the flags its parents were found or made to let through; a
+    /// table in a borrowed range is never remembered.
+    last: Remembered<A>,
     /// The flags last mapped and their last-level leaf template; `None` before the first map.
     template: Option<(MappingFlags, u64)>,
-    /// The table entries above the remembered table, folded ([`Arch::path_step`]).
-    last_path: u64,
-    /// The table entry that links the remembered table, which counts its live entries.
-    last_slot: CountSlot<A>,
-    /// The flags the remembered table's parents were last made to let through, if any.
-    granted: Option<MappingFlags>,
 }
 
 /// A last-level table the cursor reached: the table, whether its span is borrowed, the table
 /// entries above it folded, and the entry that links it (its live-entry count).
 type Reached<A> = (TableRef<A, L1>, bool, u64, CountSlot<A>);
 
-/// No table remembered: not a span base (those are aligned and below 2^57).
-const NONE: u64 = u64::MAX;
-
 impl<A: Arch, H: PagingHandler> PageTable<A, H> {
     /// A [`LastTableCursor`] for single-page calls on neighbouring pages.
     pub fn cursor(&mut self) -> LastTableCursor<'_, A, H> {
         LastTableCursor {
             pt: self,
-            last_base: NONE,
-            last: TableRef::dangling(),
+            last: Remembered::none(),
             template: None,
-            last_path: A::PATH_START,
-            last_slot: CountSlot::dangling(),
-            granted: None,
         }
     }
 }
 
 impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     const PAGE: u64 = 1 << A::PAGE_SHIFT;
-    /// What one last-level table spans.
-    const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
 
     /// The last-level table on the way to folded `va`, whether its span is borrowed, and the
     /// table entries above it folded ([`Arch::path_step`]), if the walk reaches one:
@@ -75,11 +58,12 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
     /// the way are made to let through leaves with those flags ([`Arch::table_grant`]) first,
     /// unless the remembered path was granted them already.
     fn last_table(&mut self, va: u64, grant: Option<MappingFlags>) -> Option<Reached<A>> {
-        let base = va & !(Self::SPAN - 1);
-        let granted = grant.is_none() || !A::TABLE_GATES || grant == self.granted;
-        if self.last_base == base && granted {
-            return Some((self.last, false, self.last_path, self.last_slot));
+        if let Some((table, path, slot)) = self.last.get(va) {
+            if grant.is_none_or(|flags| self.last.lets_through(flags)) {
+                return Some((table, false, path, slot));
+            }
         }
+        let base = va & !(Remembered::<A>::SPAN - 1);
         let root = self.pt.root_ref();
         let handler = self.pt.handler();
         // SAFETY: the root is live and ours; with `grant`, the caller holds the table mutably
@@ -89,23 +73,25 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         // SAFETY: a table entry leads to a live table; we hold the page table mutably, so it
         // stays live until a call of ours that may free it, which forgets it.
         let table = unsafe { TableRef::<A, L1>::from_pa(handler, pa) };
-        if self.pt.check_not_borrowed(base, base + Self::SPAN).is_err() {
+        if self
+            .pt
+            .check_not_borrowed(base, base + Remembered::<A>::SPAN)
+            .is_err()
+        {
             // A borrowed table is its owner's, which may free it between two calls here: used
             // for this call only, never remembered.
             return Some((table, true, path, slot));
         }
-        self.last = table;
-        self.last_base = base;
-        self.last_path = path;
-        self.last_slot = slot;
-        // A walk that granted nothing (a query's) leaves a new table's parents unknown.
-        self.granted = grant;
+        self.last = Remembered::new(va, table, path, slot);
+        if let Some(flags) = grant {
+            self.last.granted(flags);
+        }
         Some((table, false, path, slot))
     }
 
     /// Forgets the remembered table.
     fn forget(&mut self) {
-        self.last_base = NONE;
+        self.last.forget();
     }
 
     /// The leaf template for `flags`, checked; the last one is kept.
@@ -145,25 +131,26 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         // cursor mapped last (checked then), an aligned frame that fits the width, and an empty
         // slot. Each test only picks the path: anything else goes the general way, which makes
         // every check in `PageTable::map`'s order.
-        let gates_ok = !A::TABLE_GATES || self.granted == Some(flags);
         if let (true, Some(s), Some((f, template))) = (
-            size.bytes() as u64 == Self::PAGE && gates_ok,
+            size.bytes() as u64 == Self::PAGE,
             A::fold(raw),
             self.template,
         ) {
             let pa_raw = pa.as_usize() as u64;
-            let page_ok = s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base;
             let pa_ok = PageTable::<A, H>::page_frame_ok(pa_raw);
-            if page_ok && pa_ok && f == flags {
-                let (t, i) = (self.last, TableRef::<A, L1>::index(s));
-                // SAFETY: masked index; the remembered table is live and ours (`last_table`).
-                let old = unsafe { t.load(i) };
-                if A::entry_kind::<L1>(old) == EntryKind::Empty {
-                    // SAFETY: as above.
-                    unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(pa_raw)) };
-                    // SAFETY: the entry that links the remembered table, in our tree.
-                    unsafe { self.last_slot.added(1) };
-                    return Ok(Flush::range(s, s + Self::PAGE));
+            if let (Some((t, _, slot)), true) = (self.last.get(s), s % Self::PAGE == 0 && pa_ok) {
+                if f == flags && self.last.lets_through(flags) {
+                    let i = TableRef::<A, L1>::index(s);
+                    // SAFETY: masked index; the remembered table is live and ours
+                    // (`last_table`).
+                    let old = unsafe { t.load(i) };
+                    if A::entry_kind::<L1>(old) == EntryKind::Empty {
+                        // SAFETY: as above.
+                        unsafe { t.store(i, template | A::leaf_addr_bits::<L1>(pa_raw)) };
+                        // SAFETY: the entry that links the remembered table, in our tree.
+                        unsafe { slot.added(1) };
+                        return Ok(Flush::range(s, s + Self::PAGE));
+                    }
                 }
             }
         }
@@ -182,23 +169,21 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
         if size.bytes() as u64 == Self::PAGE {
             // An aligned address in the remembered, unborrowed span passes every check of
             // `PageTable::map` on the virtual side; the others follow in its order.
-            let granted = !A::TABLE_GATES || self.granted == Some(flags);
-            let fast = A::fold(va).filter(|s| {
-                s % Self::PAGE == 0 && s & !(Self::SPAN - 1) == self.last_base && granted
-            });
-            let s = match fast {
-                Some(s) => s,
+            let remembered = A::fold(va)
+                .filter(|s| s % Self::PAGE == 0)
+                .and_then(|s| Some((s, self.last.get(s)?)));
+            let s = match remembered {
+                Some((s, _)) => s,
                 None => self.pt.check_range(va, Self::PAGE as usize, Self::PAGE)?.0,
             };
             let raw_pa = self.pt.check_pa(pa, Self::PAGE as usize, Self::PAGE)?;
             let template = self.template(flags)?;
             // Read-only first: nothing changes before the slot is known to be free.
-            let table = if fast.is_some() {
-                Some((self.last, false, self.last_path, self.last_slot))
-            } else {
-                self.last_table(s, None)
+            let table = match remembered {
+                Some((_, (t, path, slot))) => Some((t, false, path, slot)),
+                None => self.last_table(s, None),
             };
-            if let Some((t, borrowed, path, slot)) = table {
+            if let Some((t, _, path, slot)) = table {
                 let i = TableRef::<A, L1>::index(s);
                 // SAFETY: masked index; the table is live and ours (see `last_table`).
                 let old = unsafe { t.load(i) };
@@ -207,10 +192,6 @@ impl<A: Arch, H: PagingHandler> LastTableCursor<'_, A, H> {
                     return Err(PagingError::AlreadyMapped(A::unfold(s)));
                 }
                 let (t, slot) = if !A::TABLE_GATES || A::path_restrict(path, flags) == flags {
-                    if !borrowed {
-                        // The remembered path lets these flags through as it is.
-                        self.granted = Some(flags);
-                    }
                     (t, slot)
                 } else {
                     // The map will succeed: now the entries on the way are widened for it.
@@ -276,10 +257,7 @@ impl<A: Arch, H: PagingHandler> fmt::Debug for LastTableCursor<'_, A, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LastTableCursor")
             .field("mode", &A::NAME)
-            .field(
-                "last_table_span",
-                &(self.last_base != NONE).then(|| A::unfold(self.last_base)),
-            )
+            .field("last_table_span", &self.last.base().map(A::unfold))
             .finish_non_exhaustive()
     }
 }

@@ -28,7 +28,7 @@ impl<A: Arch> Remembered<A> {
     /// No table: not a span base (those are aligned and below 2^57).
     const NONE: u64 = u64::MAX;
     /// What one last-level table spans.
-    const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
+    pub(crate) const SPAN: u64 = TableRef::<A, L1>::SIZE * TableRef::<A, L1>::ENTRIES as u64;
 
     /// Nothing remembered.
     pub(crate) fn none() -> Self {
@@ -58,6 +58,17 @@ impl<A: Arch> Remembered<A> {
             slot,
             lets_through: MappingFlags::NONE_YET,
         }
+    }
+
+    /// The folded address where the remembered table's span starts, if there is one.
+    pub(crate) fn base(&self) -> Option<u64> {
+        (self.base != Self::NONE).then_some(self.base)
+    }
+
+    /// Notes that a walk just made the entries above the table let `flags` through.
+    #[inline(always)]
+    pub(crate) fn granted(&mut self, flags: MappingFlags) {
+        self.lets_through = flags;
     }
 
     /// The remembered table, its path and its slot, if its span holds folded `va`.
